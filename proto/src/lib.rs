@@ -1,5 +1,6 @@
-//! Protobuf types shared by the coordinator and the workers.
+//! herd's wire protocol: the protobuf messages and the two gRPC services (`Workers`, `Sweeps`)
+//! the coordinator serves.
 
 pub mod v1 {
-    include!(concat!(env!("OUT_DIR"), "/herd.v1.rs"));
+    tonic::include_proto!("herd.v1");
 }

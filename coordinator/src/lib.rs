@@ -1,0 +1,5 @@
+//! herd's coordinator: plans sweeps (checkpoints x evaluation-set shards), keeps their state in
+//! SQLite, leases tasks to workers over gRPC, stores per-example rewards idempotently and writes
+//! RewardBench results and the sweep CSV.
+
+pub mod model;

@@ -1,0 +1,80 @@
+//! Plain types passed between the planner, the store, the scheduler and the reports.
+
+use std::fmt;
+
+/// How a checkpoint is stored, which decides how a worker loads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointFormat {
+    /// an EasyLM `streaming_params` file (converted in memory by the worker)
+    EasyLm,
+    /// a transformers folder (config.json + safetensors)
+    HuggingFace,
+}
+
+impl CheckpointFormat {
+    /// The name used on the wire (`Checkpoint.format`) and in the state file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckpointFormat::EasyLm => "easylm",
+            CheckpointFormat::HuggingFace => "hf",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "easylm" => Some(CheckpointFormat::EasyLm),
+            "hf" => Some(CheckpointFormat::HuggingFace),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for CheckpointFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A checkpoint found by the planner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedCheckpoint {
+    /// `gs://bucket/object`, a local path, or `hf:org/name`
+    pub uri: String,
+    /// the experiment name its results are filed under, e.g.
+    /// `rm-eval-helpsteer2-counts-tulu2_13b_rm_human_datamodel_counts_7000_ID__<hex>__SWAPS_4026`
+    pub name: String,
+    pub format: CheckpointFormat,
+    pub size_bytes: u64,
+}
+
+/// One pair of the evaluation set, as stored and as sent in leases.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedExample {
+    /// position in the evaluation set; shards are ranges of it
+    pub index: u32,
+    pub id: String,
+    pub subset: String,
+    /// `herd_common::dataset::PreferencePair` as JSON
+    pub pair_json: String,
+}
+
+/// One stored per-example result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredReward {
+    pub index: u32,
+    pub chosen: Vec<f64>,
+    pub rejected: Vec<f64>,
+}
+
+/// Everything stored for one fully scored checkpoint: what the reports are built from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoredCheckpoint {
+    pub name: String,
+    pub uri: String,
+    /// "Seq. Classifier", "DPO", ... as the worker reported it
+    pub model_type: String,
+    /// "tokenizer" or the FastChat template name, as the worker reported it
+    pub chat_template: String,
+    /// sorted by index, one per example of the evaluation set
+    pub rewards: Vec<StoredReward>,
+}
