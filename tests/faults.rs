@@ -1,0 +1,172 @@
+//! Fault tests: workers killed with SIGKILL at several points, a coordinator killed and
+//! restarted mid-sweep, a worker's connection cut, a corrupt checkpoint and one that vanishes
+//! from GCS. The sweep finishes, failures carry their reasons, and the CSV equals a clean run's.
+
+use std::time::Duration;
+
+use herd_common::gcs::GcsClient;
+use herd_tests::fixture::{SweepFixture, BUCKET};
+use herd_tests::procs::CoordSettings;
+use herd_tests::proxy::Proxy;
+use herd_tests::scenario::{start_gcs, SweepRun};
+
+const TIMEOUT: Duration = Duration::from_secs(400);
+
+/// Rows in the results table of a state file, and whether any (checkpoint, example) repeats.
+fn stored_rows(state: &std::path::Path) -> i64 {
+    let conn = rusqlite::Connection::open(state).unwrap();
+    conn.query_row("SELECT COUNT(*) FROM results", [], |r| r.get(0))
+        .unwrap()
+}
+
+async fn clean_csv(dir: &std::path::Path, gcs: &str, presets: &std::path::Path) -> String {
+    let mut run = SweepRun::start(dir, gcs, CoordSettings::default());
+    run.submit(presets);
+    run.add_worker();
+    let status = run.finish(TIMEOUT, |_| {}).await;
+    assert_eq!(status.state, "done", "{}", run.logs());
+    run.results_csv()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_workers_restarted_coordinator_and_cut_connections_change_nothing() {
+    let Some(gcs) = start_gcs() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = SweepFixture::new(&tmp.path().join("fixture"), 6, 20).unwrap();
+    let client = GcsClient::with_endpoint(&gcs.endpoint()).await.unwrap();
+    fixture.upload(&client, BUCKET).await.unwrap();
+    let presets = fixture.write_presets(BUCKET, 10).unwrap();
+    let clean = clean_csv(&tmp.path().join("clean"), &gcs.endpoint(), &presets).await;
+
+    let dir = tmp.path().join("faulty");
+    let mut run = SweepRun::start(&dir, &gcs.endpoint(), CoordSettings::default());
+    // workers reach the coordinator through a proxy whose connections can be cut
+    let target = format!("127.0.0.1:{}", run.coord.port).parse().unwrap();
+    let proxy = Proxy::start(target).await.unwrap();
+    run.worker_target = proxy.url();
+    run.submit(&presets);
+    for _ in 0..3 {
+        run.add_worker();
+    }
+
+    // fault schedule by stored examples (of 6 x 40 = 240)
+    let total = (fixture.examples * fixture.checkpoints.len()) as u64;
+    let mut step = 0;
+    loop {
+        let status = match run.coord.sweep_status("helpsteer2").await {
+            Ok(s) => s,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let stored = status.examples_stored;
+        if status.state != "active" {
+            break;
+        }
+        match step {
+            // a worker killed as soon as anything is stored (mid-shard for someone)
+            0 if stored > 0 => {
+                run.workers[0].kill9();
+                run.add_worker();
+                step += 1;
+            }
+            // another one a quarter of the way in
+            1 if stored >= total / 4 => {
+                run.workers[1].kill9();
+                run.add_worker();
+                step += 1;
+            }
+            // the coordinator itself, killed and restarted on the same state file
+            2 if stored >= total / 2 => {
+                run.coord.kill9();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                run.coord.restart();
+                step += 1;
+            }
+            // every worker connection cut
+            3 if stored >= total * 2 / 3 => {
+                proxy.sever();
+                step += 1;
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = run.finish(TIMEOUT, |_| {}).await;
+    assert_eq!(status.state, "done", "{status:?}\n{}", run.logs());
+    assert!(step >= 3, "the sweep finished before the faults ran (step {step})");
+    assert_eq!(status.examples_stored, total, "{}", run.logs());
+    assert_eq!(stored_rows(&run.coord.state), total as i64);
+    let faulty = run.results_csv();
+    assert_eq!(faulty, clean, "faulty run vs clean run\n{}", run.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_and_vanished_checkpoints_fail_with_reasons_and_the_sweep_goes_on() {
+    let Some(gcs) = start_gcs() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = SweepFixture::new(&tmp.path().join("fixture"), 6, 10).unwrap();
+    let client = GcsClient::with_endpoint(&gcs.endpoint()).await.unwrap();
+    // the clean bucket holds the four good checkpoints only
+    let mut good = SweepFixture::new(&tmp.path().join("good"), 6, 10).unwrap();
+    good.checkpoints.truncate(4);
+    good.upload(&client, "clean").await.unwrap();
+    let clean = clean_csv(
+        &tmp.path().join("clean"),
+        &gcs.endpoint(),
+        &good.write_presets("clean", 10).unwrap(),
+    )
+    .await;
+
+    // the sweep's bucket: the same four, one with damaged bytes, one deleted after planning
+    let mut damaged = fixture;
+    let corrupt = &mut damaged.checkpoints[4];
+    let cut = corrupt.bytes.len() / 2;
+    corrupt.bytes.truncate(cut);
+    corrupt.bytes.extend_from_slice(b"\xc1\xc1garbage");
+    damaged.upload(&client, BUCKET).await.unwrap();
+    let presets = damaged.write_presets(BUCKET, 10).unwrap();
+    let corrupt_object = damaged.checkpoints[4].object.clone();
+    let vanished_object = damaged.checkpoints[5].object.clone();
+
+    let dir = tmp.path().join("damaged");
+    let mut run = SweepRun::start(&dir, &gcs.endpoint(), CoordSettings::default());
+    run.submit(&presets);
+    let url = format!(
+        "{}/storage/v1/b/{BUCKET}/o/{}",
+        gcs.endpoint(),
+        vanished_object.replace('/', "%2F")
+    );
+    let deleted = reqwest::Client::new().delete(&url).send().await.unwrap();
+    assert!(deleted.status().is_success(), "{deleted:?}");
+    run.add_worker();
+    run.add_worker();
+    let status = run.finish(TIMEOUT, |_| {}).await;
+    assert_eq!(status.state, "done", "{status:?}\n{}", run.logs());
+
+    let failed: Vec<_> = status
+        .checkpoints
+        .iter()
+        .filter(|c| c.state == "failed")
+        .collect();
+    assert_eq!(failed.len(), 2, "{status:#?}");
+    let reason_of = |object: &str| {
+        failed
+            .iter()
+            .find(|c| c.uri.ends_with(object))
+            .map(|c| c.failure.clone())
+            .unwrap_or_else(|| panic!("{object} not failed: {status:#?}"))
+    };
+    let corrupt_reason = reason_of(&corrupt_object);
+    assert!(
+        corrupt_reason.contains("streaming_params"),
+        "corrupt: {corrupt_reason}"
+    );
+    let vanished_reason = reason_of(&vanished_object).to_lowercase();
+    assert!(
+        vanished_reason.contains("not found") || vanished_reason.contains("404"),
+        "vanished: {vanished_reason}"
+    );
+    assert_eq!(run.results_csv(), clean, "{}", run.logs());
+}

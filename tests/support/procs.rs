@@ -1,0 +1,293 @@
+//! The processes of a sweep: `coord serve`, `worker --coordinator`, and the client commands,
+//! each with its output in a log file that a failing test prints.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use herd_proto::v1::sweeps_client::SweepsClient;
+use herd_proto::v1::{ResultsRequest, ResultsResponse, StatusRequest, StatusResponse, SweepStatus};
+
+use crate::bins::binary;
+
+/// A child process that is killed (SIGKILL) when dropped.
+pub struct Proc {
+    pub name: String,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut command: Command, log_dir: &Path) -> Proc {
+        std::fs::create_dir_all(log_dir).expect("log folder");
+        let mut n = 0;
+        let log = loop {
+            let candidate = log_dir.join(format!("{name}.{n}.log"));
+            if !candidate.exists() {
+                break candidate;
+            }
+            n += 1;
+        };
+        let out = File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            log,
+            child: Some(child),
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `kill -9`: no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: sending a signal to our own child process
+            unsafe {
+                libc::kill(pid as i32, signal);
+            }
+        }
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last lines of the log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = self.log_text();
+        let all: Vec<&str> = text.lines().collect();
+        let start = all.len().saturating_sub(lines);
+        format!(
+            "---- {} ({}) ----\n{}",
+            self.name,
+            self.log.display(),
+            all[start..].join("\n")
+        )
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A free port on 127.0.0.1 (bound then released, so a restarted server can take it again).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Settings for a test coordinator: short leases so dead workers are noticed in seconds.
+#[derive(Clone, Debug)]
+pub struct CoordSettings {
+    pub lease_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub max_attempts: u32,
+    pub retry_backoff_ms: u64,
+}
+
+impl Default for CoordSettings {
+    fn default() -> Self {
+        CoordSettings {
+            lease_timeout_ms: 3000,
+            heartbeat_interval_ms: 300,
+            max_attempts: 3,
+            retry_backoff_ms: 200,
+        }
+    }
+}
+
+/// `coord serve` on a fixed port with its state file, restartable.
+pub struct Coordinator {
+    pub port: u16,
+    pub state: PathBuf,
+    pub out_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub settings: CoordSettings,
+    pub proc: Option<Proc>,
+}
+
+impl Coordinator {
+    pub fn start(
+        dir: &Path,
+        env: Vec<(String, String)>,
+        settings: CoordSettings,
+    ) -> Coordinator {
+        let mut coord = Coordinator {
+            port: free_port(),
+            state: dir.join("state.db"),
+            out_dir: dir.join("out"),
+            log_dir: dir.join("logs"),
+            env,
+            settings,
+            proc: None,
+        };
+        coord.restart();
+        coord
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and state file.
+    pub fn restart(&mut self) {
+        let s = &self.settings;
+        let mut command = Command::new(binary("coord"));
+        command
+            .arg("serve")
+            .arg("--state")
+            .arg(&self.state)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--out-dir")
+            .arg(&self.out_dir)
+            .arg("--lease-timeout-ms")
+            .arg(s.lease_timeout_ms.to_string())
+            .arg("--heartbeat-interval-ms")
+            .arg(s.heartbeat_interval_ms.to_string())
+            .arg("--max-attempts")
+            .arg(s.max_attempts.to_string())
+            .arg("--retry-backoff-ms")
+            .arg(s.retry_backoff_ms.to_string())
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        self.proc = Some(Proc::spawn("coord", command, &self.log_dir));
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(proc) = self.proc.as_mut() {
+            proc.kill9();
+        }
+    }
+
+    /// Runs a client subcommand (`coord submit ...`) against this coordinator.
+    pub fn client(&self, args: &[&str]) -> std::process::Output {
+        let mut command = Command::new(binary("coord"));
+        command
+            .args(args)
+            .arg("--coordinator")
+            .arg(self.url())
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        command.output().expect("running coord")
+    }
+
+    pub async fn status(&self) -> anyhow::Result<StatusResponse> {
+        let mut client = SweepsClient::connect(self.url()).await?;
+        Ok(client
+            .status(StatusRequest {
+                sweep: String::new(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    pub async fn sweep_status(&self, sweep: &str) -> anyhow::Result<SweepStatus> {
+        let status = self.status().await?;
+        status
+            .sweeps
+            .into_iter()
+            .find(|s| s.name == sweep)
+            .ok_or_else(|| anyhow::anyhow!("no sweep {sweep} in status"))
+    }
+
+    pub async fn results(&self, sweep: &str) -> anyhow::Result<ResultsResponse> {
+        let mut client = SweepsClient::connect(self.url()).await?;
+        Ok(client
+            .results(ResultsRequest {
+                sweep: sweep.to_string(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Polls until the sweep leaves the active state (or the coordinator is unreachable for
+    /// longer than the timeout); `on_poll` sees every status, e.g. to kill processes mid-sweep.
+    pub async fn wait_finished(
+        &self,
+        sweep: &str,
+        timeout: Duration,
+        mut on_poll: impl FnMut(&SweepStatus),
+    ) -> anyhow::Result<SweepStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(status) = self.sweep_status(sweep).await {
+                on_poll(&status);
+                if status.state != "active" {
+                    return Ok(status);
+                }
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "sweep {sweep} did not finish within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// `worker --coordinator URL` on CPU with its own cache folder.
+pub fn spawn_worker(
+    name: &str,
+    coordinator: &str,
+    cache: &Path,
+    log_dir: &Path,
+    env: &[(String, String)],
+) -> Proc {
+    let mut command = Command::new(binary("worker"));
+    command
+        .arg("--coordinator")
+        .arg(coordinator)
+        .arg("--name")
+        .arg(name)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(["--device", "cpu", "--threads", "1", "--stream-batch", "8"])
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    Proc::spawn(name, command, log_dir)
+}
