@@ -3,3 +3,5 @@
 //! RewardBench results and the sweep CSV.
 
 pub mod model;
+pub mod planner;
+pub mod report;
