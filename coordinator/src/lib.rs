@@ -5,3 +5,4 @@
 pub mod model;
 pub mod planner;
 pub mod report;
+pub mod server;
