@@ -1,6 +1,7 @@
 //! herd's worker: loads Llama-family reward models from Hugging Face folders and scores
 //! preference pairs with libtorch exactly as RewardBench does (with transformers), faster.
 
+pub mod agent;
 pub mod allocator;
 pub mod batching;
 pub mod device;

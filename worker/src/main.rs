@@ -7,9 +7,10 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use herd_common::hub::load_pairs_from;
+use herd_worker::agent::{self, AgentConfig};
 use herd_worker::device::{DeviceChoice, DtypeChoice};
 use herd_worker::dpo::RefFreeType;
-use herd_worker::easylm::cli::{run_convert, ConvertArgs, EasyLmArgs};
+use herd_worker::easylm::cli::{parse_bytes, run_convert, ConvertArgs, EasyLmArgs};
 use herd_worker::models::ModelSpec;
 use herd_worker::output;
 use herd_worker::pipeline::{score_pairs, score_pairs_with, ScoreRequest};
@@ -19,11 +20,59 @@ use herd_worker::scoring::BatchLimits;
 #[command(
     name = "worker",
     version,
-    about = "herd worker: scores reward models with libtorch"
+    about = "herd worker: scores reward models with libtorch",
+    long_about = "herd worker: scores reward models with libtorch.\n\n\
+        With --coordinator URL (or HERD_COORDINATOR) and no subcommand, the worker serves a \
+        coordinator: it leases (checkpoint x shard) tasks, scores them and streams the rewards \
+        back until the coordinator says every sweep is done or SIGTERM drains it.",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    agent: AgentArgs,
+}
+
+/// `worker --coordinator URL`: serve a coordinator.
+#[derive(Args)]
+#[command(next_help_heading = "Serving a coordinator")]
+struct AgentArgs {
+    /// the coordinator, e.g. http://coord:50051 (default: $HERD_COORDINATOR)
+    #[arg(long, value_name = "URL")]
+    coordinator: Option<String>,
+    /// a human name for this worker (default: the host name)
+    #[arg(long)]
+    name: Option<String>,
+    /// checkpoint cache (default: ~/.cache/herd/checkpoints)
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// most bytes the checkpoint cache keeps (least recently used evicted first)
+    #[arg(long, default_value = "200GB", value_parser = parse_bytes)]
+    cache_bytes: u64,
+    /// auto, cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    #[arg(long, value_enum, default_value = "auto")]
+    dtype: DtypeChoice,
+    /// CPU threads for libtorch (default: libtorch's choice)
+    #[arg(long)]
+    threads: Option<i32>,
+    /// token budget per forward pass (default 2048 on CPU, 16384 on CUDA)
+    #[arg(long)]
+    batch_tokens: Option<usize>,
+    /// most rows per forward pass
+    #[arg(long)]
+    max_batch_rows: Option<usize>,
+    /// rewards per ResultBatch message
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    stream_batch: u32,
+    /// score chosen and rejected in separate rows instead of sharing their common prefix
+    #[arg(long)]
+    no_share_prefix: bool,
+    /// on SIGTERM, how long the current shard may take to finish before it is given back
+    #[arg(long, default_value_t = 60)]
+    drain_grace_secs: u64,
 }
 
 #[derive(Subcommand)]
@@ -94,11 +143,13 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Score(args) => score(args),
-        Command::Convert(args) => run_convert(&args),
+        Some(Command::Score(args)) => score(args),
+        Some(Command::Convert(args)) => run_convert(&args),
+        None => serve(cli.agent),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
@@ -163,5 +214,72 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
         args.output.display(),
         summary_path.display()
     );
+    Ok(())
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "worker".to_string())
+}
+
+fn serve(args: AgentArgs) -> anyhow::Result<()> {
+    let coordinator = args
+        .coordinator
+        .or_else(|| std::env::var("HERD_COORDINATOR").ok())
+        .filter(|c| !c.is_empty())
+        .context(
+            "nothing to do: pass --coordinator URL (or set HERD_COORDINATOR) to serve a \
+             coordinator, or a subcommand (score, convert; see --help)",
+        )?;
+    if let Some(threads) = args.threads {
+        tch::set_num_threads(threads);
+    }
+    let device = args.device.resolve()?;
+    let kind = args.dtype.resolve(device);
+    let defaults = BatchLimits::for_device(device);
+    let cache_dir = match args.cache_dir {
+        Some(dir) => dir,
+        None => PathBuf::from(std::env::var("HOME").context("HOME is not set; pass --cache-dir")?)
+            .join(".cache/herd/checkpoints"),
+    };
+    let config = AgentConfig {
+        coordinator,
+        name: args.name.unwrap_or_else(host_name),
+        cache_dir,
+        cache_bytes: args.cache_bytes,
+        device,
+        kind,
+        limits: BatchLimits {
+            max_batch_tokens: args.batch_tokens.unwrap_or(defaults.max_batch_tokens),
+            max_batch_rows: args.max_batch_rows.unwrap_or(defaults.max_batch_rows),
+        },
+        share_prefix: !args.no_share_prefix,
+        stream_batch: args.stream_batch as usize,
+        drain_grace: std::time::Duration::from_secs(args.drain_grace_secs),
+    };
+    tracing::info!(
+        coordinator = %config.coordinator,
+        name = %config.name,
+        ?device,
+        ?kind,
+        cache = %config.cache_dir.display(),
+        "worker starting"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let exit = runtime.block_on(agent::run(config))?;
+    tracing::info!(?exit, "worker done");
+    // a scoring thread abandoned by a drain must not hold the process open
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     Ok(())
 }

@@ -13,7 +13,7 @@ use herd_common::dataset::PreferencePair;
 use crate::dpo::{self, DpoLimits, RefFreeType};
 use crate::encode::{classifier_inputs, format_pair, pooled_position};
 use crate::model_dir::ModelDir;
-use crate::models::{HeadKind, ModelSpec};
+use crate::models::{CausalLm, HeadKind, ModelSpec, SequenceClassifier};
 use crate::scoring::{score_sequence_pairs, score_sequences, BatchLimits};
 use crate::tokenizer::RewardTokenizer;
 
@@ -106,6 +106,20 @@ pub fn score_pairs_with(
     spec: &ModelSpec,
     pairs: &[PreferencePair],
 ) -> anyhow::Result<ScoredDataset> {
+    let (tokenizer, formatter) = prepare_text(request, spec)?;
+    match spec.head {
+        HeadKind::SequenceClassification => {
+            score_classifier(request, spec, &tokenizer, &formatter, pairs)
+        }
+        HeadKind::CausalLm => score_dpo(request, spec, &tokenizer, &formatter, pairs),
+    }
+}
+
+/// The tokenizer and chat formatter of a request, checked against the model.
+fn prepare_text(
+    request: &ScoreRequest,
+    spec: &ModelSpec,
+) -> anyhow::Result<(RewardTokenizer, ChatFormatter)> {
     let tokenizer_dir = ModelDir::open(request.tokenizer.as_ref().unwrap_or(&request.model))?;
     let mut tokenizer = RewardTokenizer::load(&tokenizer_dir)?;
     if let Some(window) = spec.config.attention_window {
@@ -117,17 +131,151 @@ pub fn score_pairs_with(
         );
     }
     let formatter = choose_formatter(&tokenizer, &request.chat_template)?;
-    match spec.head {
-        HeadKind::SequenceClassification => {
-            anyhow::ensure!(
-                request.ref_model.is_none(),
-                "--ref-model is for DPO models, but {} is a sequence classifier",
-                request.model.display()
-            );
-            prepare_classifier_tokenizer(&mut tokenizer, &formatter, &tokenizer_dir)?;
-            score_classifier(request, spec, &tokenizer, &formatter, pairs)
+    if spec.head == HeadKind::SequenceClassification {
+        anyhow::ensure!(
+            request.ref_model.is_none(),
+            "--ref-model is for DPO models, but {} is a sequence classifier",
+            request.model.display()
+        );
+        prepare_classifier_tokenizer(&mut tokenizer, &formatter, &tokenizer_dir)?;
+    }
+    Ok((tokenizer, formatter))
+}
+
+/// Why a [`Scorer`] could not be set up: the tokenizer/template side, or the model's weights.
+#[derive(Debug, thiserror::Error)]
+pub enum ScorerError {
+    /// tokenizer, chat template or request settings
+    #[error("{0:#}")]
+    Setup(anyhow::Error),
+    /// the checkpoint's weights (missing, corrupt, wrong shapes)
+    #[error("{0:#}")]
+    Model(anyhow::Error),
+}
+
+enum LoadedModel {
+    Classifier {
+        model: SequenceClassifier,
+        pooling_pad: u32,
+    },
+    /// reference-free DPO (a [`Scorer`] holds one model)
+    CausalLm(CausalLm),
+}
+
+/// A model loaded once and kept for several datasets (the agent's shards of one checkpoint):
+/// [`Scorer::score`] gives the same scores as [`score_pairs_with`] on the same request.
+pub struct Scorer {
+    request: ScoreRequest,
+    tokenizer: RewardTokenizer,
+    formatter: ChatFormatter,
+    model: LoadedModel,
+}
+
+/// What [`Scorer::score`] returns: the scores and the tokens fed to the model.
+pub struct ScoredShard {
+    pub scored: ScoredDataset,
+    pub tokens: u64,
+}
+
+impl Scorer {
+    /// Tokenizer and formatter first, then the weights on `request.device`. A DPO model is scored
+    /// reference-free (`request.ref_model` must be unset).
+    pub fn load(request: &ScoreRequest, spec: &ModelSpec) -> Result<Self, ScorerError> {
+        let (tokenizer, formatter) = prepare_text(request, spec).map_err(ScorerError::Setup)?;
+        let model = match spec.head {
+            HeadKind::SequenceClassification => LoadedModel::Classifier {
+                model: spec
+                    .load_classifier(request.device, request.kind)
+                    .map_err(|e| ScorerError::Model(e.into()))?,
+                pooling_pad: pooling_pad_id(&tokenizer, spec),
+            },
+            HeadKind::CausalLm => {
+                if request.ref_model.is_some() {
+                    return Err(ScorerError::Setup(anyhow::anyhow!(
+                        "a reference model is not supported by a reusable scorer"
+                    )));
+                }
+                LoadedModel::CausalLm(
+                    spec.load_causal_lm(request.device, request.kind)
+                        .map_err(|e| ScorerError::Model(e.into()))?,
+                )
+            }
+        };
+        Ok(Self {
+            request: request.clone(),
+            tokenizer,
+            formatter,
+            model,
+        })
+    }
+
+    pub fn request(&self) -> &ScoreRequest {
+        &self.request
+    }
+
+    /// Scores `pairs`; `on_progress` gets the number of sequences done after each batch.
+    pub fn score(
+        &self,
+        pairs: &[PreferencePair],
+        on_progress: impl FnMut(usize),
+    ) -> anyhow::Result<ScoredShard> {
+        let request = &self.request;
+        match &self.model {
+            LoadedModel::Classifier { model, pooling_pad } => {
+                let (sequences, pooled) = classifier_sequences(
+                    request,
+                    &self.tokenizer,
+                    &self.formatter,
+                    *pooling_pad,
+                    pairs,
+                )?;
+                let tokens = sequences.iter().map(|s| s.len() as u64).sum();
+                let pairs = run_classifier(
+                    request,
+                    model,
+                    &sequences,
+                    &pooled,
+                    self.tokenizer.pad_id(),
+                    on_progress,
+                )?;
+                Ok(ScoredShard {
+                    scored: ScoredDataset {
+                        chat_template: self.formatter.result_name().to_string(),
+                        model_type: "Seq. Classifier",
+                        pairs,
+                    },
+                    tokens,
+                })
+            }
+            LoadedModel::CausalLm(model) => {
+                let (sequences, pad_id) =
+                    dpo_sequences(request, &self.tokenizer, &self.formatter, pairs)?;
+                let tokens = sequences
+                    .iter()
+                    .map(|s| (s.prompt.len() + s.response.len()) as u64)
+                    .sum();
+                let policy = dpo::response_logprobs(
+                    model,
+                    &sequences,
+                    pad_id,
+                    request.limits,
+                    request.device,
+                    on_progress,
+                )?;
+                let rewards: Vec<f64> = policy
+                    .iter()
+                    .map(|p| p.reference_free(request.ref_free_type))
+                    .collect();
+                Ok(ScoredShard {
+                    scored: ScoredDataset {
+                        chat_template: self.formatter.result_name().to_string(),
+                        model_type: "DPO Ref. Free",
+                        pairs: dpo_pairs(&rewards),
+                    },
+                    tokens,
+                })
+            }
         }
-        HeadKind::CausalLm => score_dpo(request, spec, &tokenizer, &formatter, pairs),
     }
 }
 
@@ -140,13 +288,14 @@ fn pooling_pad_id(tokenizer: &RewardTokenizer, spec: &ModelSpec) -> u32 {
     }
 }
 
-fn score_classifier(
+/// Formatted, tokenized rows (chosen, rejected, chosen, ...) and their pooled positions.
+fn classifier_sequences(
     request: &ScoreRequest,
-    spec: &ModelSpec,
     tokenizer: &RewardTokenizer,
     formatter: &ChatFormatter,
+    pooling_pad: u32,
     pairs: &[PreferencePair],
-) -> anyhow::Result<ScoredDataset> {
+) -> anyhow::Result<(Vec<Vec<u32>>, Vec<usize>)> {
     let mut texts = Vec::with_capacity(pairs.len() * 2);
     for pair in pairs {
         let formatted = format_pair(formatter, pair)
@@ -155,32 +304,55 @@ fn score_classifier(
         texts.push(formatted.rejected);
     }
     let sequences = classifier_inputs(tokenizer, texts, request.max_length)?;
-    let pad_id = tokenizer.pad_id();
-    let pooling_pad = pooling_pad_id(tokenizer, spec);
     let pooled: Vec<usize> = sequences
         .iter()
         .map(|ids| pooled_position(ids, pooling_pad))
         .collect();
-    let model = spec.load_classifier(request.device, request.kind)?;
-    let bar = progress_bar(sequences.len(), "scoring");
-    let progress = |n: usize| bar.inc(n as u64);
-    let (model, limits, device) = (&model, request.limits, request.device);
+    Ok((sequences, pooled))
+}
+
+fn run_classifier(
+    request: &ScoreRequest,
+    model: &SequenceClassifier,
+    sequences: &[Vec<u32>],
+    pooled: &[usize],
+    pad_id: u32,
+    progress: impl FnMut(usize),
+) -> anyhow::Result<Vec<PairScores>> {
+    let (limits, device) = (request.limits, request.device);
     let scores = if request.share_prefix {
-        score_sequence_pairs(model, &sequences, &pooled, pad_id, limits, device, progress)?
+        score_sequence_pairs(model, sequences, pooled, pad_id, limits, device, progress)?
     } else {
-        score_sequences(model, &sequences, &pooled, pad_id, limits, device, progress)?
+        score_sequences(model, sequences, pooled, pad_id, limits, device, progress)?
     };
-    bar.finish();
     let mut scores = scores
         .into_iter()
         .map(|logits| logits.into_iter().map(f64::from).collect::<Vec<f64>>());
-    let pairs = std::iter::from_fn(|| {
+    Ok(std::iter::from_fn(|| {
         Some(PairScores {
             chosen: scores.next()?,
             rejected: scores.next()?,
         })
     })
-    .collect();
+    .collect())
+}
+
+fn score_classifier(
+    request: &ScoreRequest,
+    spec: &ModelSpec,
+    tokenizer: &RewardTokenizer,
+    formatter: &ChatFormatter,
+    pairs: &[PreferencePair],
+) -> anyhow::Result<ScoredDataset> {
+    let pooling_pad = pooling_pad_id(tokenizer, spec);
+    let (sequences, pooled) =
+        classifier_sequences(request, tokenizer, formatter, pooling_pad, pairs)?;
+    let model = spec.load_classifier(request.device, request.kind)?;
+    let bar = progress_bar(sequences.len(), "scoring");
+    let progress = |n: usize| bar.inc(n as u64);
+    let pad_id = tokenizer.pad_id();
+    let pairs = run_classifier(request, &model, &sequences, &pooled, pad_id, progress)?;
+    bar.finish();
     Ok(ScoredDataset {
         chat_template: formatter.result_name().to_string(),
         model_type: "Seq. Classifier",
@@ -188,13 +360,13 @@ fn score_classifier(
     })
 }
 
-fn score_dpo(
+/// DPO rows (chosen, rejected, ...) and the pad id RewardBench's DPO path uses (EOS).
+fn dpo_sequences(
     request: &ScoreRequest,
-    spec: &ModelSpec,
     tokenizer: &RewardTokenizer,
     formatter: &ChatFormatter,
     pairs: &[PreferencePair],
-) -> anyhow::Result<ScoredDataset> {
+) -> anyhow::Result<(Vec<dpo::DpoSequence>, u32)> {
     let limits = DpoLimits {
         max_length: request.max_length,
         ..DpoLimits::default()
@@ -208,6 +380,27 @@ fn score_dpo(
     }
     // rewardbench's DPO path pads with EOS
     let pad_id = tokenizer.eos_id().unwrap_or(tokenizer.pad_id());
+    Ok((sequences, pad_id))
+}
+
+fn dpo_pairs(rewards: &[f64]) -> Vec<PairScores> {
+    rewards
+        .chunks_exact(2)
+        .map(|r| PairScores {
+            chosen: vec![r[0]],
+            rejected: vec![r[1]],
+        })
+        .collect()
+}
+
+fn score_dpo(
+    request: &ScoreRequest,
+    spec: &ModelSpec,
+    tokenizer: &RewardTokenizer,
+    formatter: &ChatFormatter,
+    pairs: &[PreferencePair],
+) -> anyhow::Result<ScoredDataset> {
+    let (sequences, pad_id) = dpo_sequences(request, tokenizer, formatter, pairs)?;
     let run = |spec: &ModelSpec, what: &str| -> anyhow::Result<Vec<dpo::ResponseLogProbs>> {
         let model = spec.load_causal_lm(request.device, request.kind)?;
         let bar = progress_bar(sequences.len(), what);
@@ -242,16 +435,9 @@ fn score_dpo(
             "DPO Ref. Free",
         ),
     };
-    let pairs = rewards
-        .chunks_exact(2)
-        .map(|r| PairScores {
-            chosen: vec![r[0]],
-            rejected: vec![r[1]],
-        })
-        .collect();
     Ok(ScoredDataset {
         chat_template: formatter.result_name().to_string(),
         model_type,
-        pairs,
+        pairs: dpo_pairs(&rewards),
     })
 }

@@ -1,0 +1,600 @@
+//! One lease end to end: resolve the checkpoint and tokenizer, load the model (or reuse the one
+//! in memory), score the shard on a blocking thread, stream the rewards in batches tagged with
+//! the lease, then Complete; or Fail with a kind and the full reason.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use herd_common::dataset::PreferencePair;
+use herd_proto::v1::{
+    CompleteRequest, ExampleReward, FailRequest, FailureKind, Lease, LeaseRef, ResultBatch, Scoring,
+};
+use tokio::sync::watch;
+use tonic::Code;
+
+use super::connect::{request, Backoff};
+use super::sources::Resolved;
+use super::{drain, Agent, RPC_TIMEOUT};
+use crate::dpo::RefFreeType;
+use crate::easylm::{EasyLmOptions, Overrides};
+use crate::model_dir::ModelDir;
+use crate::models::ModelSpec;
+use crate::pipeline::{ScoreRequest, ScoredShard, Scorer, ScorerError};
+
+/// What a loaded model was loaded for: a lease naming the same is served by it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelKey {
+    pub uri: String,
+    pub format: String,
+    pub scoring: Scoring,
+}
+
+/// A model in memory, with the cache entries it came from pinned.
+pub struct Loaded {
+    pub key: ModelKey,
+    scorer: Scorer,
+    _checkpoint: Resolved,
+    _tokenizer: Option<Resolved>,
+}
+
+/// Why a lease could not be scored.
+#[derive(Debug)]
+pub struct TaskFailure {
+    pub kind: FailureKind,
+    pub error: anyhow::Error,
+}
+
+impl TaskFailure {
+    fn checkpoint(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            kind: FailureKind::Checkpoint,
+            error: error.into(),
+        }
+    }
+
+    fn transient(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            kind: FailureKind::Transient,
+            error: error.into(),
+        }
+    }
+}
+
+/// How delivering results ended when it did not succeed.
+enum Undelivered {
+    /// revoked, stale (FAILED_PRECONDITION) or the coordinator forgot the worker: drop the work
+    Dropped(String),
+    /// refused for another reason: report it as a failure
+    Refused(tonic::Status),
+}
+
+/// Logs scoring progress at info every few seconds (not per batch).
+struct Progress {
+    total: usize,
+    done: usize,
+    started: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn new(total: usize) -> Self {
+        let now = Instant::now();
+        Self {
+            total,
+            done: 0,
+            started: now,
+            last: now,
+        }
+    }
+
+    fn add(&mut self, n: usize) {
+        self.done += n;
+        if self.last.elapsed() >= Self::EVERY && self.done < self.total {
+            self.last = Instant::now();
+            let rate = self.done as f64 / self.started.elapsed().as_secs_f64();
+            tracing::info!(
+                "scoring: {}/{} sequences ({rate:.1}/s, eta {:.0}s)",
+                self.done,
+                self.total,
+                (self.total - self.done) as f64 / rate.max(1e-9)
+            );
+        }
+    }
+}
+
+fn easylm_options(scoring: &Scoring) -> EasyLmOptions {
+    let config = scoring.easylm.clone().unwrap_or_default();
+    EasyLmOptions {
+        size: Some(config.size).filter(|s| !s.is_empty()),
+        overrides: Overrides {
+            num_heads: config.num_heads,
+            num_kv_heads: config.num_kv_heads,
+            vocab_size: config.vocab_size,
+            rope_theta: config.rope_theta,
+            rms_norm_eps: config.rms_norm_eps,
+            max_position_embeddings: config.max_position_embeddings,
+            ..Overrides::default()
+        },
+    }
+}
+
+fn parse_pairs(lease: &Lease) -> anyhow::Result<Vec<PreferencePair>> {
+    lease
+        .examples
+        .iter()
+        .map(|example| {
+            serde_json::from_str(&example.pair_json).with_context(|| {
+                format!(
+                    "example {:?} (index {}): pair_json is not a preference pair",
+                    example.id, example.index
+                )
+            })
+        })
+        .collect()
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+impl Agent {
+    /// Runs one lease; on SIGTERM waits up to the grace period for it, else gives it back.
+    pub(super) async fn run_lease(&mut self, lease: Lease, drain_rx: &mut watch::Receiver<bool>) {
+        let lease_ref = lease.lease.unwrap_or_default();
+        let shared = self.shared.clone();
+        shared.hold(&lease_ref);
+        let grace = self.config.drain_grace;
+        let finished = {
+            let work = self.work(&lease, lease_ref);
+            tokio::pin!(work);
+            let mut deadline: Option<tokio::time::Instant> = shared
+                .draining()
+                .then(|| tokio::time::Instant::now() + grace);
+            loop {
+                let until_deadline = async {
+                    match deadline {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = &mut work => break true,
+                    _ = drain::started(drain_rx), if deadline.is_none() => {
+                        tracing::info!(
+                            task = lease_ref.task_id,
+                            "draining: giving the current shard {}s to finish",
+                            grace.as_secs()
+                        );
+                        deadline = Some(tokio::time::Instant::now() + grace);
+                    }
+                    () = until_deadline => break false,
+                }
+            }
+        };
+        if !finished {
+            tracing::info!(
+                task = lease_ref.task_id,
+                epoch = lease_ref.epoch,
+                "draining: the shard did not finish in time; giving the lease back"
+            );
+            self.fail(
+                &lease_ref,
+                FailureKind::Released,
+                "worker draining (SIGTERM)".to_string(),
+            )
+            .await;
+        }
+        shared.release(&lease_ref);
+    }
+
+    async fn work(&mut self, lease: &Lease, lease_ref: LeaseRef) {
+        let checkpoint = lease.checkpoint.clone().unwrap_or_default();
+        tracing::info!(
+            task = lease_ref.task_id,
+            epoch = lease_ref.epoch,
+            sweep = %lease.sweep,
+            checkpoint = %checkpoint.name,
+            uri = %checkpoint.uri,
+            shard = %format!("{}..{}", lease.shard_start, lease.shard_end),
+            examples = lease.examples.len(),
+            "leased"
+        );
+        if !lease.prefetch_uri.is_empty() {
+            self.start_prefetch(&lease.prefetch_uri);
+        }
+        let shard = match self.score(lease).await {
+            Ok(shard) => shard,
+            Err(failure) => {
+                if self.shared.is_revoked(&lease_ref) {
+                    return;
+                }
+                let reason = format!("{:#}", failure.error);
+                tracing::warn!(
+                    task = lease_ref.task_id,
+                    epoch = lease_ref.epoch,
+                    kind = ?failure.kind,
+                    "task failed: {reason}"
+                );
+                self.fail(&lease_ref, failure.kind, reason).await;
+                return;
+            }
+        };
+        let rewards: Vec<ExampleReward> = lease
+            .examples
+            .iter()
+            .zip(shard.scored.pairs)
+            .map(|(example, scores)| ExampleReward {
+                example_id: example.id.clone(),
+                scores_chosen: scores.chosen,
+                scores_rejected: scores.rejected,
+                index: example.index,
+            })
+            .collect();
+        let delivered = match self.stream(lease_ref, rewards).await {
+            Ok(()) => {
+                self.complete(
+                    lease_ref,
+                    shard.scored.model_type,
+                    &shard.scored.chat_template,
+                )
+                .await
+            }
+            Err(undelivered) => Err(undelivered),
+        };
+        match delivered {
+            Ok(first) => tracing::info!(
+                task = lease_ref.task_id,
+                epoch = lease_ref.epoch,
+                first,
+                "completed"
+            ),
+            Err(Undelivered::Dropped(why)) => tracing::info!(
+                task = lease_ref.task_id,
+                epoch = lease_ref.epoch,
+                "dropping the shard's results: {why}"
+            ),
+            Err(Undelivered::Refused(status)) => {
+                let reason = format!(
+                    "coordinator refused the results ({:?}): {}",
+                    status.code(),
+                    status.message()
+                );
+                tracing::warn!(task = lease_ref.task_id, "{reason}");
+                self.fail(&lease_ref, FailureKind::Transient, reason).await;
+            }
+        }
+    }
+
+    /// The shard's scores, loading the checkpoint unless the model in memory is the one leased.
+    async fn score(&mut self, lease: &Lease) -> Result<ScoredShard, TaskFailure> {
+        let pairs = parse_pairs(lease).map_err(TaskFailure::transient)?;
+        let checkpoint = lease.checkpoint.clone().unwrap_or_default();
+        let key = ModelKey {
+            uri: checkpoint.uri.clone(),
+            format: checkpoint.format.clone(),
+            scoring: lease.scoring.clone().unwrap_or_default(),
+        };
+        let loaded = match self.loaded.take() {
+            Some(loaded) if loaded.key == key => {
+                tracing::info!(checkpoint = %key.uri, "reusing the model in memory");
+                loaded
+            }
+            other => {
+                // free the old model's memory before loading the next one
+                drop(other);
+                self.load(key).await?
+            }
+        };
+        let total = pairs.len() * 2;
+        let started = Instant::now();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut progress = Progress::new(total);
+            let result = loaded.scorer.score(&pairs, |n| progress.add(n));
+            (loaded, result)
+        })
+        .await;
+        let (loaded, result) = joined
+            .map_err(|e| TaskFailure::transient(anyhow::anyhow!("scoring thread died: {e}")))?;
+        self.loaded = Some(loaded);
+        let shard = result.map_err(TaskFailure::transient)?;
+        let seconds = started.elapsed().as_secs_f64();
+        self.shared.add_scored(shard.tokens, seconds);
+        tracing::info!(
+            "scored {} pairs in {seconds:.1}s ({:.0} tokens/s)",
+            shard.scored.pairs.len(),
+            shard.tokens as f64 / seconds.max(1e-9)
+        );
+        if shard.scored.pairs.len() != lease.examples.len() {
+            return Err(TaskFailure::transient(anyhow::anyhow!(
+                "scored {} pairs for {} examples",
+                shard.scored.pairs.len(),
+                lease.examples.len()
+            )));
+        }
+        Ok(shard)
+    }
+
+    async fn load(&mut self, key: ModelKey) -> Result<Loaded, TaskFailure> {
+        let scoring = key.scoring.clone();
+        let declared_folder = key.format == "hf";
+        if let Some(prefetch) = self.prefetches.remove(&key.uri) {
+            tracing::info!(uri = %key.uri, "waiting for the prefetch of this checkpoint");
+            let _ = prefetch.await;
+        }
+        let started = Instant::now();
+        let checkpoint = match self.sources.resolve(&key.uri, declared_folder).await {
+            Ok(resolved) => resolved,
+            Err(error) if error.is_permanent() => {
+                return Err(TaskFailure::checkpoint(anyhow::anyhow!(
+                    "checkpoint {error}"
+                )))
+            }
+            Err(error) => {
+                return Err(TaskFailure::transient(anyhow::anyhow!(
+                    "checkpoint {error}"
+                )))
+            }
+        };
+        if checkpoint.downloaded_bytes > 0 {
+            self.shared.add_downloaded(checkpoint.downloaded_bytes);
+            tracing::info!(
+                uri = %key.uri,
+                "downloaded {:.1} MB in {:.1}s",
+                mb(checkpoint.downloaded_bytes),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        let tokenizer = if scoring.tokenizer.is_empty() {
+            None
+        } else {
+            let resolved = self
+                .sources
+                .resolve(&scoring.tokenizer, true)
+                .await
+                .map_err(|e| TaskFailure::transient(anyhow::anyhow!("tokenizer {e}")))?;
+            if resolved.downloaded_bytes > 0 {
+                self.shared.add_downloaded(resolved.downloaded_bytes);
+            }
+            Some(resolved)
+        };
+        let easylm = match key.format.as_str() {
+            "easylm" => true,
+            "hf" => false,
+            _ => checkpoint.path.is_file(),
+        };
+        if easylm && tokenizer.is_none() {
+            return Err(TaskFailure::transient(anyhow::anyhow!(
+                "{} is an EasyLM checkpoint and carries no tokenizer, but the sweep names none \
+                 (scoring.tokenizer is empty)",
+                key.uri
+            )));
+        }
+        let request = ScoreRequest {
+            model: checkpoint.path.clone(),
+            tokenizer: tokenizer.as_ref().map(|t| t.path.clone()),
+            ref_model: None,
+            ref_free_type: RefFreeType::Avg,
+            chat_template: if scoring.chat_template.is_empty() {
+                "tulu".to_string()
+            } else {
+                scoring.chat_template.clone()
+            },
+            max_length: if scoring.max_length == 0 {
+                2048
+            } else {
+                scoring.max_length as usize
+            },
+            limits: self.config.limits,
+            share_prefix: self.config.share_prefix,
+            device: self.config.device,
+            kind: self.config.kind,
+        };
+        let options = easylm_options(&scoring);
+        let own_tokenizer = tokenizer.is_none();
+        let loading = Instant::now();
+        let joined = tokio::task::spawn_blocking(move || -> Result<Scorer, TaskFailure> {
+            let path = &request.model;
+            let spec = if easylm {
+                ModelSpec::from_easylm(path, &options)
+            } else {
+                ModelDir::open(path).and_then(ModelSpec::open)
+            }
+            .map_err(TaskFailure::checkpoint)?;
+            Scorer::load(&request, &spec).map_err(|error| match error {
+                ScorerError::Model(error) => TaskFailure::checkpoint(error),
+                // the tokenizer inside an HF checkpoint folder is part of the checkpoint
+                ScorerError::Setup(error) if own_tokenizer => TaskFailure::checkpoint(error),
+                ScorerError::Setup(error) => TaskFailure::transient(error),
+            })
+        })
+        .await
+        .map_err(|e| TaskFailure::transient(anyhow::anyhow!("model loading thread died: {e}")))?;
+        let scorer = match joined {
+            Ok(scorer) => scorer,
+            Err(failure) => {
+                if failure.kind == FailureKind::Checkpoint && checkpoint.cached {
+                    tracing::info!(uri = %key.uri, "removing the bad checkpoint from the cache");
+                    self.sources.forget(&key.uri);
+                }
+                // every reason names the checkpoint file, once
+                let named =
+                    format!("{:#}", failure.error).contains(&checkpoint.path.display().to_string());
+                let error = if named {
+                    failure.error
+                } else {
+                    failure
+                        .error
+                        .context(format!("checkpoint {}", checkpoint.path.display()))
+                };
+                return Err(TaskFailure {
+                    kind: failure.kind,
+                    error,
+                });
+            }
+        };
+        tracing::info!(
+            checkpoint = %key.uri,
+            format = if easylm { "easylm" } else { "hf" },
+            "model loaded in {:.1}s",
+            loading.elapsed().as_secs_f64()
+        );
+        Ok(Loaded {
+            key,
+            scorer,
+            _checkpoint: checkpoint,
+            _tokenizer: tokenizer,
+        })
+    }
+
+    fn start_prefetch(&mut self, uri: &str) {
+        self.prefetches.retain(|_, handle| !handle.is_finished());
+        if self.prefetches.contains_key(uri)
+            || self.loaded.as_ref().is_some_and(|l| l.key.uri == uri)
+        {
+            return;
+        }
+        let sources = self.sources.clone();
+        let owned = uri.to_string();
+        let handle = tokio::spawn(async move { sources.prefetch(&owned).await });
+        self.prefetches.insert(uri.to_string(), handle);
+    }
+
+    /// Streams the rewards in batches of `--stream-batch`, retrying while the coordinator is
+    /// unreachable (results are stored idempotently, so a resent batch is harmless).
+    async fn stream(
+        &mut self,
+        lease_ref: LeaseRef,
+        rewards: Vec<ExampleReward>,
+    ) -> Result<(), Undelivered> {
+        let batches: Vec<ResultBatch> = rewards
+            .chunks(self.config.stream_batch.max(1))
+            .map(|chunk| ResultBatch {
+                worker_id: self.shared.worker_id(),
+                lease: Some(lease_ref),
+                rewards: chunk.to_vec(),
+            })
+            .collect();
+        let mut backoff = Backoff::coordinator();
+        loop {
+            if self.shared.is_revoked(&lease_ref) {
+                return Err(Undelivered::Dropped("the lease was revoked".into()));
+            }
+            let stream = tokio_stream::iter(batches.clone());
+            match self.client.stream_results(stream).await {
+                Ok(response) => {
+                    let response = response.into_inner();
+                    tracing::debug!(
+                        stored = response.stored,
+                        duplicates = response.duplicates,
+                        "results streamed"
+                    );
+                    return Ok(());
+                }
+                Err(status) => {
+                    self.after_refusal(status, &mut backoff, "streaming results")
+                        .await?
+                }
+            }
+        }
+    }
+
+    async fn complete(
+        &mut self,
+        lease_ref: LeaseRef,
+        model_type: &str,
+        chat_template: &str,
+    ) -> Result<bool, Undelivered> {
+        let mut backoff = Backoff::coordinator();
+        loop {
+            if self.shared.is_revoked(&lease_ref) {
+                return Err(Undelivered::Dropped("the lease was revoked".into()));
+            }
+            let message = CompleteRequest {
+                worker_id: self.shared.worker_id(),
+                lease: Some(lease_ref),
+                model_type: model_type.to_string(),
+                chat_template: chat_template.to_string(),
+            };
+            match self.client.complete(request(message, RPC_TIMEOUT)).await {
+                Ok(response) => return Ok(response.into_inner().first),
+                Err(status) => {
+                    self.after_refusal(status, &mut backoff, "completing")
+                        .await?
+                }
+            }
+        }
+    }
+
+    /// Sorts an RPC refusal during delivery: stale/forgotten -> drop, transport -> wait and
+    /// retry (Ok), anything else -> refused.
+    async fn after_refusal(
+        &self,
+        status: tonic::Status,
+        backoff: &mut Backoff,
+        what: &str,
+    ) -> Result<(), Undelivered> {
+        match status.code() {
+            Code::FailedPrecondition => Err(Undelivered::Dropped(format!(
+                "the lease is stale ({})",
+                status.message()
+            ))),
+            Code::NotFound => {
+                self.shared.mark_forgotten();
+                Err(Undelivered::Dropped(format!(
+                    "the coordinator does not know this worker ({})",
+                    status.message()
+                )))
+            }
+            _ if self.retry_or_give_up(&status) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(
+                    coordinator = %self.config.coordinator,
+                    "{what} failed: {}; retrying in {:.1}s",
+                    status.message(),
+                    delay.as_secs_f64()
+                );
+                tokio::time::sleep(delay).await;
+                Ok(())
+            }
+            _ => Err(Undelivered::Refused(status)),
+        }
+    }
+
+    /// Tells the coordinator the lease failed (a few tries; a lost Fail only delays the retry
+    /// until the lease expires).
+    pub(super) async fn fail(&mut self, lease_ref: &LeaseRef, kind: FailureKind, reason: String) {
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+        for _ in 0..5 {
+            let message = FailRequest {
+                worker_id: self.shared.worker_id(),
+                lease: Some(*lease_ref),
+                kind: kind as i32,
+                reason: reason.clone(),
+            };
+            match self.client.fail(request(message, RPC_TIMEOUT)).await {
+                Ok(_) => return,
+                Err(status) if status.code() == Code::FailedPrecondition => {
+                    tracing::info!(task = lease_ref.task_id, "fail: the lease is already stale");
+                    return;
+                }
+                Err(status) if self.retry_or_give_up(&status) => {
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(status) => {
+                    tracing::warn!(
+                        task = lease_ref.task_id,
+                        "fail refused: {}",
+                        status.message()
+                    );
+                    return;
+                }
+            }
+        }
+        tracing::warn!(
+            task = lease_ref.task_id,
+            "could not report the failure; the lease will expire"
+        );
+    }
+}
