@@ -6,3 +6,6 @@ pub mod model;
 pub mod planner;
 pub mod report;
 pub mod server;
+pub mod scheduler;
+pub mod service;
+pub mod state;

@@ -3,6 +3,23 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use herd_proto::v1::{sweeps_server::SweepsServer, workers_server::WorkersServer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::scheduler::{now_ms, Policy};
+use crate::service::{Coordinator, SweepsService, WorkersService};
+use crate::state::Store;
+
+/// Largest gRPC message either way: a lease carries a whole shard's examples.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
 /// `coord serve` flags.
 #[derive(clap::Args, Clone, Debug)]
@@ -41,28 +58,170 @@ pub struct ServeArgs {
 
 /// A server running in this process.
 pub struct ServerHandle {
+    /// the bound address (`listen` with port 0 gets a free port)
     pub addr: SocketAddr,
+    coordinator: Arc<Coordinator>,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    reaper: JoinHandle<()>,
 }
 
 impl ServerHandle {
-    /// Resolves once every sweep in the state file is finished (done or cancelled) and at least
-    /// one sweep exists.
-    pub async fn finished(&self) {}
+    /// The state store (for in-process callers and tests).
+    pub fn store(&self) -> Arc<Store> {
+        self.coordinator.store.clone()
+    }
+
+    pub fn coordinator(&self) -> Arc<Coordinator> {
+        self.coordinator.clone()
+    }
+
+    /// `http://addr`, for clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Resolves once every sweep in the state file is finished (done or cancelled, at least one
+    /// sweep) and the reports of finished sweeps are written.
+    pub async fn finished(&self) {
+        let mut rx = self.coordinator.finished();
+        // the sender lives in the coordinator, which this handle keeps alive
+        let _ = rx.wait_for(|done| *done).await;
+    }
 
     /// Stops serving and waits for the server task to end.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.stop.send_replace(true);
+        let served = self.server.await.context("server task")?;
+        self.reaper.abort();
+        let _ = self.reaper.await;
+        served.context("gRPC server")?;
         Ok(())
     }
 }
 
-/// Runs the coordinator until Ctrl-C (or, with `exit_when_done`, until every sweep is finished).
+/// Runs the coordinator until Ctrl-C (or, with `exit_when_done`, until every sweep is finished
+/// and the workers still heard from were told to shut down).
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("coord serve: not implemented yet")
+    let exit_when_done = args.exit_when_done;
+    let grace = Duration::from_millis(
+        (2 * args.heartbeat_interval_ms)
+            .max(1_000)
+            .min(args.lease_timeout_ms.max(1_000)),
+    );
+    let handle = spawn(args).await?;
+    tracing::info!(addr = %handle.addr, "coordinator listening");
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => {
+            r.context("waiting for Ctrl-C")?;
+            tracing::info!("interrupted: shutting down");
+        }
+        _ = async {
+            handle.finished().await;
+            wait_for_workers_told(&handle, grace).await;
+        }, if exit_when_done => {
+            tracing::info!("every sweep is finished: shutting down");
+        }
+    }
+    handle.shutdown().await
 }
 
-/// Binds, spawns the server in the background and returns its address and a handle.
+/// After the last sweep finished: give the workers still heard from a moment to ask for work
+/// and be answered `shutdown`, so they exit cleanly instead of finding no server.
+async fn wait_for_workers_told(handle: &ServerHandle, grace: Duration) {
+    let until = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < until {
+        let store = handle.store();
+        let live = tokio::task::spawn_blocking(move || store.live_workers(now_ms()))
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or_default();
+        let told = handle.coordinator.told_shutdown();
+        if live.iter().all(|w| told.contains(w)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Binds, spawns the server and its lease reaper in the background and returns its address
+/// and a handle.
 pub async fn spawn(args: ServeArgs) -> anyhow::Result<ServerHandle> {
-    let _ = args;
-    anyhow::bail!("coord serve: not implemented yet")
+    let policy = Policy::from_args(&args);
+    let path = args.state.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&path, policy))
+        .await
+        .context("opening the state file")?
+        .with_context(|| format!("opening the state file {}", args.state.display()))?;
+    let store = Arc::new(store);
+    let coordinator = Coordinator::new(store.clone(), args.out_dir.clone(), args.exit_when_done);
+    write_missing_reports(&coordinator).await;
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let (stop, mut stop_rx) = watch::channel(false);
+
+    let workers = WorkersServer::new(WorkersService::new(coordinator.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let sweeps = SweepsServer::new(SweepsService::new(coordinator.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let incoming = TcpListenerStream::new(listener);
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(
+        Server::builder()
+            .add_service(workers)
+            .add_service(sweeps)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            }),
+    );
+
+    let reaper_coord = coordinator.clone();
+    let interval = store.policy().reap_interval();
+    let reaper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop_rx.wait_for(|s| *s) => return,
+            }
+            match reaper_coord.with_store(|s| s.reap(now_ms())).await {
+                Ok(t) => {
+                    if t.leases > 0 {
+                        tracing::info!(expired = t.leases, tasks_failed = t.tasks_failed, "reaped leases");
+                    }
+                    reaper_coord.sweeps_finished(t.finished_sweeps);
+                }
+                Err(e) => tracing::warn!("reaper: {}", e.message()),
+            }
+        }
+    });
+
+    Ok(ServerHandle {
+        addr,
+        coordinator,
+        stop,
+        server,
+        reaper,
+    })
+}
+
+/// A coordinator stopped between finishing a sweep and writing its report writes it on start.
+async fn write_missing_reports(coordinator: &Arc<Coordinator>) {
+    let sweeps = coordinator
+        .with_store(|s| s.sweeps())
+        .await
+        .unwrap_or_default();
+    let missing: Vec<String> = sweeps
+        .into_iter()
+        .filter(|(name, state)| state == "done" && !coordinator.out_dir.join(name).exists())
+        .map(|(name, _)| name)
+        .collect();
+    coordinator.sweeps_finished(missing);
 }

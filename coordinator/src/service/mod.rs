@@ -1,0 +1,141 @@
+//! The gRPC services: [`workers::WorkersService`] (what GPU workers call) and
+//! [`sweeps::SweepsService`] (what `coord submit/status/results/cancel` call), both over one
+//! [`Coordinator`]: the store plus what the server keeps in memory (report writing, the "every
+//! sweep finished" signal, which workers were told to shut down).
+
+pub mod sweeps;
+pub mod workers;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+use tonic::Status;
+
+use crate::report::SweepReport;
+use crate::state::{ReportInputs, Store, StoreError};
+
+pub use sweeps::SweepsService;
+pub use workers::WorkersService;
+
+/// State shared by both services, the reaper and the server handle.
+pub struct Coordinator {
+    pub store: Arc<Store>,
+    /// reports go to `<out_dir>/<sweep>/`
+    pub out_dir: PathBuf,
+    /// answer idle workers with `shutdown` once every sweep is finished
+    pub exit_when_done: bool,
+    /// true while every sweep is finished and no report is being written
+    finished: watch::Sender<bool>,
+    reports_in_flight: AtomicUsize,
+    told_shutdown: Mutex<HashSet<String>>,
+}
+
+impl Coordinator {
+    pub fn new(store: Arc<Store>, out_dir: PathBuf, exit_when_done: bool) -> Arc<Self> {
+        let finished = store.all_finished().unwrap_or(false);
+        Arc::new(Coordinator {
+            store,
+            out_dir,
+            exit_when_done,
+            finished: watch::channel(finished).0,
+            reports_in_flight: AtomicUsize::new(0),
+            told_shutdown: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Runs a store call on the blocking pool.
+    pub async fn with_store<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Status::internal(format!("state task: {e}")))?
+            .map_err(to_status)
+    }
+
+    /// A receiver that is true while every sweep is finished and its report written.
+    pub fn finished(&self) -> watch::Receiver<bool> {
+        self.finished.subscribe()
+    }
+
+    /// Re-reads "every sweep finished" from the store.
+    pub async fn refresh_finished(&self) {
+        let all = self.with_store(|s| s.all_finished()).await.unwrap_or(false);
+        let done = all && self.reports_in_flight.load(Ordering::SeqCst) == 0;
+        self.finished.send_replace(done);
+    }
+
+    pub(crate) fn note_shutdown(&self, worker_id: &str) {
+        let mut told = self.told_shutdown.lock().unwrap_or_else(|e| e.into_inner());
+        told.insert(worker_id.to_string());
+    }
+
+    /// Workers that were answered `shutdown`.
+    pub fn told_shutdown(&self) -> HashSet<String> {
+        self.told_shutdown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sweeps just finished: write their reports in the background, then signal.
+    pub fn sweeps_finished(self: &Arc<Self>, sweeps: Vec<String>) {
+        if sweeps.is_empty() {
+            return;
+        }
+        self.reports_in_flight.fetch_add(1, Ordering::SeqCst);
+        let this = self.clone();
+        tokio::spawn(async move {
+            for sweep in sweeps {
+                let store = this.store.clone();
+                let dir = this.out_dir.join(&sweep);
+                let name = sweep.clone();
+                let written = tokio::task::spawn_blocking(move || {
+                    let inputs = store.report_inputs(&name)?;
+                    let report = build(&inputs)?;
+                    crate::report::write_report(&dir, &report, &inputs.spec.output_csv)?;
+                    anyhow::Ok(dir)
+                })
+                .await;
+                match written {
+                    Ok(Ok(dir)) => tracing::info!(sweep = %sweep, dir = %dir.display(), "report written"),
+                    Ok(Err(e)) => tracing::warn!(sweep = %sweep, "report not written: {e:#}"),
+                    Err(e) => tracing::warn!(sweep = %sweep, "report task: {e}"),
+                }
+            }
+            this.reports_in_flight.fetch_sub(1, Ordering::SeqCst);
+            this.refresh_finished().await;
+        });
+    }
+}
+
+/// The report of a sweep from its current state; notes from the store come first.
+pub fn build(inputs: &ReportInputs) -> anyhow::Result<SweepReport> {
+    let mut report = if inputs.scored.is_empty() {
+        SweepReport::default()
+    } else {
+        crate::report::build_report(&inputs.spec, &inputs.examples, &inputs.scored)?
+    };
+    let mut notes = inputs.notes.clone();
+    notes.append(&mut report.notes);
+    report.notes = notes;
+    Ok(report)
+}
+
+/// Store errors as gRPC statuses.
+pub fn to_status(e: StoreError) -> Status {
+    match e {
+        StoreError::UnknownWorker(_) | StoreError::NotFound(_) => Status::not_found(e.to_string()),
+        StoreError::StaleLease(_) | StoreError::Precondition(_) => {
+            Status::failed_precondition(e.to_string())
+        }
+        StoreError::Invalid(_) => Status::invalid_argument(e.to_string()),
+        StoreError::Db(_) | StoreError::Corrupt(_) => Status::internal(e.to_string()),
+    }
+}

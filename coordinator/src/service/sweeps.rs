@@ -1,0 +1,127 @@
+//! `Sweeps`: submit, status, results, cancel.
+
+use std::sync::Arc;
+
+use herd_proto::v1::{
+    sweeps_server::Sweeps, CancelRequest, CancelResponse, ResultsRequest, ResultsResponse,
+    StatusRequest, StatusResponse, SubmitRequest, SubmitResponse,
+};
+use tonic::{Request, Response, Status};
+
+use super::Coordinator;
+use crate::scheduler::now_ms;
+
+pub struct SweepsService {
+    coord: Arc<Coordinator>,
+}
+
+impl SweepsService {
+    pub fn new(coord: Arc<Coordinator>) -> Self {
+        SweepsService { coord }
+    }
+}
+
+#[tonic::async_trait]
+impl Sweeps for SweepsService {
+    async fn submit(
+        &self,
+        request: Request<SubmitRequest>,
+    ) -> Result<Response<SubmitResponse>, Status> {
+        let spec = request
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("the request has no sweep spec"))?;
+        if spec.name.trim().is_empty() {
+            return Err(Status::invalid_argument("the sweep has no name"));
+        }
+        let checkpoints = crate::planner::list_checkpoints(&spec)
+            .await
+            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+        let for_examples = spec.clone();
+        let examples =
+            tokio::task::spawn_blocking(move || crate::planner::load_examples(&for_examples))
+                .await
+                .map_err(|e| Status::internal(format!("planner task: {e}")))?
+                .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+        let outcome = self
+            .coord
+            .with_store(move |s| s.submit(&spec, &checkpoints, &examples, now_ms()))
+            .await?;
+        tracing::info!(
+            sweep = %outcome.sweep,
+            created = outcome.created,
+            checkpoints_added = outcome.checkpoints_added,
+            checkpoints_skipped = outcome.checkpoints_skipped,
+            tasks_added = outcome.tasks_added,
+            examples = outcome.examples,
+            "sweep submitted"
+        );
+        self.coord.refresh_finished().await;
+        Ok(Response::new(SubmitResponse {
+            sweep: outcome.sweep,
+            checkpoints_added: outcome.checkpoints_added,
+            checkpoints_skipped: outcome.checkpoints_skipped,
+            tasks_added: outcome.tasks_added,
+            examples: outcome.examples,
+        }))
+    }
+
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let sweep = request.into_inner().sweep;
+        let status = self
+            .coord
+            .with_store(move |s| {
+                let filter = (!sweep.is_empty()).then_some(sweep.as_str());
+                s.status(filter, now_ms())
+            })
+            .await?;
+        Ok(Response::new(status))
+    }
+
+    async fn results(
+        &self,
+        request: Request<ResultsRequest>,
+    ) -> Result<Response<ResultsResponse>, Status> {
+        let sweep = request.into_inner().sweep;
+        let name = sweep.clone();
+        let inputs = self
+            .coord
+            .with_store(move |s| s.report_inputs(&name))
+            .await?;
+        let (inputs, report) = tokio::task::spawn_blocking(move || {
+            let report = super::build(&inputs);
+            (inputs, report)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("report task: {e}")))?;
+        let report = report.map_err(|e| Status::internal(format!("report of {sweep}: {e:#}")))?;
+        Ok(Response::new(ResultsResponse {
+            sweep,
+            complete: inputs.complete,
+            checkpoints: report.checkpoints,
+            csv: report.csv,
+            output_csv: inputs.spec.output_csv,
+            notes: report.notes,
+        }))
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<CancelRequest>,
+    ) -> Result<Response<CancelResponse>, Status> {
+        let sweep = request.into_inner().sweep;
+        let name = sweep.clone();
+        let cancelled = self
+            .coord
+            .with_store(move |s| s.cancel(&name, now_ms()))
+            .await?;
+        tracing::info!(sweep = %sweep, tasks = cancelled, "sweep cancelled");
+        self.coord.refresh_finished().await;
+        Ok(Response::new(CancelResponse {
+            tasks_cancelled: cancelled,
+        }))
+    }
+}

@@ -1,0 +1,173 @@
+//! `Workers`: register, lease, heartbeat, stream results, complete, fail.
+
+use std::sync::Arc;
+
+use herd_proto::v1::{
+    lease_response::Outcome, workers_server::Workers, CompleteRequest, CompleteResponse,
+    FailRequest, FailResponse, FailureKind, HeartbeatRequest, HeartbeatResponse, LeaseRef,
+    LeaseRequest, LeaseResponse, RegisterRequest, RegisterResponse, ResultBatch,
+    StreamResultsResponse,
+};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Coordinator;
+use crate::scheduler::now_ms;
+use crate::state::LeaseOutcome;
+
+pub struct WorkersService {
+    coord: Arc<Coordinator>,
+}
+
+impl WorkersService {
+    pub fn new(coord: Arc<Coordinator>) -> Self {
+        WorkersService { coord }
+    }
+}
+
+fn lease_of(lease: Option<LeaseRef>) -> Result<LeaseRef, Status> {
+    lease.ok_or_else(|| Status::invalid_argument("the request names no lease"))
+}
+
+#[tonic::async_trait]
+impl Workers for WorkersService {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let req = request.into_inner();
+        let caps = req.capabilities.unwrap_or_default();
+        let name = req.name.clone();
+        let device = caps.device.clone();
+        let id = self
+            .coord
+            .with_store(move |s| s.register(&req.name, &caps, now_ms()))
+            .await?;
+        tracing::info!(worker = %id, name = %name, device = %device, "worker registered");
+        let policy = self.coord.store.policy();
+        Ok(Response::new(RegisterResponse {
+            worker_id: id,
+            heartbeat_interval_ms: policy.retry_after_ms(),
+            lease_timeout_ms: policy.lease_timeout_ms.min(u32::MAX as u64) as u32,
+        }))
+    }
+
+    async fn lease(
+        &self,
+        request: Request<LeaseRequest>,
+    ) -> Result<Response<LeaseResponse>, Status> {
+        let req = request.into_inner();
+        let worker = req.worker_id.clone();
+        let outcome = self
+            .coord
+            .with_store(move |s| s.lease(&req.worker_id, &req.cached_checkpoints, now_ms()))
+            .await?;
+        let retry = self.coord.store.policy().retry_after_ms();
+        let outcome = match outcome {
+            LeaseOutcome::Leased(lease) => Outcome::Lease(*lease),
+            LeaseOutcome::Draining => Outcome::RetryAfterMs(retry),
+            LeaseOutcome::Idle { all_finished } => {
+                if all_finished && self.coord.exit_when_done {
+                    self.coord.note_shutdown(&worker);
+                    tracing::info!(worker = %worker, "every sweep is finished: worker told to shut down");
+                    Outcome::Shutdown(true)
+                } else {
+                    Outcome::RetryAfterMs(retry)
+                }
+            }
+        };
+        Ok(Response::new(LeaseResponse {
+            outcome: Some(outcome),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let req = request.into_inner();
+        let revoked = self
+            .coord
+            .with_store(move |s| {
+                s.heartbeat(
+                    &req.worker_id,
+                    &req.leases,
+                    req.draining,
+                    req.stats.as_ref(),
+                    now_ms(),
+                )
+            })
+            .await?;
+        Ok(Response::new(HeartbeatResponse { revoked }))
+    }
+
+    async fn stream_results(
+        &self,
+        request: Request<Streaming<ResultBatch>>,
+    ) -> Result<Response<StreamResultsResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut total = StreamResultsResponse::default();
+        while let Some(batch) = stream.message().await? {
+            let lease = lease_of(batch.lease)?;
+            let worker = batch.worker_id.clone();
+            let rewards = batch.rewards;
+            let counts = self
+                .coord
+                .with_store(move |s| s.store_results(&batch.worker_id, &lease, &rewards, now_ms()))
+                .await;
+            match counts {
+                Ok(counts) => {
+                    total.stored += counts.stored;
+                    total.duplicates += counts.duplicates;
+                }
+                Err(status) => {
+                    tracing::warn!(
+                        worker = %worker,
+                        task = lease.task_id,
+                        epoch = lease.epoch,
+                        code = ?status.code(),
+                        "result stream refused: {}",
+                        status.message()
+                    );
+                    return Err(status);
+                }
+            }
+        }
+        Ok(Response::new(total))
+    }
+
+    async fn complete(
+        &self,
+        request: Request<CompleteRequest>,
+    ) -> Result<Response<CompleteResponse>, Status> {
+        let req = request.into_inner();
+        let lease = lease_of(req.lease)?;
+        let outcome = self
+            .coord
+            .with_store(move |s| {
+                s.complete(
+                    &req.worker_id,
+                    &lease,
+                    &req.model_type,
+                    &req.chat_template,
+                    now_ms(),
+                )
+            })
+            .await?;
+        self.coord.sweeps_finished(outcome.finished_sweeps);
+        Ok(Response::new(CompleteResponse {
+            first: outcome.first,
+        }))
+    }
+
+    async fn fail(&self, request: Request<FailRequest>) -> Result<Response<FailResponse>, Status> {
+        let req = request.into_inner();
+        let lease = lease_of(req.lease)?;
+        let kind = FailureKind::try_from(req.kind).unwrap_or(FailureKind::Unspecified);
+        let transition = self
+            .coord
+            .with_store(move |s| s.fail(&req.worker_id, &lease, kind, &req.reason, now_ms()))
+            .await?;
+        self.coord.sweeps_finished(transition.finished_sweeps);
+        Ok(Response::new(FailResponse {}))
+    }
+}

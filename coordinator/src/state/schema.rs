@@ -1,0 +1,127 @@
+//! The state file's tables. One file is a whole deployment: every sweep, its evaluation set, its
+//! tasks, leases, attempts and results, so a restarted coordinator needs nothing else.
+
+/// Bumped when the tables change incompatibly; a file with another version is refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+pub const PRAGMAS: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+PRAGMA foreign_keys = ON;
+";
+
+pub const TABLES: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- spec: the SweepSpec as protobuf bytes; state: active | done | cancelled
+CREATE TABLE IF NOT EXISTS sweeps (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    spec        BLOB NOT NULL,
+    state       TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    finished_ms INTEGER
+);
+
+-- state: pending | running | done | failed | cancelled
+CREATE TABLE IF NOT EXISTS checkpoints (
+    id            INTEGER PRIMARY KEY,
+    sweep_id      INTEGER NOT NULL REFERENCES sweeps(id),
+    uri           TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    format        TEXT NOT NULL,
+    size_bytes    INTEGER NOT NULL,
+    state         TEXT NOT NULL,
+    failure       TEXT,
+    model_type    TEXT,
+    chat_template TEXT,
+    UNIQUE (sweep_id, uri)
+);
+CREATE INDEX IF NOT EXISTS checkpoints_uri ON checkpoints(uri);
+
+-- the evaluation set, stored once per sweep
+CREATE TABLE IF NOT EXISTS examples (
+    sweep_id   INTEGER NOT NULL REFERENCES sweeps(id),
+    idx        INTEGER NOT NULL,
+    example_id TEXT NOT NULL,
+    subset     TEXT NOT NULL,
+    pair_json  TEXT NOT NULL,
+    PRIMARY KEY (sweep_id, idx)
+) WITHOUT ROWID;
+
+-- one checkpoint x one shard [shard_start, shard_end) of the evaluation set
+-- state: pending | leased | done | failed | cancelled
+CREATE TABLE IF NOT EXISTS tasks (
+    id               INTEGER PRIMARY KEY,
+    sweep_id         INTEGER NOT NULL REFERENCES sweeps(id),
+    checkpoint_id    INTEGER NOT NULL REFERENCES checkpoints(id),
+    shard_start      INTEGER NOT NULL,
+    shard_end        INTEGER NOT NULL,
+    state            TEXT NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_eligible_ms INTEGER NOT NULL DEFAULT 0,
+    last_epoch       INTEGER NOT NULL DEFAULT 0,
+    failure          TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_pending ON tasks(state, next_eligible_ms);
+CREATE INDEX IF NOT EXISTS tasks_checkpoint ON tasks(checkpoint_id, state);
+CREATE INDEX IF NOT EXISTS tasks_sweep ON tasks(sweep_id, state);
+
+-- deadline_ms is absolute (unix ms): a restarted coordinator keeps it
+-- state: active | expired | released | failed | done | revoked
+CREATE TABLE IF NOT EXISTS leases (
+    task_id     INTEGER NOT NULL REFERENCES tasks(id),
+    epoch       INTEGER NOT NULL,
+    worker_id   TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    deadline_ms INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    PRIMARY KEY (task_id, epoch)
+);
+CREATE INDEX IF NOT EXISTS leases_state ON leases(state, deadline_ms);
+CREATE INDEX IF NOT EXISTS leases_worker ON leases(worker_id, state);
+
+-- one row per lease: outcome running | done | duplicate | expired | transient | checkpoint |
+-- released | revoked | cancelled; attempt: the task's failed-attempt count after this one
+CREATE TABLE IF NOT EXISTS attempts (
+    id         INTEGER PRIMARY KEY,
+    task_id    INTEGER NOT NULL REFERENCES tasks(id),
+    epoch      INTEGER NOT NULL,
+    worker_id  TEXT NOT NULL,
+    outcome    TEXT NOT NULL,
+    reason     TEXT,
+    attempt    INTEGER,
+    started_ms INTEGER NOT NULL,
+    ended_ms   INTEGER
+);
+CREATE INDEX IF NOT EXISTS attempts_task ON attempts(task_id, epoch);
+CREATE INDEX IF NOT EXISTS attempts_ended ON attempts(outcome, ended_ms);
+
+-- capabilities and stats: protobuf bytes; cached: JSON array of checkpoint uris
+CREATE TABLE IF NOT EXISTS workers (
+    seq                INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                 TEXT UNIQUE,
+    name               TEXT NOT NULL,
+    capabilities       BLOB,
+    cached             TEXT NOT NULL DEFAULT '[]',
+    registered_ms      INTEGER NOT NULL,
+    last_seen_ms       INTEGER NOT NULL,
+    draining           INTEGER NOT NULL DEFAULT 0,
+    stats              BLOB,
+    last_checkpoint_id INTEGER
+);
+
+-- chosen/rejected: little-endian f64 arrays (exact); first result wins (INSERT OR IGNORE)
+CREATE TABLE IF NOT EXISTS results (
+    checkpoint_id INTEGER NOT NULL REFERENCES checkpoints(id),
+    idx           INTEGER NOT NULL,
+    chosen        BLOB NOT NULL,
+    rejected      BLOB NOT NULL,
+    task_id       INTEGER NOT NULL,
+    epoch         INTEGER NOT NULL,
+    PRIMARY KEY (checkpoint_id, idx)
+) WITHOUT ROWID;
+";
