@@ -2,9 +2,11 @@
 //! RewardBench scoring. The worker and the coordinator both build on these.
 
 pub mod bootstrap;
+pub mod cache;
 pub mod chat;
 pub mod dataset;
 pub mod dataset_v2;
+pub mod gcs;
 pub mod hub;
 pub mod parquet_rows;
 pub mod pyjson;
