@@ -412,3 +412,41 @@ async fn remove_works() {
     cache.remove("gs://bkt/t").unwrap(); // a prefix, without its trailing slash
     assert_eq!(cache.cached_uris(), ["gs://bkt/a"]);
 }
+
+#[tokio::test]
+async fn cached_copy_served_when_gcs_is_unreachable() {
+    let Some((mut gcs, client)) = setup(&[("a", vec![1u8; 100]), ("t/x", vec![2u8; 10])]).await
+    else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let cache = Cache::open_with(root.path(), 1 << 20, opts()).unwrap();
+    let n = Counter::new();
+    let path = fetch(&cache, &client, "gs://bkt/a", &n)
+        .await
+        .path()
+        .to_path_buf();
+    drop(
+        cache
+            .fetch_prefix(&client, "gs://bkt/t", &|_| {})
+            .await
+            .unwrap(),
+    );
+    gcs.stop();
+    let a = fetch(&cache, &client, "gs://bkt/a", &n).await;
+    assert_eq!(a.path(), path);
+    assert_eq!(n.get(), 100);
+    cache
+        .fetch_prefix(&client, "gs://bkt/t", &|_| {})
+        .await
+        .unwrap();
+    // nothing cached: the error names the uri
+    let e = cache
+        .fetch_object(&client, "gs://bkt/never", &|_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        !e.is_not_found() && e.to_string().contains("gs://bkt/never"),
+        "{e}"
+    );
+}
