@@ -194,7 +194,11 @@ pub async fn spawn(args: ServeArgs) -> anyhow::Result<ServerHandle> {
             match reaper_coord.with_store(|s| s.reap(now_ms())).await {
                 Ok(t) => {
                     if t.leases > 0 {
-                        tracing::info!(expired = t.leases, tasks_failed = t.tasks_failed, "reaped leases");
+                        tracing::info!(
+                            expired = t.leases,
+                            tasks_failed = t.tasks_failed,
+                            "reaped leases"
+                        );
                     }
                     reaper_coord.sweeps_finished(t.finished_sweeps);
                 }

@@ -116,22 +116,38 @@ fn submit_plans_tasks_and_resubmit_adds_only_new_checkpoints() {
         .unwrap();
     assert!(out.created);
     assert_eq!(
-        (out.checkpoints_added, out.checkpoints_skipped, out.tasks_added, out.examples),
+        (
+            out.checkpoints_added,
+            out.checkpoints_skipped,
+            out.tasks_added,
+            out.examples
+        ),
         (2, 0, 6, 10)
     );
     let tasks = f.store.tasks("s").unwrap();
     let shards: Vec<_> = tasks.iter().take(3).map(|t| t.shard.clone()).collect();
     assert_eq!(shards, vec![0..4, 4..8, 8..10]);
-    assert!(tasks.iter().all(|t| t.state == "pending" && t.attempts == 0));
+    assert!(tasks
+        .iter()
+        .all(|t| t.state == "pending" && t.attempts == 0));
 
     // the same name again: only the new checkpoint is planned
     let out = f
         .store
-        .submit(&spec("s", 4), &checkpoints(&["a", "b", "c"]), &examples(10), 2)
+        .submit(
+            &spec("s", 4),
+            &checkpoints(&["a", "b", "c"]),
+            &examples(10),
+            2,
+        )
         .unwrap();
     assert!(!out.created);
     assert_eq!(
-        (out.checkpoints_added, out.checkpoints_skipped, out.tasks_added),
+        (
+            out.checkpoints_added,
+            out.checkpoints_skipped,
+            out.tasks_added
+        ),
         (1, 2, 3)
     );
     assert_eq!(f.store.tasks("s").unwrap().len(), 9);
@@ -144,7 +160,10 @@ fn submit_plans_tasks_and_resubmit_adds_only_new_checkpoints() {
         .submit(&spec("s", 4), &checkpoints(&["d"]), &changed, 3)
         .unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
-    assert!(err.to_string().contains("different evaluation set"), "{err}");
+    assert!(
+        err.to_string().contains("different evaluation set"),
+        "{err}"
+    );
     assert!(err.to_string().contains("\"ex3\""), "{err}");
     let err = f
         .store
@@ -165,7 +184,12 @@ fn submit_plans_tasks_and_resubmit_adds_only_new_checkpoints() {
 fn lease_prefers_held_checkpoints_then_the_oldest_sweep() {
     let f = fixture(policy());
     f.store
-        .submit(&spec("old", 2), &checkpoints(&["a1", "a2"]), &examples(6), 1)
+        .submit(
+            &spec("old", 2),
+            &checkpoints(&["a1", "a2"]),
+            &examples(6),
+            1,
+        )
         .unwrap();
     f.store
         .submit(&spec("new", 2), &checkpoints(&["b1"]), &examples(6), 2)
@@ -220,7 +244,13 @@ fn epochs_fence_stale_leases_and_results_are_stored_once() {
     let first = lease(&f.store, &w1, &[], 10);
     assert_eq!(first.lease.unwrap().epoch, 1);
     f.store
-        .fail(&w1, &lease_ref(&first), FailureKind::Released, "draining", 11)
+        .fail(
+            &w1,
+            &lease_ref(&first),
+            FailureKind::Released,
+            "draining",
+            11,
+        )
         .unwrap();
     // released: back at once, no attempt counted
     let task = &f.store.tasks("s").unwrap()[0];
@@ -306,7 +336,10 @@ fn results_outside_the_shard_or_with_a_wrong_id_are_refused_whole() {
         .store_results(&w, &lease_ref(&l), &batch, 11)
         .unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
-    assert!(err.to_string().contains("outside the shard [0, 2)"), "{err}");
+    assert!(
+        err.to_string().contains("outside the shard [0, 2)"),
+        "{err}"
+    );
 
     let mut batch = rewards(&l, 1.0);
     batch[1].example_id = "ex7".into();
@@ -384,10 +417,18 @@ fn expired_leases_retry_with_backoff_then_fail_at_max_attempts() {
     assert_eq!(reaped.finished_sweeps, vec!["s".to_string()]);
     let task = &f.store.tasks("s").unwrap()[0];
     assert_eq!((task.state.as_str(), task.attempts), ("failed", 2));
-    assert!(task.failure.as_deref().unwrap().contains("gave up after 2 attempts"));
+    assert!(task
+        .failure
+        .as_deref()
+        .unwrap()
+        .contains("gave up after 2 attempts"));
     let ckpt = &f.store.checkpoints("s").unwrap()[0];
     assert_eq!(ckpt.state, "failed");
-    assert!(ckpt.failure.as_deref().unwrap().contains("stopped heartbeating"));
+    assert!(ckpt
+        .failure
+        .as_deref()
+        .unwrap()
+        .contains("stopped heartbeating"));
 
     let status = f.store.status(Some("s"), 3_003).unwrap();
     let sweep = &status.sweeps[0];
@@ -408,7 +449,12 @@ fn transient_failures_back_off_and_checkpoint_failures_fail_the_checkpoint() {
         ..policy()
     });
     f.store
-        .submit(&spec("s", 2), &checkpoints(&["bad", "good"]), &examples(6), 1)
+        .submit(
+            &spec("s", 2),
+            &checkpoints(&["bad", "good"]),
+            &examples(6),
+            1,
+        )
         .unwrap();
     let w1 = register(&f.store, "w1", &[]);
     let w2 = register(&f.store, "w2", &[]);
@@ -416,7 +462,13 @@ fn transient_failures_back_off_and_checkpoint_failures_fail_the_checkpoint() {
     let l1 = lease(&f.store, &w1, &[], 10);
     assert_eq!(uri(&l1), "/ckpts/bad");
     f.store
-        .fail(&w1, &lease_ref(&l1), FailureKind::Transient, "CUDA out of memory", 11)
+        .fail(
+            &w1,
+            &lease_ref(&l1),
+            FailureKind::Transient,
+            "CUDA out of memory",
+            11,
+        )
         .unwrap();
     let task = &f.store.tasks("s").unwrap()[0];
     assert_eq!(
@@ -445,7 +497,10 @@ fn transient_failures_back_off_and_checkpoint_failures_fail_the_checkpoint() {
     let tasks = f.store.tasks("s").unwrap();
     for t in &tasks[..3] {
         assert_eq!(t.state, "failed", "{t:?}");
-        assert!(t.failure.as_deref().unwrap().contains("hidden_size"), "{t:?}");
+        assert!(
+            t.failure.as_deref().unwrap().contains("hidden_size"),
+            "{t:?}"
+        );
     }
     assert!(tasks[3..].iter().all(|t| t.state == "pending"));
     let ckpt = &f.store.checkpoints("s").unwrap()[0];
@@ -502,11 +557,12 @@ fn stragglers_get_a_duplicate_lease_and_the_first_complete_wins() {
         .store_results(&fast, &lease_ref(&l2), &rewards(&l2, 2.0), 15)
         .unwrap();
     assert_eq!((counts.stored, counts.duplicates), (2, 2));
-    assert!(f
-        .store
-        .complete(&fast, &lease_ref(&l2), "Seq. Classifier", "tokenizer", 16)
-        .unwrap()
-        .first);
+    assert!(
+        f.store
+            .complete(&fast, &lease_ref(&l2), "Seq. Classifier", "tokenizer", 16)
+            .unwrap()
+            .first
+    );
     // the slow one is told to stop, and its late Complete is not first
     assert_eq!(
         f.store
@@ -553,7 +609,9 @@ fn cancel_revokes_leases_and_finishes_the_sweep() {
     let l = lease(&f.store, &w, &[], 10);
     assert_eq!(f.store.cancel("s", 11).unwrap(), 3);
     assert_eq!(
-        f.store.heartbeat(&w, &[lease_ref(&l)], false, None, 12).unwrap(),
+        f.store
+            .heartbeat(&w, &[lease_ref(&l)], false, None, 12)
+            .unwrap(),
         vec![lease_ref(&l)]
     );
     let err = f
@@ -593,7 +651,13 @@ fn a_reopened_file_resumes_exactly() {
         .store_results(&w1, &lease_ref(&l3), &rewards(&l3, 1.0)[..1], 15)
         .unwrap();
     f.store
-        .fail(&w2, &lease_ref(&l2), FailureKind::Transient, "preempted", 16)
+        .fail(
+            &w2,
+            &lease_ref(&l2),
+            FailureKind::Transient,
+            "preempted",
+            16,
+        )
         .unwrap();
 
     let status = f.store.status(None, 20).unwrap();
@@ -618,10 +682,12 @@ fn a_reopened_file_resumes_exactly() {
         .store_results(&w1, &lease_ref(&l3), &rewards(&l3, 1.0), 21)
         .unwrap();
     assert_eq!((counts.stored, counts.duplicates), (1, 1));
-    assert!(store
-        .complete(&w1, &lease_ref(&l3), "Seq. Classifier", "tokenizer", 22)
-        .unwrap()
-        .first);
+    assert!(
+        store
+            .complete(&w1, &lease_ref(&l3), "Seq. Classifier", "tokenizer", 22)
+            .unwrap()
+            .first
+    );
     // epochs continue from the file
     let next = lease(&store, &w2, &[], 1_000);
     assert_eq!(next.lease.unwrap().task_id, l2.lease.unwrap().task_id);

@@ -104,7 +104,9 @@ impl Coordinator {
                 })
                 .await;
                 match written {
-                    Ok(Ok(dir)) => tracing::info!(sweep = %sweep, dir = %dir.display(), "report written"),
+                    Ok(Ok(dir)) => {
+                        tracing::info!(sweep = %sweep, dir = %dir.display(), "report written")
+                    }
                     Ok(Err(e)) => tracing::warn!(sweep = %sweep, "report not written: {e:#}"),
                     Err(e) => tracing::warn!(sweep = %sweep, "report task: {e}"),
                 }

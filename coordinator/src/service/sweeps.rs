@@ -97,7 +97,17 @@ impl Sweeps for SweepsService {
         })
         .await
         .map_err(|e| Status::internal(format!("report task: {e}")))?;
-        let report = report.map_err(|e| Status::internal(format!("report of {sweep}: {e:#}")))?;
+        // a report that cannot be built (e.g. the CSV needs subsets this evaluation set lacks)
+        // still answers: state and notes, with the reason
+        let report = report.unwrap_or_else(|e| {
+            tracing::warn!(sweep = %sweep, "report not built: {e:#}");
+            let mut notes = inputs.notes.clone();
+            notes.push(format!("no report: {e:#}"));
+            crate::report::SweepReport {
+                notes,
+                ..Default::default()
+            }
+        });
         Ok(Response::new(ResultsResponse {
             sweep,
             complete: inputs.complete,

@@ -20,7 +20,9 @@ use herd_proto::v1::{
 use prost::Message;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::model::{CheckpointFormat, PlannedCheckpoint, PlannedExample, ScoredCheckpoint, StoredReward};
+use crate::model::{
+    CheckpointFormat, PlannedCheckpoint, PlannedExample, ScoredCheckpoint, StoredReward,
+};
 use crate::scheduler::Policy;
 
 pub use schema::SCHEMA_VERSION;
@@ -74,7 +76,9 @@ pub enum LeaseOutcome {
     Leased(Box<Lease>),
     /// nothing can be leased now; `all_finished`: every sweep is done or cancelled (and there
     /// is at least one)
-    Idle { all_finished: bool },
+    Idle {
+        all_finished: bool,
+    },
     /// the worker is draining: it gets nothing new
     Draining,
 }
@@ -172,6 +176,9 @@ struct TaskRow {
     state: String,
 }
 
+/// id, name, last_seen_ms, draining, stats
+type WorkerRow = (String, String, i64, bool, Option<Vec<u8>>);
+
 struct LeaseRow {
     worker_id: String,
     state: String,
@@ -186,7 +193,7 @@ fn encode_scores(values: &[f64]) -> Vec<u8> {
 }
 
 fn decode_scores(bytes: &[u8]) -> Result<Vec<f64>> {
-    if bytes.len() % 8 != 0 {
+    if !bytes.len().is_multiple_of(8) {
         return Err(StoreError::Corrupt(format!(
             "a score array of {} bytes is not a whole number of f64",
             bytes.len()
@@ -210,7 +217,11 @@ impl Store {
         conn.execute_batch(schema::PRAGMAS)?;
         conn.execute_batch(schema::TABLES)?;
         let version: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
             .optional()?;
         match version {
             None => {
@@ -425,8 +436,8 @@ impl Store {
     /// Registers a worker and returns its new id.
     pub fn register(&self, name: &str, capabilities: &Capabilities, now: i64) -> Result<String> {
         self.write(|tx| {
-            let cached = serde_json::to_string(&capabilities.cached_checkpoints)
-                .expect("strings serialise");
+            let cached =
+                serde_json::to_string(&capabilities.cached_checkpoints).expect("strings serialise");
             tx.execute(
                 "INSERT INTO workers(name, capabilities, cached, registered_ms, last_seen_ms)
                  VALUES (?1, ?2, ?3, ?4, ?4)",
@@ -434,7 +445,10 @@ impl Store {
             )?;
             let seq = tx.last_insert_rowid();
             let id = format!("w{seq}");
-            tx.execute("UPDATE workers SET id = ?1 WHERE seq = ?2", params![id, seq])?;
+            tx.execute(
+                "UPDATE workers SET id = ?1 WHERE seq = ?2",
+                params![id, seq],
+            )?;
             Ok(id)
         })
     }
@@ -751,7 +765,9 @@ impl Store {
             let task = task_row_opt(tx, lease.task_id)?;
             match (&row, &task) {
                 (Some(row), Some(task))
-                    if row.worker_id == worker_id && row.state == "revoked" && task.state == "done" =>
+                    if row.worker_id == worker_id
+                        && row.state == "revoked"
+                        && task.state == "done" =>
                 {
                     // a straggler duplicate finished second: its results were duplicates
                     tx.execute(
@@ -759,7 +775,12 @@ impl Store {
                          WHERE task_id = ?1 AND epoch = ?2",
                         params![lease.task_id, epoch, now],
                     )?;
-                    tracing::info!(worker = worker_id, task = lease.task_id, epoch, "complete (duplicate)");
+                    tracing::info!(
+                        worker = worker_id,
+                        task = lease.task_id,
+                        epoch,
+                        "complete (duplicate)"
+                    );
                     return Ok(CompleteOutcome::default());
                 }
                 _ => {}
@@ -783,16 +804,27 @@ impl Store {
             end_lease(tx, task.id, epoch, "done", "done", None, None, now)?;
             // other live leases of this task (stragglers) lose
             let others: Vec<i64> = {
-                let mut stmt = tx.prepare(
-                    "SELECT epoch FROM leases WHERE task_id = ?1 AND state = 'active'",
-                )?;
+                let mut stmt =
+                    tx.prepare("SELECT epoch FROM leases WHERE task_id = ?1 AND state = 'active'")?;
                 let rows = stmt.query_map(params![task.id], |r| r.get(0))?;
                 rows.collect::<Result<_, _>>()?
             };
             for other in others {
-                end_lease(tx, task.id, other, "revoked", "revoked", Some("completed by another lease"), None, now)?;
+                end_lease(
+                    tx,
+                    task.id,
+                    other,
+                    "revoked",
+                    "revoked",
+                    Some("completed by another lease"),
+                    None,
+                    now,
+                )?;
             }
-            tx.execute("UPDATE tasks SET state = 'done' WHERE id = ?1", params![task.id])?;
+            tx.execute(
+                "UPDATE tasks SET state = 'done' WHERE id = ?1",
+                params![task.id],
+            )?;
             tx.execute(
                 "UPDATE checkpoints SET model_type = ?2, chat_template = ?3 WHERE id = ?1",
                 params![task.checkpoint_id, model_type, chat_template],
@@ -874,7 +906,8 @@ impl Store {
                     "SELECT task_id, epoch, worker_id FROM leases
                      WHERE state = 'active' AND deadline_ms < ?1 ORDER BY task_id, epoch",
                 )?;
-                let rows = stmt.query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                let rows =
+                    stmt.query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
                 rows.collect::<Result<_, _>>()?
             };
             let mut out = Transition::default();
@@ -885,16 +918,43 @@ impl Store {
                 tracing::warn!(worker = %worker_id, task = task_id, epoch, "lease expired");
                 out.leases += 1;
                 if task.state != "leased" {
-                    end_lease(tx, task_id, epoch, "expired", "expired", Some(&reason), None, now)?;
+                    end_lease(
+                        tx,
+                        task_id,
+                        epoch,
+                        "expired",
+                        "expired",
+                        Some(&reason),
+                        None,
+                        now,
+                    )?;
                     continue;
                 }
                 if live_leases(tx, task_id)? > 1 {
                     // a duplicate lease of the same task is still alive: no attempt lost
-                    end_lease(tx, task_id, epoch, "expired", "expired", Some(&reason), None, now)?;
+                    end_lease(
+                        tx,
+                        task_id,
+                        epoch,
+                        "expired",
+                        "expired",
+                        Some(&reason),
+                        None,
+                        now,
+                    )?;
                     continue;
                 }
                 let attempts = bump_attempts(tx, task_id)?;
-                end_lease(tx, task_id, epoch, "expired", "expired", Some(&reason), Some(attempts), now)?;
+                end_lease(
+                    tx,
+                    task_id,
+                    epoch,
+                    "expired",
+                    "expired",
+                    Some(&reason),
+                    Some(attempts),
+                    now,
+                )?;
                 retry_or_fail(tx, &policy, &task, attempts, &reason, now, &mut out)?;
             }
             Ok(out)
@@ -922,11 +982,12 @@ impl Store {
         for (sweep_id, name, state) in sweeps {
             out.sweeps.push(sweep_status(&conn, sweep_id, name, state)?);
         }
-        let mut stmt = conn.prepare(
-            "SELECT id, name, last_seen_ms, draining, stats FROM workers ORDER BY seq",
-        )?;
-        let workers: Vec<(String, String, i64, bool, Option<Vec<u8>>)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+        let mut stmt = conn
+            .prepare("SELECT id, name, last_seen_ms, draining, stats FROM workers ORDER BY seq")?;
+        let workers: Vec<WorkerRow> = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
             .collect::<Result<_, _>>()?;
         let mut lease_stmt = conn.prepare(
             "SELECT task_id, epoch FROM leases WHERE worker_id = ?1 AND state = 'active' ORDER BY task_id",
@@ -950,7 +1011,10 @@ impl Store {
             } else {
                 "busy"
             };
-            if lost && leases.is_empty() && now - last_seen > 10 * to_i64(self.policy.lease_timeout_ms) {
+            if lost
+                && leases.is_empty()
+                && now - last_seen > 10 * to_i64(self.policy.lease_timeout_ms)
+            {
                 continue; // long gone
             }
             let stats = match stats {
@@ -1114,7 +1178,9 @@ impl Store {
              WHERE s.name = ?1 AND c.uri = ?2 ORDER BY r.idx",
         )?;
         let rows: Vec<(u32, Vec<u8>, Vec<u8>)> = stmt
-            .query_map(params![sweep, checkpoint_uri], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .query_map(params![sweep, checkpoint_uri], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
             .collect::<Result<_, _>>()?;
         rows.into_iter()
             .map(|(index, c, r)| {
@@ -1137,9 +1203,13 @@ fn decode_spec(bytes: &[u8]) -> Result<SweepSpec> {
 }
 
 fn sweep_id(conn: &Connection, name: &str) -> Result<i64> {
-    conn.query_row("SELECT id FROM sweeps WHERE name = ?1", params![name], |r| r.get(0))
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("no sweep named {name}")))
+    conn.query_row(
+        "SELECT id FROM sweeps WHERE name = ?1",
+        params![name],
+        |r| r.get(0),
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("no sweep named {name}")))
 }
 
 fn all_finished(conn: &Connection) -> Result<bool> {
@@ -1214,7 +1284,9 @@ fn checkpoint_proto(conn: &Connection, id: i64) -> Result<Checkpoint> {
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
     )?;
     if CheckpointFormat::parse(&format).is_none() {
-        return Err(StoreError::Corrupt(format!("checkpoint {uri} has format {format:?}")));
+        return Err(StoreError::Corrupt(format!(
+            "checkpoint {uri} has format {format:?}"
+        )));
     }
     Ok(Checkpoint {
         id,
@@ -1283,7 +1355,12 @@ fn lease_row(conn: &Connection, task_id: i64, epoch: i64) -> Result<Option<Lease
 }
 
 /// The task of an active lease held by `worker_id`, or StaleLease saying why not.
-fn check_active_lease(conn: &Connection, worker_id: &str, task_id: i64, epoch: i64) -> Result<TaskRow> {
+fn check_active_lease(
+    conn: &Connection,
+    worker_id: &str,
+    task_id: i64,
+    epoch: i64,
+) -> Result<TaskRow> {
     let name = lease_name(task_id, epoch.max(0) as u64);
     match lease_row(conn, task_id, epoch)? {
         None => Err(StoreError::StaleLease(format!("{name} is unknown"))),
@@ -1291,16 +1368,21 @@ fn check_active_lease(conn: &Connection, worker_id: &str, task_id: i64, epoch: i
             "{name} is held by worker {}, not {worker_id}",
             row.worker_id
         ))),
-        Some(row) if row.state != "active" => {
-            Err(StoreError::StaleLease(format!("{name} is no longer active ({})", row.state)))
-        }
+        Some(row) if row.state != "active" => Err(StoreError::StaleLease(format!(
+            "{name} is no longer active ({})",
+            row.state
+        ))),
         Some(_) => task_row(conn, task_id),
     }
 }
 
 fn worker_label(conn: &Connection, worker_id: &str) -> Result<String> {
     let name: Option<String> = conn
-        .query_row("SELECT name FROM workers WHERE id = ?1", params![worker_id], |r| r.get(0))
+        .query_row(
+            "SELECT name FROM workers WHERE id = ?1",
+            params![worker_id],
+            |r| r.get(0),
+        )
         .optional()?;
     Ok(match name {
         Some(name) if !name.is_empty() => format!("{name} ({worker_id})"),
@@ -1317,8 +1399,15 @@ fn live_leases(conn: &Connection, task_id: i64) -> Result<u32> {
 }
 
 fn bump_attempts(conn: &Connection, task_id: i64) -> Result<u32> {
-    conn.execute("UPDATE tasks SET attempts = attempts + 1 WHERE id = ?1", params![task_id])?;
-    Ok(conn.query_row("SELECT attempts FROM tasks WHERE id = ?1", params![task_id], |r| r.get(0))?)
+    conn.execute(
+        "UPDATE tasks SET attempts = attempts + 1 WHERE id = ?1",
+        params![task_id],
+    )?;
+    Ok(conn.query_row(
+        "SELECT attempts FROM tasks WHERE id = ?1",
+        params![task_id],
+        |r| r.get(0),
+    )?)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1367,7 +1456,8 @@ fn retry_or_fail(
         tracing::warn!(task = task.id, attempts, "task failed");
         out.tasks_failed += 1;
         refresh_checkpoint(tx, task.checkpoint_id)?;
-        out.finished_sweeps.extend(refresh_sweep(tx, task.sweep_id, now)?);
+        out.finished_sweeps
+            .extend(refresh_sweep(tx, task.sweep_id, now)?);
     } else {
         let eligible = now.saturating_add(to_i64(policy.backoff_ms(attempts)));
         tx.execute(
@@ -1390,7 +1480,16 @@ fn fail_checkpoint(tx: &Connection, checkpoint_id: i64, reason: &str, now: i64) 
         rows.collect::<Result<_, _>>()?
     };
     for (task_id, epoch) in live {
-        end_lease(tx, task_id, epoch, "revoked", "revoked", Some("checkpoint failed"), None, now)?;
+        end_lease(
+            tx,
+            task_id,
+            epoch,
+            "revoked",
+            "revoked",
+            Some("checkpoint failed"),
+            None,
+            now,
+        )?;
     }
     let failed = tx.execute(
         "UPDATE tasks SET state = 'failed', failure = ?2
@@ -1401,7 +1500,11 @@ fn fail_checkpoint(tx: &Connection, checkpoint_id: i64, reason: &str, now: i64) 
         "UPDATE checkpoints SET state = 'failed', failure = ?2 WHERE id = ?1",
         params![checkpoint_id, reason],
     )?;
-    tracing::warn!(checkpoint = checkpoint_id, tasks = failed, "checkpoint failed");
+    tracing::warn!(
+        checkpoint = checkpoint_id,
+        tasks = failed,
+        "checkpoint failed"
+    );
     Ok(failed as u32)
 }
 
@@ -1416,7 +1519,10 @@ fn refresh_checkpoint(tx: &Connection, checkpoint_id: i64) -> Result<String> {
     )?;
     if live == 0 {
         if done == total {
-            tx.execute("UPDATE checkpoints SET state = 'done' WHERE id = ?1", params![checkpoint_id])?;
+            tx.execute(
+                "UPDATE checkpoints SET state = 'done' WHERE id = ?1",
+                params![checkpoint_id],
+            )?;
         } else if failed > 0 {
             tx.execute(
                 "UPDATE checkpoints SET state = 'failed', failure = COALESCE(failure,
@@ -1451,12 +1557,21 @@ fn refresh_sweep(tx: &Connection, sweep_id: i64, now: i64) -> Result<Option<Stri
     if changed == 0 {
         return Ok(None);
     }
-    let name: String = tx.query_row("SELECT name FROM sweeps WHERE id = ?1", params![sweep_id], |r| r.get(0))?;
+    let name: String = tx.query_row(
+        "SELECT name FROM sweeps WHERE id = ?1",
+        params![sweep_id],
+        |r| r.get(0),
+    )?;
     tracing::info!(sweep = %name, "sweep done");
     Ok(Some(name))
 }
 
-fn sweep_status(conn: &Connection, sweep_id: i64, name: String, state: String) -> Result<SweepStatus> {
+fn sweep_status(
+    conn: &Connection,
+    sweep_id: i64,
+    name: String,
+    state: String,
+) -> Result<SweepStatus> {
     let (total, done, failed, leased): (u32, u32, u32, u32) = conn.query_row(
         "SELECT COUNT(*), COALESCE(SUM(state = 'done'), 0), COALESCE(SUM(state = 'failed'), 0),
                 COALESCE(SUM(state = 'leased'), 0)
