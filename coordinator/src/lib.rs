@@ -2,8 +2,10 @@
 //! SQLite, leases tasks to workers over gRPC, stores per-example rewards idempotently and writes
 //! RewardBench results and the sweep CSV.
 
+pub mod client;
 pub mod model;
 pub mod planner;
+pub mod presets;
 pub mod report;
 pub mod server;
 pub mod scheduler;

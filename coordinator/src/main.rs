@@ -1,19 +1,56 @@
-//! `coord`: the sweep coordinator. The distributed sweep (serve, submit, status, results, run)
-//! is issue 5; until it lands this binary only states that, so nobody mistakes it for working.
+//! `coord`: the sweep coordinator (`serve`) and its client commands (`submit`, `status`,
+//! `results`, `cancel`).
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use herd_coordinator::client;
+use herd_coordinator::server;
 
 #[derive(Parser)]
 #[command(
     name = "coord",
     version,
-    about = "herd sweep coordinator (not implemented yet: see issue 5; use `worker score`)"
+    about = "herd sweep coordinator: plans checkpoint x dataset-shard tasks, leases them to GPU \
+             workers over gRPC, and writes RewardBench results and the sweep CSV"
 )]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    anyhow::bail!(
-        "the coordinator is not implemented yet (issue 5); score a model with `worker score`"
-    )
+// parsed once: the size difference between the variants does not matter
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+enum Command {
+    /// Run the coordinator (gRPC services over a SQLite state file)
+    Serve(server::ServeArgs),
+    /// Submit a sweep: a preset (--dataset NAME) with its flags applied
+    Submit(client::SubmitArgs),
+    /// Show sweeps, checkpoints, workers and failures (--watch: progress bars until done)
+    Status(client::StatusArgs),
+    /// Write a sweep's CSV and per-checkpoint RewardBench JSON
+    Results(client::ResultsArgs),
+    /// Cancel a sweep's remaining tasks
+    Cancel(client::CancelArgs),
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Serve(args) => server::serve(args).await,
+        Command::Submit(args) => client::submit(args).await,
+        Command::Status(args) => client::status(args).await,
+        Command::Results(args) => client::results(args).await,
+        Command::Cancel(args) => client::cancel(args).await,
+    }
 }

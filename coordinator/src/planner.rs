@@ -1,24 +1,315 @@
-//! Sweep planning: which checkpoints, which examples, which shards.
+//! Sweep planning: which checkpoints ([`list_checkpoints`]), which examples ([`load_examples`])
+//! and how the examples are cut into tasks ([`shard_ranges`]).
+//!
+//! Checkpoint sources (`SweepSpec.checkpoints`):
+//! - `gs://bucket/prefix`: a recursive listing; every object whose name contains
+//!   `streaming_params` is one EasyLM checkpoint (as `generate_eval_runs.py` lists them);
+//! - a local file: an EasyLM checkpoint if its name contains `streaming_params`;
+//! - a local folder: one HF checkpoint if it holds `config.json`, else searched recursively for
+//!   `streaming_params` files and HF folders;
+//! - `hf:org/name`: one HF checkpoint on the Hub (nothing is fetched at plan time).
+//!
+//! Experiment names follow hybrid-preferences' `convert_to_hf.py`: the run name is the params
+//! file's parent folder up to the first `--` (the EasyLM logger id is dropped; a path containing
+//! `llama` keeps the whole folder name with `.` replaced by `-`), an HF folder's run name is the
+//! folder name; the experiment is `rm-eval-{experiment_prefix}-{run}` (or `{run}` without a
+//! prefix), as Beaker named the RewardBench runs that `fetch_evals_rewardbench.py` reads.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 
+use anyhow::{bail, Context};
+use herd_common::dataset::PreferencePair;
 use herd_proto::v1::SweepSpec;
 
-use crate::model::{PlannedCheckpoint, PlannedExample};
+use crate::model::{CheckpointFormat, PlannedCheckpoint, PlannedExample};
 
-/// Lists the checkpoints of every source of `spec.checkpoints`, sorted by uri.
+/// Examples per task when the spec leaves `shard_size` at 0.
+pub const DEFAULT_SHARD_SIZE: u32 = 500;
+
+/// The marker of an EasyLM checkpoint file name.
+pub const EASYLM_MARKER: &str = "streaming_params";
+
+/// Lists the checkpoints of every source of `spec.checkpoints`, sorted by uri. A uri found
+/// through two sources is kept once; two different uris with the same experiment name, or no
+/// checkpoint at all, are errors.
 pub async fn list_checkpoints(spec: &SweepSpec) -> anyhow::Result<Vec<PlannedCheckpoint>> {
-    anyhow::bail!("planner not implemented yet (sweep {})", spec.name)
+    if spec.checkpoints.is_empty() {
+        bail!("sweep '{}': no checkpoint sources given", spec.name);
+    }
+    let mut found: Vec<PlannedCheckpoint> = Vec::new();
+    for source in &spec.checkpoints {
+        let source = source.trim();
+        if source.is_empty() {
+            bail!("sweep '{}': an empty checkpoint source", spec.name);
+        }
+        let mut part = if source.starts_with("gs://") {
+            list_gcs(source, &spec.experiment_prefix).await?
+        } else if let Some(repo) = source.strip_prefix("hf:") {
+            vec![hub_checkpoint(source, repo, &spec.experiment_prefix)?]
+        } else {
+            list_local(Path::new(source), &spec.experiment_prefix)?
+        };
+        found.append(&mut part);
+    }
+    finish(found, spec)
 }
 
-/// Loads the evaluation set of `spec`.
+/// Sorts by uri, drops repeated uris, refuses duplicate names and an empty result.
+fn finish(
+    mut found: Vec<PlannedCheckpoint>,
+    spec: &SweepSpec,
+) -> anyhow::Result<Vec<PlannedCheckpoint>> {
+    found.sort_by(|a, b| a.uri.cmp(&b.uri));
+    found.dedup_by(|a, b| a.uri == b.uri);
+    if found.is_empty() {
+        bail!(
+            "sweep '{}': no checkpoints found in {} (looked for objects or files whose name \
+             contains '{EASYLM_MARKER}' and for folders with a config.json)",
+            spec.name,
+            spec.checkpoints.join(", ")
+        );
+    }
+    let mut by_name: BTreeMap<&str, &str> = BTreeMap::new();
+    for ckpt in &found {
+        if let Some(other) = by_name.insert(&ckpt.name, &ckpt.uri) {
+            bail!(
+                "sweep '{}': two checkpoints have the experiment name '{}': {} and {}",
+                spec.name,
+                ckpt.name,
+                other,
+                ckpt.uri
+            );
+        }
+    }
+    Ok(found)
+}
+
+/// `rm-eval-{prefix}-{run}`, or `{run}` without a prefix.
+pub fn experiment_name(prefix: &str, run: &str) -> String {
+    if prefix.is_empty() {
+        run.to_owned()
+    } else {
+        format!("rm-eval-{prefix}-{run}")
+    }
+}
+
+/// The run name of an EasyLM params file given its path (object name or local path):
+/// `params_path.parent.stem.split("--")[0]`, or, when the path contains `llama`, the parent
+/// folder name with `.` replaced by `-`. `None` when the file has no parent folder.
+pub fn easylm_run_name(params_path: &str) -> Option<String> {
+    let mut parts = params_path.split('/').filter(|p| !p.is_empty());
+    let _file = parts.next_back()?;
+    let parent = parts.next_back()?;
+    if params_path.contains("llama") {
+        return Some(parent.replace('.', "-"));
+    }
+    // Path.stem of a folder name drops a final `.suffix`, as Python does
+    let stem = match parent.rfind('.') {
+        Some(dot) if dot > 0 => &parent[..dot],
+        _ => parent,
+    };
+    Some(stem.split("--").next().unwrap_or(stem).to_owned())
+}
+
+async fn list_gcs(source: &str, prefix: &str) -> anyhow::Result<Vec<PlannedCheckpoint>> {
+    use herd_common::gcs::{GcsClient, GcsUri};
+    let uri = GcsUri::parse(source)?;
+    let client = GcsClient::from_env()
+        .await
+        .with_context(|| format!("{source}: cannot create a GCS client"))?;
+    let objects = client
+        .list(&uri.bucket, &uri.object)
+        .await
+        .with_context(|| format!("{source}: listing failed"))?;
+    let mut out = Vec::new();
+    for object in objects {
+        if !object.name.contains(EASYLM_MARKER) {
+            continue;
+        }
+        let full = object.uri();
+        let run = easylm_run_name(&object.name).with_context(|| {
+            format!("{full}: an EasyLM checkpoint must sit in a run folder (<run>--<id>/streaming_params_<step>)")
+        })?;
+        out.push(PlannedCheckpoint {
+            uri: full,
+            name: experiment_name(prefix, &run),
+            format: CheckpointFormat::EasyLm,
+            size_bytes: object.size,
+        });
+    }
+    Ok(out)
+}
+
+fn hub_checkpoint(source: &str, repo: &str, prefix: &str) -> anyhow::Result<PlannedCheckpoint> {
+    let repo = repo.trim_matches('/');
+    let valid = repo.split('/').count() == 2
+        && repo.split('/').all(|p| {
+            !p.is_empty()
+                && p != ".."
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        });
+    if !valid {
+        bail!("{source}: expected hf:ORG/NAME");
+    }
+    let run = repo.rsplit('/').next().unwrap_or(repo);
+    Ok(PlannedCheckpoint {
+        uri: format!("hf:{repo}"),
+        name: experiment_name(prefix, run),
+        format: CheckpointFormat::HuggingFace,
+        size_bytes: 0,
+    })
+}
+
+fn list_local(path: &Path, prefix: &str) -> anyhow::Result<Vec<PlannedCheckpoint>> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("checkpoint source {}", path.display()))?;
+    let path = std::fs::canonicalize(path)
+        .with_context(|| format!("checkpoint source {}", path.display()))?;
+    let mut out = Vec::new();
+    if meta.is_file() {
+        let name = file_name(&path);
+        if !name.contains(EASYLM_MARKER) {
+            bail!(
+                "{}: not a checkpoint (an EasyLM file name contains '{EASYLM_MARKER}'; an HF \
+                 checkpoint is a folder with config.json)",
+                path.display()
+            );
+        }
+        out.push(local_easylm(&path, meta.len(), prefix)?);
+    } else {
+        walk(&path, prefix, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn local_easylm(path: &Path, size: u64, prefix: &str) -> anyhow::Result<PlannedCheckpoint> {
+    let text = path
+        .to_str()
+        .with_context(|| format!("{}: the path is not UTF-8", path.display()))?;
+    let run = easylm_run_name(text)
+        .with_context(|| format!("{text}: an EasyLM checkpoint must sit in a run folder"))?;
+    Ok(PlannedCheckpoint {
+        uri: text.to_owned(),
+        name: experiment_name(prefix, &run),
+        format: CheckpointFormat::EasyLm,
+        size_bytes: size,
+    })
+}
+
+/// One HF folder, or a recursive search (sorted) for `streaming_params` files and HF folders.
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<PlannedCheckpoint>) -> anyhow::Result<()> {
+    let text = dir
+        .to_str()
+        .with_context(|| format!("{}: the path is not UTF-8", dir.display()))?;
+    if dir.join("config.json").is_file() {
+        out.push(PlannedCheckpoint {
+            uri: text.to_owned(),
+            name: experiment_name(prefix, &file_name(dir)),
+            format: CheckpointFormat::HuggingFace,
+            size_bytes: folder_size(dir),
+        });
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("{text}: cannot list the folder"))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{text}: cannot list the folder"))?;
+    entries.sort();
+    for entry in entries {
+        let meta = match std::fs::metadata(&entry) {
+            Ok(meta) => meta,
+            // a dangling link is not a checkpoint
+            Err(_) => continue,
+        };
+        if meta.is_dir() {
+            walk(&entry, prefix, out)?;
+        } else if file_name(&entry).contains(EASYLM_MARKER) {
+            out.push(local_easylm(&entry, meta.len(), prefix)?);
+        }
+    }
+    Ok(())
+}
+
+fn folder_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| if m.is_file() { m.len() } else { 0 })
+        .sum()
+}
+
+/// Loads the evaluation set of `spec` (a file or `hf://datasets/...` with `eval_split`). Every
+/// pair needs a subset (RewardBench scores by subset).
 pub fn load_examples(spec: &SweepSpec) -> anyhow::Result<Vec<PlannedExample>> {
-    anyhow::bail!("planner not implemented yet ({})", spec.eval_dataset)
+    let source = spec.eval_dataset.trim();
+    if source.is_empty() {
+        bail!(
+            "sweep '{}': no evaluation dataset (eval_dataset)",
+            spec.name
+        );
+    }
+    let split = Some(spec.eval_split.trim()).filter(|s| !s.is_empty());
+    let pairs = herd_common::hub::load_pairs_from(source, split)
+        .with_context(|| format!("cannot load the evaluation set {source}"))?;
+    examples_from_pairs(source, &pairs)
 }
 
-/// Contiguous ranges of at most `shard_size` examples (0: 500) covering `0..examples`.
+/// [`PlannedExample`]s of loaded pairs (index = position); `source` names the dataset in errors.
+pub fn examples_from_pairs(
+    source: &str,
+    pairs: &[PreferencePair],
+) -> anyhow::Result<Vec<PlannedExample>> {
+    if pairs.is_empty() {
+        bail!("{source}: the evaluation set has no rows");
+    }
+    if pairs.len() > u32::MAX as usize {
+        bail!("{source}: too many rows ({})", pairs.len());
+    }
+    pairs
+        .iter()
+        .enumerate()
+        .map(|(i, pair)| {
+            let subset = match pair.subset.as_deref() {
+                Some(s) if !s.trim().is_empty() => s.to_owned(),
+                _ => bail!(
+                    "{source}: row {} (id {}) has no subset; RewardBench scores need one per pair",
+                    i + 1,
+                    pair.id
+                ),
+            };
+            let pair_json = serde_json::to_string(pair)
+                .with_context(|| format!("{source}: row {} (id {})", i + 1, pair.id))?;
+            Ok(PlannedExample {
+                index: i as u32,
+                id: pair.id.to_string(),
+                subset,
+                pair_json,
+            })
+        })
+        .collect()
+}
+
+/// Contiguous ranges of at most `shard_size` examples (0: [`DEFAULT_SHARD_SIZE`]) covering
+/// `0..examples` in order.
 pub fn shard_ranges(examples: u32, shard_size: u32) -> Vec<Range<u32>> {
-    let size = if shard_size == 0 { 500 } else { shard_size };
+    let size = if shard_size == 0 {
+        DEFAULT_SHARD_SIZE
+    } else {
+        shard_size
+    };
     (0..examples)
         .step_by(size as usize)
         .map(|start| start..examples.min(start.saturating_add(size)))

@@ -1,12 +1,27 @@
 //! RewardBench results and the sweep CSV from scored checkpoints.
+//!
+//! Per checkpoint: wins (`rewardbench::is_win`: strictly greater, a non-finite score is a loss),
+//! per-subset accuracies, and the `metrics.json` / `eval-set/<name>.json` of RewardBench's
+//! `run_rm.py` ([`EvalSetResults`], model = the checkpoint's experiment name). Per sweep: the CSV
+//! of hybrid-preferences' `fetch_evals_rewardbench.py` ([`sweep_csv`]) joined with the
+//! feature-count files of `spec.feature_counts_dir` (no folder: name mode).
 
+use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::Path;
 
+use anyhow::{bail, Context};
+use herd_common::results::EvalSetResults;
+use herd_common::rewardbench::{is_win, subset_accuracies, XstestWeighting};
+use herd_common::sweep::{
+    parse_uuid, read_feature_counts_dir, sweep_csv, Experiment, FeatureCounts, SweepOptions,
+};
 use herd_proto::v1::{CheckpointResult, SweepSpec};
 
 use crate::model::{PlannedExample, ScoredCheckpoint};
 
-/// What a sweep's results are: per-checkpoint JSON, the sweep CSV, and notes.
+/// What a sweep's results are: per-checkpoint JSON, the sweep CSV, and notes (checkpoints left
+/// out of the CSV, non-finite scores).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SweepReport {
     pub checkpoints: Vec<CheckpointResult>,
@@ -14,17 +29,229 @@ pub struct SweepReport {
     pub notes: Vec<String>,
 }
 
-pub fn build_report(
-    spec: &SweepSpec,
-    _examples: &[PlannedExample],
-    _scored: &[ScoredCheckpoint],
-) -> anyhow::Result<SweepReport> {
-    anyhow::bail!("reports not implemented yet (sweep {})", spec.name)
+/// `spec.xstest_weighting`: "legacy" (also the default, as the reference CSV) or "current".
+pub fn parse_weighting(text: &str) -> anyhow::Result<XstestWeighting> {
+    match text.trim() {
+        "" | "legacy" => Ok(XstestWeighting::Legacy),
+        "current" => Ok(XstestWeighting::Current),
+        other => bail!("xstest_weighting '{other}': expected 'legacy' or 'current'"),
+    }
 }
 
-pub fn write_report(dir: &Path, _report: &SweepReport, output_csv: &str) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "reports not implemented yet ({}/{output_csv})",
-        dir.display()
-    )
+/// The RewardBench results of one scored checkpoint, and the number of examples that had a
+/// non-finite score. `examples` is the sweep's evaluation set (index = position).
+pub fn checkpoint_results(
+    examples: &[PlannedExample],
+    scored: &ScoredCheckpoint,
+) -> anyhow::Result<(EvalSetResults, usize)> {
+    if scored.rewards.len() != examples.len() {
+        bail!(
+            "checkpoint '{}' ({}): {} rewards stored for {} examples",
+            scored.name,
+            scored.uri,
+            scored.rewards.len(),
+            examples.len()
+        );
+    }
+    let mut non_finite = 0usize;
+    let mut wins: Vec<(&str, bool)> = Vec::with_capacity(examples.len());
+    for (reward, example) in scored.rewards.iter().zip(examples) {
+        if reward.index != example.index {
+            bail!(
+                "checkpoint '{}' ({}): reward for example {} where example {} was expected",
+                scored.name,
+                scored.uri,
+                reward.index,
+                example.index
+            );
+        }
+        if reward.chosen.is_empty() || reward.rejected.is_empty() {
+            bail!(
+                "checkpoint '{}' ({}): example {} (id {}) has no score",
+                scored.name,
+                scored.uri,
+                example.index,
+                example.id
+            );
+        }
+        if reward
+            .chosen
+            .iter()
+            .chain(&reward.rejected)
+            .any(|x| !x.is_finite())
+        {
+            non_finite += 1;
+        }
+        wins.push((&example.subset, is_win(&reward.chosen, &reward.rejected)));
+    }
+    let chat_template = Some(scored.chat_template.clone()).filter(|t| !t.is_empty());
+    let results = EvalSetResults::new(
+        scored.name.clone(),
+        scored.model_type.clone(),
+        chat_template,
+        subset_accuracies(wins),
+    );
+    Ok((results, non_finite))
+}
+
+/// Builds every checkpoint's results and the sweep CSV. The CSV is empty when nothing is scored.
+pub fn build_report(
+    spec: &SweepSpec,
+    examples: &[PlannedExample],
+    scored: &[ScoredCheckpoint],
+) -> anyhow::Result<SweepReport> {
+    let options = SweepOptions {
+        weighting: parse_weighting(&spec.xstest_weighting)?,
+        dataset_total_size: Some(spec.dataset_total_size).filter(|&n| n > 0),
+        label_threshold: None,
+    };
+    let mut report = SweepReport::default();
+    let mut experiments = Vec::with_capacity(scored.len());
+    for ckpt in scored {
+        let (results, non_finite) = checkpoint_results(examples, ckpt)?;
+        if non_finite > 0 {
+            report.notes.push(format!(
+                "{}: {non_finite} of {} examples had a NaN or infinite score and count as losses",
+                ckpt.name,
+                examples.len()
+            ));
+        }
+        report.checkpoints.push(CheckpointResult {
+            name: ckpt.name.clone(),
+            experiment: ckpt.name.clone(),
+            metrics_json: results.metrics_json(),
+            eval_set_json: results.eval_set_json(),
+        });
+        experiments.push(Experiment::from_results(ckpt.name.clone(), &results));
+    }
+    if experiments.is_empty() {
+        report.notes.push(format!(
+            "sweep '{}': no checkpoint is fully scored yet",
+            spec.name
+        ));
+        return Ok(report);
+    }
+    let features = match spec.feature_counts_dir.trim() {
+        "" => None,
+        dir => {
+            let features = read_feature_counts_dir(Path::new(dir))?;
+            if features.is_empty() {
+                bail!("{dir}: no feature-count files (*.json)");
+            }
+            Some(features)
+        }
+    };
+    if let Some(features) = &features {
+        report
+            .notes
+            .extend(dropped_by_features(&experiments, features, spec));
+    }
+    // the reference script raises on some inputs (an evaluation set without every RewardBench
+    // subset, a name with ID but no SWAPS_<n>): the per-checkpoint results still stand
+    match sweep_csv(&experiments, features.as_deref(), &options) {
+        Ok(csv) => report.csv = csv,
+        Err(e) => report
+            .notes
+            .push(format!("sweep '{}': no sweep CSV: {e}", spec.name)),
+    }
+    Ok(report)
+}
+
+/// Notes for experiments counts mode leaves out: names without `ID` and uuids with no
+/// feature-count file (the reference's `dropna`).
+fn dropped_by_features(
+    experiments: &[Experiment],
+    features: &[FeatureCounts],
+    spec: &SweepSpec,
+) -> Vec<String> {
+    let uuids: BTreeSet<&str> = features.iter().map(|f| f.uuid.as_str()).collect();
+    let mut notes = Vec::new();
+    for exp in experiments {
+        if !exp.name.contains("ID") {
+            notes.push(format!(
+                "{}: left out of the CSV: the name has no ID__<uuid>__ to join with the feature counts",
+                exp.name
+            ));
+            continue;
+        }
+        if let Some(uuid) = parse_uuid(&exp.name) {
+            if !uuids.contains(uuid) {
+                notes.push(format!(
+                    "{}: left out of the CSV: no feature-count file for uuid {uuid} in {}",
+                    exp.name,
+                    spec.feature_counts_dir.trim()
+                ));
+            }
+        }
+    }
+    notes
+}
+
+/// A file name with no folder part: no separators, not `.` or `..`, not empty.
+pub fn check_file_name(name: &str, what: &str) -> anyhow::Result<()> {
+    if name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains(['/', '\\', '\0'])
+        || Path::new(name).is_absolute()
+    {
+        bail!("{what} '{name}' must be a plain file name (no folders, no '..')");
+    }
+    Ok(())
+}
+
+/// Writes `dir/<output_csv>`, `dir/metrics/<name>.json` and `dir/eval-set/<name>.json`, each
+/// through a temporary file renamed into place. `output_csv` must be a plain file name.
+pub fn write_report(dir: &Path, report: &SweepReport, output_csv: &str) -> anyhow::Result<()> {
+    check_file_name(output_csv, "output_csv")?;
+    for ckpt in &report.checkpoints {
+        check_file_name(&ckpt.name, "checkpoint name")?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if !report.csv.is_empty() {
+        write_atomic(&dir.join(output_csv), report.csv.as_bytes())?;
+    }
+    write_checkpoint_files(dir, &report.checkpoints)
+}
+
+/// Writes `dir/metrics/<name>.json` and `dir/eval-set/<name>.json` for every checkpoint.
+pub fn write_checkpoint_files(dir: &Path, checkpoints: &[CheckpointResult]) -> anyhow::Result<()> {
+    for ckpt in checkpoints {
+        check_file_name(&ckpt.name, "checkpoint name")?;
+    }
+    if checkpoints.is_empty() {
+        return Ok(());
+    }
+    let metrics = dir.join("metrics");
+    let eval_set = dir.join("eval-set");
+    for folder in [&metrics, &eval_set] {
+        std::fs::create_dir_all(folder)
+            .with_context(|| format!("cannot create {}", folder.display()))?;
+    }
+    for ckpt in checkpoints {
+        let file = format!("{}.json", ckpt.name);
+        write_atomic(&metrics.join(&file), ckpt.metrics_json.as_bytes())?;
+        write_atomic(&eval_set.join(&file), ckpt.eval_set_json.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it onto `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file path", path.display()))?
+        .to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
+    Ok(())
 }

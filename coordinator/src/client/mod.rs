@@ -1,0 +1,115 @@
+//! The client side of `coord`: `submit`, `status`, `results` and `cancel` talk to a running
+//! coordinator over the `Sweeps` gRPC service.
+
+mod results;
+mod status;
+mod submit;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use herd_proto::v1::sweeps_client::SweepsClient;
+use tonic::transport::{Channel, Endpoint};
+
+pub use results::{results, ResultsArgs};
+pub use status::{render_status, status, StatusArgs};
+pub use submit::{submit, SubmitArgs};
+
+/// The coordinator address when neither `--coordinator` nor `HERD_COORDINATOR` is given.
+pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:50051";
+
+/// How long connecting to the coordinator may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `--coordinator`, shared by every client command.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ConnectArgs {
+    /// the coordinator's gRPC address
+    #[arg(long, env = "HERD_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
+    pub coordinator: String,
+}
+
+/// `host:port` gets `http://`; anything else is taken as a URL.
+pub fn normalize_url(address: &str) -> String {
+    let address = address.trim();
+    if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    }
+}
+
+/// Connects to the `Sweeps` service at `address` within [`CONNECT_TIMEOUT`]; the error names the
+/// address.
+pub async fn connect(address: &str) -> anyhow::Result<SweepsClient<Channel>> {
+    let url = normalize_url(address);
+    let endpoint = Endpoint::from_shared(url.clone())
+        .with_context(|| format!("invalid coordinator address '{address}'"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(Duration::from_secs(600));
+    let channel = match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
+        Ok(Ok(channel)) => channel,
+        Ok(Err(e)) => anyhow::bail!(
+            "cannot reach the coordinator at {url}: {}; is `coord serve` running there? \
+             (set --coordinator or HERD_COORDINATOR)",
+            error_chain(&e)
+        ),
+        Err(_) => anyhow::bail!(
+            "cannot reach the coordinator at {url}: no connection within {}s; is `coord serve` \
+             running there? (set --coordinator or HERD_COORDINATOR)",
+            CONNECT_TIMEOUT.as_secs()
+        ),
+    };
+    Ok(SweepsClient::new(channel).max_decoding_message_size(256 << 20))
+}
+
+/// An RPC error as one line naming the coordinator.
+pub fn rpc_error(url: &str, rpc: &str, status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{rpc} at {}: {} ({:?})",
+        normalize_url(url),
+        status.message(),
+        status.code()
+    )
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// `--sweep`, required by `results` and `cancel`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// the sweep to cancel
+    #[arg(long)]
+    pub sweep: String,
+}
+
+/// `coord cancel`.
+pub async fn cancel(args: CancelArgs) -> anyhow::Result<()> {
+    let mut client = connect(&args.connect.coordinator).await?;
+    let response = client
+        .cancel(herd_proto::v1::CancelRequest {
+            sweep: args.sweep.clone(),
+        })
+        .await
+        .map_err(|s| rpc_error(&args.connect.coordinator, "Cancel", s))?
+        .into_inner();
+    println!(
+        "sweep {}: {} task(s) cancelled",
+        args.sweep, response.tasks_cancelled
+    );
+    Ok(())
+}

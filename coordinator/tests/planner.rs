@@ -1,0 +1,295 @@
+//! The planner: local folders, files, hf: sources, GCS (real fake-gcs-server), examples, shards.
+
+use std::path::Path;
+
+use herd_coordinator::model::CheckpointFormat;
+use herd_coordinator::planner::{
+    easylm_run_name, experiment_name, list_checkpoints, load_examples, shard_ranges,
+};
+use herd_proto::v1::SweepSpec;
+
+const RUN_A: &str =
+    "tulu2_13b_rm_human_datamodel_counts_7000_ID__07add08aa33a4fa6a5294c7bc41ae1f9__SWAPS_4026";
+const RUN_B: &str =
+    "tulu2_13b_rm_human_datamodel_counts_7000_ID__1b2c3d4e5f60718293a4b5c6d7e8f901__SWAPS_120";
+
+fn spec(sources: &[&str], prefix: &str) -> SweepSpec {
+    SweepSpec {
+        name: "helpsteer2".into(),
+        checkpoints: sources.iter().map(|s| s.to_string()).collect(),
+        experiment_prefix: prefix.into(),
+        ..Default::default()
+    }
+}
+
+fn touch(path: &Path, bytes: usize) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, vec![0u8; bytes]).unwrap();
+}
+
+#[test]
+fn shards_cover_the_examples() {
+    assert_eq!(shard_ranges(0, 10), Vec::<std::ops::Range<u32>>::new());
+    assert_eq!(shard_ranges(10, 3), vec![0..3, 3..6, 6..9, 9..10]);
+    assert_eq!(shard_ranges(9, 3), vec![0..3, 3..6, 6..9]);
+    assert_eq!(shard_ranges(1403, 0), vec![0..500, 500..1000, 1000..1403]);
+    assert_eq!(shard_ranges(5, 100), vec![0..5]);
+    assert_eq!(shard_ranges(u32::MAX, u32::MAX), vec![0..u32::MAX]);
+    for (n, s) in [(1u32, 1u32), (17, 4), (1000, 7)] {
+        let ranges = shard_ranges(n, s);
+        assert_eq!(ranges.first().unwrap().start, 0);
+        assert_eq!(ranges.last().unwrap().end, n);
+        for w in ranges.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+        }
+        assert!(ranges.iter().all(|r| r.len() as u32 <= s && !r.is_empty()));
+    }
+}
+
+#[test]
+fn names_follow_hybrid_preferences() {
+    assert_eq!(
+        easylm_run_name(&format!(
+            "human-preferences/rm_checkpoints/helpsteer2/{RUN_A}--a6bf226b9e8e43f387810e0da3096526/streaming_params_437"
+        ))
+        .unwrap(),
+        RUN_A
+    );
+    assert_eq!(easylm_run_name("streaming_params"), None);
+    assert_eq!(
+        easylm_run_name("ckpts/llama3.1_8b_rm--abc/streaming_params").unwrap(),
+        "llama3-1_8b_rm--abc"
+    );
+    assert_eq!(
+        experiment_name("helpsteer2-counts", RUN_A),
+        format!("rm-eval-helpsteer2-counts-{RUN_A}")
+    );
+    assert_eq!(experiment_name("", "run"), "run");
+}
+
+#[tokio::test]
+async fn local_folders_files_and_hub() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("ckpts");
+    touch(&root.join(format!("{RUN_B}--ffff/streaming_params_12")), 7);
+    touch(
+        &root.join(format!("{RUN_A}--abcd/streaming_params_437")),
+        11,
+    );
+    touch(&root.join(format!("{RUN_A}--abcd/metadata_437.pkl")), 3);
+    touch(&root.join("hf-model/config.json"), 2);
+    touch(&root.join("hf-model/model.safetensors"), 40);
+    // an HF folder is one checkpoint: nothing inside it is searched
+    touch(&root.join("hf-model/sub/streaming_params_1"), 1);
+    touch(&root.join("notes.txt"), 1);
+
+    let found = list_checkpoints(&spec(
+        &[root.to_str().unwrap(), "hf:allenai/tulu-2-13b"],
+        "helpsteer2-counts",
+    ))
+    .await
+    .unwrap();
+    let summary: Vec<(&str, CheckpointFormat, u64)> = found
+        .iter()
+        .map(|c| (c.name.as_str(), c.format, c.size_bytes))
+        .collect();
+    let canon = std::fs::canonicalize(&root).unwrap();
+    let a = format!("rm-eval-helpsteer2-counts-{RUN_A}");
+    let b = format!("rm-eval-helpsteer2-counts-{RUN_B}");
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "rm-eval-helpsteer2-counts-hf-model",
+                CheckpointFormat::HuggingFace,
+                42
+            ),
+            (a.as_str(), CheckpointFormat::EasyLm, 11),
+            (b.as_str(), CheckpointFormat::EasyLm, 7),
+            (
+                "rm-eval-helpsteer2-counts-tulu-2-13b",
+                CheckpointFormat::HuggingFace,
+                0
+            ),
+        ]
+    );
+    let uris: Vec<&str> = found.iter().map(|c| c.uri.as_str()).collect();
+    let mut sorted = uris.clone();
+    sorted.sort();
+    assert_eq!(uris, sorted);
+    assert_eq!(found[0].uri, canon.join("hf-model").to_str().unwrap());
+    assert_eq!(
+        found[1].uri,
+        canon
+            .join(format!("{RUN_A}--abcd/streaming_params_437"))
+            .to_str()
+            .unwrap()
+    );
+    assert_eq!(found[3].uri, "hf:allenai/tulu-2-13b");
+
+    // a single EasyLM file, no prefix; the same uri through two sources is kept once
+    let file = root.join(format!("{RUN_B}--ffff/streaming_params_12"));
+    let found = list_checkpoints(&spec(&[file.to_str().unwrap(), file.to_str().unwrap()], ""))
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].name, RUN_B);
+
+    // a file that is not a checkpoint
+    let err = list_checkpoints(&spec(&[root.join("notes.txt").to_str().unwrap()], ""))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("notes.txt"), "{err}");
+    // a missing source
+    let err = list_checkpoints(&spec(&[root.join("nope").to_str().unwrap()], ""))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("nope"), "{err:#}");
+    // nothing found
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let err = list_checkpoints(&spec(&[empty.to_str().unwrap()], ""))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no checkpoints found"), "{err}");
+    assert!(err.to_string().contains("empty"), "{err}");
+    // a bad hub name
+    let err = list_checkpoints(&spec(&["hf:justaname"], ""))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("hf:justaname"), "{err}");
+}
+
+#[tokio::test]
+async fn duplicate_names_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one = tmp
+        .path()
+        .join(format!("one/{RUN_A}--aaaa/streaming_params_1"));
+    let two = tmp
+        .path()
+        .join(format!("two/{RUN_A}--bbbb/streaming_params_2"));
+    touch(&one, 1);
+    touch(&two, 1);
+    let err = list_checkpoints(&spec(&[tmp.path().to_str().unwrap()], "p"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("aaaa") && err.contains("bbbb"), "{err}");
+    assert!(err.contains(RUN_A), "{err}");
+}
+
+#[tokio::test]
+async fn gcs_listing() {
+    use herd_common::gcs::emulator::{self, FakeGcs};
+    use herd_common::gcs::GcsClient;
+    if emulator::binary().is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("fake-gcs-server not found and CI is set");
+        }
+        eprintln!("\n!!!!! SKIPPING: fake-gcs-server not found (run scripts/setup) !!!!!\n");
+        return;
+    }
+    let gcs = FakeGcs::start().unwrap();
+    let client = GcsClient::with_endpoint(&gcs.endpoint()).await.unwrap();
+    client.create_bucket("ljm-dev").await.unwrap();
+    let base = "human-preferences/rm_checkpoints/helpsteer2";
+    for (name, len) in [
+        (
+            format!("{base}/{RUN_A}--a6bf/streaming_params_437"),
+            13usize,
+        ),
+        (format!("{base}/{RUN_A}--a6bf/metadata_437.pkl"), 2),
+        (format!("{base}/{RUN_B}--77ee/streaming_params_12"), 5),
+        (
+            "human-preferences/rm_checkpoints/multipref/x--1/streaming_params_1".to_string(),
+            1,
+        ),
+    ] {
+        client
+            .upload("ljm-dev", &name, bytes::Bytes::from(vec![1u8; len]))
+            .await
+            .unwrap();
+    }
+    // the planner's client comes from the environment
+    std::env::set_var("STORAGE_EMULATOR_HOST", gcs.endpoint());
+    let found = list_checkpoints(&spec(
+        &["gs://ljm-dev/human-preferences/rm_checkpoints/helpsteer2/"],
+        "helpsteer2-counts",
+    ))
+    .await
+    .unwrap();
+    let got: Vec<(String, String, u64)> = found
+        .iter()
+        .map(|c| (c.uri.clone(), c.name.clone(), c.size_bytes))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                format!("gs://ljm-dev/{base}/{RUN_A}--a6bf/streaming_params_437"),
+                format!("rm-eval-helpsteer2-counts-{RUN_A}"),
+                13
+            ),
+            (
+                format!("gs://ljm-dev/{base}/{RUN_B}--77ee/streaming_params_12"),
+                format!("rm-eval-helpsteer2-counts-{RUN_B}"),
+                5
+            ),
+        ]
+    );
+    assert!(found.iter().all(|c| c.format == CheckpointFormat::EasyLm));
+    let err = list_checkpoints(&spec(&["gs://ljm-dev/nothing/here/"], ""))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("gs://ljm-dev/nothing/here/"),
+        "{err}"
+    );
+}
+
+#[test]
+fn examples_from_files() {
+    let path = Path::new("/work/shared/data/rewardbench-llmbar.jsonl");
+    if !path.is_file() {
+        eprintln!("\n!!!!! SKIPPING: {} not found !!!!!\n", path.display());
+        return;
+    }
+    let spec = SweepSpec {
+        eval_dataset: path.display().to_string(),
+        ..Default::default()
+    };
+    let examples = load_examples(&spec).unwrap();
+    assert_eq!(examples.len(), 419);
+    for (i, e) in examples.iter().enumerate() {
+        assert_eq!(e.index as usize, i);
+        assert_eq!(e.id, i.to_string());
+        assert!(e.subset.starts_with("llmbar-"));
+        let pair: herd_common::dataset::PreferencePair =
+            serde_json::from_str(&e.pair_json).unwrap();
+        assert_eq!(pair.subset.as_deref(), Some(e.subset.as_str()));
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let no_subset = tmp.path().join("nosubset.jsonl");
+    std::fs::write(
+        &no_subset,
+        "{\"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"b\", \"id\": 5}\n",
+    )
+    .unwrap();
+    let err = load_examples(&SweepSpec {
+        eval_dataset: no_subset.display().to_string(),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("nosubset.jsonl"), "{err}");
+    assert!(err.to_string().contains("subset"), "{err}");
+
+    let missing = tmp.path().join("missing.jsonl");
+    let err = load_examples(&SweepSpec {
+        eval_dataset: missing.display().to_string(),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("missing.jsonl"), "{err:#}");
+}

@@ -1,0 +1,169 @@
+//! Presets: the shipped file, defaults, overrides and unknown keys.
+
+use std::path::Path;
+
+use herd_coordinator::presets::{resolve_spec, EasyLmPreset, Preset, Presets};
+
+fn shipped() -> Presets {
+    Presets::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("presets.toml")).unwrap()
+}
+
+#[test]
+fn shipped_presets_cover_the_four_families() {
+    let presets = shipped();
+    let names: Vec<&str> = presets.presets.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["alpacafarm", "chatarena", "helpsteer2", "multipref"]
+    );
+    for name in names {
+        let spec = resolve_spec(name, Some(&presets), Preset::default()).unwrap();
+        assert_eq!(spec.name, name);
+        assert_eq!(
+            spec.checkpoints,
+            [format!(
+                "gs://ljm-dev/human-preferences/rm_checkpoints/{name}/"
+            )]
+        );
+        assert_eq!(spec.output_csv, format!("{name}-counts-runs.csv"));
+        assert_eq!(spec.experiment_prefix, format!("{name}-counts"));
+        assert_eq!(spec.xstest_weighting, "legacy");
+        assert_eq!(spec.eval_dataset, "hf://datasets/allenai/reward-bench");
+        assert_eq!(spec.eval_split, "filtered");
+        let scoring = spec.scoring.unwrap();
+        assert_eq!(scoring.chat_template, "tulu");
+        assert_eq!(scoring.max_length, 2048);
+        assert_eq!(scoring.easylm.unwrap().size, "13b");
+        // relative to the presets file's folder
+        assert!(spec
+            .feature_counts_dir
+            .ends_with(&format!("data/{name}_count_feats/counts/")));
+        assert!(
+            Path::new(&spec.feature_counts_dir).is_absolute()
+                || spec
+                    .feature_counts_dir
+                    .starts_with(env!("CARGO_MANIFEST_DIR"))
+        );
+        let total = if name == "helpsteer2" { 10160 } else { 0 };
+        assert_eq!(spec.dataset_total_size, total);
+    }
+}
+
+#[test]
+fn flags_override_field_by_field() {
+    let presets = shipped();
+    let overrides = Preset {
+        checkpoints: Some(vec!["/data/ckpts".into(), "hf:org/model".into()]),
+        tokenizer: Some("/tok".into()),
+        shard_size: Some(64),
+        xstest_weighting: Some("current".into()),
+        easylm: Some(EasyLmPreset {
+            num_heads: Some(40),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let spec = resolve_spec("helpsteer2", Some(&presets), overrides).unwrap();
+    assert_eq!(spec.checkpoints, ["/data/ckpts", "hf:org/model"]);
+    assert_eq!(spec.shard_size, 64);
+    assert_eq!(spec.xstest_weighting, "current");
+    assert_eq!(spec.dataset_total_size, 10160);
+    let scoring = spec.scoring.unwrap();
+    assert_eq!(scoring.tokenizer, "/tok");
+    assert_eq!(scoring.chat_template, "tulu");
+    let easylm = scoring.easylm.unwrap();
+    assert_eq!(easylm.size, "13b");
+    assert_eq!(easylm.num_heads, Some(40));
+}
+
+#[test]
+fn defaults_without_a_presets_file() {
+    let overrides = Preset {
+        checkpoints: Some(vec!["/ckpts".into()]),
+        eval_dataset: Some("/data/rb.jsonl".into()),
+        ..Default::default()
+    };
+    let spec = resolve_spec("mysweep", None, overrides.clone()).unwrap();
+    assert_eq!(spec.output_csv, "mysweep-counts-runs.csv");
+    assert_eq!(spec.experiment_prefix, "mysweep-counts");
+    assert_eq!(spec.xstest_weighting, "legacy");
+    assert_eq!(spec.shard_size, 0);
+    assert!(spec.scoring.unwrap().easylm.is_none());
+    // a name the file lacks is fine when the flags give checkpoints and the evaluation set
+    let presets = shipped();
+    assert!(resolve_spec("mysweep", Some(&presets), overrides).is_ok());
+    let err = resolve_spec("mysweep", Some(&presets), Preset::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("mysweep") && text.contains("helpsteer2"),
+        "{text}"
+    );
+    // no checkpoints at all
+    let err = resolve_spec(
+        "x",
+        None,
+        Preset {
+            eval_dataset: Some("/d.jsonl".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("checkpoints"), "{err}");
+}
+
+#[test]
+fn unknown_keys_and_bad_values_name_the_file() {
+    let err = Presets::parse("[helpsteer2]\nbucket = \"ljm-dev\"\n", "my-presets.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("my-presets.toml") && err.contains("bucket"),
+        "{err}"
+    );
+    let err = Presets::parse("[a]\n[a.easylm]\nheads = 4\n", "p.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("p.toml") && err.contains("heads"), "{err}");
+    let err = Presets::parse("[a]\nmax_length = \"long\"\n", "p.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("p.toml") && err.contains("max_length"),
+        "{err}"
+    );
+
+    let presets = Presets::parse(
+        "[a]\ncheckpoints = [\"/c\"]\neval_dataset = \"/d\"\nxstest_weighting = \"newest\"\n[b]\ncheckpoints = [\"/c\"]\neval_dataset = \"/d\"\noutput_csv = \"../x.csv\"\n",
+        "p.toml",
+    )
+    .unwrap();
+    let err = resolve_spec("a", Some(&presets), Preset::default()).unwrap_err();
+    assert!(format!("{err:#}").contains("newest"), "{err:#}");
+    let err = resolve_spec("b", Some(&presets), Preset::default()).unwrap_err();
+    assert!(format!("{err:#}").contains("../x.csv"), "{err:#}");
+}
+
+#[test]
+fn relative_paths_follow_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("herd-presets.toml");
+    std::fs::write(
+        &file,
+        "[s]\ncheckpoints = [\"ckpts\", \"gs://b/p/\", \"hf:o/n\", \"/abs\"]\neval_dataset = \"rb.jsonl\"\nfeature_counts_dir = \"counts\"\n",
+    )
+    .unwrap();
+    let presets = Presets::read(&file).unwrap();
+    let spec = resolve_spec("s", Some(&presets), Preset::default()).unwrap();
+    let base = tmp.path().display().to_string();
+    assert_eq!(
+        spec.checkpoints,
+        [
+            format!("{base}/ckpts"),
+            "gs://b/p/".into(),
+            "hf:o/n".into(),
+            "/abs".into()
+        ]
+    );
+    assert_eq!(spec.eval_dataset, format!("{base}/rb.jsonl"));
+    assert_eq!(spec.feature_counts_dir, format!("{base}/counts"));
+}

@@ -1,0 +1,376 @@
+//! Reports from known scores on the real RewardBench rows of /work/shared/data (LLMBar + HEP):
+//! the sweep CSV must equal `sweep_csv` fed with accuracies computed here from the same wins.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use herd_common::dataset::{load_pairs, ExampleId, PreferencePair, Prompt};
+use herd_common::results::EvalSetResults;
+use herd_common::rewardbench::{XstestWeighting, SUBSET_MAPPING};
+use herd_common::sweep::{read_feature_counts_dir, sweep_csv, Experiment, SweepOptions};
+use herd_coordinator::model::{PlannedExample, ScoredCheckpoint, StoredReward};
+use herd_coordinator::planner::examples_from_pairs;
+use herd_coordinator::report::{build_report, write_report};
+use herd_proto::v1::SweepSpec;
+
+const DATA: &str = "/work/shared/data";
+
+fn data_file(name: &str) -> Option<PathBuf> {
+    let path = Path::new(DATA).join(name);
+    if path.is_file() {
+        Some(path)
+    } else {
+        eprintln!("\n!!!!! SKIPPING: {} not found !!!!!\n", path.display());
+        None
+    }
+}
+
+/// LLMBar then HEP, ids prefixed (both files number from 0).
+fn real_pairs() -> Option<Vec<PreferencePair>> {
+    let mut pairs: Vec<PreferencePair> = Vec::new();
+    for (file, prefix) in [
+        ("rewardbench-llmbar.jsonl", "llmbar"),
+        ("rewardbench-hep.jsonl", "hep"),
+    ] {
+        let path = data_file(file)?;
+        for mut pair in load_pairs(&path).unwrap() {
+            pair.id = ExampleId::Str(format!("{prefix}-{}", pair.id));
+            pairs.push(pair);
+        }
+    }
+    Some(pairs)
+}
+
+/// The real rows only (Chat Hard and Reasoning subsets).
+fn real_examples() -> Option<Vec<PlannedExample>> {
+    Some(examples_from_pairs("llmbar+hep", &real_pairs()?).unwrap())
+}
+
+/// The real rows plus five synthetic pairs for every other RewardBench subset: the reference
+/// CSV needs every subset of every section.
+fn examples() -> Option<Vec<PlannedExample>> {
+    let mut pairs = real_pairs()?;
+    let present: std::collections::BTreeSet<String> =
+        pairs.iter().filter_map(|p| p.subset.clone()).collect();
+    for (_, subsets) in SUBSET_MAPPING.iter() {
+        for subset in subsets.iter().filter(|s| !present.contains(**s)) {
+            for k in 0..5 {
+                pairs.push(PreferencePair {
+                    id: ExampleId::Str(format!("synthetic-{subset}-{k}")),
+                    prompt: Prompt::Text(format!("question {k} of {subset}")),
+                    chosen: "a good answer".into(),
+                    rejected: "a bad answer".into(),
+                    subset: Some(subset.to_string()),
+                    chosen_model: None,
+                    rejected_model: None,
+                });
+            }
+        }
+    }
+    Some(examples_from_pairs("llmbar+hep+synthetic", &pairs).unwrap())
+}
+
+const UUIDS: [&str; 4] = [
+    "07add08aa33a4fa6a5294c7bc41ae1f9",
+    "1b2c3d4e5f60718293a4b5c6d7e8f901",
+    "aa00bb11cc22dd33ee44ff5566778899",
+    "0123456789abcdef0123456789abcdef",
+];
+const BUDGETS: [u32; 4] = [4026, 120, 9000, 77];
+
+fn name(i: usize) -> String {
+    format!(
+        "rm-eval-helpsteer2-counts-tulu2_13b_rm_human_datamodel_counts_7000_ID__{}__SWAPS_{}",
+        UUIDS[i], BUDGETS[i]
+    )
+}
+
+/// Deterministic scores: checkpoint `c` wins roughly a fraction that depends on `c` and the row.
+fn scores(c: usize, index: u32) -> (f64, f64) {
+    let x = (index as u64 * 2654435761 + c as u64 * 40503) % 1000;
+    let chosen = x as f64 / 100.0;
+    let rejected = ((c as u64 + 3) * 97 + index as u64 * 31) as f64 % 10.0;
+    (chosen, rejected)
+}
+
+fn scored(c: usize, examples: &[PlannedExample], nan_every: Option<u32>) -> ScoredCheckpoint {
+    ScoredCheckpoint {
+        name: name(c),
+        uri: format!("gs://bucket/ckpt{c}/streaming_params_1"),
+        model_type: "Seq. Classifier".into(),
+        chat_template: "tulu".into(),
+        rewards: examples
+            .iter()
+            .map(|e| {
+                let (mut chosen, rejected) = scores(c, e.index);
+                if nan_every.is_some_and(|n| e.index % n == 0) {
+                    chosen = if e.index % 2 == 0 {
+                        f64::NAN
+                    } else {
+                        f64::INFINITY
+                    };
+                }
+                StoredReward {
+                    index: e.index,
+                    chosen: vec![chosen],
+                    rejected: vec![rejected],
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Accuracies computed here: win = both finite and chosen > rejected.
+fn accuracies(ckpt: &ScoredCheckpoint, examples: &[PlannedExample]) -> BTreeMap<String, f64> {
+    let mut tally: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    for (r, e) in ckpt.rewards.iter().zip(examples) {
+        let (c, j) = (r.chosen[0], r.rejected[0]);
+        let win = c.is_finite() && j.is_finite() && c > j;
+        let t = tally.entry(e.subset.clone()).or_default();
+        t.0 += u32::from(win);
+        t.1 += 1;
+    }
+    tally
+        .into_iter()
+        .map(|(s, (w, n))| (s, w as f64 / n as f64))
+        .collect()
+}
+
+fn write_features(dir: &Path, which: &[usize]) {
+    for &i in which {
+        let body = format!(
+            "{{\n    \"bertscore::min_val=0.0|max_val=0.33\": {},\n    \"analyzer_closed_set::feature_name=languages|constraints=English\": {}\n}}",
+            10 + i,
+            200 + 3 * i
+        );
+        let file = dir.join(format!(
+            "regressor_feats_ID__{}__SWAPS_{}.json",
+            UUIDS[i], BUDGETS[i]
+        ));
+        std::fs::write(file, body).unwrap();
+    }
+}
+
+fn spec(features: &Path) -> SweepSpec {
+    SweepSpec {
+        name: "helpsteer2".into(),
+        feature_counts_dir: features.display().to_string(),
+        output_csv: "helpsteer2-counts-runs.csv".into(),
+        experiment_prefix: "helpsteer2-counts".into(),
+        xstest_weighting: "legacy".into(),
+        dataset_total_size: 10160,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn csv_matches_sweep_csv_on_independent_accuracies() {
+    let Some(examples) = examples() else { return };
+    assert_eq!(examples.len(), 419 + 984 + 12 * 5);
+    let tmp = tempfile::tempdir().unwrap();
+    let features = tmp.path().join("counts");
+    std::fs::create_dir(&features).unwrap();
+    // checkpoint 3 has no feature file
+    write_features(&features, &[0, 1, 2]);
+    let scored: Vec<ScoredCheckpoint> = vec![
+        scored(0, &examples, None),
+        scored(1, &examples, Some(7)),
+        scored(2, &examples, None),
+        scored(3, &examples, None),
+    ];
+    let spec = spec(&features);
+    let report = build_report(&spec, &examples, &scored).unwrap();
+
+    let experiments: Vec<Experiment> = scored
+        .iter()
+        .map(|s| {
+            let results = EvalSetResults::new(
+                s.name.clone(),
+                "Seq. Classifier",
+                Some("tulu".into()),
+                accuracies(s, &examples),
+            );
+            Experiment::from_results(s.name.clone(), &results)
+        })
+        .collect();
+    let feats = read_feature_counts_dir(&features).unwrap();
+    let options = SweepOptions {
+        weighting: XstestWeighting::Legacy,
+        dataset_total_size: Some(10160),
+        label_threshold: None,
+    };
+    let expected = sweep_csv(&experiments, Some(&feats), &options).unwrap();
+    assert_eq!(report.csv, expected);
+
+    let mut lines = report.csv.lines();
+    let header = lines.next().unwrap();
+    assert!(
+        header.starts_with(
+            ",model_type,chat_template,Chat,Chat Hard,Safety,Reasoning,Overall,uuid,budget,"
+        ),
+        "{header}"
+    );
+    assert!(header.contains("llmbar-natural") && header.contains("hep-rust"));
+    assert!(header.ends_with(
+        "bertscore::min_val=0.0|max_val=0.33,analyzer_closed_set::feature_name=languages|constraints=English"
+    ));
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 3, "the checkpoint without features is dropped");
+    for row in &rows {
+        assert!(row.contains(",Seq. Classifier,tulu,"), "{row}");
+        assert!(!row.contains(UUIDS[3]));
+    }
+    // the budget is rescaled to a 7000-row dataset: int(4026 * 7000 / 10160) = 2773
+    assert!(rows
+        .iter()
+        .any(|r| r.contains(&format!("{},2773,", UUIDS[0]))));
+
+    // notes: the missing feature file and the non-finite scores
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains(&name(3)) && n.contains("no feature-count file")),
+        "{:?}",
+        report.notes
+    );
+    let non_finite = examples.iter().filter(|e| e.index % 7 == 0).count();
+    assert!(
+        report.notes.iter().any(|n| n.starts_with(&name(1))
+            && n.contains(&format!("{non_finite} of {}", examples.len()))),
+        "{:?}",
+        report.notes
+    );
+    assert_eq!(report.notes.len(), 2, "{:?}", report.notes);
+
+    // per-checkpoint results are RewardBench's files for the model named after the experiment
+    assert_eq!(report.checkpoints.len(), 4);
+    for (ckpt, s) in report.checkpoints.iter().zip(&scored) {
+        assert_eq!(ckpt.name, s.name);
+        assert_eq!(ckpt.experiment, s.name);
+        let results = EvalSetResults::new(
+            s.name.clone(),
+            "Seq. Classifier",
+            Some("tulu".into()),
+            accuracies(s, &examples),
+        );
+        assert_eq!(ckpt.metrics_json, results.metrics_json());
+        assert_eq!(ckpt.eval_set_json, results.eval_set_json());
+        assert!(ckpt
+            .metrics_json
+            .starts_with(&format!("{{\"model\": \"{}\"", s.name)));
+    }
+}
+
+#[test]
+fn name_mode_keeps_every_checkpoint() {
+    let Some(examples) = examples() else { return };
+    let scored = vec![scored(0, &examples, None), scored(1, &examples, None)];
+    let spec = SweepSpec {
+        name: "local".into(),
+        xstest_weighting: "current".into(),
+        ..Default::default()
+    };
+    let report = build_report(&spec, &examples, &scored).unwrap();
+    let lines: Vec<&str> = report.csv.lines().collect();
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines[0].starts_with(",model_type,chat_template,Chat,Chat Hard,Safety,Reasoning,Overall")
+    );
+    assert!(lines[1..].iter().any(|l| l.starts_with(&name(0))));
+    assert!(lines[1..].iter().any(|l| l.starts_with(&name(1))));
+    assert!(report.notes.is_empty(), "{:?}", report.notes);
+}
+
+#[test]
+fn real_rows_only_give_results_but_no_csv() {
+    let Some(examples) = real_examples() else {
+        return;
+    };
+    assert_eq!(examples.len(), 419 + 984);
+    let spec = SweepSpec {
+        name: "s".into(),
+        ..Default::default()
+    };
+    let scored = vec![scored(0, &examples, None)];
+    let report = build_report(&spec, &examples, &scored).unwrap();
+    assert!(report.csv.is_empty());
+    assert_eq!(report.checkpoints.len(), 1);
+    assert!(
+        report.notes.iter().any(|n| n.contains("alpacaeval-easy")),
+        "{:?}",
+        report.notes
+    );
+    let results = EvalSetResults::new(
+        name(0),
+        "Seq. Classifier",
+        Some("tulu".into()),
+        accuracies(&scored[0], &examples),
+    );
+    assert_eq!(report.checkpoints[0].eval_set_json, results.eval_set_json());
+}
+
+#[test]
+fn errors_and_empty() {
+    let Some(examples) = examples() else { return };
+    let spec = SweepSpec {
+        name: "s".into(),
+        ..Default::default()
+    };
+    // nothing scored: no CSV, a note
+    let report = build_report(&spec, &examples, &[]).unwrap();
+    assert!(report.csv.is_empty());
+    assert_eq!(report.notes.len(), 1);
+    // a checkpoint with a missing reward
+    let mut short = scored(0, &examples, None);
+    short.rewards.pop();
+    let err = build_report(&spec, &examples, &[short]).unwrap_err();
+    assert!(err.to_string().contains(&name(0)), "{err}");
+    // an unknown weighting
+    let bad = SweepSpec {
+        xstest_weighting: "newest".into(),
+        ..spec.clone()
+    };
+    let err = build_report(&bad, &examples, &[scored(0, &examples, None)]).unwrap_err();
+    assert!(err.to_string().contains("newest"), "{err}");
+}
+
+#[test]
+fn write_report_files() {
+    let Some(examples) = examples() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let features = tmp.path().join("counts");
+    std::fs::create_dir(&features).unwrap();
+    write_features(&features, &[0, 1]);
+    let scored = vec![scored(0, &examples, None), scored(1, &examples, None)];
+    let report = build_report(&spec(&features), &examples, &scored).unwrap();
+    let out = tmp.path().join("out");
+    write_report(&out, &report, "helpsteer2-counts-runs.csv").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(out.join("helpsteer2-counts-runs.csv")).unwrap(),
+        report.csv
+    );
+    for ckpt in &report.checkpoints {
+        let file = format!("{}.json", ckpt.name);
+        assert_eq!(
+            std::fs::read_to_string(out.join("metrics").join(&file)).unwrap(),
+            ckpt.metrics_json
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("eval-set").join(&file)).unwrap(),
+            ckpt.eval_set_json
+        );
+    }
+    // no temporary files left behind
+    for dir in [out.clone(), out.join("metrics"), out.join("eval-set")] {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(!n.starts_with('.'), "left behind: {n}");
+        }
+    }
+    for bad in ["../x.csv", "a/b.csv", "..", "", "/abs.csv", "a\\b.csv"] {
+        let err = write_report(&out, &report, bad).unwrap_err();
+        assert!(err.to_string().contains("output_csv"), "{bad}: {err}");
+    }
+    assert!(!tmp.path().join("x.csv").exists());
+}
