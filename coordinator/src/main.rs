@@ -43,14 +43,22 @@ fn init_tracing() {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    match cli.command {
+    let result = match cli.command {
         Command::Serve(args) => server::serve(args).await,
         Command::Submit(args) => client::submit(args).await,
         Command::Status(args) => client::status(args).await,
         Command::Results(args) => client::results(args).await,
         Command::Cancel(args) => client::cancel(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // one line with its causes, no backtrace (RUST_BACKTRACE is often set for tests)
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

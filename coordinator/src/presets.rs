@@ -250,6 +250,8 @@ impl Presets {
             .filter(|p| !p.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        // absolute: the coordinator may run in another folder
+        let base = std::path::absolute(&base).unwrap_or(base);
         presets.presets = presets
             .presets
             .into_iter()
