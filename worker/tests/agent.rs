@@ -29,6 +29,8 @@ use tonic::{Request, Response, Status, Streaming};
 struct Recorded {
     registers: Vec<RegisterRequest>,
     lease_requests: usize,
+    /// cached_checkpoints of every LeaseRequest
+    lease_caches: Vec<Vec<String>>,
     heartbeats: Vec<HeartbeatRequest>,
     batches: Vec<ResultBatch>,
     completes: Vec<CompleteRequest>,
@@ -93,6 +95,9 @@ impl Workers for Fake {
         assert!(!request.worker_id.is_empty());
         let mut recorded = self.recorded();
         recorded.lease_requests += 1;
+        recorded
+            .lease_caches
+            .push(request.cached_checkpoints.clone());
         let outcome = match self.script.lock().unwrap().pop_front() {
             Some(lease) => {
                 let task = lease.lease.unwrap().task_id;
@@ -187,7 +192,17 @@ fn model_dir() -> PathBuf {
 }
 
 fn spawn_worker(address: SocketAddr, cache: &Path, extra: &[&str]) -> tokio::process::Child {
+    spawn_worker_env(address, cache, extra, &[])
+}
+
+fn spawn_worker_env(
+    address: SocketAddr,
+    cache: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        .envs(env.iter().copied())
         .args(["--coordinator", &format!("http://{address}")])
         .args(["--name", "test-worker", "--device", "cpu", "--threads", "1"])
         .arg("--cache-dir")
@@ -535,11 +550,16 @@ async fn sigterm_while_holding_a_lease_gives_it_back_after_the_grace_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_until_the_coordinator_is_up_and_registers_again_when_forgotten() {
     let dir = tempfile::tempdir().unwrap();
-    // a free port, not listening yet
-    let address = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap()
-    };
+    // a free port, not listening yet. Chosen below the ephemeral range (32768+): a port freed
+    // by a bind to :0 could be handed to another test's fake coordinator in the meantime.
+    let address = (0..200)
+        .map(|i| 20_000 + (std::process::id() as u16 % 5_000) + i * 37)
+        .find_map(|port| {
+            std::net::TcpListener::bind(("127.0.0.1", port))
+                .ok()
+                .and_then(|probe| probe.local_addr().ok())
+        })
+        .expect("a free port below the ephemeral range");
     let child = spawn_worker(address, &dir.path().join("cache"), &[]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let fake = Fake::new(Vec::new(), true);
@@ -556,4 +576,80 @@ async fn retries_until_the_coordinator_is_up_and_registers_again_when_forgotten(
     // NOT_FOUND on the first lease: registered again, then got the shutdown
     assert_eq!(recorded.registers.len(), 2, "{stderr}");
     assert_eq!(recorded.lease_requests, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcs_checkpoints_go_through_the_cache_and_a_corrupt_one_is_evicted() {
+    use herd_common::gcs::{emulator, GcsClient};
+    if emulator::binary().is_none() {
+        eprintln!(
+            "skipped: no fake-gcs-server (scripts/setup installs it; or HERD_FAKE_GCS_SERVER)"
+        );
+        return;
+    }
+    let gcs = emulator::FakeGcs::start().unwrap();
+    let client = GcsClient::with_endpoint(&gcs.endpoint()).await.unwrap();
+    client.create_bucket("ckpts").await.unwrap();
+    for entry in std::fs::read_dir(model_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = format!("models/rm/{}", path.file_name().unwrap().to_str().unwrap());
+        client
+            .upload("ckpts", &name, std::fs::read(&path).unwrap().into())
+            .await
+            .unwrap();
+    }
+    let bad = "gs://ckpts/runs/bad/streaming_params";
+    client
+        .upload(
+            "ckpts",
+            "runs/bad/streaming_params",
+            b"\x92\xa4garbage".to_vec().into(),
+        )
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let rows = rows(2);
+    let mut good = lease(1, 1, "gs://ckpts/models/rm/", "hf", examples(&rows, 0..2));
+    good.prefetch_uri = bad.to_string();
+    let mut corrupt = lease(2, 1, bad, "easylm", examples(&rows, 0..2));
+    corrupt.scoring.as_mut().unwrap().tokenizer = "gs://ckpts/models/rm".to_string();
+    let fake = Fake::new(vec![good, corrupt], true);
+    let address = start(fake.clone()).await;
+    let endpoint = gcs.endpoint();
+    let child = spawn_worker_env(
+        address,
+        &dir.path().join("cache"),
+        &[],
+        &[("STORAGE_EMULATOR_HOST", endpoint.as_str())],
+    );
+    let (code, stderr) = finish(child).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let recorded = fake.recorded();
+    assert_eq!(recorded.completes.len(), 1, "{stderr}");
+    assert_eq!(
+        recorded
+            .batches
+            .iter()
+            .map(|b| b.rewards.len())
+            .sum::<usize>(),
+        2
+    );
+    assert_eq!(recorded.fails.len(), 1, "{stderr}");
+    let fail = &recorded.fails[0];
+    assert_eq!(fail.kind, FailureKind::Checkpoint as i32, "{}", fail.reason);
+    assert!(
+        fail.reason.contains(bad),
+        "the reason names the URI: {}",
+        fail.reason
+    );
+    // after the first lease the model folder is cached (and reported); the bad object, cached by
+    // the prefetch, is gone from the cache after its failure
+    assert!(
+        recorded.lease_caches[1].contains(&"gs://ckpts/models/rm/".to_string()),
+        "{:?}",
+        recorded.lease_caches
+    );
+    let last = recorded.lease_caches.last().unwrap();
+    assert!(!last.contains(&bad.to_string()), "{last:?}\n{stderr}");
 }

@@ -2,6 +2,13 @@
 //! object or folder (fetched into the local cache), or the Hugging Face hub.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use herd_common::cache::{Cache, CacheError};
+use herd_common::gcs::{GcsClient, GcsError};
 
 /// A checkpoint or tokenizer location as a lease names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,36 +86,141 @@ impl std::fmt::Debug for Resolved {
     }
 }
 
-/// The worker's sources: the checkpoint cache and the clients that fill it.
+/// Logs a download's progress at info every few seconds and keeps its running total.
+struct DownloadProgress {
+    uri: String,
+    bytes: AtomicU64,
+    started: Instant,
+    last_log: Mutex<Instant>,
+}
+
+impl DownloadProgress {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn new(uri: &str) -> Self {
+        Self {
+            uri: uri.to_string(),
+            bytes: AtomicU64::new(0),
+            started: Instant::now(),
+            last_log: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn update(&self, total: u64) {
+        self.bytes.store(total, Ordering::Relaxed);
+        let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() >= Self::EVERY {
+            *last = Instant::now();
+            let seconds = self.started.elapsed().as_secs_f64();
+            tracing::info!(
+                uri = %self.uri,
+                "downloading: {:.1} MB in {seconds:.0}s ({:.1} MB/s)",
+                total as f64 / 1e6,
+                total as f64 / 1e6 / seconds.max(1e-9)
+            );
+        }
+    }
+}
+
+/// Sorts a cache/GCS failure: gone or corrupt is the checkpoint's fault, the rest may pass.
+fn classify(uri: &str, error: CacheError) -> SourceError {
+    let uri = uri.to_string();
+    match error {
+        error if error.is_not_found() => SourceError::NotFound {
+            uri,
+            detail: error.to_string(),
+        },
+        CacheError::Gcs(GcsError::Checksum { .. } | GcsError::Size { .. }) => {
+            SourceError::Corrupt {
+                uri,
+                reason: error.to_string(),
+            }
+        }
+        CacheError::Gcs(GcsError::InvalidUri { .. })
+        | CacheError::UnsafeName { .. }
+        | CacheError::Invalid { .. } => SourceError::Unsupported {
+            uri,
+            reason: error.to_string(),
+        },
+        error => SourceError::Transient {
+            uri,
+            error: error.into(),
+        },
+    }
+}
+
+/// The worker's sources: the checkpoint cache and the GCS client that fills it (made on first
+/// use, so a worker that only reads local paths needs no credentials).
 pub struct Sources {
-    cache_dir: PathBuf,
-    cache_bytes: u64,
+    cache: Cache,
+    gcs: tokio::sync::OnceCell<GcsClient>,
 }
 
 impl Sources {
     pub async fn new(cache_dir: PathBuf, cache_bytes: u64) -> anyhow::Result<Self> {
+        let cache = Cache::open(&cache_dir, cache_bytes)
+            .with_context(|| format!("opening the checkpoint cache {}", cache_dir.display()))?;
+        tracing::info!(
+            cache = %cache_dir.display(),
+            entries = cache.cached_uris().len(),
+            used_gb = cache.used_bytes() as f64 / 1e9,
+            max_gb = cache_bytes as f64 / 1e9,
+            "checkpoint cache"
+        );
         Ok(Self {
-            cache_dir,
-            cache_bytes,
+            cache,
+            gcs: tokio::sync::OnceCell::new(),
         })
-    }
-
-    pub fn cache_dir(&self) -> &std::path::Path {
-        &self.cache_dir
-    }
-
-    pub fn cache_bytes(&self) -> u64 {
-        self.cache_bytes
     }
 
     /// Checkpoint URIs in the local cache (reported to the scheduler for locality).
     pub fn cached_uris(&self) -> Vec<String> {
-        Vec::new()
+        self.cache.cached_uris()
     }
 
     /// Drops a cached copy that turned out to be bad, so the next lease downloads it again.
     pub fn forget(&self, uri: &str) {
-        tracing::debug!(uri, "nothing cached to forget");
+        if let Err(error) = self.cache.remove(uri) {
+            tracing::warn!(uri, "could not remove the bad cache entry: {error}");
+        }
+    }
+
+    async fn gcs(&self, uri: &str) -> Result<&GcsClient, SourceError> {
+        self.gcs
+            .get_or_try_init(GcsClient::from_env)
+            .await
+            .map_err(|error| SourceError::Transient {
+                uri: uri.to_string(),
+                error: error.into(),
+            })
+    }
+
+    async fn fetch(&self, uri: &str, folder: bool) -> Result<Resolved, SourceError> {
+        let client = self.gcs(uri).await?;
+        let progress = DownloadProgress::new(uri);
+        let report = |total: u64| progress.update(total);
+        let entry = if folder {
+            self.cache.fetch_prefix(client, uri, &report).await
+        } else {
+            self.cache.fetch_object(client, uri, &report).await
+        }
+        .map_err(|error| classify(uri, error))?;
+        let downloaded_bytes = progress.bytes.load(Ordering::Relaxed);
+        if downloaded_bytes > 0 {
+            tracing::info!(
+                uri,
+                "downloaded {:.1} MB in {:.1}s",
+                downloaded_bytes as f64 / 1e6,
+                progress.started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(Resolved {
+            uri: entry.uri().to_string(),
+            path: entry.path().to_path_buf(),
+            cached: true,
+            downloaded_bytes,
+            _pin: Some(Box::new(entry)),
+        })
     }
 
     /// Makes `uri` local. `folder`: it names a folder (HF model, tokenizer) rather than a file.
@@ -129,10 +241,8 @@ impl Sources {
                     _pin: None,
                 })
             }
-            Location::GcsObject(_) | Location::GcsFolder(_) => Err(SourceError::Unsupported {
-                uri: uri.to_string(),
-                reason: "gs:// sources are not supported by this build of the worker yet".into(),
-            }),
+            Location::GcsObject(object) => self.fetch(&object, false).await,
+            Location::GcsFolder(prefix) => self.fetch(&prefix, true).await,
             Location::Hub(name) => Err(SourceError::Unsupported {
                 uri: uri.to_string(),
                 reason: format!(
@@ -143,13 +253,25 @@ impl Sources {
         }
     }
 
-    /// Fetches `uri` into the cache ahead of its lease; local paths need nothing.
+    /// Fetches `uri` into the cache ahead of its lease (an object, or a folder when there is no
+    /// such object); local paths need nothing. The entry is left unpinned.
     pub async fn prefetch(&self, uri: &str) {
-        if let Location::Local(_) = Location::parse(uri, false) {
-            return;
-        }
-        match self.resolve(uri, false).await {
-            Ok(resolved) => tracing::info!(uri, path = %resolved.path.display(), "prefetched"),
+        let started = Instant::now();
+        let result = match Location::parse(uri, false) {
+            Location::Local(_) | Location::Hub(_) => return,
+            Location::GcsFolder(prefix) => self.fetch(&prefix, true).await,
+            Location::GcsObject(object) => match self.fetch(&object, false).await {
+                Err(SourceError::NotFound { .. }) => self.fetch(&object, true).await,
+                other => other,
+            },
+        };
+        match result {
+            Ok(resolved) => tracing::info!(
+                uri,
+                downloaded_mb = resolved.downloaded_bytes as f64 / 1e6,
+                "prefetched in {:.1}s",
+                started.elapsed().as_secs_f64()
+            ),
             Err(error) => tracing::warn!(uri, "prefetch failed: {error}"),
         }
     }
@@ -185,7 +307,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_local_path_is_not_found_and_permanent() {
-        let sources = Sources::new(std::env::temp_dir(), 1 << 30).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let sources = Sources::new(dir.path().join("cache"), 1 << 30)
+            .await
+            .unwrap();
         let error = sources
             .resolve("/nonexistent/herd/streaming_params", false)
             .await

@@ -135,10 +135,6 @@ fn parse_pairs(lease: &Lease) -> anyhow::Result<Vec<PreferencePair>> {
         .collect()
 }
 
-fn mb(bytes: u64) -> f64 {
-    bytes as f64 / 1e6
-}
-
 impl Agent {
     /// Runs one lease; on SIGTERM waits up to the grace period for it, else gives it back.
     pub(super) async fn run_lease(&mut self, lease: Lease, drain_rx: &mut watch::Receiver<bool>) {
@@ -337,15 +333,8 @@ impl Agent {
                 )))
             }
         };
-        if checkpoint.downloaded_bytes > 0 {
-            self.shared.add_downloaded(checkpoint.downloaded_bytes);
-            tracing::info!(
-                uri = %key.uri,
-                "downloaded {:.1} MB in {:.1}s",
-                mb(checkpoint.downloaded_bytes),
-                started.elapsed().as_secs_f64()
-            );
-        }
+        self.shared.add_downloaded(checkpoint.downloaded_bytes);
+        tracing::debug!(uri = %key.uri, "resolved in {:.1}s", started.elapsed().as_secs_f64());
         let tokenizer = if scoring.tokenizer.is_empty() {
             None
         } else {
@@ -354,9 +343,7 @@ impl Agent {
                 .resolve(&scoring.tokenizer, true)
                 .await
                 .map_err(|e| TaskFailure::transient(anyhow::anyhow!("tokenizer {e}")))?;
-            if resolved.downloaded_bytes > 0 {
-                self.shared.add_downloaded(resolved.downloaded_bytes);
-            }
+            self.shared.add_downloaded(resolved.downloaded_bytes);
             Some(resolved)
         };
         let easylm = match key.format.as_str() {
@@ -419,14 +406,14 @@ impl Agent {
                     self.sources.forget(&key.uri);
                 }
                 // every reason names the checkpoint file, once
-                let named =
-                    format!("{:#}", failure.error).contains(&checkpoint.path.display().to_string());
+                // (a cached copy is named by its URI: the cache path means nothing to a user)
+                let named = !checkpoint.cached
+                    && format!("{:#}", failure.error)
+                        .contains(&checkpoint.path.display().to_string());
                 let error = if named {
                     failure.error
                 } else {
-                    failure
-                        .error
-                        .context(format!("checkpoint {}", checkpoint.path.display()))
+                    failure.error.context(format!("checkpoint {}", key.uri))
                 };
                 return Err(TaskFailure {
                     kind: failure.kind,
@@ -457,7 +444,12 @@ impl Agent {
         }
         let sources = self.sources.clone();
         let owned = uri.to_string();
-        let handle = tokio::spawn(async move { sources.prefetch(&owned).await });
+        // driven on a blocking thread: the cache's download future is not provably `Send` for
+        // `tokio::spawn` (higher-ranked lifetimes inside), and `block_on` needs no `Send`
+        let runtime = tokio::runtime::Handle::current();
+        let handle = tokio::task::spawn_blocking(move || {
+            runtime.block_on(async move { sources.prefetch(&owned).await })
+        });
         self.prefetches.insert(uri.to_string(), handle);
     }
 
