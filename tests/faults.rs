@@ -49,7 +49,7 @@ async fn killed_workers_restarted_coordinator_and_cut_connections_change_nothing
         run.add_worker();
     }
 
-    // fault schedule by stored examples (of 6 x 40 = 240)
+    // fault schedule by stored examples
     let total = (fixture.examples * fixture.checkpoints.len()) as u64;
     let mut step = 0;
     loop {

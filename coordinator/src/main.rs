@@ -1,8 +1,9 @@
-//! `coord`: the sweep coordinator (`serve`) and its client commands (`submit`, `status`,
-//! `results`, `cancel`).
+//! `coord`: the sweep coordinator (`serve`), its client commands (`submit`, `status`,
+//! `results`, `cancel`) and the embedded default (`run`).
 
 use clap::{Parser, Subcommand};
 use herd_coordinator::client;
+use herd_coordinator::run;
 use herd_coordinator::server;
 
 #[derive(Parser)]
@@ -31,6 +32,9 @@ enum Command {
     Results(client::ResultsArgs),
     /// Cancel a sweep's remaining tasks
     Cancel(client::CancelArgs),
+    /// Everything on this machine: an in-process coordinator, local worker processes, progress,
+    /// then the RewardBench results and the sweep CSV
+    Run(run::RunArgs),
 }
 
 fn init_tracing() {
@@ -52,6 +56,7 @@ async fn main() -> std::process::ExitCode {
         Command::Status(args) => client::status(args).await,
         Command::Results(args) => client::results(args).await,
         Command::Cancel(args) => client::cancel(args).await,
+        Command::Run(args) => run::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,12 +1,13 @@
 //! A sweep family laid out as hybrid-preferences has it: tiny EasyLM checkpoints under
 //! `gs://ljm-dev/human-preferences/rm_checkpoints/helpsteer2/<run>--<hex>/streaming_params_437`,
 //! a feature-count file per run, the Llama-2 tokenizer in the bucket, and an evaluation set of
-//! real RewardBench rows.
+//! real RewardBench rows (plus short synthetic pairs for the subsets ../shared/data lacks).
 
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use herd_common::gcs::GcsClient;
+use herd_common::rewardbench::Section;
 use serde_json::Value;
 
 use crate::bins::shared;
@@ -60,6 +61,30 @@ impl SweepFixture {
                 // ids restart at 0 in each file: number them across the set
                 row["id"] = Value::from(lines.len());
                 lines.push(serde_json::to_string(&row)?);
+            }
+        }
+        // the shared data covers 11 of the 23 subsets; the CSV needs every section, so the
+        // others get short synthetic pairs
+        let present: Vec<String> = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| v["subset"].as_str().map(str::to_string))
+            .collect();
+        for section in Section::ALL {
+            for subset in section.subsets() {
+                if present.iter().any(|p| p == subset) {
+                    continue;
+                }
+                for k in 0..3 {
+                    let row = serde_json::json!({
+                        "id": lines.len(),
+                        "subset": subset,
+                        "prompt": format!("Question {k} for {subset}: how do I keep a sourdough starter alive?"),
+                        "chosen": format!("Feed it flour and water every day, keep it warm, and discard half before feeding ({k})."),
+                        "rejected": format!("Put it in the freezer ({k})."),
+                    });
+                    lines.push(serde_json::to_string(&row)?);
+                }
             }
         }
         std::fs::write(&eval_set, lines.join("\n") + "\n")?;
