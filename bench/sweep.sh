@@ -19,9 +19,12 @@ SIM_MS="${SIM_MS:-2}"
 INGEST_WORKERS="${INGEST_WORKERS:-200}"
 INGEST_SECONDS="${INGEST_SECONDS:-20}"
 INGEST_KILL_AT="${INGEST_KILL_AT:-8}"
+# enough planned results that the workers never run dry (~200k results/s measured on 2 cores)
+INGEST_CHECKPOINTS="${INGEST_CHECKPOINTS:-600}"
 LOAD_WORKERS="${LOAD_WORKERS:-500}"
 LOAD_SECONDS="${LOAD_SECONDS:-30}"
 LOAD_KILL_AT="${LOAD_KILL_AT:-12}"
+LOAD_CHECKPOINTS="${LOAD_CHECKPOINTS:-900}"
 
 cargo build --release -p herd-coordinator -p herd-bench
 SIM=target/release/herd-sim
@@ -42,17 +45,17 @@ REPORT=bench/out/sweep-report.md
   echo "### ingest: $INGEST_WORKERS workers, $INGEST_SECONDS s, kill -9 at $INGEST_KILL_AT s"
   echo
   echo '```'
-  echo "$SIM ingest --coord-bin $COORD --workers $INGEST_WORKERS --seconds $INGEST_SECONDS --kill-at $INGEST_KILL_AT"
+  echo "$SIM ingest --coord-bin $COORD --workers $INGEST_WORKERS --seconds $INGEST_SECONDS --kill-at $INGEST_KILL_AT --checkpoints $INGEST_CHECKPOINTS --examples 10000"
   echo '```'
   "$SIM" ingest --coord-bin "$COORD" --workers "$INGEST_WORKERS" --seconds "$INGEST_SECONDS" \
-    --kill-at "$INGEST_KILL_AT"
+    --kill-at "$INGEST_KILL_AT" --checkpoints "$INGEST_CHECKPOINTS" --examples 10000
   echo
   echo "### load test: $LOAD_WORKERS workers, $LOAD_SECONDS s, kill -9 at $LOAD_KILL_AT s"
   echo
   echo '```'
-  echo "$SIM ingest --coord-bin $COORD --workers $LOAD_WORKERS --seconds $LOAD_SECONDS --kill-at $LOAD_KILL_AT"
+  echo "$SIM ingest --coord-bin $COORD --workers $LOAD_WORKERS --seconds $LOAD_SECONDS --kill-at $LOAD_KILL_AT --checkpoints $LOAD_CHECKPOINTS --examples 10000"
   echo '```'
   "$SIM" ingest --coord-bin "$COORD" --workers "$LOAD_WORKERS" --seconds "$LOAD_SECONDS" \
-    --kill-at "$LOAD_KILL_AT"
+    --kill-at "$LOAD_KILL_AT" --checkpoints "$LOAD_CHECKPOINTS" --examples 10000
 } | tee "$REPORT"
 echo "report: $REPORT" >&2

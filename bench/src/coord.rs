@@ -114,10 +114,16 @@ impl Coord {
 
     async fn ping(&self) -> bool {
         match SweepsClient::connect(self.url()).await {
-            Ok(mut client) => client
-                .status(StatusRequest { sweep: "-".into() })
+            // any answer from the service (even an error status) means it is serving
+            Ok(mut client) => match client
+                .status(StatusRequest {
+                    sweep: String::new(),
+                })
                 .await
-                .is_ok(),
+            {
+                Ok(_) => true,
+                Err(status) => status.code() != tonic::Code::Unavailable,
+            },
             Err(_) => false,
         }
     }

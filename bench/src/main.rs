@@ -13,7 +13,7 @@ mod coord;
 mod verify;
 mod worker;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -613,6 +613,5 @@ async fn ingest(
     if !ok {
         anyhow::bail!("the state file does not match what was acknowledged");
     }
-    let _ = Path::new("");
     Ok(())
 }
