@@ -6,7 +6,8 @@
 #              restart, then the state file is checked against every acknowledgement
 #   3. load:   the same with 500 workers (the hardening load test)
 # Output (Markdown) goes to stdout and bench/out/sweep-report.md. Sizes finish in a few minutes on
-# 2 cores; every herd-sim flag can be changed through the variables below.
+# 2 cores; the sizes can be changed through the variables below (SIM_SKIP_BUILD=1: use the
+# binaries already in target/release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f scripts/env ] && source scripts/env
@@ -26,7 +27,9 @@ LOAD_SECONDS="${LOAD_SECONDS:-30}"
 LOAD_KILL_AT="${LOAD_KILL_AT:-12}"
 LOAD_CHECKPOINTS="${LOAD_CHECKPOINTS:-900}"
 
-cargo build --release -p herd-coordinator -p herd-bench
+if [ -z "${SIM_SKIP_BUILD:-}" ]; then
+  cargo build --release -p herd-coordinator -p herd-bench
+fi
 SIM=target/release/herd-sim
 COORD=target/release/coord
 mkdir -p bench/out
