@@ -23,6 +23,7 @@ impl SweepsService {
 
 #[tonic::async_trait]
 impl Sweeps for SweepsService {
+    #[tracing::instrument(name = "coord.submit", skip_all)]
     async fn submit(
         &self,
         request: Request<SubmitRequest>,
@@ -66,6 +67,7 @@ impl Sweeps for SweepsService {
         }))
     }
 
+    #[tracing::instrument(name = "coord.status", skip_all)]
     async fn status(
         &self,
         request: Request<StatusRequest>,
@@ -81,6 +83,7 @@ impl Sweeps for SweepsService {
         Ok(Response::new(status))
     }
 
+    #[tracing::instrument(name = "coord.results", skip_all, fields(sweep = %request.get_ref().sweep))]
     async fn results(
         &self,
         request: Request<ResultsRequest>,
@@ -118,6 +121,7 @@ impl Sweeps for SweepsService {
         }))
     }
 
+    #[tracing::instrument(name = "coord.cancel", skip_all, fields(sweep = %request.get_ref().sweep))]
     async fn cancel(
         &self,
         request: Request<CancelRequest>,

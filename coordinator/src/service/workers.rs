@@ -30,6 +30,7 @@ fn lease_of(lease: Option<LeaseRef>) -> Result<LeaseRef, Status> {
 
 #[tonic::async_trait]
 impl Workers for WorkersService {
+    #[tracing::instrument(name = "coord.register", skip_all, fields(name = %request.get_ref().name))]
     async fn register(
         &self,
         request: Request<RegisterRequest>,
@@ -51,6 +52,7 @@ impl Workers for WorkersService {
         }))
     }
 
+    #[tracing::instrument(name = "coord.lease", skip_all, fields(worker = %request.get_ref().worker_id))]
     async fn lease(
         &self,
         request: Request<LeaseRequest>,
@@ -80,6 +82,7 @@ impl Workers for WorkersService {
         }))
     }
 
+    #[tracing::instrument(name = "coord.heartbeat", skip_all, fields(worker = %request.get_ref().worker_id))]
     async fn heartbeat(
         &self,
         request: Request<HeartbeatRequest>,
@@ -100,6 +103,7 @@ impl Workers for WorkersService {
         Ok(Response::new(HeartbeatResponse { revoked }))
     }
 
+    #[tracing::instrument(name = "coord.stream_results", skip_all)]
     async fn stream_results(
         &self,
         request: Request<Streaming<ResultBatch>>,
@@ -135,6 +139,7 @@ impl Workers for WorkersService {
         Ok(Response::new(total))
     }
 
+    #[tracing::instrument(name = "coord.complete", skip_all, fields(worker = %request.get_ref().worker_id))]
     async fn complete(
         &self,
         request: Request<CompleteRequest>,
@@ -159,6 +164,7 @@ impl Workers for WorkersService {
         }))
     }
 
+    #[tracing::instrument(name = "coord.fail", skip_all, fields(worker = %request.get_ref().worker_id, kind = request.get_ref().kind))]
     async fn fail(&self, request: Request<FailRequest>) -> Result<Response<FailResponse>, Status> {
         let req = request.into_inner();
         let lease = lease_of(req.lease)?;

@@ -457,15 +457,21 @@ impl Store {
     pub fn lease(&self, worker_id: &str, cached: &[String], now: i64) -> Result<LeaseOutcome> {
         let policy = self.policy.clone();
         self.write(|tx| {
-            let (draining, last_checkpoint): (bool, Option<i64>) = tx
+            let (draining, last_checkpoint, stored_cached): (bool, Option<i64>, String) = tx
                 .query_row(
-                    "SELECT draining, last_checkpoint_id FROM workers WHERE id = ?1",
+                    "SELECT draining, last_checkpoint_id, cached FROM workers WHERE id = ?1",
                     params![worker_id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?
                 .ok_or_else(|| StoreError::UnknownWorker(worker_id.to_string()))?;
-            let cached_json = serde_json::to_string(cached).expect("strings serialise");
+            // an empty list in the request keeps what the worker said before (at Register)
+            let cached: Vec<String> = if cached.is_empty() {
+                serde_json::from_str(&stored_cached).unwrap_or_default()
+            } else {
+                cached.to_vec()
+            };
+            let cached_json = serde_json::to_string(&cached).expect("strings serialise");
             tx.execute(
                 "UPDATE workers SET last_seen_ms = ?2, cached = ?3 WHERE id = ?1",
                 params![worker_id, now, cached_json],
@@ -478,7 +484,7 @@ impl Store {
             let mut held: Vec<i64> = last_checkpoint.into_iter().collect();
             {
                 let mut stmt = tx.prepare_cached("SELECT id FROM checkpoints WHERE uri = ?1")?;
-                for uri in cached {
+                for uri in &cached {
                     let ids = stmt.query_map(params![uri], |r| r.get::<_, i64>(0))?;
                     for id in ids {
                         held.push(id?);
@@ -488,19 +494,18 @@ impl Store {
             held.sort_unstable();
             held.dedup();
 
-            let mut best: Option<(i64, i64, i64)> = None;
+            // sweep ids grow with creation: the lowest is the oldest sweep
+            let mut best: Option<(i64, i64)> = None;
             {
                 let mut stmt = tx.prepare_cached(
-                    "SELECT s.created_ms, s.id, t.id FROM tasks t JOIN sweeps s ON s.id = t.sweep_id
+                    "SELECT t.sweep_id, t.id FROM tasks t JOIN sweeps s ON s.id = t.sweep_id
                      WHERE t.checkpoint_id = ?1 AND t.state = 'pending' AND t.next_eligible_ms <= ?2
                        AND s.state = 'active'
-                     ORDER BY s.created_ms, s.id, t.id LIMIT 1",
+                     ORDER BY t.sweep_id, t.id LIMIT 1",
                 )?;
                 for checkpoint_id in &held {
-                    let found: Option<(i64, i64, i64)> = stmt
-                        .query_row(params![checkpoint_id, now], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                        })
+                    let found: Option<(i64, i64)> = stmt
+                        .query_row(params![checkpoint_id, now], |r| Ok((r.get(0)?, r.get(1)?)))
                         .optional()?;
                     if let Some(found) = found {
                         if best.is_none_or(|b| found < b) {
@@ -509,13 +514,14 @@ impl Store {
                     }
                 }
             }
-            let mut task_id = best.map(|b| b.2);
+            let mut task_id = best.map(|b| b.1);
             if task_id.is_none() {
                 task_id = tx
                     .query_row(
-                        "SELECT t.id FROM tasks t JOIN sweeps s ON s.id = t.sweep_id
-                         WHERE t.state = 'pending' AND t.next_eligible_ms <= ?1 AND s.state = 'active'
-                         ORDER BY s.created_ms, s.id, t.id LIMIT 1",
+                        "SELECT t.id FROM tasks t INDEXED BY tasks_queue
+                         WHERE t.state = 'pending' AND t.next_eligible_ms <= ?1
+                           AND EXISTS (SELECT 1 FROM sweeps s WHERE s.id = t.sweep_id AND s.state = 'active')
+                         ORDER BY t.sweep_id, t.id LIMIT 1",
                         params![now],
                         |r| r.get(0),
                     )
@@ -587,22 +593,28 @@ impl Store {
             let spec = decode_spec(&spec_bytes)?;
             let checkpoint = checkpoint_proto(tx, task.checkpoint_id)?;
             let examples = shard_examples(tx, task.sweep_id, task.start..task.end)?;
-            let prefetch_uri: String = tx
-                .query_row(
-                    "SELECT c.uri FROM tasks t
-                     JOIN sweeps s ON s.id = t.sweep_id
-                     JOIN checkpoints c ON c.id = t.checkpoint_id
-                     WHERE t.state = 'pending' AND s.state = 'active'
-                       AND t.checkpoint_id != ?1 AND c.uri != ?2
-                     ORDER BY EXISTS (SELECT 1 FROM tasks u
-                                      WHERE u.checkpoint_id = t.checkpoint_id AND u.state = 'leased'),
-                              s.created_ms, s.id, t.id
-                     LIMIT 1",
-                    params![task.checkpoint_id, checkpoint.uri],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or_default();
+            // prefetch: the next checkpoint in queue order nobody is working on (else any other)
+            let mut prefetch_uri = String::new();
+            for untouched in [true, false] {
+                let found: Option<String> = tx
+                    .prepare_cached(
+                        "SELECT c.uri FROM tasks t INDEXED BY tasks_queue
+                         JOIN checkpoints c ON c.id = t.checkpoint_id
+                         WHERE t.state = 'pending' AND t.checkpoint_id != ?1 AND c.uri != ?2
+                           AND (?3 = 0 OR NOT EXISTS (SELECT 1 FROM tasks u
+                                WHERE u.checkpoint_id = t.checkpoint_id AND u.state = 'leased'))
+                           AND EXISTS (SELECT 1 FROM sweeps s WHERE s.id = t.sweep_id AND s.state = 'active')
+                         ORDER BY t.sweep_id, t.id LIMIT 1",
+                    )?
+                    .query_row(params![task.checkpoint_id, checkpoint.uri, untouched], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                if let Some(uri) = found {
+                    prefetch_uri = uri;
+                    break;
+                }
+            }
             tracing::info!(
                 worker = worker_id,
                 task = task_id,

@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     last_epoch       INTEGER NOT NULL DEFAULT 0,
     failure          TEXT
 );
-CREATE INDEX IF NOT EXISTS tasks_pending ON tasks(state, next_eligible_ms);
+-- the lease queue: pending tasks in (oldest sweep, lowest id) order
+CREATE INDEX IF NOT EXISTS tasks_queue ON tasks(state, sweep_id, id);
 CREATE INDEX IF NOT EXISTS tasks_checkpoint ON tasks(checkpoint_id, state);
 CREATE INDEX IF NOT EXISTS tasks_sweep ON tasks(sweep_id, state);
 
