@@ -191,6 +191,7 @@ pub async fn spawn(args: ServeArgs) -> anyhow::Result<ServerHandle> {
                 _ = tick.tick() => {}
                 _ = stop_rx.wait_for(|s| *s) => return,
             }
+            let _hold = reaper_coord.hold();
             match reaper_coord.with_store(|s| s.reap(now_ms())).await {
                 Ok(t) => {
                     if t.leases > 0 {

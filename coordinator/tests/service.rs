@@ -405,3 +405,115 @@ async fn expired_leases_are_reaped_and_old_epochs_refused() {
     );
     handle.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_restarted_coordinator_resumes_from_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = spawn(args(dir.path(), 60_000)).await.unwrap();
+    plan(&handle, "s", &["a"], 4, 4);
+    let (mut workers, _) = clients(&handle).await;
+    let me = register(&mut workers, "survivor").await;
+    let Some(Outcome::Lease(l)) = lease(&mut workers, &me).await else {
+        panic!("expected a lease");
+    };
+    let lref = l.lease.unwrap();
+    let all = rewards(&l);
+    let counts = workers
+        .stream_results(tokio_stream::iter(vec![batch(
+            &me,
+            lref,
+            all[..2].to_vec(),
+        )]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(counts.stored, 2);
+    handle.shutdown().await.unwrap();
+
+    // same file, new process state, new port: the worker's id and lease are still good
+    let handle = spawn(args(dir.path(), 60_000)).await.unwrap();
+    let (mut workers, mut sweeps) = clients(&handle).await;
+    let hb = workers
+        .heartbeat(HeartbeatRequest {
+            worker_id: me.clone(),
+            leases: vec![lref],
+            draining: false,
+            stats: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(hb.revoked.is_empty());
+    let counts = workers
+        .stream_results(tokio_stream::iter(vec![batch(&me, lref, all.clone())]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((counts.stored, counts.duplicates), (2, 2));
+    let done = workers
+        .complete(CompleteRequest {
+            worker_id: me.clone(),
+            lease: Some(lref),
+            model_type: "Seq. Classifier".into(),
+            chat_template: "tokenizer".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(done.first);
+    tokio::time::timeout(Duration::from_secs(20), handle.finished())
+        .await
+        .expect("finished");
+    let status = sweeps
+        .status(StatusRequest { sweep: "s".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.sweeps[0].state, "done");
+    assert_eq!(status.sweeps[0].examples_stored, 4);
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn serve_exits_when_done_and_writes_a_missing_report() {
+    let dir = tempfile::tempdir().unwrap();
+    // a sweep finished by an earlier coordinator that stopped before writing its report
+    {
+        let handle = spawn(ServeArgs {
+            exit_when_done: false,
+            ..args(dir.path(), 60_000)
+        })
+        .await
+        .unwrap();
+        plan(&handle, "old", &["a"], 46, 46);
+        let store = handle.store();
+        let w = store.register("w", &Capabilities::default(), 1).unwrap();
+        let herd_coordinator::state::LeaseOutcome::Leased(l) = store.lease(&w, &[], 2).unwrap()
+        else {
+            panic!("expected a lease");
+        };
+        store
+            .store_results(&w, &l.lease.unwrap(), &rewards(&l), 3)
+            .unwrap();
+        handle.shutdown().await.unwrap();
+        // completed behind the server's back: no report was written
+        let store = herd_coordinator::state::Store::open(
+            &dir.path().join("state.db"),
+            herd_coordinator::scheduler::Policy::default(),
+        )
+        .unwrap();
+        let done = store
+            .complete(&w, &l.lease.unwrap(), "Seq. Classifier", "tokenizer", 4)
+            .unwrap();
+        assert_eq!(done.finished_sweeps, vec!["old".to_string()]);
+    }
+    assert!(!dir.path().join("out").join("old").exists());
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        herd_coordinator::server::serve(args(dir.path(), 60_000)),
+    )
+    .await
+    .expect("serve returns once every sweep is finished")
+    .unwrap();
+    assert!(dir.path().join("out").join("old").exists());
+}

@@ -29,7 +29,8 @@ pub struct Coordinator {
     pub exit_when_done: bool,
     /// true while every sweep is finished and no report is being written
     finished: watch::Sender<bool>,
-    reports_in_flight: AtomicUsize,
+    /// state changes that may finish a sweep, and report writers, under way
+    holds: AtomicUsize,
     told_shutdown: Mutex<HashSet<String>>,
 }
 
@@ -41,7 +42,7 @@ impl Coordinator {
             out_dir,
             exit_when_done,
             finished: watch::channel(finished).0,
-            reports_in_flight: AtomicUsize::new(0),
+            holds: AtomicUsize::new(0),
             told_shutdown: Mutex::new(HashSet::new()),
         })
     }
@@ -67,7 +68,7 @@ impl Coordinator {
     /// Re-reads "every sweep finished" from the store.
     pub async fn refresh_finished(&self) {
         let all = self.with_store(|s| s.all_finished()).await.unwrap_or(false);
-        let done = all && self.reports_in_flight.load(Ordering::SeqCst) == 0;
+        let done = all && self.holds.load(Ordering::SeqCst) == 0;
         self.finished.send_replace(done);
     }
 
@@ -89,9 +90,12 @@ impl Coordinator {
         if sweeps.is_empty() {
             return;
         }
-        self.reports_in_flight.fetch_add(1, Ordering::SeqCst);
+        let hold = self.hold();
+        // not finished until the reports are written
+        self.finished.send_replace(false);
         let this = self.clone();
         tokio::spawn(async move {
+            let _hold = hold;
             for sweep in sweeps {
                 let store = this.store.clone();
                 let dir = this.out_dir.join(&sweep);
@@ -111,9 +115,28 @@ impl Coordinator {
                     Err(e) => tracing::warn!(sweep = %sweep, "report task: {e}"),
                 }
             }
-            this.reports_in_flight.fetch_sub(1, Ordering::SeqCst);
-            this.refresh_finished().await;
         });
+    }
+
+    /// Holds "every sweep finished" false while a state change that may finish a sweep, or its
+    /// report, is under way; dropping the last hold re-reads the flag.
+    pub(crate) fn hold(self: &Arc<Self>) -> Hold {
+        self.holds.fetch_add(1, Ordering::SeqCst);
+        Hold(self.clone())
+    }
+}
+
+/// See [`Coordinator::hold`].
+pub(crate) struct Hold(Arc<Coordinator>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if self.0.holds.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let coordinator = self.0.clone();
+                runtime.spawn(async move { coordinator.refresh_finished().await });
+            }
+        }
     }
 }
 

@@ -146,6 +146,7 @@ impl Workers for WorkersService {
     ) -> Result<Response<CompleteResponse>, Status> {
         let req = request.into_inner();
         let lease = lease_of(req.lease)?;
+        let _hold = self.coord.hold();
         let outcome = self
             .coord
             .with_store(move |s| {
@@ -169,6 +170,7 @@ impl Workers for WorkersService {
         let req = request.into_inner();
         let lease = lease_of(req.lease)?;
         let kind = FailureKind::try_from(req.kind).unwrap_or(FailureKind::Unspecified);
+        let _hold = self.coord.hold();
         let transition = self
             .coord
             .with_store(move |s| s.fail(&req.worker_id, &lease, kind, &req.reason, now_ms()))
