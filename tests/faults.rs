@@ -19,6 +19,18 @@ fn stored_rows(state: &std::path::Path) -> i64 {
         .unwrap()
 }
 
+/// Leases of the named worker that it never completed.
+fn unfinished_leases(state: &std::path::Path, worker: &str) -> i64 {
+    let conn = rusqlite::Connection::open(state).unwrap();
+    conn.query_row(
+        "SELECT COUNT(*) FROM leases l JOIN workers w ON w.id = l.worker_id
+         WHERE w.name = ?1 AND l.state != 'done'",
+        [worker],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
 async fn clean_csv(dir: &std::path::Path, gcs: &str, presets: &std::path::Path) -> String {
     let mut run = SweepRun::start(dir, gcs, CoordSettings::default());
     run.submit(presets);
@@ -49,53 +61,67 @@ async fn killed_workers_restarted_coordinator_and_cut_connections_change_nothing
         run.add_worker();
     }
 
-    // fault schedule by stored examples
+    // fault schedule by stored examples; kills hit a worker that holds a lease (mid-shard)
     let total = (fixture.examples * fixture.checkpoints.len()) as u64;
     let mut step = 0;
+    let mut killed = Vec::new();
     loop {
-        let status = match run.coord.sweep_status("helpsteer2").await {
-            Ok(s) => s,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
+        let Ok(status) = run.coord.status().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
         };
-        let stored = status.examples_stored;
-        if status.state != "active" {
+        let Some(sweep) = status.sweeps.iter().find(|s| s.name == "helpsteer2") else {
+            continue;
+        };
+        if sweep.state != "active" {
             break;
         }
-        match step {
-            // a worker killed as soon as anything is stored (mid-shard for someone)
-            0 if stored > 0 => {
-                run.workers[0].kill9();
+        let stored = sweep.examples_stored;
+        let busy = status
+            .workers
+            .iter()
+            .filter(|w| !w.leases.is_empty())
+            .filter_map(|w| w.name.strip_prefix("worker-")?.parse::<usize>().ok())
+            .find(|&n| run.workers[n].is_running());
+        match (step, busy) {
+            // a worker killed as soon as anything is stored, another a quarter of the way in
+            (0, Some(n)) if stored > 0 => {
+                run.workers[n].kill9();
+                killed.push(n);
                 run.add_worker();
                 step += 1;
             }
-            // another one a quarter of the way in
-            1 if stored >= total / 4 => {
-                run.workers[1].kill9();
+            (1, Some(n)) if stored >= total / 4 => {
+                run.workers[n].kill9();
+                killed.push(n);
                 run.add_worker();
                 step += 1;
             }
             // the coordinator itself, killed and restarted on the same state file
-            2 if stored >= total / 2 => {
+            (2, _) if stored >= total / 2 => {
                 run.coord.kill9();
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 run.coord.restart();
                 step += 1;
             }
             // every worker connection cut
-            3 if stored >= total * 2 / 3 => {
+            (3, _) if stored >= total * 2 / 3 => {
                 proxy.sever();
                 step += 1;
             }
             _ => {}
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let status = run.finish(TIMEOUT, |_| {}).await;
     assert_eq!(status.state, "done", "{status:?}\n{}", run.logs());
     assert!(step >= 3, "the sweep finished before the faults ran (step {step})");
+    // each killed worker died holding a lease that someone else finished (after expiry, or
+    // as a straggler duplicate)
+    for n in &killed {
+        let unfinished = unfinished_leases(&run.coord.state, &format!("worker-{n}"));
+        assert!(unfinished > 0, "worker-{n} was killed holding no lease\n{}", run.logs());
+    }
     assert_eq!(status.examples_stored, total, "{}", run.logs());
     assert_eq!(stored_rows(&run.coord.state), total as i64);
     let faulty = run.results_csv();
