@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use herd_coordinator::client;
+use herd_coordinator::deploy;
 use herd_coordinator::run;
 use herd_coordinator::server;
 
@@ -35,11 +36,14 @@ enum Command {
     /// Everything on this machine: an in-process coordinator, local worker processes, progress,
     /// then the RewardBench results and the sweep CSV
     Run(run::RunArgs),
+    /// Render the specs that start a coordinator and N GPU workers (Beaker or Kubernetes)
+    Deploy(deploy::DeployArgs),
 }
 
-fn init_tracing() {
+fn init_tracing(default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -49,7 +53,11 @@ fn init_tracing() {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // `coord run` draws a progress bar: its embedded server only logs warnings unless asked
+    init_tracing(match cli.command {
+        Command::Run(_) => "warn",
+        _ => "info",
+    });
     let result = match cli.command {
         Command::Serve(args) => server::serve(args).await,
         Command::Submit(args) => client::submit(args).await,
@@ -57,6 +65,7 @@ async fn main() -> std::process::ExitCode {
         Command::Results(args) => client::results(args).await,
         Command::Cancel(args) => client::cancel(args).await,
         Command::Run(args) => run::run(args).await,
+        Command::Deploy(args) => deploy::deploy(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

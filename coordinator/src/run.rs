@@ -150,7 +150,7 @@ struct Workers {
 }
 
 impl Workers {
-    fn start(args: &RunArgs, url: &str, logs: &Path) -> anyhow::Result<Workers> {
+    fn start(args: &RunArgs, url: &str, token: &str, logs: &Path) -> anyhow::Result<Workers> {
         let bin = worker_binary(args.worker_bin.as_deref())?;
         std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
         let mut children = Vec::new();
@@ -166,6 +166,7 @@ impl Workers {
                 .arg("--device")
                 .arg(&args.device)
                 .args(&args.worker_args)
+                .env(herd_proto::security::TOKEN_ENV, token)
                 .stdin(Stdio::null())
                 .stdout(Stdio::from(log.try_clone()?))
                 .stderr(Stdio::from(log))
@@ -237,9 +238,14 @@ fn describe(status: &SweepStatus) -> String {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let server = spawn(serve_args(&args.out)).await?;
+    // a fresh token for the embedded server (loopback); its workers get it through $HERD_TOKEN
+    let token = crate::security::random_token()?;
+    let mut serve = serve_args(&args.out);
+    serve.security = crate::security::SecurityArgs::with_token(&token);
+    let server = spawn(serve).await?;
     let url = format!("http://{}", server.addr);
-    let mut client = SweepsClient::connect(url.clone())
+    let security = herd_proto::security::ClientSecurity::token(Some(&token));
+    let mut client = crate::client::connect_with(&url, &security)
         .await
         .with_context(|| format!("connecting to the embedded coordinator at {url}"))?;
     let submitted = client
@@ -259,7 +265,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.out.join("logs").display()
     );
 
-    let mut workers = Workers::start(&args, &url, &args.out.join("logs"))?;
+    let mut workers = Workers::start(&args, &url, &token, &args.out.join("logs"))?;
     let status = watch(&mut client, &args.name, &mut workers).await;
     workers.stop().await;
     let status = status?;
@@ -284,7 +290,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Polls the sweep until it is no longer active, drawing a progress bar.
 async fn watch(
-    client: &mut SweepsClient<tonic::transport::Channel>,
+    client: &mut SweepsClient<herd_proto::security::AuthChannel>,
     sweep: &str,
     workers: &mut Workers,
 ) -> anyhow::Result<SweepStatus> {
@@ -327,14 +333,33 @@ fn report(args: &RunArgs, status: &SweepStatus, results: &herd_proto::v1::Result
     for note in &results.notes {
         eprintln!("note: {note}");
     }
+    for checkpoint in &results.checkpoints {
+        eprintln!("{}: {}", checkpoint.name, accuracy_line(&checkpoint.metrics_json));
+    }
     let dir = args.out.join(&args.name);
+    let csv = if results.csv.is_empty() {
+        "no sweep CSV (see the note above)".to_string()
+    } else {
+        format!("the sweep CSV {}", results.output_csv)
+    };
     eprintln!(
-        "{} checkpoint(s) scored; RewardBench results and {} in {}",
+        "{} checkpoint(s) scored: RewardBench metrics/ and eval-set/ JSON and {csv} in {}",
         results.checkpoints.len(),
-        results.output_csv,
         dir.display()
     );
     if !results.csv.is_empty() {
         print!("{}", results.csv);
     }
+}
+
+/// `subset accuracy` pairs of a metrics.json, for the terminal.
+fn accuracy_line(metrics_json: &str) -> String {
+    let Ok(serde_json::Value::Object(metrics)) = serde_json::from_str(metrics_json) else {
+        return "unreadable metrics".to_string();
+    };
+    let accuracies: Vec<String> = metrics
+        .iter()
+        .filter_map(|(subset, value)| Some(format!("{subset} {:.3}", value.as_f64()?)))
+        .collect();
+    accuracies.join(", ")
 }
