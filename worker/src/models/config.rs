@@ -197,6 +197,16 @@ impl ConfigJson<'_> {
         let num_heads = self.int("num_attention_heads")?;
         let head_dim = match self.optional_int("head_dim")? {
             Some(d) => d,
+            // transformers refuses a remainder too (`hidden_size must be divisible by num_heads`);
+            // dividing down would only fail later as a confusing weight-shape mismatch
+            None if num_heads > 0 && hidden_size % num_heads != 0 => {
+                return Err(LoadError::Config {
+                    field: "num_attention_heads".to_string(),
+                    reason: format!(
+                        "{num_heads} does not divide hidden_size {hidden_size} (and no head_dim is set)"
+                    ),
+                })
+            }
             None if num_heads > 0 => hidden_size / num_heads,
             None => 0,
         };
