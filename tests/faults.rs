@@ -115,12 +115,19 @@ async fn killed_workers_restarted_coordinator_and_cut_connections_change_nothing
     }
     let status = run.finish(TIMEOUT, |_| {}).await;
     assert_eq!(status.state, "done", "{status:?}\n{}", run.logs());
-    assert!(step >= 3, "the sweep finished before the faults ran (step {step})");
+    assert!(
+        step >= 3,
+        "the sweep finished before the faults ran (step {step})"
+    );
     // each killed worker died holding a lease that someone else finished (after expiry, or
     // as a straggler duplicate)
     for n in &killed {
         let unfinished = unfinished_leases(&run.coord.state, &format!("worker-{n}"));
-        assert!(unfinished > 0, "worker-{n} was killed holding no lease\n{}", run.logs());
+        assert!(
+            unfinished > 0,
+            "worker-{n} was killed holding no lease\n{}",
+            run.logs()
+        );
     }
     assert_eq!(status.examples_stored, total, "{}", run.logs());
     assert_eq!(stored_rows(&run.coord.state), total as i64);

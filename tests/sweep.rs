@@ -30,7 +30,8 @@ async fn run_sweep(
     assert_eq!(status.state, "done", "{status:?}\n{}", run.logs());
     assert_eq!(status.tasks_failed, 0, "{status:?}\n{}", run.logs());
     assert_eq!(
-        status.examples_stored, status.examples_total,
+        status.examples_stored,
+        status.examples_total,
         "{status:?}\n{}",
         run.logs()
     );
@@ -56,13 +57,26 @@ async fn three_workers_write_the_csv_one_worker_writes() {
     // the reference layout: unnamed index, then model_type, chat_template, the sections, uuid
     let header = single.lines().next().unwrap();
     assert!(
-        header.starts_with(",model_type,chat_template,Chat,Chat Hard,Safety,Reasoning,Overall,uuid,budget,"),
+        header.starts_with(
+            ",model_type,chat_template,Chat,Chat Hard,Safety,Reasoning,Overall,uuid,budget,"
+        ),
         "{header}"
     );
-    assert!(header.contains("bertscore::min_val=0.0|max_val=0.33"), "{header}");
-    assert_eq!(single.lines().count(), 1 + fixture.checkpoints.len(), "{single}");
+    assert!(
+        header.contains("bertscore::min_val=0.0|max_val=0.33"),
+        "{header}"
+    );
+    assert_eq!(
+        single.lines().count(),
+        1 + fixture.checkpoints.len(),
+        "{single}"
+    );
     for ckpt in &fixture.checkpoints {
-        assert!(single.contains(&ckpt.uuid), "{} missing:\n{single}", ckpt.uuid);
+        assert!(
+            single.contains(&ckpt.uuid),
+            "{} missing:\n{single}",
+            ckpt.uuid
+        );
     }
     // all three workers took part
     let three_logs: Vec<String> = multi_run.workers.iter().map(|w| w.log_text()).collect();

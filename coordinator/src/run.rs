@@ -334,7 +334,11 @@ fn report(args: &RunArgs, status: &SweepStatus, results: &herd_proto::v1::Result
         eprintln!("note: {note}");
     }
     for checkpoint in &results.checkpoints {
-        eprintln!("{}: {}", checkpoint.name, accuracy_line(&checkpoint.metrics_json));
+        eprintln!(
+            "{}: {}",
+            checkpoint.name,
+            accuracy_line(&checkpoint.metrics_json)
+        );
     }
     let dir = args.out.join(&args.name);
     let csv = if results.csv.is_empty() {

@@ -96,7 +96,8 @@ impl SweepFixture {
             let seed = i as u64 + 1;
             let uuid = hex32(seed);
             let budget = 1000 + 613 * i as u32;
-            let run = format!("tulu2_13b_rm_human_datamodel_counts_7000_ID__{uuid}__SWAPS_{budget}");
+            let run =
+                format!("tulu2_13b_rm_human_datamodel_counts_7000_ID__{uuid}__SWAPS_{budget}");
             let object = format!("{PREFIX}{run}--{}/streaming_params_437", &hex32(seed + 99));
             let counts = serde_json::json!({
                 "bertscore::min_val=0.0|max_val=0.33": (seed * 37) % 101,
@@ -139,10 +140,18 @@ impl SweepFixture {
             .await?;
         }
         let tokenizer = shared().join("data/tokenizers/llama2");
-        for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
+        for name in [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+        ] {
             let data = std::fs::read(tokenizer.join(name))?;
-            gcs.upload(bucket, &format!("{TOKENIZER_PREFIX}{name}"), Bytes::from(data))
-                .await?;
+            gcs.upload(
+                bucket,
+                &format!("{TOKENIZER_PREFIX}{name}"),
+                Bytes::from(data),
+            )
+            .await?;
         }
         Ok(())
     }
