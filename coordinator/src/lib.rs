@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod model;
+pub mod observe;
 pub mod planner;
 pub mod presets;
 pub mod report;

@@ -40,21 +40,16 @@ enum Command {
     Deploy(deploy::DeployArgs),
 }
 
-fn init_tracing(default_filter: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+fn init_tracing(default_filter: &str) -> herd_common::telemetry::TelemetryGuard {
+    // stderr logs; spans exported over OTLP/gRPC when OTEL_EXPORTER_OTLP_ENDPOINT is set
+    herd_common::telemetry::init("herd-coordinator", default_filter)
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // `coord run` draws a progress bar: its embedded server only logs warnings unless asked
-    init_tracing(match cli.command {
+    let telemetry = init_tracing(match cli.command {
         Command::Run(_) => "warn",
         _ => "info",
     });
@@ -67,6 +62,8 @@ async fn main() -> std::process::ExitCode {
         Command::Run(args) => run::run(args).await,
         Command::Deploy(args) => deploy::deploy(args),
     };
+    // flush the spans before exiting
+    drop(telemetry);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

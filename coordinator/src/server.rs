@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// live leases per task at most (the original plus straggler duplicates)
     #[arg(long, default_value_t = 2)]
     pub max_leases_per_task: u32,
+    /// serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464; default: off)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A server running in this process.
@@ -109,8 +112,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .max(1_000)
             .min(args.lease_timeout_ms.max(1_000)),
     );
+    let metrics_listen = args.metrics_listen;
     let handle = spawn(args).await?;
     tracing::info!(addr = %handle.addr, "coordinator listening");
+    if let Some(addr) = metrics_listen {
+        crate::observe::serve_metrics(addr, handle.store()).await?;
+    }
     tokio::select! {
         r = tokio::signal::ctrl_c() => {
             r.context("waiting for Ctrl-C")?;
@@ -198,6 +205,7 @@ pub async fn spawn(args: ServeArgs) -> anyhow::Result<ServerHandle> {
             let _hold = reaper_coord.hold();
             match reaper_coord.with_store(|s| s.reap(now_ms())).await {
                 Ok(t) => {
+                    crate::observe::METRICS.lease_expiries.inc_by(t.leases as u64);
                     if t.leases > 0 {
                         tracing::info!(
                             expired = t.leases,

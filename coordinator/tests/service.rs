@@ -26,6 +26,7 @@ fn args(dir: &std::path::Path, lease_timeout_ms: u64) -> ServeArgs {
         exit_when_done: true,
         stragglers: true,
         max_leases_per_task: 2,
+        metrics_listen: None,
     }
 }
 

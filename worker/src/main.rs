@@ -73,6 +73,9 @@ struct AgentArgs {
     /// on SIGTERM, how long the current shard may take to finish before it is given back
     #[arg(long, default_value_t = 60)]
     drain_grace_secs: u64,
+    /// serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9465; default: off)
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -137,20 +140,16 @@ struct ScoreArgs {
 
 fn main() {
     herd_worker::allocator::tune_for_tensors();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // stderr logs; spans exported over OTLP/gRPC when OTEL_EXPORTER_OTLP_ENDPOINT is set
+    let telemetry = herd_common::telemetry::init("herd-worker", "info");
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Score(args)) => score(args),
         Some(Command::Convert(args)) => run_convert(&args),
         None => serve(cli.agent),
     };
+    // flush the spans before exiting
+    drop(telemetry);
     if let Err(error) = result {
         eprintln!("error: {error:#}");
         std::process::exit(1);
@@ -264,6 +263,7 @@ fn serve(args: AgentArgs) -> anyhow::Result<()> {
         share_prefix: !args.no_share_prefix,
         stream_batch: args.stream_batch as usize,
         drain_grace: std::time::Duration::from_secs(args.drain_grace_secs),
+        metrics_listen: args.metrics_listen,
     };
     tracing::info!(
         coordinator = %config.coordinator,

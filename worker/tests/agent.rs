@@ -313,6 +313,7 @@ fn lease(task: i64, epoch: u64, uri: &str, format: &str, examples: Vec<Example>)
         shard_end: examples.last().map_or(0, |e| e.index + 1),
         examples,
         prefetch_uri: String::new(),
+        traceparent: String::new(),
     }
 }
 

@@ -100,6 +100,8 @@ impl Coordinator {
                 let store = this.store.clone();
                 let dir = this.out_dir.join(&sweep);
                 let name = sweep.clone();
+                let span = tracing::info_span!(parent: None, "report", sweep = %sweep);
+                herd_common::telemetry::set_parent(&span, crate::observe::sweep_context(&sweep));
                 let written = tokio::task::spawn_blocking(move || {
                     let inputs = store.report_inputs(&name)?;
                     let report = build(&inputs)?;
@@ -114,6 +116,7 @@ impl Coordinator {
                     Ok(Err(e)) => tracing::warn!(sweep = %sweep, "report not written: {e:#}"),
                     Err(e) => tracing::warn!(sweep = %sweep, "report task: {e}"),
                 }
+                drop(span);
             }
         });
     }

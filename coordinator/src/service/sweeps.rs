@@ -9,7 +9,10 @@ use herd_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use super::Coordinator;
+use crate::observe;
 use crate::scheduler::now_ms;
+use herd_common::telemetry;
+use tracing::Instrument;
 
 pub struct SweepsService {
     coord: Arc<Coordinator>,
@@ -28,6 +31,8 @@ impl Sweeps for SweepsService {
         &self,
         request: Request<SubmitRequest>,
     ) -> Result<Response<SubmitResponse>, Status> {
+        // the sweep's root span (or the caller's child, when it sent a trace context)
+        let parent = telemetry::extract(request.metadata());
         let spec = request
             .into_inner()
             .spec
@@ -35,19 +40,37 @@ impl Sweeps for SweepsService {
         if spec.name.trim().is_empty() {
             return Err(Status::invalid_argument("the sweep has no name"));
         }
+        let submit_span = tracing::info_span!(
+            parent: None,
+            "submit",
+            sweep = %spec.name,
+            checkpoints = tracing::field::Empty,
+            tasks = tracing::field::Empty,
+            examples = tracing::field::Empty,
+        );
+        telemetry::set_parent(&submit_span, parent);
+        let plan_span = tracing::info_span!(parent: &submit_span, "plan", sweep = %spec.name);
         let checkpoints = crate::planner::list_checkpoints(&spec)
+            .instrument(plan_span.clone())
             .await
             .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
         let for_examples = spec.clone();
         let examples =
             tokio::task::spawn_blocking(move || crate::planner::load_examples(&for_examples))
+                .instrument(plan_span.clone())
                 .await
                 .map_err(|e| Status::internal(format!("planner task: {e}")))?
                 .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
         let outcome = self
             .coord
             .with_store(move |s| s.submit(&spec, &checkpoints, &examples, now_ms()))
+            .instrument(plan_span.clone())
             .await?;
+        drop(plan_span);
+        submit_span.record("checkpoints", outcome.checkpoints_added);
+        submit_span.record("tasks", outcome.tasks_added);
+        submit_span.record("examples", outcome.examples);
+        observe::remember_sweep(&outcome.sweep, &submit_span);
         tracing::info!(
             sweep = %outcome.sweep,
             created = outcome.created,

@@ -11,7 +11,9 @@ use herd_proto::v1::{
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Coordinator;
+use crate::observe::{self, METRICS};
 use crate::scheduler::now_ms;
+use herd_common::telemetry;
 use crate::state::LeaseOutcome;
 
 pub struct WorkersService {
@@ -65,7 +67,25 @@ impl Workers for WorkersService {
             .await?;
         let retry = self.coord.store.policy().retry_after_ms();
         let outcome = match outcome {
-            LeaseOutcome::Leased(lease) => Outcome::Lease(*lease),
+            LeaseOutcome::Leased(mut lease) => {
+                // a child of the sweep's trace; the worker's task span is this span's child
+                let checkpoint = lease.checkpoint.as_ref().map(|c| c.name.as_str()).unwrap_or("");
+                let lease_ref = lease.lease.unwrap_or_default();
+                let span = tracing::info_span!(
+                    parent: None,
+                    "lease",
+                    sweep = %lease.sweep,
+                    worker = %worker,
+                    checkpoint = %checkpoint,
+                    task = lease_ref.task_id,
+                    epoch = lease_ref.epoch,
+                    examples = lease.examples.len(),
+                );
+                telemetry::set_parent(&span, observe::sweep_context(&lease.sweep));
+                lease.traceparent = telemetry::traceparent(&span);
+                METRICS.leases.inc();
+                Outcome::Lease(*lease)
+            }
             LeaseOutcome::Draining => Outcome::RetryAfterMs(retry),
             LeaseOutcome::Idle { all_finished } => {
                 if all_finished && self.coord.exit_when_done {
@@ -108,10 +128,20 @@ impl Workers for WorkersService {
         &self,
         request: Request<Streaming<ResultBatch>>,
     ) -> Result<Response<StreamResultsResponse>, Status> {
+        // a child of the worker's `stream` span
+        let merge = tracing::info_span!(
+            parent: None,
+            "merge",
+            task = tracing::field::Empty,
+            stored = tracing::field::Empty,
+            duplicates = tracing::field::Empty,
+        );
+        telemetry::set_parent(&merge, telemetry::extract(request.metadata()));
         let mut stream = request.into_inner();
         let mut total = StreamResultsResponse::default();
         while let Some(batch) = stream.message().await? {
             let lease = lease_of(batch.lease)?;
+            merge.record("task", lease.task_id);
             let worker = batch.worker_id.clone();
             let rewards = batch.rewards;
             let counts = self
@@ -120,6 +150,8 @@ impl Workers for WorkersService {
                 .await;
             match counts {
                 Ok(counts) => {
+                    METRICS.results_stored.inc_by(counts.stored);
+                    METRICS.result_duplicates.inc_by(counts.duplicates);
                     total.stored += counts.stored;
                     total.duplicates += counts.duplicates;
                 }
@@ -136,6 +168,8 @@ impl Workers for WorkersService {
                 }
             }
         }
+        merge.record("stored", total.stored);
+        merge.record("duplicates", total.duplicates);
         Ok(Response::new(total))
     }
 
@@ -144,6 +178,8 @@ impl Workers for WorkersService {
         &self,
         request: Request<CompleteRequest>,
     ) -> Result<Response<CompleteResponse>, Status> {
+        let span = tracing::info_span!(parent: None, "complete", first = tracing::field::Empty);
+        telemetry::set_parent(&span, telemetry::extract(request.metadata()));
         let req = request.into_inner();
         let lease = lease_of(req.lease)?;
         let _hold = self.coord.hold();
@@ -159,6 +195,8 @@ impl Workers for WorkersService {
                 )
             })
             .await?;
+        span.record("first", outcome.first);
+        METRICS.completed.inc();
         self.coord.sweeps_finished(outcome.finished_sweeps);
         Ok(Response::new(CompleteResponse {
             first: outcome.first,
@@ -170,6 +208,8 @@ impl Workers for WorkersService {
         let req = request.into_inner();
         let lease = lease_of(req.lease)?;
         let kind = FailureKind::try_from(req.kind).unwrap_or(FailureKind::Unspecified);
+        let reason = kind.as_str_name().trim_start_matches("FAILURE_KIND_").to_lowercase();
+        METRICS.failures.with_label_values(&[reason.as_str()]).inc();
         let _hold = self.coord.hold();
         let transition = self
             .coord

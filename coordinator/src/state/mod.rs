@@ -639,6 +639,8 @@ impl Store {
                 shard_end: task.end,
                 examples,
                 prefetch_uri,
+                // set by the service from its lease span
+                traceparent: String::new(),
             })))
         })
     }

@@ -15,6 +15,7 @@
 pub mod connect;
 pub mod drain;
 pub mod heartbeat;
+pub mod metrics;
 pub mod sources;
 pub mod task;
 
@@ -52,6 +53,8 @@ pub struct AgentConfig {
     pub stream_batch: usize,
     /// how long a SIGTERM waits for the current shard before giving it back
     pub drain_grace: Duration,
+    /// serve Prometheus metrics here (`--metrics-listen`)
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 pub struct Agent {
@@ -79,6 +82,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
     let sources = Arc::new(Sources::new(config.cache_dir.clone(), config.cache_bytes).await?);
     let shared = Arc::new(Shared::default());
     let mut drain_rx = drain::install(shared.clone())?;
+    if let Some(addr) = config.metrics_listen {
+        metrics::serve(addr, config.device).await?;
+    }
     tokio::spawn(heartbeat::run(
         client.clone(),
         shared.clone(),

@@ -9,10 +9,13 @@ use herd_common::dataset::PreferencePair;
 use herd_proto::v1::{
     CompleteRequest, ExampleReward, FailRequest, FailureKind, Lease, LeaseRef, ResultBatch, Scoring,
 };
+use herd_common::telemetry;
 use tokio::sync::watch;
 use tonic::Code;
+use tracing::Instrument;
 
 use super::connect::{request, Backoff};
+use super::metrics::{task_outcome, METRICS};
 use super::sources::Resolved;
 use super::{drain, Agent, RPC_TIMEOUT};
 use crate::dpo::RefFreeType;
@@ -142,8 +145,24 @@ impl Agent {
         let shared = self.shared.clone();
         shared.hold(&lease_ref);
         let grace = self.config.drain_grace;
+        // a child of the coordinator's lease span (one trace per sweep)
+        let checkpoint_name = lease.checkpoint.as_ref().map_or("", |c| c.name.as_str());
+        let task_span = tracing::info_span!(
+            parent: None,
+            "task",
+            sweep = %lease.sweep,
+            checkpoint = %checkpoint_name,
+            task = lease_ref.task_id,
+            epoch = lease_ref.epoch,
+            examples = lease.examples.len(),
+            outcome = tracing::field::Empty,
+        );
+        telemetry::set_parent(
+            &task_span,
+            telemetry::context_from_traceparent(&lease.traceparent),
+        );
         let finished = {
-            let work = self.work(&lease, lease_ref);
+            let work = self.work(&lease, lease_ref).instrument(task_span.clone());
             tokio::pin!(work);
             let mut deadline: Option<tokio::time::Instant> = shared
                 .draining()
@@ -213,6 +232,8 @@ impl Agent {
                     kind = ?failure.kind,
                     "task failed: {reason}"
                 );
+                task_outcome("failed");
+                tracing::Span::current().record("outcome", "failed");
                 self.fail(&lease_ref, failure.kind, reason).await;
                 return;
             }
@@ -239,6 +260,14 @@ impl Agent {
             }
             Err(undelivered) => Err(undelivered),
         };
+        let outcome = match &delivered {
+            Ok(true) => "completed",
+            Ok(false) => "duplicate",
+            Err(Undelivered::Dropped(_)) => "dropped",
+            Err(Undelivered::Refused(_)) => "failed",
+        };
+        task_outcome(outcome);
+        tracing::Span::current().record("outcome", outcome);
         match delivered {
             Ok(first) => tracing::info!(
                 task = lease_ref.task_id,
@@ -285,18 +314,41 @@ impl Agent {
         };
         let total = pairs.len() * 2;
         let started = Instant::now();
+        let score_span = tracing::info_span!(
+            "score",
+            pairs = pairs.len(),
+            tokens = tracing::field::Empty,
+            batches = tracing::field::Empty,
+            seconds = tracing::field::Empty,
+        );
         let joined = tokio::task::spawn_blocking(move || {
             let mut progress = Progress::new(total);
-            let result = loaded.scorer.score(&pairs, |n| progress.add(n));
-            (loaded, result)
+            let mut batches = 0u64;
+            let result = loaded.scorer.score(&pairs, |n| {
+                batches += 1;
+                progress.add(n)
+            });
+            (loaded, result, batches)
         })
-        .await;
+        .instrument(score_span.clone())
+        .await
+        .map(|(loaded, result, batches)| {
+            score_span.record("batches", batches);
+            METRICS.batches.inc_by(batches);
+            (loaded, result)
+        });
         let (loaded, result) = joined
             .map_err(|e| TaskFailure::transient(anyhow::anyhow!("scoring thread died: {e}")))?;
         self.loaded = Some(loaded);
         let shard = result.map_err(TaskFailure::transient)?;
         let seconds = started.elapsed().as_secs_f64();
         self.shared.add_scored(shard.tokens, seconds);
+        score_span.record("tokens", shard.tokens);
+        score_span.record("seconds", seconds);
+        METRICS.tokens.inc_by(shard.tokens);
+        if seconds > 0.0 {
+            METRICS.tokens_per_second.set(shard.tokens as f64 / seconds);
+        }
         tracing::info!(
             "scored {} pairs in {seconds:.1}s ({:.0} tokens/s)",
             shard.scored.pairs.len(),
@@ -320,7 +372,18 @@ impl Agent {
             let _ = prefetch.await;
         }
         let started = Instant::now();
-        let checkpoint = match self.sources.resolve(&key.uri, declared_folder).await {
+        let download_span = tracing::info_span!(
+            "download",
+            uri = %key.uri,
+            bytes = tracing::field::Empty,
+            cached = tracing::field::Empty,
+        );
+        let resolved = self
+            .sources
+            .resolve(&key.uri, declared_folder)
+            .instrument(download_span.clone())
+            .await;
+        let checkpoint = match resolved {
             Ok(resolved) => resolved,
             Err(error) if error.is_permanent() => {
                 return Err(TaskFailure::checkpoint(anyhow::anyhow!(
@@ -334,6 +397,10 @@ impl Agent {
             }
         };
         self.shared.add_downloaded(checkpoint.downloaded_bytes);
+        METRICS.download_bytes.inc_by(checkpoint.downloaded_bytes);
+        download_span.record("bytes", checkpoint.downloaded_bytes);
+        download_span.record("cached", checkpoint.cached);
+        drop(download_span);
         tracing::debug!(uri = %key.uri, "resolved in {:.1}s", started.elapsed().as_secs_f64());
         let tokenizer = if scoring.tokenizer.is_empty() {
             None
@@ -344,6 +411,7 @@ impl Agent {
                 .await
                 .map_err(|e| TaskFailure::transient(anyhow::anyhow!("tokenizer {e}")))?;
             self.shared.add_downloaded(resolved.downloaded_bytes);
+            METRICS.download_bytes.inc_by(resolved.downloaded_bytes);
             Some(resolved)
         };
         let easylm = match key.format.as_str() {
@@ -381,6 +449,12 @@ impl Agent {
         let options = easylm_options(&scoring);
         let own_tokenizer = tokenizer.is_none();
         let loading = Instant::now();
+        // EasyLM msgpack -> libtorch tensors, or an HF folder loaded
+        let convert_span = tracing::info_span!(
+            "convert",
+            uri = %key.uri,
+            format = if easylm { "easylm" } else { "hf" },
+        );
         let joined = tokio::task::spawn_blocking(move || -> Result<Scorer, TaskFailure> {
             let path = &request.model;
             let spec = if easylm {
@@ -396,6 +470,7 @@ impl Agent {
                 ScorerError::Setup(error) => TaskFailure::transient(error),
             })
         })
+        .instrument(convert_span)
         .await
         .map_err(|e| TaskFailure::transient(anyhow::anyhow!("model loading thread died: {e}")))?;
         let scorer = match joined {
@@ -468,13 +543,25 @@ impl Agent {
                 rewards: chunk.to_vec(),
             })
             .collect();
+        let stream_span = tracing::info_span!(
+            "stream",
+            rewards = rewards.len(),
+            batches = batches.len(),
+        );
         let mut backoff = Backoff::coordinator();
         loop {
             if self.shared.is_revoked(&lease_ref) {
                 return Err(Undelivered::Dropped("the lease was revoked".into()));
             }
-            let stream = tokio_stream::iter(batches.clone());
-            match self.client.stream_results(stream).await {
+            let mut stream = tonic::Request::new(tokio_stream::iter(batches.clone()));
+            // the coordinator's merge span is a child of this one
+            telemetry::inject(&stream_span, stream.metadata_mut());
+            let answer = self
+                .client
+                .stream_results(stream)
+                .instrument(stream_span.clone())
+                .await;
+            match answer {
                 Ok(response) => {
                     let response = response.into_inner();
                     tracing::debug!(
@@ -509,7 +596,9 @@ impl Agent {
                 model_type: model_type.to_string(),
                 chat_template: chat_template.to_string(),
             };
-            match self.client.complete(request(message, RPC_TIMEOUT)).await {
+            let mut message = request(message, RPC_TIMEOUT);
+            telemetry::inject(&tracing::Span::current(), message.metadata_mut());
+            match self.client.complete(message).await {
                 Ok(response) => return Ok(response.into_inner().first),
                 Err(status) => {
                     self.after_refusal(status, &mut backoff, "completing")
