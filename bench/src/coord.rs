@@ -85,6 +85,8 @@ impl Coord {
             .arg(s.lease_timeout_ms.to_string())
             .arg("--heartbeat-interval-ms")
             .arg(s.heartbeat_interval_ms.to_string())
+            // the simulated workers send no token, and lease as fast as the coordinator answers
+            .args(["--insecure-no-auth", "--lease-rate", "0"])
             .args(&s.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))

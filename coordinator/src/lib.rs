@@ -10,6 +10,7 @@ pub mod presets;
 pub mod report;
 pub mod run;
 pub mod scheduler;
+pub mod security;
 pub mod server;
 pub mod service;
 pub mod state;

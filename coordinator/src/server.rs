@@ -57,6 +57,12 @@ pub struct ServeArgs {
     /// serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464; default: off)
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// token, TLS and plaintext flags
+    #[command(flatten)]
+    pub security: crate::security::SecurityArgs,
+    /// message sizes, rewards per message, lease rate, concurrent calls
+    #[command(flatten)]
+    pub limits: crate::security::LimitArgs,
 }
 
 /// A server running in this process.
@@ -161,6 +167,9 @@ pub async fn spawn(args: ServeArgs) -> anyhow::Result<ServerHandle> {
         .await
         .context("opening the state file")?
         .with_context(|| format!("opening the state file {}", args.state.display()))?;
+    // refuse to start without a token (or --insecure-no-auth), or plaintext off loopback
+    let token = args.security.server_token()?;
+    let tls = args.security.server_tls(args.listen)?;
     let store = Arc::new(store);
     let coordinator = Coordinator::new(store.clone(), args.out_dir.clone(), args.exit_when_done);
     write_missing_reports(&coordinator).await;
@@ -171,11 +180,12 @@ pub async fn spawn(args: ServeArgs) -> anyhow::Result<ServerHandle> {
     let addr = listener.local_addr()?;
     let (stop, mut stop_rx) = watch::channel(false);
 
-    let workers = WorkersServer::new(WorkersService::new(coordinator.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    let workers = WorkersService::new(coordinator.clone()).with_limits(&args.limits);
+    let workers = WorkersServer::new(workers)
+        .max_decoding_message_size(args.limits.max_message_bytes)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let sweeps = SweepsServer::new(SweepsService::new(coordinator.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(args.limits.max_message_bytes)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     // accepted sockets get TCP_NODELAY: small answers (Lease, Complete) otherwise wait for the
     // client's delayed ACK (~40 ms per round trip, measured in bench/RESULTS.md)
@@ -183,8 +193,14 @@ pub async fn spawn(args: ServeArgs) -> anyhow::Result<ServerHandle> {
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
     let mut server_stop = stop_rx.clone();
+    let mut builder = Server::builder()
+        .concurrency_limit_per_connection(args.limits.max_concurrent_rpcs_per_connection.max(1));
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).context("TLS configuration")?;
+    }
     let server = tokio::spawn(
-        Server::builder()
+        builder
+            .layer(crate::security::AuthLayer::new(token.as_deref()))
             .add_service(workers)
             .add_service(sweeps)
             .serve_with_incoming_shutdown(incoming, async move {
@@ -205,7 +221,9 @@ pub async fn spawn(args: ServeArgs) -> anyhow::Result<ServerHandle> {
             let _hold = reaper_coord.hold();
             match reaper_coord.with_store(|s| s.reap(now_ms())).await {
                 Ok(t) => {
-                    crate::observe::METRICS.lease_expiries.inc_by(t.leases as u64);
+                    crate::observe::METRICS
+                        .lease_expiries
+                        .inc_by(t.leases as u64);
                     if t.leases > 0 {
                         tracing::info!(
                             expired = t.leases,

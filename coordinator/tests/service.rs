@@ -4,14 +4,15 @@
 use std::time::Duration;
 
 use herd_coordinator::model::{CheckpointFormat, PlannedCheckpoint, PlannedExample};
+use herd_coordinator::security::{LimitArgs, SecurityArgs};
 use herd_coordinator::server::{spawn, ServeArgs, ServerHandle};
+use herd_proto::security::{AuthChannel as Channel, ClientSecurity};
 use herd_proto::v1::{
     lease_response::Outcome, sweeps_client::SweepsClient, workers_client::WorkersClient,
     CancelRequest, Capabilities, CompleteRequest, ExampleReward, FailRequest, FailureKind,
     HeartbeatRequest, Lease, LeaseRef, LeaseRequest, RegisterRequest, ResultBatch, ResultsRequest,
     StatusRequest, SubmitRequest, SweepSpec,
 };
-use tonic::transport::Channel;
 use tonic::Code;
 
 fn args(dir: &std::path::Path, lease_timeout_ms: u64) -> ServeArgs {
@@ -27,8 +28,17 @@ fn args(dir: &std::path::Path, lease_timeout_ms: u64) -> ServeArgs {
         stragglers: true,
         max_leases_per_task: 2,
         metrics_listen: None,
+        security: SecurityArgs::with_token(TOKEN),
+        // the retry loops here lease every 20 ms; the lease rate limit is tested in auth.rs
+        limits: LimitArgs {
+            lease_rate: 0.0,
+            ..LimitArgs::default()
+        },
     }
 }
+
+/// Every call carries this token (the server refuses calls without it: tests/auth.rs).
+const TOKEN: &str = "service-test-token";
 
 fn spec(name: &str) -> SweepSpec {
     SweepSpec {
@@ -80,9 +90,15 @@ fn plan(handle: &ServerHandle, name: &str, checkpoints: &[&str], examples: u32, 
 }
 
 async fn clients(handle: &ServerHandle) -> (WorkersClient<Channel>, SweepsClient<Channel>) {
+    let channel = tonic::transport::Endpoint::from_shared(handle.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let security = ClientSecurity::token(Some(TOKEN));
     (
-        WorkersClient::connect(handle.url()).await.unwrap(),
-        SweepsClient::connect(handle.url()).await.unwrap(),
+        WorkersClient::new(security.intercept(channel.clone())),
+        SweepsClient::new(security.intercept(channel)),
     )
 }
 

@@ -4,3 +4,5 @@
 pub mod v1 {
     tonic::include_proto!("herd.v1");
 }
+
+pub mod security;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use herd_proto::security::{AuthChannel, ClientSecurity, TOKEN_ENV};
 use herd_proto::v1::sweeps_client::SweepsClient;
 use herd_proto::v1::{ResultsRequest, ResultsResponse, StatusRequest, StatusResponse, SweepStatus};
 
@@ -142,6 +143,15 @@ impl Default for CoordSettings {
     }
 }
 
+/// A bearer token for one test's processes.
+pub fn test_token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("herd-test-{}-{nanos:x}", std::process::id())
+}
+
 /// `coord serve` on a fixed port with its state file, restartable.
 pub struct Coordinator {
     pub port: u16,
@@ -156,9 +166,14 @@ pub struct Coordinator {
 impl Coordinator {
     pub fn start(
         dir: &Path,
-        env: Vec<(String, String)>,
+        mut env: Vec<(String, String)>,
         settings: CoordSettings,
     ) -> Coordinator {
+        // every process of the sweep (coord serve, client commands, workers given `env`) shares
+        // one bearer token through $HERD_TOKEN
+        if !env.iter().any(|(k, _)| k == TOKEN_ENV) {
+            env.push((TOKEN_ENV.to_string(), test_token()));
+        }
         let mut coord = Coordinator {
             port: free_port(),
             state: dir.join("state.db"),
@@ -217,8 +232,24 @@ impl Coordinator {
         command.output().expect("running coord")
     }
 
+    /// A `Sweeps` client that sends this coordinator's token.
+    pub async fn sweeps_client(&self) -> anyhow::Result<SweepsClient<AuthChannel>> {
+        let channel = tonic::transport::Endpoint::from_shared(self.url())?
+            .connect()
+            .await?;
+        Ok(ClientSecurity::token(self.token()).intercept(channel)).map(SweepsClient::new)
+    }
+
+    /// The bearer token every process of this coordinator uses.
+    pub fn token(&self) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == TOKEN_ENV)
+            .map(|(_, v)| v.as_str())
+    }
+
     pub async fn status(&self) -> anyhow::Result<StatusResponse> {
-        let mut client = SweepsClient::connect(self.url()).await?;
+        let mut client = self.sweeps_client().await?;
         Ok(client
             .status(StatusRequest {
                 sweep: String::new(),
@@ -237,7 +268,7 @@ impl Coordinator {
     }
 
     pub async fn results(&self, sweep: &str) -> anyhow::Result<ResultsResponse> {
-        let mut client = SweepsClient::connect(self.url()).await?;
+        let mut client = self.sweeps_client().await?;
         Ok(client
             .results(ResultsRequest {
                 sweep: sweep.to_string(),

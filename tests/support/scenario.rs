@@ -34,17 +34,21 @@ pub struct SweepRun {
 impl SweepRun {
     pub fn start(dir: &Path, gcs_endpoint: &str, settings: CoordSettings) -> SweepRun {
         let env = vec![
-            ("STORAGE_EMULATOR_HOST".to_string(), gcs_endpoint.to_string()),
+            (
+                "STORAGE_EMULATOR_HOST".to_string(),
+                gcs_endpoint.to_string(),
+            ),
             ("RUST_LOG".to_string(), "info".to_string()),
             ("HF_HUB_OFFLINE".to_string(), "1".to_string()),
         ];
-        let coord = Coordinator::start(dir, env.clone(), settings);
+        let coord = Coordinator::start(dir, env, settings);
         let worker_target = coord.url();
         SweepRun {
             dir: dir.to_path_buf(),
+            // with the coordinator's $HERD_TOKEN: workers get the same token
+            env: coord.env.clone(),
             coord,
             workers: Vec::new(),
-            env,
             worker_target,
         }
     }
@@ -68,7 +72,10 @@ impl SweepRun {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("coord submit never reached the coordinator\n{}", self.logs())
+        panic!(
+            "coord submit never reached the coordinator\n{}",
+            self.logs()
+        )
     }
 
     pub fn add_worker(&mut self) -> usize {
@@ -103,7 +110,13 @@ impl SweepRun {
         let csv_arg = csv.display().to_string();
         let json_dir = self.dir.join("results").display().to_string();
         let out = self.coord.client(&[
-            "results", "--sweep", SWEEP, "-o", &csv_arg, "--out-dir", &json_dir,
+            "results",
+            "--sweep",
+            SWEEP,
+            "-o",
+            &csv_arg,
+            "--out-dir",
+            &json_dir,
         ]);
         assert!(
             out.status.success(),

@@ -65,7 +65,7 @@ struct AgentArgs {
     #[arg(long)]
     max_batch_rows: Option<usize>,
     /// rewards per ResultBatch message
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
     stream_batch: u32,
     /// score chosen and rejected in separate rows instead of sharing their common prefix
     #[arg(long)]
@@ -76,6 +76,18 @@ struct AgentArgs {
     /// serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9465; default: off)
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// file whose first line is the coordinator's bearer token (default: $HERD_TOKEN)
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// CA (PEM) that signed the coordinator's TLS certificate (with an https:// URL)
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// client certificate (PEM), for a coordinator that requires one (mTLS)
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// the client certificate's private key (PEM)
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -264,6 +276,13 @@ fn serve(args: AgentArgs) -> anyhow::Result<()> {
         stream_batch: args.stream_batch as usize,
         drain_grace: std::time::Duration::from_secs(args.drain_grace_secs),
         metrics_listen: args.metrics_listen,
+        security: herd_proto::security::ClientSecurity {
+            token: herd_proto::security::resolve_token(args.token_file.as_deref())
+                .map_err(anyhow::Error::msg)?,
+            tls_ca: args.tls_ca,
+            tls_cert: args.tls_cert,
+            tls_key: args.tls_key,
+        },
     };
     tracing::info!(
         coordinator = %config.coordinator,

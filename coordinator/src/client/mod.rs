@@ -8,8 +8,9 @@ mod submit;
 use std::time::Duration;
 
 use anyhow::Context;
+use herd_proto::security::{resolve_token, AuthChannel, ClientSecurity};
 use herd_proto::v1::sweeps_client::SweepsClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 pub use results::{results, ResultsArgs};
 pub use status::{render_status, status, StatusArgs};
@@ -27,6 +28,35 @@ pub struct ConnectArgs {
     /// the coordinator's gRPC address
     #[arg(long, env = "HERD_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
     pub coordinator: String,
+    /// file whose first line is the coordinator's bearer token (default: $HERD_TOKEN)
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// CA (PEM) that signed the coordinator's TLS certificate (with an https:// address)
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// client certificate (PEM), for a coordinator that requires one (mTLS)
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// the client certificate's private key (PEM)
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl ConnectArgs {
+    /// The token and TLS files these flags name.
+    pub fn security(&self) -> anyhow::Result<ClientSecurity> {
+        Ok(ClientSecurity {
+            token: resolve_token(self.token_file.as_deref()).map_err(anyhow::Error::msg)?,
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+        })
+    }
+
+    /// A `Sweeps` client for `--coordinator` with the token and TLS these flags name.
+    pub async fn client(&self) -> anyhow::Result<SweepsClient<AuthChannel>> {
+        connect_with(&self.coordinator, &self.security()?).await
+    }
 }
 
 /// `host:port` gets `http://`; anything else is taken as a URL.
@@ -39,14 +69,24 @@ pub fn normalize_url(address: &str) -> String {
     }
 }
 
+/// Connects to the `Sweeps` service at `address` with the token in `$HERD_TOKEN` (if any).
+pub async fn connect(address: &str) -> anyhow::Result<SweepsClient<AuthChannel>> {
+    let token = resolve_token(None).map_err(anyhow::Error::msg)?;
+    connect_with(address, &ClientSecurity::token(token.as_deref())).await
+}
+
 /// Connects to the `Sweeps` service at `address` within [`CONNECT_TIMEOUT`]; the error names the
-/// address.
-pub async fn connect(address: &str) -> anyhow::Result<SweepsClient<Channel>> {
+/// address. Every call carries the token; `https://` addresses use TLS.
+pub async fn connect_with(
+    address: &str,
+    security: &ClientSecurity,
+) -> anyhow::Result<SweepsClient<AuthChannel>> {
     let url = normalize_url(address);
     let endpoint = Endpoint::from_shared(url.clone())
         .with_context(|| format!("invalid coordinator address '{address}'"))?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(Duration::from_secs(600));
+    let endpoint = security.apply(endpoint).map_err(anyhow::Error::msg)?;
     let channel = match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
         Ok(Ok(channel)) => channel,
         Ok(Err(e)) => anyhow::bail!(
@@ -60,7 +100,7 @@ pub async fn connect(address: &str) -> anyhow::Result<SweepsClient<Channel>> {
             CONNECT_TIMEOUT.as_secs()
         ),
     };
-    Ok(SweepsClient::new(channel).max_decoding_message_size(256 << 20))
+    Ok(SweepsClient::new(security.intercept(channel)).max_decoding_message_size(256 << 20))
 }
 
 /// An RPC error as one line naming the coordinator.
@@ -99,7 +139,7 @@ pub struct CancelArgs {
 
 /// `coord cancel`.
 pub async fn cancel(args: CancelArgs) -> anyhow::Result<()> {
-    let mut client = connect(&args.connect.coordinator).await?;
+    let mut client = args.connect.client().await?;
     let response = client
         .cancel(herd_proto::v1::CancelRequest {
             sweep: args.sweep.clone(),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use herd_proto::v1::ResultsRequest;
 
-use super::{connect, rpc_error, ConnectArgs};
+use super::{rpc_error, ConnectArgs};
 use crate::report::{check_file_name, write_atomic, write_checkpoint_files};
 
 /// `coord results` flags.
@@ -26,7 +26,7 @@ pub struct ResultsArgs {
 /// `coord results`.
 pub async fn results(args: ResultsArgs) -> anyhow::Result<()> {
     let address = &args.connect.coordinator;
-    let mut client = connect(address).await?;
+    let mut client = args.connect.client().await?;
     let response = client
         .results(ResultsRequest {
             sweep: args.sweep.clone(),

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use herd_proto::v1::{StatusRequest, StatusResponse, SweepStatus, WorkerStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{connect, rpc_error, ConnectArgs};
+use super::{rpc_error, ConnectArgs};
 
 /// `coord status` flags.
 #[derive(clap::Args, Clone, Debug)]
@@ -181,7 +181,7 @@ pub fn render_status(status: &StatusResponse) -> String {
 /// `coord status`.
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let address = args.connect.coordinator.clone();
-    let client = connect(&address).await?;
+    let client = args.connect.client().await?;
     let request = StatusRequest {
         sweep: args.sweep.clone().unwrap_or_default(),
     };

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use herd_proto::v1::{SubmitRequest, SweepSpec};
 
-use super::{connect, rpc_error, ConnectArgs};
+use super::{rpc_error, ConnectArgs};
 use crate::presets::{presets_path, resolve_spec, EasyLmPreset, Preset, Presets};
 
 /// `coord submit` flags: the sweep family, the presets file, and one flag per preset field.
@@ -126,7 +126,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let address = &args.connect.coordinator;
-    let mut client = connect(address).await?;
+    let mut client = args.connect.client().await?;
     let response = client
         .submit(SubmitRequest {
             spec: Some(spec.clone()),

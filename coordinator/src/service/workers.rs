@@ -13,16 +13,32 @@ use tonic::{Request, Response, Status, Streaming};
 use super::Coordinator;
 use crate::observe::{self, METRICS};
 use crate::scheduler::now_ms;
-use herd_common::telemetry;
+use crate::security::{rate_limited, LeaseLimiter, LimitArgs};
 use crate::state::LeaseOutcome;
+use herd_common::telemetry;
 
 pub struct WorkersService {
     coord: Arc<Coordinator>,
+    /// per-worker Lease rate (None: unlimited)
+    lease_limiter: Option<Arc<LeaseLimiter>>,
+    /// most rewards in one ResultBatch
+    max_results_per_message: usize,
 }
 
 impl WorkersService {
     pub fn new(coord: Arc<Coordinator>) -> Self {
-        WorkersService { coord }
+        WorkersService {
+            coord,
+            lease_limiter: None,
+            max_results_per_message: usize::MAX,
+        }
+    }
+
+    /// Applies `coord serve`'s limits (lease rate, rewards per message).
+    pub fn with_limits(mut self, limits: &LimitArgs) -> Self {
+        self.lease_limiter = LeaseLimiter::new(limits);
+        self.max_results_per_message = limits.max_results_per_message;
+        self
     }
 }
 
@@ -60,6 +76,12 @@ impl Workers for WorkersService {
         request: Request<LeaseRequest>,
     ) -> Result<Response<LeaseResponse>, Status> {
         let req = request.into_inner();
+        if let Some(limiter) = &self.lease_limiter {
+            if let Err(wait) = limiter.check(&req.worker_id) {
+                tracing::debug!(worker = %req.worker_id, "lease rate limit");
+                return Err(rate_limited(wait));
+            }
+        }
         let worker = req.worker_id.clone();
         let outcome = self
             .coord
@@ -69,7 +91,11 @@ impl Workers for WorkersService {
         let outcome = match outcome {
             LeaseOutcome::Leased(mut lease) => {
                 // a child of the sweep's trace; the worker's task span is this span's child
-                let checkpoint = lease.checkpoint.as_ref().map(|c| c.name.as_str()).unwrap_or("");
+                let checkpoint = lease
+                    .checkpoint
+                    .as_ref()
+                    .map(|c| c.name.as_str())
+                    .unwrap_or("");
                 let lease_ref = lease.lease.unwrap_or_default();
                 let span = tracing::info_span!(
                     parent: None,
@@ -142,6 +168,13 @@ impl Workers for WorkersService {
         while let Some(batch) = stream.message().await? {
             let lease = lease_of(batch.lease)?;
             merge.record("task", lease.task_id);
+            if batch.rewards.len() > self.max_results_per_message {
+                return Err(Status::invalid_argument(format!(
+                    "{} rewards in one ResultBatch; at most {} (send smaller batches)",
+                    batch.rewards.len(),
+                    self.max_results_per_message
+                )));
+            }
             let worker = batch.worker_id.clone();
             let rewards = batch.rewards;
             let counts = self
@@ -208,7 +241,10 @@ impl Workers for WorkersService {
         let req = request.into_inner();
         let lease = lease_of(req.lease)?;
         let kind = FailureKind::try_from(req.kind).unwrap_or(FailureKind::Unspecified);
-        let reason = kind.as_str_name().trim_start_matches("FAILURE_KIND_").to_lowercase();
+        let reason = kind
+            .as_str_name()
+            .trim_start_matches("FAILURE_KIND_")
+            .to_lowercase();
         METRICS.failures.with_label_values(&[reason.as_str()]).inc();
         let _hold = self.coord.hold();
         let transition = self

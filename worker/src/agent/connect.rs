@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
+use herd_proto::security::{AuthChannel, ClientSecurity};
 use herd_proto::v1::workers_client::WorkersClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 
-pub type Client = WorkersClient<Channel>;
+/// Every call carries the bearer token (when one is configured).
+pub type Client = WorkersClient<AuthChannel>;
 
 /// Leases carry whole shards (every example's text): far above tonic's 4 MB default.
 const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
@@ -15,6 +17,11 @@ const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 /// A client for `url` (`http://host:port`). Nothing is dialled until the first call, so a
 /// coordinator that is not up yet shows as UNAVAILABLE on that call and is retried.
 pub fn client(url: &str) -> anyhow::Result<Client> {
+    client_with(url, &ClientSecurity::default())
+}
+
+/// [`client`] with a bearer token and TLS (`https://` URLs, `--tls-ca`, client certificate).
+pub fn client_with(url: &str, security: &ClientSecurity) -> anyhow::Result<Client> {
     let endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|e| anyhow::anyhow!("--coordinator {url:?} is not a URL: {e}"))?
         .connect_timeout(Duration::from_secs(5))
@@ -22,9 +29,14 @@ pub fn client(url: &str) -> anyhow::Result<Client> {
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20))
         .keep_alive_while_idle(true);
-    Ok(WorkersClient::new(endpoint.connect_lazy())
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    let endpoint = security
+        .apply(endpoint)
+        .map_err(|e| anyhow::anyhow!("--coordinator {url}: {e}"))?;
+    Ok(
+        WorkersClient::new(security.intercept(endpoint.connect_lazy()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
 }
 
 /// A unary request with a deadline, so a coordinator that hangs is retried like one that is down.
@@ -34,7 +46,8 @@ pub fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     request
 }
 
-/// The coordinator is down, restarting, or the network dropped the call: retry after a backoff.
+/// The coordinator is down, restarting, or the network dropped the call, or it asks this worker
+/// to slow down (RESOURCE_EXHAUSTED: the lease rate limit): retry after a backoff.
 pub fn is_retryable(status: &Status) -> bool {
     matches!(
         status.code(),
@@ -43,6 +56,7 @@ pub fn is_retryable(status: &Status) -> bool {
             | Code::DeadlineExceeded
             | Code::Unknown
             | Code::Aborted
+            | Code::ResourceExhausted
     )
 }
 
@@ -113,6 +127,9 @@ mod tests {
     #[test]
     fn transport_failures_are_retried_and_refusals_are_not() {
         assert!(is_retryable(&Status::unavailable("down")));
+        assert!(is_retryable(&Status::resource_exhausted(
+            "lease rate limit"
+        )));
         assert!(!is_retryable(&Status::failed_precondition("stale lease")));
         assert!(!is_retryable(&Status::not_found("unknown worker")));
     }

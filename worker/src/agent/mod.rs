@@ -55,6 +55,8 @@ pub struct AgentConfig {
     pub drain_grace: Duration,
     /// serve Prometheus metrics here (`--metrics-listen`)
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// bearer token and TLS files for the coordinator connection
+    pub security: herd_proto::security::ClientSecurity,
 }
 
 pub struct Agent {
@@ -78,7 +80,7 @@ pub enum Exit {
 
 /// Runs the agent until the coordinator says shutdown or a signal drains it.
 pub async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
-    let client = connect::client(&config.coordinator)?;
+    let client = connect::client_with(&config.coordinator, &config.security)?;
     let sources = Arc::new(Sources::new(config.cache_dir.clone(), config.cache_bytes).await?);
     let shared = Arc::new(Shared::default());
     let mut drain_rx = drain::install(shared.clone())?;
