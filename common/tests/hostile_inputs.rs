@@ -34,7 +34,10 @@ fn endless_loops_run_out_of_fuel() {
     ] {
         let (error, took) = render_error(source);
         assert!(
-            matches!(error, ChatError::OutOfFuel { .. } | ChatError::Render { .. }),
+            matches!(
+                error,
+                ChatError::OutOfFuel { .. } | ChatError::Render { .. }
+            ),
             "{source}: {error}"
         );
         assert!(took < Duration::from_secs(10), "{source}: {took:?}");
@@ -92,7 +95,10 @@ fn output_cap_applies_to_ordinary_templates() {
 fn endless_recursion_is_an_error() {
     let (error, _) = render_error("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}");
     assert!(
-        matches!(error, ChatError::Render { .. } | ChatError::OutOfFuel { .. }),
+        matches!(
+            error,
+            ChatError::Render { .. } | ChatError::OutOfFuel { .. }
+        ),
         "{error}"
     );
 }
@@ -123,7 +129,13 @@ fn templates_cannot_reach_outside() {
 #[test]
 fn broken_template_syntax_is_a_syntax_error() {
     let deep = "{% if true %}".repeat(10_000);
-    for source in ["{% for %}", "{{", "{% endfor %}", "{{ 1 +* 2 }}", deep.as_str()] {
+    for source in [
+        "{% for %}",
+        "{{",
+        "{% endfor %}",
+        "{{ 1 +* 2 }}",
+        deep.as_str(),
+    ] {
         match JinjaTemplate::new(source, SpecialTokens::default()) {
             Err(ChatError::TemplateSyntax { .. }) => {}
             Err(other) => panic!("{source:.40}: {other}"),
@@ -136,7 +148,11 @@ fn broken_template_syntax_is_a_syntax_error() {
 // datasets
 
 fn pairs_error(file: &str, text: &str) -> String {
-    match parse_pairs(file, text, DataFormat::from_path(std::path::Path::new(file))) {
+    match parse_pairs(
+        file,
+        text,
+        DataFormat::from_path(std::path::Path::new(file)),
+    ) {
         Ok(rows) => panic!("{text:.80} parsed into {} rows", rows.len()),
         Err(e) => e.to_string(),
     }
@@ -150,10 +166,7 @@ fn nan_and_infinite_numbers_are_refused_naming_file_and_row() {
         r#"{"id": 1e400, "prompt": "p", "chosen": "a", "rejected": "b"}"#,
     ] {
         let error = pairs_error("hostile.jsonl", &format!("{text}\n"));
-        assert!(
-            error.starts_with("hostile.jsonl: row 1"),
-            "{text}: {error}"
-        );
+        assert!(error.starts_with("hostile.jsonl: row 1"), "{text}: {error}");
     }
     // an id that is a finite non-integer number is not an id
     let error = pairs_error(
@@ -170,10 +183,22 @@ fn missing_and_mistyped_fields_name_file_row_and_field() {
         (r#"{"id": 2, "prompt": "p", "chosen": "a"}"#, "rejected"),
         (r#"{"id": 2, "prompt": "p", "rejected": "b"}"#, "chosen"),
         (r#"{"id": 2, "chosen": "a", "rejected": "b"}"#, "prompt"),
-        (r#"{"id": 2, "prompt": null, "chosen": "a", "rejected": "b"}"#, "prompt"),
-        (r#"{"id": 2, "prompt": "p", "chosen": 7, "rejected": "b"}"#, "chosen"),
-        (r#"{"id": 2, "prompt": [{"x": 1}], "chosen": "a", "rejected": "b"}"#, "prompt"),
-        (r#"{"id": {}, "prompt": "p", "chosen": "a", "rejected": "b"}"#, "id"),
+        (
+            r#"{"id": 2, "prompt": null, "chosen": "a", "rejected": "b"}"#,
+            "prompt",
+        ),
+        (
+            r#"{"id": 2, "prompt": "p", "chosen": 7, "rejected": "b"}"#,
+            "chosen",
+        ),
+        (
+            r#"{"id": 2, "prompt": [{"x": 1}], "chosen": "a", "rejected": "b"}"#,
+            "prompt",
+        ),
+        (
+            r#"{"id": {}, "prompt": "p", "chosen": "a", "rejected": "b"}"#,
+            "id",
+        ),
     ] {
         let error = pairs_error("hostile.jsonl", &format!("{good}\n{row}\n"));
         assert!(
@@ -189,7 +214,10 @@ fn missing_and_mistyped_fields_name_file_row_and_field() {
         Ok(_) => panic!("parsed"),
         Err(e) => e.to_string(),
     };
-    assert!(error.contains("bon.jsonl") && error.contains("rejected"), "{error}");
+    assert!(
+        error.contains("bon.jsonl") && error.contains("rejected"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -200,7 +228,10 @@ fn rows_that_are_not_objects_and_deep_nesting_are_refused() {
         ("hostile.jsonl", "[1, 2]\n"),
         ("hostile.json", "[1, 2]"),
         ("hostile.json", "\"just a string\""),
-        ("hostile.jsonl", "{\"id\": 1, \"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"b\"}\n{"),
+        (
+            "hostile.jsonl",
+            "{\"id\": 1, \"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"b\"}\n{",
+        ),
     ] {
         let error = pairs_error(file, text);
         assert!(error.starts_with(file), "{text:.40}: {error}");
@@ -213,13 +244,16 @@ fn rows_that_are_not_objects_and_deep_nesting_are_refused() {
 #[test]
 fn giant_row_is_accepted() {
     let giant = "x".repeat(50 << 20);
-    let text = format!(
-        "{{\"id\": 1, \"prompt\": \"p\", \"chosen\": \"{giant}\", \"rejected\": \"b\"}}\n"
-    );
+    let text =
+        format!("{{\"id\": 1, \"prompt\": \"p\", \"chosen\": \"{giant}\", \"rejected\": \"b\"}}\n");
     let start = Instant::now();
     let rows = parse_pairs("giant.jsonl", &text, Some(DataFormat::JsonLines)).unwrap();
     assert_eq!(rows[0].chosen.len(), 50 << 20);
-    assert!(start.elapsed() < Duration::from_secs(20), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -240,4 +274,87 @@ fn nan_and_infinite_rewards_never_win() {
     assert!(is_win(&[1.0], &[0.0]));
     assert!(!is_win(&[0.0], &[1.0]));
     assert!(is_win(&[f64::MAX], &[f64::MIN]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// fuzz seeds on stable (the cargo-fuzz targets of fuzz/ need an instrumented build; this replays
+// their committed seeds and a few thousand byte mutations of them through the same entry points)
+
+fn fuzz_seeds(target: &str) -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(!seeds.is_empty(), "{}", dir.display());
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |n: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % n.max(1)
+    };
+    for i in 0..2000 {
+        let mut bytes = seeds[i % seeds.len()].clone();
+        for _ in 0..1 + next(4) {
+            match next(3) {
+                0 if !bytes.is_empty() => {
+                    let at = next(bytes.len());
+                    bytes[at] = next(256) as u8;
+                }
+                1 if !bytes.is_empty() => bytes.truncate(next(bytes.len())),
+                _ => {
+                    let at = next(bytes.len() + 1);
+                    bytes.insert(at, b"{}[]\"\\0,:%#-"[next(12)]);
+                }
+            }
+        }
+        seeds.push(bytes);
+    }
+    seeds
+}
+
+#[test]
+fn fuzz_seeds_and_mutations_of_datasets_never_panic() {
+    for target in ["dataset_jsonl", "dataset_json"] {
+        for bytes in fuzz_seeds(target) {
+            let Ok(text) = std::str::from_utf8(&bytes) else {
+                continue;
+            };
+            let _ = parse_pairs("fuzz.jsonl", text, Some(DataFormat::JsonLines));
+            let _ = parse_best_of_n("fuzz.jsonl", text, Some(DataFormat::JsonLines));
+            let _ = parse_pairs("fuzz.json", text, Some(DataFormat::Json));
+            let _ = parse_pairs("fuzz", text, None);
+        }
+    }
+}
+
+#[test]
+fn fuzz_seeds_and_mutations_of_chat_templates_never_panic() {
+    let limits = RenderLimits {
+        fuel: 200_000,
+        max_output_bytes: 1 << 20,
+    };
+    for bytes in fuzz_seeds("chat_template") {
+        let text = String::from_utf8_lossy(&bytes);
+        let (source, conversation) = text.split_once('\0').unwrap_or((&text, ""));
+        let messages: Vec<Message> = conversation
+            .split('\u{1e}')
+            .filter(|m| !m.is_empty())
+            .enumerate()
+            .map(|(i, m)| match m.strip_prefix("system:") {
+                Some(rest) => Message::system(rest),
+                None if i % 2 == 0 => Message::user(m),
+                None => Message::assistant(m),
+            })
+            .collect();
+        let Ok(template) = JinjaTemplate::new(source, SpecialTokens::default()) else {
+            continue;
+        };
+        if let Ok(out) = template.with_limits(limits).render(&messages) {
+            assert!(out.len() <= limits.max_output_bytes);
+        }
+    }
 }

@@ -4,8 +4,8 @@
 //! runaway template ends in a fuel or output-size error quickly.
 #![no_main]
 
-use herd_common::chat::{JinjaTemplate, RenderLimits, SpecialTokens};
 use herd_common::chat::Message;
+use herd_common::chat::{JinjaTemplate, RenderLimits, SpecialTokens};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -97,7 +97,10 @@ fn safetensors_truncated_header_is_refused() {
     let whole = safetensors_bytes(&header, &data);
     for cut in [0, 3, 8, 9, 500] {
         let error = safetensors_error(&whole[..cut]);
-        assert!(error.contains("invalid safetensors"), "cut at {cut}: {error}");
+        assert!(
+            error.contains("invalid safetensors"),
+            "cut at {cut}: {error}"
+        );
     }
     // a header that is not JSON, or JSON of the wrong shape
     for text in [&b"{\"a\": "[..], b"[1,2,3]", b"\xff\xfe", b"{\"w\": 7}"] {
@@ -149,7 +152,11 @@ fn safetensors_unknown_and_unsupported_dtypes_are_refused() {
 
 #[test]
 fn safetensors_shape_and_byte_count_mismatch_is_refused() {
-    for shape in [json!([33]), json!([32000, 33]), json!([1u64 << 40, 1u64 << 40])] {
+    for shape in [
+        json!([33]),
+        json!([32000, 33]),
+        json!([1u64 << 40, 1u64 << 40]),
+    ] {
         let error = edited_header_error(|h| h[EMBED]["shape"] = shape.clone());
         assert!(error.contains("invalid safetensors"), "{shape}: {error}");
     }
@@ -189,7 +196,11 @@ fn absurd_sizes_are_refused_naming_config_json_and_the_field() {
     let cases: Vec<(&str, Value, &str)> = vec![
         ("hidden_size", json!(1_000_000_000_000_i64), "hidden_size"),
         ("hidden_size", json!(1e12), "hidden_size"),
-        ("num_hidden_layers", json!(1_000_000_000), "num_hidden_layers"),
+        (
+            "num_hidden_layers",
+            json!(1_000_000_000),
+            "num_hidden_layers",
+        ),
         ("vocab_size", json!(1_i64 << 40), "vocab_size"),
         ("intermediate_size", json!(-64), "intermediate_size"),
         ("vocab_size", json!(-1), "vocab_size"),
@@ -244,7 +255,10 @@ fn tokenizer_error(text: &[u8]) -> String {
     std::fs::write(dir.path().join("tokenizer.json"), text).unwrap();
     let model = ModelDir::open(dir.path()).unwrap();
     match RewardTokenizer::load(&model) {
-        Ok(_) => panic!("{:?} loaded", String::from_utf8_lossy(&text[..text.len().min(80)])),
+        Ok(_) => panic!(
+            "{:?} loaded",
+            String::from_utf8_lossy(&text[..text.len().min(80)])
+        ),
         Err(e) => e.to_string(),
     }
 }
@@ -274,7 +288,10 @@ fn garbage_tokenizer_config_json_is_refused_naming_the_file() {
     for (text, named) in [
         ("{\"chat_template\": ", "tokenizer_config.json"),
         ("{\"chat_template\": 7}", "chat_template"),
-        ("{\"chat_template\": \"{% for %}\"}", "tokenizer_config.json"),
+        (
+            "{\"chat_template\": \"{% for %}\"}",
+            "tokenizer_config.json",
+        ),
     ] {
         let dir = copy_of("mistral-rm");
         std::fs::write(dir.path().join("tokenizer_config.json"), text).unwrap();
@@ -284,6 +301,90 @@ fn garbage_tokenizer_config_json_is_refused_naming_the_file() {
             Err(e) => {
                 let e = e.to_string();
                 assert!(e.contains(named), "{text:?}: {e}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// fuzz seeds on stable (see common/tests/hostile_inputs.rs): the EasyLM and safetensors targets'
+// committed seeds and byte mutations of them, through the same entry points
+
+fn fuzz_seeds(target: &str) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(!seeds.is_empty(), "{}", dir.display());
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move |n: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % n.max(1)
+    };
+    for i in 0..2000 {
+        let mut bytes = seeds[i % seeds.len()].clone();
+        for _ in 0..1 + next(4) {
+            if bytes.is_empty() {
+                break;
+            }
+            let at = next(bytes.len());
+            match next(3) {
+                0 => bytes[at] = next(256) as u8,
+                1 => bytes.truncate(at),
+                _ => bytes[at] = [0x00, 0x7f, 0x80, 0xff, 0xc0, 0xdc, 0xdd, 0xc7][next(8)],
+            }
+        }
+        seeds.push(bytes);
+    }
+    seeds
+}
+
+#[test]
+fn fuzz_seeds_and_mutations_of_easylm_never_panic() {
+    use herd_worker::easylm::checkpoint::{scan, Checkpoint, EasyLmOptions};
+    use herd_worker::easylm::stream::{RecordStream, Value as Record};
+    for bytes in fuzz_seeds("easylm_msgpack") {
+        let data = bytes.as_slice();
+        let mut stream = RecordStream::new(data);
+        let mut buf = [0u8; 4096];
+        'records: while let Ok(Some(record)) = stream.next_record() {
+            if let Record::Tensor(_) = record.value {
+                loop {
+                    match stream.read_data(&mut buf) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(_) => break 'records,
+                    }
+                }
+                if stream.finish_tensor().is_err() {
+                    break;
+                }
+            }
+        }
+        if let Ok(scanned) = scan(&mut RecordStream::new(data)) {
+            let _ = Checkpoint::from_scan(
+                Path::new("fuzz.streaming_params"),
+                scanned,
+                data.len() as u64,
+                &EasyLmOptions::default(),
+            );
+        }
+    }
+}
+
+#[test]
+fn fuzz_seeds_and_mutations_of_safetensors_never_panic() {
+    for bytes in fuzz_seeds("safetensors_header") {
+        if let Ok(st) = safetensors::SafeTensors::deserialize(&bytes) {
+            for (_name, view) in st.tensors() {
+                let elements: usize = view.shape().iter().product();
+                let bits = elements * view.dtype().bitsize();
+                assert_eq!(bits.div_ceil(8), view.data().len());
             }
         }
     }
