@@ -94,6 +94,7 @@ impl SecurityArgs {
             }
             return Ok(None);
         };
+        herd_proto::security::install_crypto_provider();
         let read =
             |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
         let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
