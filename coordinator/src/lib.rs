@@ -3,6 +3,7 @@
 //! RewardBench results and the sweep CSV.
 
 pub mod client;
+pub mod deploy;
 pub mod model;
 pub mod observe;
 pub mod planner;
