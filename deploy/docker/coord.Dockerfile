@@ -12,4 +12,5 @@ COPY --from=build /src/target/release/coord /usr/local/bin/coord
 USER herd
 EXPOSE 50051
 ENTRYPOINT ["/usr/local/bin/coord"]
-CMD ["serve", "--state", "/state/herd-state.db", "--listen", "0.0.0.0:50051", "--out-dir", "/state/out"]
+# needs HERD_TOKEN (or --token-file); plaintext for in-cluster traffic, or pass --tls-cert/--tls-key
+CMD ["serve", "--state", "/state/herd-state.db", "--listen", "0.0.0.0:50051", "--allow-plaintext", "--out-dir", "/state/out"]
