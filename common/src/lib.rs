@@ -14,5 +14,5 @@ pub mod results;
 pub mod rewardbench;
 pub mod rewardbench2;
 pub mod summary;
-pub mod telemetry;
 pub mod sweep;
+pub mod telemetry;

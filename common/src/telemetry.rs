@@ -148,7 +148,11 @@ fn exporter_provider(
             .build()?
     };
     let provider = SdkTracerProvider::builder()
-        .with_resource(Resource::builder().with_service_name(service.to_string()).build())
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service.to_string())
+                .build(),
+        )
         .with_batch_exporter(exporter)
         .build();
     Ok((provider, runtime))
@@ -243,7 +247,11 @@ pub async fn serve_metrics(
                         metrics_text(),
                     )
                 } else {
-                    ("404 Not Found", "text/plain", "not found: try /metrics\n".into())
+                    (
+                        "404 Not Found",
+                        "text/plain",
+                        "not found: try /metrics\n".into(),
+                    )
                 };
                 let response = format!(
                     "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
@@ -276,7 +284,10 @@ mod tests {
         let cx = context_from_traceparent(tp).expect("valid");
         let span = cx.span();
         let sc = span.span_context();
-        assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert!(sc.is_remote());
         assert!(context_from_traceparent("").is_none());
         assert!(context_from_traceparent("garbage").is_none());

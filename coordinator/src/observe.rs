@@ -161,7 +161,9 @@ pub fn refresh(store: &Store) {
         .with_label_values(&["pending"])
         .set((total - done - failed - leased).max(0));
     m.examples.with_label_values(&["total"]).set(examples_total);
-    m.examples.with_label_values(&["stored"]).set(examples_stored);
+    m.examples
+        .with_label_values(&["stored"])
+        .set(examples_stored);
     m.sweeps.reset();
     for (state, n) in sweeps {
         m.sweeps.with_label_values(&[state.as_str()]).set(n);

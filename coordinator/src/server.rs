@@ -55,7 +55,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 2)]
     pub max_leases_per_task: u32,
     /// serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464; default: off)
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "HERD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
     /// token, TLS and plaintext flags
     #[command(flatten)]

@@ -74,7 +74,7 @@ struct AgentArgs {
     #[arg(long, default_value_t = 60)]
     drain_grace_secs: u64,
     /// serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9465; default: off)
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "HERD_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
     /// file whose first line is the coordinator's bearer token (default: $HERD_TOKEN)
     #[arg(long, value_name = "PATH")]

@@ -43,12 +43,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "GPU memory in use on the worker's device (0 on CPU)"
     )
     .unwrap(),
-    tasks: register_int_counter_vec!(
-        "herd_worker_tasks_total",
-        "leases by outcome",
-        &["outcome"]
-    )
-    .unwrap(),
+    tasks: register_int_counter_vec!("herd_worker_tasks_total", "leases by outcome", &["outcome"])
+        .unwrap(),
 });
 
 /// A lease ended this way (completed, duplicate, dropped, failed).

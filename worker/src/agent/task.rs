@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use herd_common::dataset::PreferencePair;
+use herd_common::telemetry;
 use herd_proto::v1::{
     CompleteRequest, ExampleReward, FailRequest, FailureKind, Lease, LeaseRef, ResultBatch, Scoring,
 };
-use herd_common::telemetry;
 use tokio::sync::watch;
 use tonic::Code;
 use tracing::Instrument;
@@ -543,11 +543,8 @@ impl Agent {
                 rewards: chunk.to_vec(),
             })
             .collect();
-        let stream_span = tracing::info_span!(
-            "stream",
-            rewards = rewards.len(),
-            batches = batches.len(),
-        );
+        let stream_span =
+            tracing::info_span!("stream", rewards = rewards.len(), batches = batches.len(),);
         let mut backoff = Backoff::coordinator();
         loop {
             if self.shared.is_revoked(&lease_ref) {
