@@ -237,7 +237,9 @@ impl Coordinator {
         let channel = tonic::transport::Endpoint::from_shared(self.url())?
             .connect()
             .await?;
-        Ok(ClientSecurity::token(self.token()).intercept(channel)).map(SweepsClient::new)
+        Ok(SweepsClient::new(
+            ClientSecurity::token(self.token()).intercept(channel),
+        ))
     }
 
     /// The bearer token every process of this coordinator uses.
