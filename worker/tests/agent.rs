@@ -516,8 +516,12 @@ async fn sigterm_while_holding_a_lease_gives_it_back_after_the_grace_period() {
         &dir.path().join("cache"),
         &["--drain-grace-secs", "1"],
     );
-    wait_for("the lease", || {
-        fake.recorded().events.contains(&"lease:5".to_string())
+    // SIGTERM only once the worker reports holding the lease (a heartbeat lists it)
+    wait_for("a heartbeat holding the lease", || {
+        fake.recorded()
+            .heartbeats
+            .iter()
+            .any(|h| h.leases.iter().any(|l| l.task_id == 5))
     })
     .await;
     sigterm(&child);
