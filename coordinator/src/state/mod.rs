@@ -931,34 +931,14 @@ impl Store {
                 let reason = format!("lease expired (worker {worker} stopped heartbeating)");
                 tracing::warn!(worker = %worker_id, task = task_id, epoch, "lease expired");
                 out.leases += 1;
-                if task.state != "leased" {
-                    end_lease(
-                        tx,
-                        task_id,
-                        epoch,
-                        "expired",
-                        "expired",
-                        Some(&reason),
-                        None,
-                        now,
-                    )?;
-                    continue;
-                }
-                if live_leases(tx, task_id)? > 1 {
-                    // a duplicate lease of the same task is still alive: no attempt lost
-                    end_lease(
-                        tx,
-                        task_id,
-                        epoch,
-                        "expired",
-                        "expired",
-                        Some(&reason),
-                        None,
-                        now,
-                    )?;
-                    continue;
-                }
-                let attempts = bump_attempts(tx, task_id)?;
+                // an attempt is lost only when this was the task's one live lease (not when the
+                // task is already done elsewhere, or a straggler duplicate is still alive)
+                let attempt_lost = task.state == "leased" && live_leases(tx, task_id)? <= 1;
+                let attempts = if attempt_lost {
+                    Some(bump_attempts(tx, task_id)?)
+                } else {
+                    None
+                };
                 end_lease(
                     tx,
                     task_id,
@@ -966,10 +946,12 @@ impl Store {
                     "expired",
                     "expired",
                     Some(&reason),
-                    Some(attempts),
+                    attempts,
                     now,
                 )?;
-                retry_or_fail(tx, &policy, &task, attempts, &reason, now, &mut out)?;
+                if let Some(attempts) = attempts {
+                    retry_or_fail(tx, &policy, &task, attempts, &reason, now, &mut out)?;
+                }
             }
             Ok(out)
         })
