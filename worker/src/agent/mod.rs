@@ -145,9 +145,13 @@ impl Agent {
                 cached_checkpoints: self.cached_checkpoints(),
             };
             let mut client = self.client.clone();
+            let call = client.lease(request(lease_request, RPC_TIMEOUT));
+            tokio::pin!(call);
             let answer = tokio::select! {
-                answer = client.lease(request(lease_request, RPC_TIMEOUT)) => answer,
-                _ = drain::started(drain_rx) => return Exit::Drained,
+                answer = &mut call => answer,
+                // the coordinator may already have granted a lease: take the answer (bounded by
+                // the RPC timeout) so a granted lease is given back below, not left to expire
+                _ = drain::started(drain_rx) => call.await,
             };
             let outcome = match answer {
                 Ok(response) => response.into_inner().outcome,
