@@ -189,26 +189,14 @@ impl Workers for WorkersService {
                     total.duplicates += counts.duplicates;
                 }
                 Err(status) => {
-                    // a revoked lease is routine (a straggler duplicate lost the race); anything
-                    // else (stale epoch, foreign lease, outside the shard) deserves a warning
-                    if status.message().contains("(revoked)") {
-                        tracing::info!(
-                            worker = %worker,
-                            task = lease.task_id,
-                            epoch = lease.epoch,
-                            "result stream of a revoked lease ignored: {}",
-                            status.message()
-                        );
-                    } else {
-                        tracing::warn!(
-                            worker = %worker,
-                            task = lease.task_id,
-                            epoch = lease.epoch,
-                            code = ?status.code(),
-                            "result stream refused: {}",
-                            status.message()
-                        );
-                    }
+                    tracing::warn!(
+                        worker = %worker,
+                        task = lease.task_id,
+                        epoch = lease.epoch,
+                        code = ?status.code(),
+                        "result stream refused: {}",
+                        status.message()
+                    );
                     return Err(status);
                 }
             }
