@@ -1243,10 +1243,16 @@ fn check_same_examples(
 }
 
 fn all_examples(conn: &Connection, sweep_id: i64) -> Result<Vec<PlannedExample>> {
+    examples_in(conn, sweep_id, 0..u32::MAX)
+}
+
+/// The stored examples with index in `range`, in index order.
+fn examples_in(conn: &Connection, sweep_id: i64, range: Range<u32>) -> Result<Vec<PlannedExample>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT idx, example_id, subset, pair_json FROM examples WHERE sweep_id = ?1 ORDER BY idx",
+        "SELECT idx, example_id, subset, pair_json FROM examples
+         WHERE sweep_id = ?1 AND idx >= ?2 AND idx < ?3 ORDER BY idx",
     )?;
-    let rows = stmt.query_map(params![sweep_id], |r| {
+    let rows = stmt.query_map(params![sweep_id, range.start, range.end], |r| {
         Ok(PlannedExample {
             index: r.get(0)?,
             id: r.get(1)?,
@@ -1257,20 +1263,17 @@ fn all_examples(conn: &Connection, sweep_id: i64) -> Result<Vec<PlannedExample>>
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// A lease's examples, as sent on the wire.
 fn shard_examples(conn: &Connection, sweep_id: i64, shard: Range<u32>) -> Result<Vec<Example>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT idx, example_id, subset, pair_json FROM examples
-         WHERE sweep_id = ?1 AND idx >= ?2 AND idx < ?3 ORDER BY idx",
-    )?;
-    let rows = stmt.query_map(params![sweep_id, shard.start, shard.end], |r| {
-        Ok(Example {
-            index: r.get(0)?,
-            id: r.get(1)?,
-            subset: r.get(2)?,
-            pair_json: r.get(3)?,
+    Ok(examples_in(conn, sweep_id, shard)?
+        .into_iter()
+        .map(|e| Example {
+            index: e.index,
+            id: e.id,
+            subset: e.subset,
+            pair_json: e.pair_json,
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        .collect())
 }
 
 fn checkpoint_proto(conn: &Connection, id: i64) -> Result<Checkpoint> {
