@@ -21,14 +21,19 @@ async fn run_sweep(
     workers: usize,
 ) -> (String, SweepRun) {
     let mut run = SweepRun::start(dir, gcs_endpoint, CoordSettings::default());
-    let submitted = run.submit(presets);
-    assert!(submitted.contains('6'), "submit output: {submitted}");
+    run.submit(presets);
     for _ in 0..workers {
         run.add_worker();
     }
     let status = run.finish(TIMEOUT, |_| {}).await;
     assert_eq!(status.state, "done", "{status:?}\n{}", run.logs());
     assert_eq!(status.tasks_failed, 0, "{status:?}\n{}", run.logs());
+    // every checkpoint in the bucket was planned and scored
+    assert_eq!(status.checkpoints.len(), 6, "{status:?}");
+    assert!(
+        status.checkpoints.iter().all(|c| c.state == "done"),
+        "{status:?}"
+    );
     assert_eq!(
         status.examples_stored,
         status.examples_total,
