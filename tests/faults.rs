@@ -19,12 +19,30 @@ fn stored_rows(state: &std::path::Path) -> i64 {
         .unwrap()
 }
 
+/// Kills worker `n` (kill -9), starts a replacement, and says whether the victim held an
+/// active lease when it died.
+fn kill_holder(run: &mut SweepRun, n: usize) -> bool {
+    run.workers[n].kill9();
+    run.add_worker();
+    active_leases(&run.coord.state, &format!("worker-{n}")) > 0
+}
+
+fn active_leases(state: &std::path::Path, worker: &str) -> i64 {
+    leases_of(state, worker, "l.state = 'active'")
+}
+
 /// Leases of the named worker that it never completed.
 fn unfinished_leases(state: &std::path::Path, worker: &str) -> i64 {
+    leases_of(state, worker, "l.state != 'done'")
+}
+
+fn leases_of(state: &std::path::Path, worker: &str, condition: &str) -> i64 {
     let conn = rusqlite::Connection::open(state).unwrap();
     conn.query_row(
-        "SELECT COUNT(*) FROM leases l JOIN workers w ON w.id = l.worker_id
-         WHERE w.name = ?1 AND l.state != 'done'",
+        &format!(
+            "SELECT COUNT(*) FROM leases l JOIN workers w ON w.id = l.worker_id
+             WHERE w.name = ?1 AND {condition}"
+        ),
         [worker],
         |r| r.get(0),
     )
@@ -84,17 +102,15 @@ async fn killed_workers_restarted_coordinator_and_cut_connections_change_nothing
             .filter_map(|w| w.name.strip_prefix("worker-")?.parse::<usize>().ok())
             .find(|&n| run.workers[n].is_running());
         match (step, busy) {
-            // a worker killed as soon as anything is stored, another a quarter of the way in
-            (0, Some(n)) if stored > 0 => {
-                run.workers[n].kill9();
+            // a worker killed as soon as anything is stored, another a quarter of the way in;
+            // a step counts only when the state file shows the victim died holding a live lease
+            // (a fast shard may complete between the status poll and the kill)
+            (0, Some(n)) if stored > 0 && kill_holder(&mut run, n) => {
                 killed.push(n);
-                run.add_worker();
                 step += 1;
             }
-            (1, Some(n)) if stored >= total / 4 => {
-                run.workers[n].kill9();
+            (1, Some(n)) if stored >= total / 4 && kill_holder(&mut run, n) => {
                 killed.push(n);
-                run.add_worker();
                 step += 1;
             }
             // the coordinator itself, killed and restarted on the same state file
