@@ -28,6 +28,15 @@ use crate::model::{CheckpointFormat, PlannedCheckpoint, PlannedExample};
 /// Examples per task when the spec leaves `shard_size` at 0.
 pub const DEFAULT_SHARD_SIZE: u32 = 500;
 
+/// A spec's shard size, with 0 meaning [`DEFAULT_SHARD_SIZE`].
+pub fn effective_shard_size(shard_size: u32) -> u32 {
+    if shard_size == 0 {
+        DEFAULT_SHARD_SIZE
+    } else {
+        shard_size
+    }
+}
+
 /// The marker of an EasyLM checkpoint file name.
 pub const EASYLM_MARKER: &str = "streaming_params";
 
@@ -305,11 +314,7 @@ pub fn examples_from_pairs(
 /// Contiguous ranges of at most `shard_size` examples (0: [`DEFAULT_SHARD_SIZE`]) covering
 /// `0..examples` in order.
 pub fn shard_ranges(examples: u32, shard_size: u32) -> Vec<Range<u32>> {
-    let size = if shard_size == 0 {
-        DEFAULT_SHARD_SIZE
-    } else {
-        shard_size
-    };
+    let size = effective_shard_size(shard_size);
     (0..examples)
         .step_by(size as usize)
         .map(|start| start..examples.min(start.saturating_add(size)))

@@ -5,7 +5,9 @@
 use herd_coordinator::model::{CheckpointFormat, PlannedCheckpoint, PlannedExample};
 use herd_coordinator::scheduler::Policy;
 use herd_coordinator::state::{LeaseOutcome, Store, StoreError};
-use herd_proto::v1::{Capabilities, ExampleReward, FailureKind, Lease, LeaseRef, SweepSpec};
+use herd_proto::v1::{
+    Capabilities, EasyLmConfig, ExampleReward, FailureKind, Lease, LeaseRef, Scoring, SweepSpec,
+};
 
 fn policy() -> Policy {
     Policy {
@@ -178,6 +180,70 @@ fn submit_plans_tasks_and_resubmit_adds_only_new_checkpoints() {
         .submit(&spec("t", 0), &checkpoints(&["a"]), &examples(1_200), 4)
         .unwrap();
     assert_eq!(out.tasks_added, 3);
+}
+
+#[test]
+fn resubmit_with_changed_settings_is_refused_naming_them_and_plans_nothing() {
+    let f = fixture(policy());
+    let mut original = spec("s", 0);
+    original.scoring = Some(Scoring {
+        tokenizer: "gs://b/tok/".into(),
+        chat_template: "tulu".into(),
+        max_length: 2048,
+        easylm: Some(EasyLmConfig {
+            size: "8b".into(),
+            ..EasyLmConfig::default()
+        }),
+    });
+    f.store
+        .submit(&original, &checkpoints(&["a"]), &examples(4), 1)
+        .unwrap();
+
+    // the same settings from another evaluation-set path, shard size 500 spelled out: accepted
+    let mut same = original.clone();
+    same.eval_dataset = "/elsewhere/eval.jsonl".into();
+    same.shard_size = 500;
+    let out = f
+        .store
+        .submit(&same, &checkpoints(&["a", "b"]), &examples(4), 2)
+        .unwrap();
+    assert_eq!((out.checkpoints_added, out.checkpoints_skipped), (1, 1));
+
+    let mut changed = original.clone();
+    changed.scoring.as_mut().unwrap().chat_template = "llama-3".into();
+    changed
+        .scoring
+        .as_mut()
+        .unwrap()
+        .easylm
+        .as_mut()
+        .unwrap()
+        .num_heads = Some(8);
+    changed.output_csv = "other.csv".into();
+    let err = f
+        .store
+        .submit(&changed, &checkpoints(&["c"]), &examples(4), 3)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    let text = err.to_string();
+    for named in [
+        r#"chat_template is "tulu" there, "llama-3" here"#,
+        "easylm.num_heads is None there, Some(8) here",
+        r#"output_csv is "s.csv" there, "other.csv" here"#,
+        "new sweep name",
+    ] {
+        assert!(text.contains(named), "{named:?} missing from: {text}");
+    }
+    assert!(!text.contains("tokenizer"), "unchanged field named: {text}");
+    // nothing of the refused submit was planned
+    let uris: Vec<_> = f
+        .store
+        .checkpoints("s")
+        .unwrap()
+        .into_iter()
+        .map(|c| c.uri)
+        .collect();
+    assert_eq!(uris, ["/ckpts/a", "/ckpts/b"]);
 }
 
 #[test]

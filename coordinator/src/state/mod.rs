@@ -5,6 +5,7 @@
 //! `spawn_blocking` in async code), every write is one transaction. Times are passed in (unix ms)
 //! so the lease logic can be tested without sleeping.
 
+mod resubmit;
 mod schema;
 
 use std::collections::HashSet;
@@ -25,10 +26,8 @@ use crate::model::{
 };
 use crate::scheduler::Policy;
 
+pub use resubmit::{changed_settings, ChangedSetting};
 pub use schema::SCHEMA_VERSION;
-
-/// Examples per task when the spec says 0.
-pub const DEFAULT_SHARD_SIZE: u32 = 500;
 
 /// Failures shown by `status`, newest first.
 const RECENT_FAILURES: u32 = 20;
@@ -310,7 +309,8 @@ impl Store {
             let (sweep_id, shard_size, created, old_state) = match existing {
                 Some((id, spec_bytes, state)) => {
                     let stored = decode_spec(&spec_bytes)?;
-                    check_same_examples(tx, id, &spec.name, examples)?;
+                    resubmit::check_same_settings(&stored, spec)?;
+                    resubmit::check_same_examples(tx, id, &spec.name, examples)?;
                     (id, stored.shard_size, false, Some(state))
                 }
                 None => {
@@ -328,7 +328,6 @@ impl Store {
                     (id, spec.shard_size, true, None)
                 }
             };
-            let shard_size = if shard_size == 0 { DEFAULT_SHARD_SIZE } else { shard_size };
             let shards = crate::planner::shard_ranges(examples_len, shard_size);
             let mut out = SubmitOutcome {
                 sweep: spec.name.clone(),
@@ -1215,31 +1214,6 @@ fn all_finished(conn: &Connection) -> Result<bool> {
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     Ok(total > 0 && active == 0)
-}
-
-fn check_same_examples(
-    conn: &Connection,
-    sweep_id: i64,
-    name: &str,
-    examples: &[PlannedExample],
-) -> Result<()> {
-    let stored = all_examples(conn, sweep_id)?;
-    if stored.len() != examples.len() {
-        return Err(StoreError::Invalid(format!(
-            "sweep {name} was planned with an evaluation set of {} examples; this one has {}: \
-             submit a changed evaluation set under a new sweep name",
-            stored.len(),
-            examples.len()
-        )));
-    }
-    if let Some((a, b)) = stored.iter().zip(examples).find(|(a, b)| a != b) {
-        return Err(StoreError::Invalid(format!(
-            "sweep {name} was planned with a different evaluation set (example {} is {:?} there, \
-             {:?} here): submit a changed evaluation set under a new sweep name",
-            a.index, a.id, b.id
-        )));
-    }
-    Ok(())
 }
 
 fn all_examples(conn: &Connection, sweep_id: i64) -> Result<Vec<PlannedExample>> {
