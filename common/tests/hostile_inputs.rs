@@ -277,43 +277,14 @@ fn nan_and_infinite_rewards_never_win() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// fuzz seeds on stable (the cargo-fuzz targets of fuzz/ need an instrumented build; this replays
-// their committed seeds and a few thousand byte mutations of them through the same entry points)
+// fuzz seeds on stable: the targets' committed seeds and byte mutations of them, through the same
+// entry points as the cargo-fuzz targets of fuzz/
+
+#[path = "../../fuzz/stable_replay.rs"]
+mod stable_replay;
 
 fn fuzz_seeds(target: &str) -> Vec<Vec<u8>> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
-        .collect();
-    assert!(!seeds.is_empty(), "{}", dir.display());
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move |n: usize| {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((state >> 33) as usize) % n.max(1)
-    };
-    for i in 0..2000 {
-        let mut bytes = seeds[i % seeds.len()].clone();
-        for _ in 0..1 + next(4) {
-            match next(3) {
-                0 if !bytes.is_empty() => {
-                    let at = next(bytes.len());
-                    bytes[at] = next(256) as u8;
-                }
-                1 if !bytes.is_empty() => bytes.truncate(next(bytes.len())),
-                _ => {
-                    let at = next(bytes.len() + 1);
-                    bytes.insert(at, b"{}[]\"\\0,:%#-"[next(12)]);
-                }
-            }
-        }
-        seeds.push(bytes);
-    }
-    seeds
+    stable_replay::seeds_and_mutations(target, stable_replay::Mutations::Text)
 }
 
 #[test]

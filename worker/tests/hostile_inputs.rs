@@ -307,41 +307,14 @@ fn garbage_tokenizer_config_json_is_refused_naming_the_file() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// fuzz seeds on stable (see common/tests/hostile_inputs.rs): the EasyLM and safetensors targets'
-// committed seeds and byte mutations of them, through the same entry points
+// fuzz seeds on stable: the targets' committed seeds and byte mutations of them, through the same
+// entry points as the cargo-fuzz targets of fuzz/
+
+#[path = "../../fuzz/stable_replay.rs"]
+mod stable_replay;
 
 fn fuzz_seeds(target: &str) -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
-        .collect();
-    assert!(!seeds.is_empty(), "{}", dir.display());
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = move |n: usize| {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((state >> 33) as usize) % n.max(1)
-    };
-    for i in 0..2000 {
-        let mut bytes = seeds[i % seeds.len()].clone();
-        for _ in 0..1 + next(4) {
-            if bytes.is_empty() {
-                break;
-            }
-            let at = next(bytes.len());
-            match next(3) {
-                0 => bytes[at] = next(256) as u8,
-                1 => bytes.truncate(at),
-                _ => bytes[at] = [0x00, 0x7f, 0x80, 0xff, 0xc0, 0xdc, 0xdd, 0xc7][next(8)],
-            }
-        }
-        seeds.push(bytes);
-    }
-    seeds
+    stable_replay::seeds_and_mutations(target, stable_replay::Mutations::Binary)
 }
 
 #[test]
