@@ -37,6 +37,8 @@ pub struct Shared {
     /// f64 bits
     tokens_per_second: AtomicU64,
     download_bytes: AtomicU64,
+    /// the last nvidia-smi sample (0 off CUDA)
+    gpu_memory_used: AtomicU64,
 }
 
 impl Shared {
@@ -105,6 +107,10 @@ impl Shared {
         }
     }
 
+    pub fn set_gpu_memory_used(&self, bytes: u64) {
+        self.gpu_memory_used.store(bytes, Ordering::Relaxed);
+    }
+
     pub fn add_downloaded(&self, bytes: u64) {
         self.download_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
@@ -113,7 +119,7 @@ impl Shared {
         WorkerStats {
             tokens_scored: self.tokens_scored.load(Ordering::Relaxed),
             tokens_per_second: f64::from_bits(self.tokens_per_second.load(Ordering::Relaxed)),
-            gpu_memory_used_bytes: 0,
+            gpu_memory_used_bytes: self.gpu_memory_used.load(Ordering::Relaxed),
             download_bytes: self.download_bytes.load(Ordering::Relaxed),
         }
     }

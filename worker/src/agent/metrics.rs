@@ -52,26 +52,6 @@ pub fn task_outcome(outcome: &str) {
     METRICS.tasks.with_label_values(&[outcome]).inc();
 }
 
-/// GPU memory used on `device` as nvidia-smi reports it (None off CUDA or without nvidia-smi).
-fn gpu_memory_bytes(device: Device) -> Option<u64> {
-    let Device::Cuda(index) = device else {
-        return None;
-    };
-    let output = std::process::Command::new("nvidia-smi")
-        .args([
-            "--query-gpu=memory.used",
-            "--format=csv,noheader,nounits",
-            &format!("--id={index}"),
-        ])
-        .output()
-        .ok()?;
-    let mib: u64 = String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .ok()?;
-    Some(mib << 20)
-}
-
 /// Starts `GET /metrics` on `addr`.
 pub async fn serve(addr: SocketAddr, device: Device) -> anyhow::Result<SocketAddr> {
     LazyLock::force(&METRICS);
@@ -81,7 +61,7 @@ pub async fn serve(addr: SocketAddr, device: Device) -> anyhow::Result<SocketAdd
     let refresh = move || {
         METRICS
             .gpu_memory
-            .set(gpu_memory_bytes(device).unwrap_or(0) as i64);
+            .set(super::gpu::query(device).map_or(0, |m| m.used_bytes) as i64);
     };
     let bound = herd_common::telemetry::serve_metrics(addr, Arc::new(refresh)).await?;
     tracing::info!(addr = %bound, "metrics on http://{bound}/metrics");

@@ -14,6 +14,7 @@
 
 pub mod connect;
 pub mod drain;
+pub mod gpu;
 pub mod heartbeat;
 pub mod metrics;
 pub mod sources;
@@ -87,6 +88,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
     if let Some(addr) = config.metrics_listen {
         metrics::serve(addr, config.device).await?;
     }
+    gpu::spawn_sampler(config.device, shared.clone());
     tokio::spawn(heartbeat::run(
         client.clone(),
         shared.clone(),
@@ -215,6 +217,12 @@ impl Agent {
     async fn register(&mut self) {
         let mut backoff = Backoff::coordinator();
         let again = !self.shared.worker_id().is_empty();
+        let device = self.config.device;
+        let gpu_memory_bytes = tokio::task::spawn_blocking(move || gpu::query(device))
+            .await
+            .ok()
+            .flatten()
+            .map_or(0, |m| m.total_bytes);
         loop {
             let gpus = if self.config.device.is_cuda() {
                 tch::Cuda::device_count().max(0) as u32
@@ -231,7 +239,7 @@ impl Agent {
                     }
                     .to_string(),
                     gpus,
-                    gpu_memory_bytes: 0,
+                    gpu_memory_bytes,
                     host_memory_bytes: host_memory_bytes(),
                     cached_checkpoints: self.cached_checkpoints(),
                     version: env!("CARGO_PKG_VERSION").to_string(),
