@@ -1,6 +1,7 @@
-//! The fuzz targets' committed seeds plus deterministic byte mutations of them, for tests on
-//! stable Rust (the cargo-fuzz targets need an instrumented build CI does not make). Included by
-//! the hostile-input tests of herd-common and herd-worker with `#[path]`; not part of any crate.
+//! The fuzz targets' committed seeds plus deterministic byte mutations of them, replayed by plain
+//! `cargo test` (the cargo-fuzz targets need an instrumented build, which only `scripts/fuzz`
+//! makes). Included by the hostile-input tests of herd-common and herd-worker with `#[path]`; not
+//! part of any crate.
 // each includer mutates one flavour of input
 #![allow(dead_code)]
 
