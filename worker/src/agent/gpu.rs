@@ -25,16 +25,29 @@ pub fn query(device: Device) -> Option<GpuMemory> {
     let Device::Cuda(index) = device else {
         return None;
     };
-    query_with(Path::new("nvidia-smi"), index)
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    query_with(
+        Path::new("nvidia-smi"),
+        &nvidia_smi_id(index, visible.as_deref()),
+    )
+}
+
+/// nvidia-smi's `--id` for CUDA ordinal `ordinal`: nvidia-smi ignores CUDA_VISIBLE_DEVICES, so
+/// under it the ordinal names that list's entry (an index or a GPU UUID, both valid `--id`s).
+pub fn nvidia_smi_id(ordinal: usize, cuda_visible_devices: Option<&str>) -> String {
+    cuda_visible_devices
+        .and_then(|list| list.split(',').map(str::trim).nth(ordinal))
+        .filter(|id| !id.is_empty())
+        .map_or_else(|| ordinal.to_string(), str::to_string)
 }
 
 /// [`query`] through a given nvidia-smi (tests pass a stand-in script).
-pub fn query_with(nvidia_smi: &Path, index: usize) -> Option<GpuMemory> {
+pub fn query_with(nvidia_smi: &Path, id: &str) -> Option<GpuMemory> {
     let output = std::process::Command::new(nvidia_smi)
         .args([
             "--query-gpu=memory.used,memory.total",
             "--format=csv,noheader,nounits",
-            &format!("--id={index}"),
+            &format!("--id={id}"),
         ])
         .output()
         .ok()?;
@@ -103,6 +116,18 @@ mod tests {
     }
 
     #[test]
+    fn cuda_ordinals_map_through_cuda_visible_devices() {
+        assert_eq!(nvidia_smi_id(0, None), "0");
+        assert_eq!(nvidia_smi_id(1, None), "1");
+        assert_eq!(nvidia_smi_id(0, Some("3,5")), "3");
+        assert_eq!(nvidia_smi_id(1, Some("3, 5")), "5");
+        assert_eq!(nvidia_smi_id(0, Some("GPU-8f1c2d")), "GPU-8f1c2d");
+        // empty or shorter than the ordinal: the ordinal itself
+        assert_eq!(nvidia_smi_id(0, Some("")), "0");
+        assert_eq!(nvidia_smi_id(2, Some("3,5")), "2");
+    }
+
+    #[test]
     fn cpu_is_never_queried() {
         assert_eq!(query(Device::Cpu), None);
     }
@@ -121,14 +146,14 @@ mod tests {
         .unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(
-            query_with(&script, 3),
+            query_with(&script, "3"),
             Some(GpuMemory {
                 used_bytes: 512 << 20,
                 total_bytes: 40960 << 20
             })
         );
         // a failing nvidia-smi (wrong device) is None, not a parse of its output
-        assert_eq!(query_with(&script, 0), None);
-        assert_eq!(query_with(&dir.path().join("missing"), 0), None);
+        assert_eq!(query_with(&script, "0"), None);
+        assert_eq!(query_with(&dir.path().join("missing"), "0"), None);
     }
 }
