@@ -3,7 +3,7 @@
 //! reason, quickly and without allocating what the input asks for; none panics.
 //! (load_errors.rs covers the ordinary mistakes; easylm_format.rs the EasyLM msgpack reader.)
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use herd_worker::model_dir::ModelDir;
@@ -12,20 +12,8 @@ use herd_worker::tokenizer::RewardTokenizer;
 use serde_json::{json, Value};
 use tch::{Device, Kind};
 
-fn fixture_model(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/golden/fixtures/models")
-        .join(name)
-}
-
-fn copy_of(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture_model(name)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-    }
-    dir
-}
+mod support;
+use support::{copy_of, fixture_model};
 
 /// The error of loading `dir` as a classifier, and how long it took to fail.
 fn load_error(dir: &Path) -> (String, Duration) {

@@ -1,27 +1,14 @@
 //! Bad model folders end in an error that names the file and the reason, never a panic.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use herd_worker::model_dir::ModelDir;
 use herd_worker::models::ModelSpec;
 use serde_json::Value;
 use tch::{Device, Kind};
 
-fn fixture_model(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/golden/fixtures/models")
-        .join(name)
-}
-
-/// A copy of a fixture model folder in a temp dir, for corrupting.
-fn copy_of(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture_model(name)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-    }
-    dir
-}
+mod support;
+use support::{copy_of, fixture_model};
 
 fn edit_config(dir: &Path, edit: impl FnOnce(&mut Value)) {
     let path = dir.join("config.json");

@@ -16,6 +16,21 @@ pub const FIXTURES: [&str; 4] = [
     "lm-mqa-f16-legacy",
 ];
 
+/// A model folder of tests/golden/fixtures/models.
+pub fn fixture_model(name: &str) -> PathBuf {
+    repo().join("tests/golden/fixtures/models").join(name)
+}
+
+/// A copy of a fixture model folder in a temp dir, for corrupting.
+pub fn copy_of(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture_model(name)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
