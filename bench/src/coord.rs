@@ -150,7 +150,10 @@ impl Coord {
     pub async fn submit(&self, spec: SweepSpec) -> anyhow::Result<SubmitResponse> {
         let mut client = SweepsClient::connect(self.url()).await?;
         let response = client
-            .submit(SubmitRequest { spec: Some(spec) })
+            .submit(SubmitRequest {
+                spec: Some(spec),
+                retry_failed: false,
+            })
             .await
             .map_err(|s| {
                 anyhow::anyhow!(

@@ -78,3 +78,58 @@ pub struct ScoredCheckpoint {
     /// sorted by index, one per example of the evaluation set
     pub rewards: Vec<StoredReward>,
 }
+
+/// The rule every sweep name follows wherever it enters (Submit, Status, Results, Cancel,
+/// presets, `coord run`, a state file read at start-up): a sweep's reports go to
+/// `<out_dir>/<sweep>/`, so a name is one plain path component that cannot climb out of the
+/// output folder (`..`), root itself (`/etc/x`) or hide (`.x`).
+pub const SWEEP_NAME_RULE: &str = "[A-Za-z0-9][A-Za-z0-9._-]{0,127}";
+
+/// Checks `name` against [`SWEEP_NAME_RULE`]; the error names the sweep and the rule.
+pub fn check_sweep_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if first_ok && rest_ok && name.len() <= 128 {
+        Ok(())
+    } else {
+        Err(format!(
+            "sweep name {name:?} does not match {SWEEP_NAME_RULE} (a letter or digit, then up \
+             to 127 letters, digits, '.', '_' or '-')"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_sweep_name;
+
+    #[test]
+    fn sweep_names_are_one_plain_path_component() {
+        for ok in ["helpsteer2", "a", "A.b_c-1", "0", &"x".repeat(128)] {
+            assert_eq!(check_sweep_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../../x",
+            "/etc/x",
+            ".hidden",
+            "-flag",
+            "_x",
+            "a/b",
+            "a\\b",
+            "a b",
+            "a\0b",
+            "é",
+            &"x".repeat(129),
+        ] {
+            let err = check_sweep_name(bad).unwrap_err();
+            assert!(
+                err.contains("[A-Za-z0-9][A-Za-z0-9._-]{0,127}"),
+                "{bad:?}: {err}"
+            );
+        }
+    }
+}

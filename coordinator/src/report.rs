@@ -8,9 +8,9 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use herd_common::results::EvalSetResults;
 use herd_common::rewardbench::{is_win, subset_accuracies, XstestWeighting};
 use herd_common::sweep::{
@@ -18,7 +18,7 @@ use herd_common::sweep::{
 };
 use herd_proto::v1::{CheckpointResult, SweepSpec};
 
-use crate::model::{PlannedExample, ScoredCheckpoint};
+use crate::model::{check_sweep_name, PlannedExample, ScoredCheckpoint};
 
 /// What a sweep's results are: per-checkpoint JSON, the sweep CSV, and notes (checkpoints left
 /// out of the CSV, non-finite scores).
@@ -200,18 +200,87 @@ pub fn check_file_name(name: &str, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `dir/<output_csv>`, `dir/metrics/<name>.json` and `dir/eval-set/<name>.json`, each
-/// through a temporary file renamed into place. `output_csv` must be a plain file name.
-pub fn write_report(dir: &Path, report: &SweepReport, output_csv: &str) -> anyhow::Result<()> {
+/// `<out_dir>/<sweep>`, the folder of a sweep's reports; the name must follow
+/// [`SWEEP_NAME_RULE`](crate::model::SWEEP_NAME_RULE).
+pub fn sweep_dir(out_dir: &Path, sweep: &str) -> anyhow::Result<PathBuf> {
+    check_sweep_name(sweep).map_err(|e| anyhow!(e))?;
+    Ok(out_dir.join(sweep))
+}
+
+/// Fails unless `path` resolves (symbolic links followed, through its deepest existing
+/// ancestor) inside `root`: the second fence after the name rules, for a link planted in the
+/// output folder.
+pub fn check_inside(root: &Path, path: &Path) -> anyhow::Result<()> {
+    let root_real = root
+        .canonicalize()
+        .with_context(|| format!("output folder {}", root.display()))?;
+    let mut existing = path;
+    let mut rest = Vec::new();
+    let real = loop {
+        match existing.canonicalize() {
+            Ok(real) => break real,
+            Err(_) => {
+                let (Some(parent), Some(name)) = (existing.parent(), existing.file_name()) else {
+                    bail!("{}: no existing folder above it", path.display());
+                };
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+        }
+    };
+    let resolved = rest.iter().rev().fold(real, |p, name| p.join(name));
+    let lexically_inside = resolved
+        .strip_prefix(&root_real)
+        .map(|tail| {
+            tail.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        })
+        .unwrap_or(false);
+    if !lexically_inside {
+        bail!(
+            "{} resolves to {}, outside the output folder {}",
+            path.display(),
+            resolved.display(),
+            root_real.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes `<out_dir>/<sweep>/<output_csv>`, `.../metrics/<name>.json` and
+/// `.../eval-set/<name>.json`, each through a temporary file renamed into place. The sweep
+/// name follows the sweep-name rule, `output_csv` and checkpoint names are plain file names,
+/// and every path written is checked to resolve inside `out_dir`.
+pub fn write_report(
+    out_dir: &Path,
+    sweep: &str,
+    report: &SweepReport,
+    output_csv: &str,
+) -> anyhow::Result<PathBuf> {
+    let dir = sweep_dir(out_dir, sweep)?;
     check_file_name(output_csv, "output_csv")?;
     for ckpt in &report.checkpoints {
         check_file_name(&ckpt.name, "checkpoint name")?;
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    // every path is checked before anything is written
+    let mut paths = vec![dir.clone(), dir.join(output_csv)];
+    for folder in ["metrics", "eval-set"] {
+        paths.push(dir.join(folder));
+        for ckpt in &report.checkpoints {
+            paths.push(dir.join(folder).join(format!("{}.json", ckpt.name)));
+        }
+    }
+    for path in &paths {
+        check_inside(out_dir, path)?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     if !report.csv.is_empty() {
         write_atomic(&dir.join(output_csv), report.csv.as_bytes())?;
     }
-    write_checkpoint_files(dir, &report.checkpoints)
+    write_checkpoint_files(&dir, &report.checkpoints)?;
+    Ok(dir)
 }
 
 /// Writes `dir/metrics/<name>.json` and `dir/eval-set/<name>.json` for every checkpoint.

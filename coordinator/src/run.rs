@@ -236,6 +236,7 @@ fn describe(status: &SweepStatus) -> String {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    crate::model::check_sweep_name(&args.name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     // a fresh token for the embedded server (loopback); its workers get it through $HERD_TOKEN
@@ -251,6 +252,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let submitted = client
         .submit(SubmitRequest {
             spec: Some(args.spec()),
+            retry_failed: false,
         })
         .await
         .map_err(|s| anyhow::anyhow!("submit: {}", s.message()))?

@@ -163,10 +163,21 @@ async fn wait_for_workers_told(handle: &ServerHandle, grace: Duration) {
 pub async fn spawn(args: ServeArgs) -> anyhow::Result<ServerHandle> {
     let policy = Policy::from_args(&args);
     let path = args.state.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&path, policy))
-        .await
-        .context("opening the state file")?
-        .with_context(|| format!("opening the state file {}", args.state.display()))?;
+    let store = tokio::task::spawn_blocking(move || {
+        let store = Store::open(&path, policy)?;
+        // leases of the last run get a lease timeout of grace before the reaper sees them
+        let graced = store.grace_live_leases(now_ms())?;
+        if graced > 0 {
+            tracing::info!(
+                leases = graced,
+                "live leases from the last run get one lease timeout of grace"
+            );
+        }
+        Ok::<_, crate::state::StoreError>(store)
+    })
+    .await
+    .context("opening the state file")?
+    .with_context(|| format!("opening the state file {}", args.state.display()))?;
     // refuse to start without a token (or --insecure-no-auth), or plaintext off loopback
     let token = args.security.server_token()?;
     let tls = args.security.server_tls(args.listen)?;
@@ -255,7 +266,17 @@ async fn write_missing_reports(coordinator: &Arc<Coordinator>) {
         .unwrap_or_default();
     let missing: Vec<String> = sweeps
         .into_iter()
-        .filter(|(name, state)| state == "done" && !coordinator.out_dir.join(name).exists())
+        .filter(|(_, state)| state == "done")
+        .filter(
+            |(name, _)| match crate::report::sweep_dir(&coordinator.out_dir, name) {
+                Ok(dir) => !dir.exists(),
+                // a state file written before the rule: its reports stay behind `coord results`
+                Err(e) => {
+                    tracing::warn!("no report written at start-up: {e:#}");
+                    false
+                }
+            },
+        )
         .map(|(name, _)| name)
         .collect();
     coordinator.sweeps_finished(missing);

@@ -214,6 +214,7 @@ async fn every_rpc(url: &str, token: Option<&str>, worker: &str) -> Vec<(&'stati
                         name: "evil".into(),
                         ..Default::default()
                     }),
+                    ..Default::default()
                 })
                 .await
                 .map(|_| ()),

@@ -344,8 +344,9 @@ fn write_report_files() {
     write_features(&features, &[0, 1]);
     let scored = vec![scored(0, &examples, None), scored(1, &examples, None)];
     let report = build_report(&spec(&features), &examples, &scored).unwrap();
-    let out = tmp.path().join("out");
-    write_report(&out, &report, "helpsteer2-counts-runs.csv").unwrap();
+    let root = tmp.path().join("out");
+    let out = write_report(&root, "helpsteer2", &report, "helpsteer2-counts-runs.csv").unwrap();
+    assert_eq!(out, root.join("helpsteer2"));
     assert_eq!(
         std::fs::read_to_string(out.join("helpsteer2-counts-runs.csv")).unwrap(),
         report.csv
@@ -369,8 +370,30 @@ fn write_report_files() {
         }
     }
     for bad in ["../x.csv", "a/b.csv", "..", "", "/abs.csv", "a\\b.csv"] {
-        let err = write_report(&out, &report, bad).unwrap_err();
+        let err = write_report(&root, "helpsteer2", &report, bad).unwrap_err();
         assert!(err.to_string().contains("output_csv"), "{bad}: {err}");
     }
     assert!(!tmp.path().join("x.csv").exists());
+    for bad in ["../escaped", "/tmp/escaped", "..", "a/b", ".hidden"] {
+        let err = write_report(&root, bad, &report, "x.csv").unwrap_err();
+        assert!(err.to_string().contains("[A-Za-z0-9]"), "{bad}: {err}");
+    }
+    assert!(!tmp.path().join("escaped").exists());
+    // a link planted in the output folder is not followed out of it
+    let outside = tmp.path().join("elsewhere");
+    std::fs::create_dir(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("linked")).unwrap();
+    let err = write_report(&root, "linked", &report, "x.csv").unwrap_err();
+    assert!(
+        err.to_string().contains("outside the output folder"),
+        "{err}"
+    );
+    std::fs::create_dir(root.join("inner")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("inner").join("metrics")).unwrap();
+    let err = write_report(&root, "inner", &report, "x.csv").unwrap_err();
+    assert!(
+        err.to_string().contains("outside the output folder"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
 }

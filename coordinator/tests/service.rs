@@ -166,6 +166,7 @@ async fn a_small_sweep_end_to_end() {
                 eval_dataset: dir.path().join("missing.jsonl").display().to_string(),
                 ..spec("broken")
             }),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -425,8 +426,11 @@ async fn expired_leases_are_reaped_and_old_epochs_refused() {
 
 #[tokio::test]
 async fn a_restarted_coordinator_resumes_from_its_file() {
+    // the coordinator stays down longer than a lease timeout: the restart must not cost the
+    // worker its lease nor the task an attempt
+    const LEASE_MS: u64 = 2_000;
     let dir = tempfile::tempdir().unwrap();
-    let handle = spawn(args(dir.path(), 60_000)).await.unwrap();
+    let handle = spawn(args(dir.path(), LEASE_MS)).await.unwrap();
     plan(&handle, "s", &["a"], 4, 4);
     let (mut workers, _) = clients(&handle).await;
     let me = register(&mut workers, "survivor").await;
@@ -446,9 +450,10 @@ async fn a_restarted_coordinator_resumes_from_its_file() {
         .into_inner();
     assert_eq!(counts.stored, 2);
     handle.shutdown().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(LEASE_MS + 500)).await;
 
     // same file, new process state, new port: the worker's id and lease are still good
-    let handle = spawn(args(dir.path(), 60_000)).await.unwrap();
+    let handle = spawn(args(dir.path(), LEASE_MS)).await.unwrap();
     let (mut workers, mut sweeps) = clients(&handle).await;
     let hb = workers
         .heartbeat(HeartbeatRequest {
@@ -488,7 +493,26 @@ async fn a_restarted_coordinator_resumes_from_its_file() {
         .into_inner();
     assert_eq!(status.sweeps[0].state, "done");
     assert_eq!(status.sweeps[0].examples_stored, 4);
+    assert!(
+        status.sweeps[0].failures.is_empty(),
+        "{:?}",
+        status.sweeps[0].failures
+    );
     handle.shutdown().await.unwrap();
+    let db = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+    let (attempts, expired): (i64, i64) = db
+        .query_row(
+            "SELECT (SELECT SUM(attempts) FROM tasks),
+                    (SELECT COUNT(*) FROM leases WHERE state = 'expired')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (attempts, expired),
+        (0, 0),
+        "the restart counted an attempt"
+    );
 }
 
 #[tokio::test]

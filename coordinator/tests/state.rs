@@ -759,3 +759,136 @@ fn a_reopened_file_resumes_exactly() {
     assert_eq!(next.lease.unwrap().task_id, l2.lease.unwrap().task_id);
     assert_eq!(next.lease.unwrap().epoch, 2);
 }
+
+#[test]
+fn non_finite_scores_and_wrong_label_counts_are_refused_whole() {
+    let f = fixture(policy());
+    f.store
+        .submit(&spec("s", 4), &checkpoints(&["a"]), &examples(4), 1)
+        .unwrap();
+    let w = register(&f.store, "w", &[]);
+    let l = lease(&f.store, &w, &[], 10);
+    assert_eq!((l.shard_start, l.shard_end), (0, 4));
+
+    // one bad number refuses the whole message: the finite rows before it are not stored
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let mut batch = rewards(&l, 1.0);
+        batch[2].scores_rejected = vec![bad];
+        let err = f
+            .store
+            .store_results(&w, &lease_ref(&l), &batch, 11)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("example 2 (ex2) has a non-finite score"),
+            "{err}"
+        );
+        assert!(f.store.results("s", "/ckpts/a").unwrap().is_empty());
+    }
+
+    // labels: chosen and rejected agree, and every message agrees with what is stored
+    let mut batch = rewards(&l, 1.0);
+    batch[1].scores_chosen = vec![1.0, 2.0];
+    let err = f
+        .store
+        .store_results(&w, &lease_ref(&l), &batch, 12)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("2 chosen and 1 rejected scores where this checkpoint has 1 label(s)"),
+        "{err}"
+    );
+    assert!(f.store.results("s", "/ckpts/a").unwrap().is_empty());
+    f.store
+        .store_results(&w, &lease_ref(&l), &rewards(&l, 1.0)[..2], 13)
+        .unwrap();
+    let mut later: Vec<ExampleReward> = rewards(&l, 1.0)[2..].to_vec();
+    for r in &mut later {
+        r.scores_chosen = vec![1.0, 2.0];
+        r.scores_rejected = vec![0.0, 3.0];
+    }
+    let err = f
+        .store
+        .store_results(&w, &lease_ref(&l), &later, 14)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("2 chosen and 2 rejected scores where this checkpoint has 1 label(s)"),
+        "{err}"
+    );
+    assert_eq!(f.store.results("s", "/ckpts/a").unwrap().len(), 2);
+    // the right shape completes the shard
+    f.store
+        .store_results(&w, &lease_ref(&l), &rewards(&l, 1.0)[2..], 15)
+        .unwrap();
+    assert_eq!(f.store.results("s", "/ckpts/a").unwrap().len(), 4);
+}
+
+#[test]
+fn retry_failed_plans_failed_and_cancelled_checkpoints_again_keeping_results() {
+    let f = fixture(Policy {
+        max_attempts: 1,
+        ..policy()
+    });
+    f.store
+        .submit(&spec("s", 2), &checkpoints(&["bad"]), &examples(4), 1)
+        .unwrap();
+    let w = register(&f.store, "w", &[]);
+    // the first shard is scored, then the checkpoint fails on the second
+    let l1 = lease(&f.store, &w, &[], 10);
+    f.store
+        .store_results(&w, &lease_ref(&l1), &rewards(&l1, 1.0), 11)
+        .unwrap();
+    f.store
+        .complete(&w, &lease_ref(&l1), "Seq. Classifier", "tokenizer", 12)
+        .unwrap();
+    let l2 = lease(&f.store, &w, &[], 13);
+    let out = f
+        .store
+        .fail(&w, &lease_ref(&l2), FailureKind::Checkpoint, "bad", 14)
+        .unwrap();
+    assert_eq!(out.finished_sweeps, vec!["s".to_string()]);
+    // nothing to retry in a sweep without failures; an unknown sweep is an error
+    assert!(f.store.retry_failed("nope", 15).is_err());
+
+    let retried = f.store.retry_failed("s", 15).unwrap();
+    assert_eq!((retried.checkpoints, retried.tasks), (1, 1));
+    let tasks = f.store.tasks("s").unwrap();
+    assert_eq!(
+        tasks
+            .iter()
+            .map(|t| (t.state.as_str(), t.attempts))
+            .collect::<Vec<_>>(),
+        vec![("done", 0), ("pending", 0)]
+    );
+    let status = f.store.status(Some("s"), 16).unwrap();
+    assert_eq!(status.sweeps[0].state, "active");
+    assert_eq!(f.store.checkpoints("s").unwrap()[0].state, "pending");
+    // the first shard's results are kept, only the failed shard runs again
+    assert_eq!(f.store.results("s", "/ckpts/bad").unwrap().len(), 2);
+    let again = lease(&f.store, &w, &[], 17);
+    assert_eq!((again.shard_start, again.shard_end), (2, 4));
+    f.store
+        .store_results(&w, &lease_ref(&again), &rewards(&again, 1.0), 18)
+        .unwrap();
+    let done = f
+        .store
+        .complete(&w, &lease_ref(&again), "Seq. Classifier", "tokenizer", 19)
+        .unwrap();
+    assert_eq!(done.finished_sweeps, vec!["s".to_string()]);
+    assert_eq!(f.store.checkpoints("s").unwrap()[0].state, "done");
+    assert_eq!(f.store.retry_failed("s", 20).unwrap().tasks, 0);
+
+    // a cancelled sweep comes back the same way
+    f.store
+        .submit(&spec("c", 2), &checkpoints(&["x"]), &examples(4), 21)
+        .unwrap();
+    f.store.cancel("c", 22).unwrap();
+    let retried = f.store.retry_failed("c", 23).unwrap();
+    assert_eq!((retried.checkpoints, retried.tasks), (1, 2));
+    assert_eq!(
+        f.store.status(Some("c"), 24).unwrap().sweeps[0].state,
+        "active"
+    );
+}

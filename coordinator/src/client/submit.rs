@@ -22,6 +22,10 @@ pub struct SubmitArgs {
     /// print the sweep spec that would be submitted and exit
     #[arg(long)]
     pub dry_run: bool,
+    /// plan the existing sweep's failed and cancelled checkpoints again (stored results are
+    /// kept; only their unscored shards run, with no attempts counted)
+    #[arg(long)]
+    pub retry_failed: bool,
     /// checkpoint source (repeatable): gs://bucket/prefix, a local file or folder, hf:org/name
     #[arg(long = "checkpoints", value_name = "SOURCE")]
     pub checkpoints: Vec<String>,
@@ -130,6 +134,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     let response = client
         .submit(SubmitRequest {
             spec: Some(spec.clone()),
+            retry_failed: args.retry_failed,
         })
         .await
         .map_err(|s| rpc_error(address, "Submit", s))
@@ -143,6 +148,12 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         response.tasks_added,
         response.examples
     );
+    if args.retry_failed {
+        println!(
+            "retried {} failed or cancelled checkpoint(s): {} task(s) planned again",
+            response.checkpoints_retried, response.tasks_retried
+        );
+    }
     println!(
         "watch it with: coord status --sweep {} --watch",
         response.sweep

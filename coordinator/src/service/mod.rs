@@ -98,15 +98,14 @@ impl Coordinator {
             let _hold = hold;
             for sweep in sweeps {
                 let store = this.store.clone();
-                let dir = this.out_dir.join(&sweep);
+                let out_dir = this.out_dir.clone();
                 let name = sweep.clone();
                 let span = tracing::info_span!(parent: None, "report", sweep = %sweep);
                 herd_common::telemetry::set_parent(&span, crate::observe::sweep_context(&sweep));
                 let written = tokio::task::spawn_blocking(move || {
                     let inputs = store.report_inputs(&name)?;
                     let report = build(&inputs)?;
-                    crate::report::write_report(&dir, &report, &inputs.spec.output_csv)?;
-                    anyhow::Ok(dir)
+                    crate::report::write_report(&out_dir, &name, &report, &inputs.spec.output_csv)
                 })
                 .await;
                 match written {
@@ -154,6 +153,11 @@ pub fn build(inputs: &ReportInputs) -> anyhow::Result<SweepReport> {
     notes.append(&mut report.notes);
     report.notes = notes;
     Ok(report)
+}
+
+/// A sweep name from a request, checked against the sweep-name rule (INVALID_ARGUMENT naming it).
+pub fn sweep_name(name: &str) -> Result<(), Status> {
+    crate::model::check_sweep_name(name).map_err(Status::invalid_argument)
 }
 
 /// Store errors as gRPC statuses.

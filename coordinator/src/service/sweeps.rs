@@ -33,13 +33,12 @@ impl Sweeps for SweepsService {
     ) -> Result<Response<SubmitResponse>, Status> {
         // the sweep's root span (or the caller's child, when it sent a trace context)
         let parent = telemetry::extract(request.metadata());
+        let request = request.into_inner();
+        let retry_failed = request.retry_failed;
         let spec = request
-            .into_inner()
             .spec
             .ok_or_else(|| Status::invalid_argument("the request has no sweep spec"))?;
-        if spec.name.trim().is_empty() {
-            return Err(Status::invalid_argument("the sweep has no name"));
-        }
+        super::sweep_name(&spec.name)?;
         let submit_span = tracing::info_span!(
             parent: None,
             "submit",
@@ -61,9 +60,17 @@ impl Sweeps for SweepsService {
                 .await
                 .map_err(|e| Status::internal(format!("planner task: {e}")))?
                 .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
-        let outcome = self
+        let (outcome, retried) = self
             .coord
-            .with_store(move |s| s.submit(&spec, &checkpoints, &examples, now_ms()))
+            .with_store(move |s| {
+                let outcome = s.submit(&spec, &checkpoints, &examples, now_ms())?;
+                let retried = if retry_failed {
+                    s.retry_failed(&spec.name, now_ms())?
+                } else {
+                    Default::default()
+                };
+                Ok((outcome, retried))
+            })
             .instrument(plan_span.clone())
             .await?;
         drop(plan_span);
@@ -78,6 +85,8 @@ impl Sweeps for SweepsService {
             checkpoints_skipped = outcome.checkpoints_skipped,
             tasks_added = outcome.tasks_added,
             examples = outcome.examples,
+            checkpoints_retried = retried.checkpoints,
+            tasks_retried = retried.tasks,
             "sweep submitted"
         );
         self.coord.refresh_finished().await;
@@ -87,6 +96,8 @@ impl Sweeps for SweepsService {
             checkpoints_skipped: outcome.checkpoints_skipped,
             tasks_added: outcome.tasks_added,
             examples: outcome.examples,
+            checkpoints_retried: retried.checkpoints,
+            tasks_retried: retried.tasks,
         }))
     }
 
@@ -96,6 +107,9 @@ impl Sweeps for SweepsService {
         request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let sweep = request.into_inner().sweep;
+        if !sweep.is_empty() {
+            super::sweep_name(&sweep)?;
+        }
         let status = self
             .coord
             .with_store(move |s| {
@@ -112,6 +126,7 @@ impl Sweeps for SweepsService {
         request: Request<ResultsRequest>,
     ) -> Result<Response<ResultsResponse>, Status> {
         let sweep = request.into_inner().sweep;
+        super::sweep_name(&sweep)?;
         let name = sweep.clone();
         let inputs = self
             .coord
@@ -150,6 +165,7 @@ impl Sweeps for SweepsService {
         request: Request<CancelRequest>,
     ) -> Result<Response<CancelResponse>, Status> {
         let sweep = request.into_inner().sweep;
+        super::sweep_name(&sweep)?;
         let name = sweep.clone();
         let cancelled = self
             .coord

@@ -69,6 +69,13 @@ pub struct SubmitOutcome {
     pub examples: u32,
 }
 
+/// What [`Store::retry_failed`] planned again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetryOutcome {
+    pub checkpoints: u32,
+    pub tasks: u32,
+}
+
 /// What `lease` answers.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LeaseOutcome {
@@ -273,9 +280,7 @@ impl Store {
         examples: &[PlannedExample],
         now: i64,
     ) -> Result<SubmitOutcome> {
-        if spec.name.trim().is_empty() {
-            return Err(StoreError::Invalid("the sweep has no name".into()));
-        }
+        crate::model::check_sweep_name(&spec.name).map_err(StoreError::Invalid)?;
         if examples.is_empty() {
             return Err(StoreError::Invalid(format!(
                 "sweep {}: the evaluation set {} has no examples",
@@ -373,6 +378,45 @@ impl Store {
                 )));
             }
             if out.tasks_added > 0 && old_state.as_deref().is_some_and(|s| s != "active") {
+                tx.execute(
+                    "UPDATE sweeps SET state = 'active', finished_ms = NULL WHERE id = ?1",
+                    params![sweep_id],
+                )?;
+            }
+            Ok(out)
+        })
+    }
+
+    /// Plans a sweep's failed and cancelled checkpoints again, on purpose: their failed and
+    /// cancelled tasks become pending with no attempts counted, done tasks and every stored
+    /// result stay, and a finished sweep becomes active again.
+    pub fn retry_failed(&self, sweep: &str, now: i64) -> Result<RetryOutcome> {
+        self.write(|tx| {
+            let sweep_id = sweep_id(tx, sweep)?;
+            let checkpoints: Vec<i64> = {
+                let mut stmt = tx.prepare(
+                    "SELECT id FROM checkpoints
+                     WHERE sweep_id = ?1 AND state IN ('failed', 'cancelled') ORDER BY id",
+                )?;
+                let rows = stmt.query_map(params![sweep_id], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut out = RetryOutcome::default();
+            for checkpoint_id in checkpoints {
+                let tasks = tx.execute(
+                    "UPDATE tasks SET state = 'pending', attempts = 0, next_eligible_ms = ?2,
+                                      failure = NULL
+                     WHERE checkpoint_id = ?1 AND state IN ('failed', 'cancelled')",
+                    params![checkpoint_id, now],
+                )?;
+                tx.execute(
+                    "UPDATE checkpoints SET state = 'pending', failure = NULL WHERE id = ?1",
+                    params![checkpoint_id],
+                )?;
+                out.checkpoints += 1;
+                out.tasks += tasks as u32;
+            }
+            if out.tasks > 0 {
                 tx.execute(
                     "UPDATE sweeps SET state = 'active', finished_ms = NULL WHERE id = ?1",
                     params![sweep_id],
@@ -704,6 +748,15 @@ impl Store {
                 let mut id_of = tx.prepare_cached(
                     "SELECT example_id FROM examples WHERE sweep_id = ?1 AND idx = ?2",
                 )?;
+                // every example of a checkpoint has as many labels as its first stored result
+                let mut labels: Option<usize> = tx
+                    .query_row(
+                        "SELECT length(chosen) FROM results WHERE checkpoint_id = ?1 LIMIT 1",
+                        params![task.checkpoint_id],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .optional()?
+                    .map(|bytes| bytes as usize / 8);
                 for reward in rewards {
                     if reward.index < task.start || reward.index >= task.end {
                         return Err(StoreError::Invalid(format!(
@@ -725,6 +778,29 @@ impl Store {
                     if reward.scores_chosen.is_empty() || reward.scores_rejected.is_empty() {
                         return Err(StoreError::Invalid(format!(
                             "example {} ({stored}) has no chosen or no rejected score",
+                            reward.index
+                        )));
+                    }
+                    if let Some(x) = reward
+                        .scores_chosen
+                        .iter()
+                        .chain(&reward.scores_rejected)
+                        .find(|x| !x.is_finite())
+                    {
+                        return Err(StoreError::Invalid(format!(
+                            "example {} ({stored}) has a non-finite score ({x}); nothing of this \
+                             message was stored",
+                            reward.index
+                        )));
+                    }
+                    let (chosen, rejected) =
+                        (reward.scores_chosen.len(), reward.scores_rejected.len());
+                    let expected = *labels.get_or_insert(chosen);
+                    if chosen != expected || rejected != expected {
+                        return Err(StoreError::Invalid(format!(
+                            "example {} ({stored}) has {chosen} chosen and {rejected} rejected \
+                             scores where this checkpoint has {expected} label(s); nothing of \
+                             this message was stored",
                             reward.index
                         )));
                     }
@@ -906,6 +982,20 @@ impl Store {
                 }
             }
             Ok(out)
+        })
+    }
+
+    /// On start-up, before the reaper first runs: every live lease gets one lease timeout from
+    /// `now`. Workers kept scoring while the coordinator was down and could not heartbeat; their
+    /// leases expire only if they stay silent for a whole timeout after the restart, so a restart
+    /// costs no attempt. Returns the number of leases extended.
+    pub fn grace_live_leases(&self, now: i64) -> Result<usize> {
+        let deadline = now.saturating_add(to_i64(self.policy.lease_timeout_ms));
+        self.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE leases SET deadline_ms = MAX(deadline_ms, ?1) WHERE state = 'active'",
+                params![deadline],
+            )?)
         })
     }
 

@@ -22,7 +22,7 @@ use crate::dpo::RefFreeType;
 use crate::easylm::{EasyLmOptions, Overrides};
 use crate::model_dir::ModelDir;
 use crate::models::ModelSpec;
-use crate::pipeline::{ScoreRequest, ScoredShard, Scorer, ScorerError};
+use crate::pipeline::{PairScores, ScoreRequest, ScoredShard, Scorer, ScorerError};
 
 /// What a loaded model was loaded for: a lease naming the same is served by it.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,6 +61,33 @@ impl TaskFailure {
             error: error.into(),
         }
     }
+}
+
+/// Why a shard's scores cannot become results: a NaN or infinite score (the coordinator refuses
+/// them). The forward pass overflowed or broke; the same weights give the same numbers on every
+/// retry, so it is the checkpoint's failure, named with the precision it was scored in.
+fn non_finite_scores(lease: &Lease, pairs: &[PairScores], kind: tch::Kind) -> Option<String> {
+    let bad: Vec<&herd_proto::v1::Example> = lease
+        .examples
+        .iter()
+        .zip(pairs)
+        .filter(|(_, p)| p.chosen.iter().chain(&p.rejected).any(|x| !x.is_finite()))
+        .map(|(e, _)| e)
+        .collect();
+    let first = bad.first()?;
+    let hint = match kind {
+        tch::Kind::Half => "fp16 overflows easily: score in bf16 or fp32 (--dtype)",
+        tch::Kind::Float | tch::Kind::Double => "the weights or activations hold non-finite values",
+        _ => "score in fp32 (--dtype fp32) to tell overflow from broken weights",
+    };
+    Some(format!(
+        "{} of {} examples have a NaN or infinite score in {kind:?} (first: example {} at index \
+         {}): {hint}",
+        bad.len(),
+        pairs.len(),
+        first.id,
+        first.index
+    ))
 }
 
 /// How delivering results ended when it did not succeed.
@@ -360,6 +387,9 @@ impl Agent {
                 shard.scored.pairs.len(),
                 lease.examples.len()
             )));
+        }
+        if let Some(reason) = non_finite_scores(lease, &shard.scored.pairs, self.config.kind) {
+            return Err(TaskFailure::checkpoint(anyhow::anyhow!(reason)));
         }
         Ok(shard)
     }
@@ -674,5 +704,48 @@ impl Agent {
             task = lease_ref.task_id,
             "could not report the failure; the lease will expire"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_proto::v1::Example;
+
+    fn lease(n: u32) -> Lease {
+        Lease {
+            examples: (0..n)
+                .map(|i| Example {
+                    id: format!("ex{i}"),
+                    index: 10 + i,
+                    ..Example::default()
+                })
+                .collect(),
+            ..Lease::default()
+        }
+    }
+
+    fn pair(chosen: f64, rejected: f64) -> PairScores {
+        PairScores {
+            chosen: vec![chosen],
+            rejected: vec![rejected],
+        }
+    }
+
+    #[test]
+    fn a_shard_with_non_finite_scores_fails_its_checkpoint_naming_the_cause() {
+        let finite = [pair(1.0, 0.5), pair(-3.0, 2.0), pair(0.0, 0.0)];
+        assert_eq!(non_finite_scores(&lease(3), &finite, tch::Kind::Half), None);
+        let broken = [
+            pair(1.0, 0.5),
+            pair(f64::INFINITY, 2.0),
+            pair(0.0, f64::NAN),
+        ];
+        let reason = non_finite_scores(&lease(3), &broken, tch::Kind::Half).unwrap();
+        assert!(reason.starts_with("2 of 3 examples"), "{reason}");
+        assert!(reason.contains("example ex1 at index 11"), "{reason}");
+        assert!(reason.contains("fp16 overflows"), "{reason}");
+        let reason = non_finite_scores(&lease(3), &broken, tch::Kind::Float).unwrap();
+        assert!(reason.contains("non-finite values"), "{reason}");
     }
 }
