@@ -15,6 +15,9 @@ mod stable_replay;
 
 const TARGET: &str = "coordinator_requests";
 
+/// One request of a sequence: (op, clock step, protobuf bytes).
+type Step = (u8, u8, Vec<u8>);
+
 const REGISTER: u8 = 0;
 const LEASE: u8 = 1;
 const RESULTS: u8 = 2;
@@ -47,7 +50,7 @@ fn results(rewards: Vec<ExampleReward>) -> Vec<u8> {
 
 /// The seeds: a sweep scored to the end through every request kind, and the hostile inputs the
 /// store must refuse (names that are paths, bad numbers, results outside the shard).
-fn scenarios() -> Vec<(&'static str, Vec<(u8, u8, Vec<u8>)>)> {
+fn scenarios() -> Vec<(&'static str, Vec<Step>)> {
     let register = RegisterRequest {
         name: "w".into(),
         ..Default::default()
