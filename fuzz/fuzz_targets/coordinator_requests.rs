@@ -4,6 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 
+// `encode` serves the stable replay's seed writer only
+#[allow(dead_code)]
 #[path = "../coordinator_driver.rs"]
 mod coordinator_driver;
 
