@@ -1,8 +1,11 @@
 //! Fault tests: workers killed with SIGKILL at several points, a coordinator killed and
 //! restarted mid-sweep, a worker's connection cut, a corrupt checkpoint and one that vanishes
-//! from GCS. The sweep finishes, failures carry their reasons, and the CSV equals a clean run's.
+//! from GCS. Every fault must run; the sweep finishes, failures carry their reasons, and every
+//! stored score and the CSV equal a clean run's.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use herd_common::gcs::GcsClient;
 use herd_tests::fixture::{SweepFixture, BUCKET};
@@ -11,12 +14,52 @@ use herd_tests::proxy::Proxy;
 use herd_tests::scenario::{start_gcs, SweepRun};
 
 const TIMEOUT: Duration = Duration::from_secs(400);
+/// Faults injected into one sweep: two worker kills, a coordinator restart, a connection cut.
+const FAULTS: usize = 4;
 
-/// Rows in the results table of a state file, and whether any (checkpoint, example) repeats.
-fn stored_rows(state: &std::path::Path) -> i64 {
+/// Every stored score of a state file: (checkpoint name, example index) -> the chosen and
+/// rejected rewards as stored (little-endian f64 bytes, compared exactly).
+type Scores = BTreeMap<(String, i64), (Vec<u8>, Vec<u8>)>;
+
+fn stored_scores(state: &Path) -> Scores {
     let conn = rusqlite::Connection::open(state).unwrap();
-    conn.query_row("SELECT COUNT(*) FROM results", [], |r| r.get(0))
-        .unwrap()
+    let mut query = conn
+        .prepare(
+            "SELECT c.name, r.idx, r.chosen, r.rejected FROM results r
+             JOIN checkpoints c ON c.id = r.checkpoint_id",
+        )
+        .unwrap();
+    let rows = query
+        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?))))
+        .unwrap();
+    let mut scores = Scores::new();
+    for row in rows {
+        let (key, value) = row.unwrap();
+        assert!(
+            scores.insert(key.clone(), value).is_none(),
+            "{key:?} twice in {}: the key needs unique checkpoint names",
+            state.display()
+        );
+    }
+    scores
+}
+
+/// The faulty run stored exactly the clean run's scores: the same (checkpoint, example) pairs,
+/// each with bit-identical chosen and rejected rewards.
+fn assert_same_scores(clean: &Scores, faulty: &Scores, logs: &str) {
+    let missing: Vec<_> = clean.keys().filter(|k| !faulty.contains_key(*k)).collect();
+    let extra: Vec<_> = faulty.keys().filter(|k| !clean.contains_key(*k)).collect();
+    let differ: Vec<_> = clean
+        .iter()
+        .filter(|(k, v)| faulty.get(*k).is_some_and(|f| f != *v))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        !clean.is_empty() && missing.is_empty() && extra.is_empty() && differ.is_empty(),
+        "per-example scores, faulty run vs clean run ({} clean rows): missing {missing:?}, \
+         extra {extra:?}, different scores {differ:?}\n{logs}",
+        clean.len()
+    );
 }
 
 /// Kills worker `n` (kill -9), starts a replacement, and says whether the victim held an
@@ -27,16 +70,16 @@ fn kill_holder(run: &mut SweepRun, n: usize) -> bool {
     active_leases(&run.coord.state, &format!("worker-{n}")) > 0
 }
 
-fn active_leases(state: &std::path::Path, worker: &str) -> i64 {
+fn active_leases(state: &Path, worker: &str) -> i64 {
     leases_of(state, worker, "l.state = 'active'")
 }
 
 /// Leases of the named worker that it never completed.
-fn unfinished_leases(state: &std::path::Path, worker: &str) -> i64 {
+fn unfinished_leases(state: &Path, worker: &str) -> i64 {
     leases_of(state, worker, "l.state != 'done'")
 }
 
-fn leases_of(state: &std::path::Path, worker: &str, condition: &str) -> i64 {
+fn leases_of(state: &Path, worker: &str, condition: &str) -> i64 {
     let conn = rusqlite::Connection::open(state).unwrap();
     conn.query_row(
         &format!(
@@ -49,13 +92,14 @@ fn leases_of(state: &std::path::Path, worker: &str, condition: &str) -> i64 {
     .unwrap()
 }
 
-async fn clean_csv(dir: &std::path::Path, gcs: &str, presets: &std::path::Path) -> String {
+/// A clean run of the sweep with one worker: its CSV and its stored scores.
+async fn clean_run(dir: &Path, gcs: &str, presets: &Path) -> (String, Scores) {
     let mut run = SweepRun::start(dir, gcs, CoordSettings::default());
     run.submit(presets);
     run.add_worker();
     let status = run.finish(TIMEOUT, |_| {}).await;
     assert_eq!(status.state, "done", "{}", run.logs());
-    run.results_csv()
+    (run.results_csv(), stored_scores(&run.coord.state))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,7 +110,8 @@ async fn killed_workers_restarted_coordinator_and_cut_connections_change_nothing
     let client = GcsClient::with_endpoint(&gcs.endpoint()).await.unwrap();
     fixture.upload(&client, BUCKET).await.unwrap();
     let presets = fixture.write_presets(BUCKET, 10).unwrap();
-    let clean = clean_csv(&tmp.path().join("clean"), &gcs.endpoint(), &presets).await;
+    let (clean_csv, clean_scores) =
+        clean_run(&tmp.path().join("clean"), &gcs.endpoint(), &presets).await;
 
     let dir = tmp.path().join("faulty");
     let mut run = SweepRun::start(&dir, &gcs.endpoint(), CoordSettings::default());
@@ -81,19 +126,32 @@ async fn killed_workers_restarted_coordinator_and_cut_connections_change_nothing
 
     // fault schedule by stored examples; kills hit a worker that holds a lease (mid-shard)
     let total = (fixture.examples * fixture.checkpoints.len()) as u64;
+    let deadline = Instant::now() + TIMEOUT;
     let mut step = 0;
     let mut killed = Vec::new();
-    loop {
+    let mut cut = None;
+    while step < FAULTS {
+        assert!(
+            Instant::now() < deadline,
+            "only {step} of {FAULTS} faults ran within {TIMEOUT:?}\n{}",
+            run.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // unreachable while the coordinator restarts
         let Ok(status) = run.coord.status().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let Some(sweep) = status.sweeps.iter().find(|s| s.name == "helpsteer2") else {
-            continue;
-        };
-        if sweep.state != "active" {
-            break;
-        }
+        let sweep = status
+            .sweeps
+            .iter()
+            .find(|s| s.name == "helpsteer2")
+            .unwrap_or_else(|| panic!("no sweep helpsteer2 in {status:?}\n{}", run.logs()));
+        assert_eq!(
+            sweep.state,
+            "active",
+            "the sweep ended after {step} of {FAULTS} faults\n{}",
+            run.logs()
+        );
         let stored = sweep.examples_stored;
         let busy = status
             .workers
@@ -120,21 +178,31 @@ async fn killed_workers_restarted_coordinator_and_cut_connections_change_nothing
                 run.coord.restart();
                 step += 1;
             }
-            // every worker connection cut
+            // every worker connection cut; counts only when live streams were cut (after the
+            // restart the workers may not have reconnected yet)
             (3, _) if stored >= total * 2 / 3 => {
-                proxy.sever();
-                step += 1;
+                let severed = proxy.sever();
+                if severed > 0 {
+                    cut = Some((severed, proxy.accepted()));
+                    step += 1;
+                }
             }
             _ => {}
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // the cut streams were the workers': they connect through the proxy again
+    let (severed, accepted_at_cut) = cut.expect("the connection cut ran");
+    let reconnect_deadline = Instant::now() + Duration::from_secs(60);
+    while proxy.accepted() == accepted_at_cut {
+        assert!(
+            Instant::now() < reconnect_deadline,
+            "no worker reconnected after {severed} streams were cut\n{}",
+            run.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let status = run.finish(TIMEOUT, |_| {}).await;
     assert_eq!(status.state, "done", "{status:?}\n{}", run.logs());
-    assert!(
-        step >= 3,
-        "the sweep finished before the faults ran (step {step})"
-    );
     // each killed worker died holding a lease that someone else finished (after expiry, or
     // as a straggler duplicate)
     for n in &killed {
@@ -146,9 +214,10 @@ async fn killed_workers_restarted_coordinator_and_cut_connections_change_nothing
         );
     }
     assert_eq!(status.examples_stored, total, "{}", run.logs());
-    assert_eq!(stored_rows(&run.coord.state), total as i64);
+    assert_eq!(clean_scores.len() as u64, total);
+    assert_same_scores(&clean_scores, &stored_scores(&run.coord.state), &run.logs());
     let faulty = run.results_csv();
-    assert_eq!(faulty, clean, "faulty run vs clean run\n{}", run.logs());
+    assert_eq!(faulty, clean_csv, "faulty run vs clean run\n{}", run.logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +230,7 @@ async fn corrupt_and_vanished_checkpoints_fail_with_reasons_and_the_sweep_goes_o
     let mut good = SweepFixture::new(&tmp.path().join("good"), 6, 10).unwrap();
     good.checkpoints.truncate(4);
     good.upload(&client, "clean").await.unwrap();
-    let clean = clean_csv(
+    let (clean_csv, clean_scores) = clean_run(
         &tmp.path().join("clean"),
         &gcs.endpoint(),
         &good.write_presets("clean", 10).unwrap(),
@@ -217,5 +286,7 @@ async fn corrupt_and_vanished_checkpoints_fail_with_reasons_and_the_sweep_goes_o
         vanished_reason.contains("not found") || vanished_reason.contains("404"),
         "vanished: {vanished_reason}"
     );
-    assert_eq!(run.results_csv(), clean, "{}", run.logs());
+    // the failed checkpoints stored nothing; the others exactly what a clean run stores
+    assert_same_scores(&clean_scores, &stored_scores(&run.coord.state), &run.logs());
+    assert_eq!(run.results_csv(), clean_csv, "{}", run.logs());
 }

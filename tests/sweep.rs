@@ -6,7 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use herd_common::gcs::GcsClient;
-use herd_tests::bins::{binary, shared};
+use herd_testkit::shared;
+use herd_tests::bins::binary;
 use herd_tests::easylm::NUM_HEADS;
 use herd_tests::fixture::{SweepFixture, BUCKET};
 use herd_tests::procs::CoordSettings;

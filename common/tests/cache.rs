@@ -1,30 +1,16 @@
-//! The checkpoint cache against the real fake-gcs-server on 127.0.0.1 (no mocks). Skips loudly
-//! when the binary is missing outside CI; in CI (env CI set) a missing binary fails.
+//! The checkpoint cache against the real fake-gcs-server on 127.0.0.1 (no mocks). Without the
+//! binary the tests fail under CI and skip elsewhere (herd_testkit::fake_gcs).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use herd_common::cache::{Cache, CacheError};
-use herd_common::gcs::emulator::{self, FakeGcs};
+use herd_common::gcs::emulator::FakeGcs;
 use herd_common::gcs::{DownloadOptions, GcsClient};
-
-fn emulator() -> Option<FakeGcs> {
-    if emulator::binary().is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!(
-                "fake-gcs-server not found and CI is set: run scripts/setup and source scripts/env"
-            );
-        }
-        eprintln!(
-            "\n!!!!! SKIPPING: fake-gcs-server not found (run scripts/setup, then source scripts/env) !!!!!\n"
-        );
-        return None;
-    }
-    Some(FakeGcs::start().expect("fake-gcs-server starts"))
-}
+use herd_testkit::fake_gcs;
 
 async fn setup(objects: &[(&str, Vec<u8>)]) -> Option<(FakeGcs, GcsClient)> {
-    let gcs = emulator()?;
+    let gcs = fake_gcs()?;
     let client = GcsClient::with_endpoint(&gcs.endpoint()).await.unwrap();
     client.create_bucket("bkt").await.unwrap();
     for (name, data) in objects {

@@ -1,27 +1,12 @@
-//! GCS client against the real fake-gcs-server on 127.0.0.1 (no mocks). Skips loudly when the
-//! binary is missing outside CI; in CI (env CI set) a missing binary fails.
+//! GCS client against the real fake-gcs-server on 127.0.0.1 (no mocks). Without the
+//! binary the tests fail under CI and skip elsewhere (herd_testkit::fake_gcs).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use herd_common::gcs::emulator::{self, FakeGcs};
 use herd_common::gcs::{DownloadOptions, GcsClient, GcsError, GcsUri, ObjectInfo};
-
-fn emulator() -> Option<FakeGcs> {
-    if emulator::binary().is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!(
-                "fake-gcs-server not found and CI is set: run scripts/setup and source scripts/env"
-            );
-        }
-        eprintln!(
-            "\n!!!!! SKIPPING: fake-gcs-server not found (run scripts/setup, then source scripts/env) !!!!!\n"
-        );
-        return None;
-    }
-    Some(FakeGcs::start().expect("fake-gcs-server starts"))
-}
+use herd_testkit::fake_gcs;
 
 /// Deterministic pseudo-random bytes.
 fn blob(len: usize, seed: u64) -> Vec<u8> {
@@ -50,7 +35,7 @@ fn no_temp_files(dir: &std::path::Path) {
 
 #[tokio::test]
 async fn upload_list_stat_download() {
-    let Some(gcs) = emulator() else { return };
+    let Some(gcs) = fake_gcs() else { return };
     let client = GcsClient::with_endpoint(&gcs.endpoint()).await.unwrap();
     client.create_bucket("ckpts").await.unwrap();
     client.create_bucket("ckpts").await.unwrap(); // idempotent
@@ -162,7 +147,7 @@ async fn upload_list_stat_download() {
 
 #[tokio::test]
 async fn not_found_names_the_uri() {
-    let Some(gcs) = emulator() else { return };
+    let Some(gcs) = fake_gcs() else { return };
     let client = GcsClient::with_endpoint(&gcs.endpoint()).await.unwrap();
     client.create_bucket("bkt").await.unwrap();
     let e = client.stat("bkt", "no/such/object").await.unwrap_err();
@@ -198,7 +183,7 @@ async fn not_found_names_the_uri() {
 
 #[tokio::test]
 async fn checksum_mismatch_detected() {
-    let Some(gcs) = emulator() else { return };
+    let Some(gcs) = fake_gcs() else { return };
     let client = GcsClient::with_endpoint(&gcs.endpoint()).await.unwrap();
     client.create_bucket("bkt").await.unwrap();
     let data = blob(300_000, 2);
@@ -261,7 +246,7 @@ async fn checksum_mismatch_detected() {
 
 #[tokio::test]
 async fn from_env_honours_storage_emulator_host() {
-    let Some(gcs) = emulator() else { return };
+    let Some(gcs) = fake_gcs() else { return };
     // without the scheme, as some tools set it
     std::env::set_var(
         "STORAGE_EMULATOR_HOST",
@@ -288,7 +273,7 @@ async fn from_env_honours_storage_emulator_host() {
 
 #[tokio::test]
 async fn dead_endpoint_fails_in_seconds() {
-    let Some(mut gcs) = emulator() else { return };
+    let Some(mut gcs) = fake_gcs() else { return };
     let client = GcsClient::with_endpoint(&gcs.endpoint()).await.unwrap();
     client.create_bucket("bkt").await.unwrap();
     client

@@ -11,7 +11,7 @@ use std::time::Duration;
 use herd_coordinator::model::{CheckpointFormat, PlannedCheckpoint, PlannedExample};
 use herd_coordinator::security::{LimitArgs, SecurityArgs};
 use herd_coordinator::server::{spawn, ServeArgs, ServerHandle};
-use herd_proto::security::{AuthChannel, ClientSecurity};
+use herd_proto::security::{AuthChannel, ClientSecurity, TOKEN_ENV};
 use herd_proto::v1::{
     lease_response::Outcome, sweeps_client::SweepsClient, workers_client::WorkersClient,
     CancelRequest, CompleteRequest, ExampleReward, FailRequest, HeartbeatRequest, LeaseRef,
@@ -312,30 +312,80 @@ async fn every_rpc_refuses_a_missing_or_wrong_token_and_logs_no_token() {
     );
 }
 
+/// `coord serve` as a child process whose environment lacks $HERD_TOKEN, whatever the test run's
+/// holds (an in-process server would read the test process's variable); killed when dropped.
+fn coord_serve_without_token_env(
+    dir: &Path,
+    listen: &str,
+    flags: &[&str],
+) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_coord"))
+        .arg("serve")
+        .arg("--state")
+        .arg(dir.join(format!("no-token-{}.db", flags.join(""))))
+        .args(["--listen", listen, "--out-dir"])
+        .arg(dir.join("out"))
+        .args(flags)
+        .env_remove(TOKEN_ENV)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_server_without_a_token_or_tls_off_loopback_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    // no token (and no $HERD_TOKEN in the test environment)
-    if std::env::var_os("HERD_TOKEN").is_none() {
-        let err = spawn(args(dir.path(), SecurityArgs::default()))
-            .await
-            .err()
-            .expect("a server without a token must not start");
-        assert!(format!("{err:#}").contains("--insecure-no-auth"), "{err:#}");
-    }
+    // no token: `coord serve` refuses to start
+    let refused = coord_serve_without_token_env(dir.path(), "127.0.0.1:0", &[]);
+    let out = tokio::time::timeout(Duration::from_secs(60), refused.wait_with_output())
+        .await
+        .expect("`coord serve` without a token must exit, not serve")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started without a token: {stderr}");
+    assert!(stderr.contains("--insecure-no-auth"), "{stderr}");
     // --insecure-no-auth: starts, and calls without a token work
-    let handle = spawn(args(
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut open = coord_serve_without_token_env(
         dir.path(),
-        SecurityArgs {
-            insecure_no_auth: true,
-            ..Default::default()
-        },
-    ))
-    .await
-    .unwrap();
-    let (_, mut s) = clients(&handle.url(), None).await;
-    s.status(StatusRequest::default()).await.unwrap();
-    handle.shutdown().await.unwrap();
+        &format!("127.0.0.1:{port}"),
+        &["--insecure-no-auth"],
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let answered = match Endpoint::from_shared(url.clone()).unwrap().connect().await {
+            Ok(channel) => SweepsClient::new(ClientSecurity::token(None).intercept(channel))
+                .status(StatusRequest::default())
+                .await
+                .map_err(|status| status.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match answered {
+            Ok(_) => break,
+            Err(e) => {
+                if let Some(exit) = open.try_wait().unwrap() {
+                    let out = open.wait_with_output().await.unwrap();
+                    panic!(
+                        "`coord serve --insecure-no-auth` exited ({exit}): {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "`coord serve --insecure-no-auth` never answered a call without a token: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    open.kill().await.unwrap();
 
     // plaintext on a non-loopback address needs --allow-plaintext
     let mut open = args(dir.path(), SecurityArgs::with_token(TOKEN));

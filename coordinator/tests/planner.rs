@@ -181,16 +181,10 @@ async fn duplicate_names_are_errors() {
 
 #[tokio::test]
 async fn gcs_listing() {
-    use herd_common::gcs::emulator::{self, FakeGcs};
     use herd_common::gcs::GcsClient;
-    if emulator::binary().is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!("fake-gcs-server not found and CI is set");
-        }
-        eprintln!("\n!!!!! SKIPPING: fake-gcs-server not found (run scripts/setup) !!!!!\n");
+    let Some(gcs) = herd_testkit::fake_gcs() else {
         return;
-    }
-    let gcs = FakeGcs::start().unwrap();
+    };
     let client = GcsClient::with_endpoint(&gcs.endpoint()).await.unwrap();
     client.create_bucket("ljm-dev").await.unwrap();
     let base = "human-preferences/rm_checkpoints/helpsteer2";
@@ -250,11 +244,9 @@ async fn gcs_listing() {
 
 #[test]
 fn examples_from_files() {
-    let path = Path::new("/work/shared/data/rewardbench-llmbar.jsonl");
-    if !path.is_file() {
-        eprintln!("\n!!!!! SKIPPING: {} not found !!!!!\n", path.display());
+    let Some(path) = herd_testkit::shared_path("data/rewardbench-llmbar.jsonl") else {
         return;
-    }
+    };
     let spec = SweepSpec {
         eval_dataset: path.display().to_string(),
         ..Default::default()

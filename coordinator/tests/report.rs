@@ -1,8 +1,8 @@
-//! Reports from known scores on the real RewardBench rows of /work/shared/data (LLMBar + HEP):
+//! Reports from known scores on the real RewardBench rows of the shared data (LLMBar + HEP):
 //! the sweep CSV must equal `sweep_csv` fed with accuracies computed here from the same wins.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use herd_common::dataset::{load_pairs, ExampleId, PreferencePair, Prompt};
 use herd_common::results::EvalSetResults;
@@ -12,18 +12,7 @@ use herd_coordinator::model::{PlannedExample, ScoredCheckpoint, StoredReward};
 use herd_coordinator::planner::examples_from_pairs;
 use herd_coordinator::report::{build_report, write_report};
 use herd_proto::v1::SweepSpec;
-
-const DATA: &str = "/work/shared/data";
-
-fn data_file(name: &str) -> Option<PathBuf> {
-    let path = Path::new(DATA).join(name);
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!("\n!!!!! SKIPPING: {} not found !!!!!\n", path.display());
-        None
-    }
-}
+use herd_testkit::shared_path;
 
 /// LLMBar then HEP, ids prefixed (both files number from 0).
 fn real_pairs() -> Option<Vec<PreferencePair>> {
@@ -32,7 +21,7 @@ fn real_pairs() -> Option<Vec<PreferencePair>> {
         ("rewardbench-llmbar.jsonl", "llmbar"),
         ("rewardbench-hep.jsonl", "hep"),
     ] {
-        let path = data_file(file)?;
+        let path = shared_path(&format!("data/{file}"))?;
         for mut pair in load_pairs(&path).unwrap() {
             pair.id = ExampleId::Str(format!("{prefix}-{}", pair.id));
             pairs.push(pair);

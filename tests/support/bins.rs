@@ -18,16 +18,3 @@ pub fn binary(name: &str) -> PathBuf {
     );
     path
 }
-
-/// The repository root (this crate lives in `tests/`).
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-/// `../shared` beside the repository (real data files and tokenizers).
-pub fn shared() -> PathBuf {
-    repo().join("../shared")
-}

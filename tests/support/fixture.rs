@@ -5,12 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use bytes::Bytes;
 use herd_common::gcs::GcsClient;
 use herd_common::rewardbench::Section;
+use herd_testkit::shared;
 use serde_json::Value;
 
-use crate::bins::shared;
 use crate::easylm::{tiny_reward_model, NUM_HEADS};
 
 /// The bucket the reference runs use; tests that need a second copy use another name.
@@ -55,7 +56,9 @@ impl SweepFixture {
         let eval_set = root.join("eval.jsonl");
         let mut lines = Vec::new();
         for file in ["rewardbench-llmbar.jsonl", "rewardbench-hep.jsonl"] {
-            let text = std::fs::read_to_string(shared().join("data").join(file))?;
+            let path = shared().join("data").join(file);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
             for line in text.lines().filter(|l| !l.trim().is_empty()).take(per_file) {
                 let mut row: Value = serde_json::from_str(line)?;
                 // ids restart at 0 in each file: number them across the set
@@ -145,7 +148,9 @@ impl SweepFixture {
             "tokenizer_config.json",
             "special_tokens_map.json",
         ] {
-            let data = std::fs::read(tokenizer.join(name))?;
+            let path = tokenizer.join(name);
+            let data =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             gcs.upload(
                 bucket,
                 &format!("{TOKENIZER_PREFIX}{name}"),

@@ -9,17 +9,12 @@ use herd_proto::v1::SweepStatus;
 use crate::fixture::SWEEP;
 use crate::procs::{spawn_worker, CoordSettings, Coordinator, Proc};
 
-/// The emulator, or `None` (test skipped with a message) when fake-gcs-server is not installed
-/// outside CI. In CI (env CI set) a missing emulator fails the test.
+/// What every multi-process test needs: the shared data (RewardBench rows and the Llama-2
+/// tokenizer of the fixture) and a running emulator. `None`: the test is skipped (outside CI
+/// only; herd_testkit).
 pub fn start_gcs() -> Option<FakeGcs> {
-    match FakeGcs::start() {
-        Ok(gcs) => Some(gcs),
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED: fake-gcs-server unavailable ({e}); run scripts/setup");
-            None
-        }
-        Err(e) => panic!("fake-gcs-server is required in CI: {e}"),
-    }
+    herd_testkit::shared_path("data")?;
+    herd_testkit::fake_gcs()
 }
 
 pub struct SweepRun {

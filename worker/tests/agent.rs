@@ -247,18 +247,16 @@ fn sigterm(child: &tokio::process::Child) {
 // ---------------------------------------------------------------------------------------------
 // data
 
-/// `n` real RewardBench rows (LLMBar) with ids 0..n, as JSON values.
+/// `n` real RewardBench rows (LLMBar, the golden examples of the model's fixture, in the
+/// repository) with ids 0..n, as JSON values.
 fn rows(n: usize) -> Vec<Value> {
-    let path = Path::new("/work/shared/data/rewardbench-llmbar.jsonl");
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(_) => {
-            // outside the development machine: the golden examples of the fixture
-            let dir = tempfile::tempdir().unwrap();
-            let (dataset, _) = support::dataset_from_golden("llama-gqa-rm", dir.path());
-            std::fs::read_to_string(dataset).unwrap()
-        }
-    };
+    let dir = tempfile::tempdir().unwrap();
+    let (dataset, _) = support::dataset_from_golden("llama-gqa-rm", dir.path());
+    let text = std::fs::read_to_string(dataset).unwrap();
+    assert!(
+        text.lines().count() >= n,
+        "the fixture has fewer than {n} rows"
+    );
     text.lines()
         .take(n)
         .enumerate()
@@ -585,14 +583,10 @@ async fn retries_until_the_coordinator_is_up_and_registers_again_when_forgotten(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcs_checkpoints_go_through_the_cache_and_a_corrupt_one_is_evicted() {
-    use herd_common::gcs::{emulator, GcsClient};
-    if emulator::binary().is_none() {
-        eprintln!(
-            "skipped: no fake-gcs-server (scripts/setup installs it; or HERD_FAKE_GCS_SERVER)"
-        );
+    use herd_common::gcs::GcsClient;
+    let Some(gcs) = herd_testkit::fake_gcs() else {
         return;
-    }
-    let gcs = emulator::FakeGcs::start().unwrap();
+    };
     let client = GcsClient::with_endpoint(&gcs.endpoint()).await.unwrap();
     client.create_bucket("ckpts").await.unwrap();
     for entry in std::fs::read_dir(model_dir()).unwrap() {

@@ -31,9 +31,7 @@ pub fn copy_of(name: &str) -> tempfile::TempDir {
     dir
 }
 
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+pub use herd_testkit::workspace_root as repo;
 
 /// The golden examples of a fixture case (tests/golden/fixtures/{case}.json) as a
 /// RewardBench-style JSONL dataset in `dir`, and the golden itself.
@@ -100,16 +98,6 @@ pub fn option_flags(golden: &Value) -> Vec<String> {
         }
     }
     flags
-}
-
-pub fn venv_python() -> Option<PathBuf> {
-    if let Ok(python) = std::env::var("HERD_PYTHON") {
-        return Some(PathBuf::from(python));
-    }
-    let home = std::env::var("HOME").ok()?;
-    let cache = std::env::var("HERD_CACHE").unwrap_or(format!("{home}/.cache/herd"));
-    let python = PathBuf::from(cache).join("venv-torch-2.11.0/bin/python");
-    python.is_file().then_some(python)
 }
 
 // ---------------------------------------------------------------------------------------------
