@@ -219,7 +219,13 @@ fn strftime_matches_python() {
         .collect();
     for time in strftime["times"].as_array().unwrap() {
         let secs = time["unix_seconds"].as_i64().unwrap();
-        for (format, want) in formats.iter().zip(time["expected"].as_array().unwrap()) {
+        let expected = time["expected"].as_array().unwrap();
+        assert_eq!(
+            expected.len(),
+            formats.len(),
+            "strftime goldens at {secs}: one expected string per format"
+        );
+        for (format, want) in formats.iter().zip(expected) {
             assert_eq!(
                 strftime_utc(format, secs),
                 want.as_str().unwrap(),

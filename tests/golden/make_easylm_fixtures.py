@@ -357,6 +357,9 @@ def transformers_from_numpy(sd, cfg):
 
 
 def max_diff(a, b):
+    """Max |a - b| over equal-shaped outputs (a zip would pass over missing rows silently)."""
+    if len(a) != len(b) or any(len(ra) != len(rb) for ra, rb in zip(a, b)):
+        raise ValueError(f"output shapes differ: {[len(r) for r in a]} vs {[len(r) for r in b]}")
     return max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
 
 

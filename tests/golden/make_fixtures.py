@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Golden fixtures for herd's libtorch scoring: tiny random-weight HF models + transformers outputs.
 
+Reference: Hugging Face transformers 4.57.6 on torch 2.11.0 (CPU), following RewardBench's
+scripts/run_rm.py and scripts/run_dpo.py. The script refuses other transformers/torch versions
+(the goldens would silently change reference); every golden JSON records the versions in "reference".
+
 What it makes (everything under tests/golden/fixtures/, which this script deletes and rewrites):
 
   models/llama-gqa-rm/   LlamaForSequenceClassification, num_labels 1, GQA (4 heads / 2 kv heads),
@@ -22,9 +26,11 @@ What it makes (everything under tests/golden/fixtures/, which this script delete
 
 Weights are saved in bfloat16 (small files); every golden number is computed by RE-LOADING the saved
 folder with dtype float32 (exactly the weights the Rust side loads), batch size 1, no padding, on CPU,
-single thread, default attention implementation (sdpa). Each classifier golden also has a "bf16" block
-(same forward with the folder loaded in bfloat16) and "padded_batch_scores_*" (RewardBench's own padded
-batches of 8, fp32) for information.
+single thread, default attention implementation (sdpa). Each classifier golden also has
+"padded_batch_scores_*" (RewardBench's own padded batches of 8, fp32), the same two runs with the
+folder loaded in bfloat16 ("bf16": batch size 1, "bf16_padded_batch"), and "bf16_bound": what
+transformers' own bf16 runs measured against its fp32 golden and the bound herd's bf16 must keep,
+derived from it (rule at BF16_SCORE_FACTOR below; worker/tests/golden_parity.rs asserts it).
 
 Examples: the first 2 rows of each llmbar subset (5 subsets) and of each hep-* subset (6 subsets) from
 /work/shared/data (override with HERD_SHARED_DATA), i.e. 22 pairs; each golden file embeds
@@ -37,7 +43,7 @@ byte-identical JSON and safetensors files (with the same torch/transformers vers
 
 Regenerate (from the repository root):
     $HOME/.cache/herd/venv-torch-2.11.0/bin/python tests/golden/make_fixtures.py
-Tested with torch 2.11.0 (CPU), transformers 4.57.6, tokenizers 0.22.2, safetensors, numpy, jinja2.
+Also needs tokenizers 0.22.2, safetensors, numpy, jinja2 (the herd venv has them).
 """
 
 import copy
@@ -64,6 +70,10 @@ from transformers import (
     Qwen2ForSequenceClassification,
 )
 
+TRANSFORMERS_VERSION = "4.57.6"
+TORCH_VERSION = "2.11.0"
+REFERENCE = f"transformers {TRANSFORMERS_VERSION}, torch {TORCH_VERSION} (CPU, fp32 unless stated)"
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "fixtures"
 MODELS = OUT / "models"
@@ -74,6 +84,22 @@ TOK_GPT2 = DATA / "tokenizers" / "gpt2"
 # Only the files a fast tokenizer needs (tokenizer.model, the 500 KB SentencePiece file, is left out:
 # transformers loads LlamaTokenizerFast from tokenizer.json alone, and so does the Rust `tokenizers` crate).
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+
+# RewardBench's default batch size; the padded-batch goldens use it
+PADDED_BATCH_SIZE = 8
+
+# The bf16 bound. transformers itself, run in bf16 on the same inputs (two draws: batch size 1 and
+# padded batches), moves each score by up to S from its fp32 value and flips up to F wins (random
+# tiny models have many near ties, and bf16 quantizes scores near 2 to steps of 1/64, so near ties
+# become exact ties, which count as losses). herd's bf16 is another draw of the same rounding in a
+# different order of operations, so it may move a score by up to BF16_SCORE_FACTOR x S and flip up
+# to F + BF16_FLIP_MARGIN wins. Measured with transformers 4.57.6: S is 0.021-0.046 and F 0-3 over
+# the four cases, and the two transformers draws differ from each other by up to 1 flip; the margin
+# is twice that. A layout, dtype or pooling error moves scores by O(1), far outside the bound.
+BF16_SCORE_FACTOR = 2.0
+BF16_FLIP_MARGIN = 2
+BF16_RULE = (f"max_abs_diff = {BF16_SCORE_FACTOR:g} x the largest |bf16 - fp32| score difference of transformers' "
+             f"bf16 draws; max_win_flips = the most win flips of those draws + {BF16_FLIP_MARGIN}")
 
 ZEPHYR_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
@@ -327,6 +353,55 @@ def rb_pipeline(tokenizer, model, samples, max_length):
     return logits.float().cpu().numpy().tolist(), inputs
 
 
+def padded_batch_scores(tokenizer, model, out, max_length):
+    """RewardBench's batching: consecutive rows, PADDED_BATCH_SIZE at a time, padded to the longest."""
+    scores = {"scores_chosen": [], "scores_rejected": []}
+    for i in range(0, len(out), PADDED_BATCH_SIZE):
+        batch = out[i:i + PADDED_BATCH_SIZE]
+        for side in ("chosen", "rejected"):
+            s, _ = rb_pipeline(tokenizer, model, [e[f"text_{side}"] for e in batch], max_length)
+            scores[f"scores_{side}"].extend(s)
+    assert all(len(v) == len(out) for v in scores.values())
+    return scores
+
+
+def win(chosen, rejected):
+    """RewardBench's rule: Python's list comparison, i.e. lexicographic over the labels."""
+    return chosen > rejected
+
+
+def spread_from_golden(out, draw):
+    """How far other scores of the same rows (a bf16 draw, padded batches) are from the fp32 batch-size-1
+    golden: max |score diff| and the ids whose win flips."""
+    assert len(draw["scores_chosen"]) == len(draw["scores_rejected"]) == len(out)
+    worst, flipped = 0.0, []
+    for i, e in enumerate(out):
+        c16, r16 = draw["scores_chosen"][i], draw["scores_rejected"][i]
+        assert len(c16) == len(e["scores_chosen"]) and len(r16) == len(e["scores_rejected"]), e["id"]
+        for a, b in zip(e["scores_chosen"] + e["scores_rejected"], c16 + r16):
+            worst = max(worst, abs(a - b))
+        if win(e["scores_chosen"], e["scores_rejected"]) != win(c16, r16):
+            flipped.append(e["id"])
+    return {"max_abs_diff": worst, "win_flips": len(flipped), "flipped_ids": flipped}
+
+
+def bf16_bound(out, draws):
+    """The bound herd's bf16 scores must keep against the fp32 golden (see BF16_SCORE_FACTOR)."""
+    measured = {name: spread_from_golden(out, draw) for name, draw in draws.items()}
+    max_abs_diff = BF16_SCORE_FACTOR * max(m["max_abs_diff"] for m in measured.values())
+    # pairs a perturbation of max_abs_diff per score could flip: for information only
+    near_ties = sum(1 for e in out if abs(e["scores_chosen"][0] - e["scores_rejected"][0]) <= 2 * max_abs_diff)
+    return {
+        "rule": BF16_RULE,
+        "transformers": measured,
+        "score_factor": BF16_SCORE_FACTOR,
+        "flip_margin": BF16_FLIP_MARGIN,
+        "max_abs_diff": max_abs_diff,
+        "max_win_flips": max(m["win_flips"] for m in measured.values()) + BF16_FLIP_MARGIN,
+        "near_ties": near_ties,
+    }
+
+
 def classifier_case(case, model_name, max_length, examples):
     d = MODELS / model_name
     tok, model = load_rm(d, torch.float32)
@@ -352,18 +427,15 @@ def classifier_case(case, model_name, max_length, examples):
             with torch.no_grad():
                 lg = eager(input_ids=torch.tensor([e[f"input_ids_{side}"]]),
                            attention_mask=torch.tensor([e[f"attention_mask_{side}"]])).logits[0].tolist()
+            assert len(lg) == len(e[f"scores_{side}"]), (case, e["id"], side)
             worst = max(worst, max(abs(a - b) for a, b in zip(lg, e[f"scores_{side}"])))
     assert worst < 1e-5, worst
 
     # RewardBench's own padded batches (batch_size 8, padding=True, tokenizer's padding side), fp32
-    padded = {"chosen": [], "rejected": []}
-    for i in range(0, len(out), 8):
-        batch = out[i:i + 8]
-        for side in ("chosen", "rejected"):
-            s, _ = rb_pipeline(tok, model, [e[f"text_{side}"] for e in batch], max_length)
-            padded[side].extend(s)
+    padded = padded_batch_scores(tok, model, out, max_length)
 
-    # bf16: same forward, folder loaded in bfloat16
+    # bf16: the same inputs with the folder loaded in bfloat16, batch size 1 and padded batches:
+    # two draws of transformers' own bf16 rounding, from which the bf16 bound is derived
     tok16, model16 = load_rm(d, torch.bfloat16)
     bf16 = {"scores_chosen": [], "scores_rejected": []}
     for e in out:
@@ -371,9 +443,11 @@ def classifier_case(case, model_name, max_length, examples):
             s, inputs = rb_pipeline(tok16, model16, [e[f"text_{side}"]], max_length)
             assert inputs["input_ids"][0].tolist() == e[f"input_ids_{side}"]
             bf16[f"scores_{side}"].append(s[0])
+    bf16_padded = padded_batch_scores(tok16, model16, out, max_length)
 
     golden = {
         "case": case,
+        "reference": REFERENCE,
         "model": model_name,
         "kind": "classifier",
         "chat_template": tmpl,
@@ -381,10 +455,12 @@ def classifier_case(case, model_name, max_length, examples):
         "padding_side": tok.padding_side,
         "pad_token_id": model.config.pad_token_id,
         "examples": out,
+        "padded_batch_size": PADDED_BATCH_SIZE,
+        "padded_batch_scores_chosen": padded["scores_chosen"],
+        "padded_batch_scores_rejected": padded["scores_rejected"],
         "bf16": bf16,
-        "padded_batch_size": 8,
-        "padded_batch_scores_chosen": padded["chosen"],
-        "padded_batch_scores_rejected": padded["rejected"],
+        "bf16_padded_batch": bf16_padded,
+        "bf16_bound": bf16_bound(out, {"batch_size_1": bf16, "padded_batch": bf16_padded}),
     }
     dump_json(OUT / f"{case}.json", golden)
     return golden, worst
@@ -536,6 +612,7 @@ def dpo_case(examples):
         out.append(e)
     golden = {
         "case": "llama-dpo",
+        "reference": REFERENCE,
         "kind": "dpo",
         "policy": "llama-policy",
         "ref": "llama-ref",
@@ -555,15 +632,23 @@ def dpo_case(examples):
 def check_classifier(g, worst_eager):
     ex = g["examples"]
     sc = [x for e in ex for x in e["scores_chosen"] + e["scores_rejected"]]
-    wins = sum(1 for e in ex if e["scores_chosen"] > e["scores_rejected"])  # lexicographic, as in Python
-    bf_worst = max(abs(a - b) for i, e in enumerate(ex) for side in ("chosen", "rejected")
-                   for a, b in zip(e[f"scores_{side}"], g["bf16"][f"scores_{side}"][i]))
-    pad_worst = max(abs(a - b) for i, e in enumerate(ex) for side in ("chosen", "rejected")
-                    for a, b in zip(e[f"scores_{side}"], g[f"padded_batch_scores_{side}"][i]))
+    wins = sum(1 for e in ex if win(e["scores_chosen"], e["scores_rejected"]))
+    n = len(ex)
+    for key in ("padded_batch_scores_chosen", "padded_batch_scores_rejected"):
+        assert len(g[key]) == n, (g["case"], key, len(g[key]), n)
+    padded = spread_from_golden(ex, {"scores_chosen": g["padded_batch_scores_chosen"],
+                              "scores_rejected": g["padded_batch_scores_rejected"]})
+    assert padded["win_flips"] == 0, (g["case"], padded)
     lens = [len(e[f"input_ids_{s}"]) for e in ex for s in ("chosen", "rejected")]
-    print(f"  {g['case']:<20} n={len(ex)} scores [{min(sc):+.3f}, {max(sc):+.3f}] wins {wins}/{len(ex)} "
-          f"tokens [{min(lens)}, {max(lens)}] |bf16-fp32|max={bf_worst:.3g} |padded-b1|max={pad_worst:.3g} "
+    b = g["bf16_bound"]
+    print(f"  {g['case']:<20} n={n} scores [{min(sc):+.3f}, {max(sc):+.3f}] wins {wins}/{n} "
+          f"tokens [{min(lens)}, {max(lens)}] |padded-b1|max={padded['max_abs_diff']:.3g} "
           f"|eager-sdpa|max={worst_eager:.3g}")
+    for name, m in b["transformers"].items():
+        print(f"    transformers bf16 {name:<13} vs fp32: max |diff| {m['max_abs_diff']:.4g}, "
+              f"{m['win_flips']} win flips {m['flipped_ids']}")
+    print(f"    bf16 bound: max |diff| {b['max_abs_diff']:.4g}, at most {b['max_win_flips']} win flips "
+          f"({b['near_ties']} pairs within 2 x {b['max_abs_diff']:.3g} of a tie)")
     assert len(set(round(x, 6) for x in sc)) > len(sc) // 2, "scores look degenerate"
     assert max(abs(x) for x in sc) < 20
     for e in ex:
@@ -583,7 +668,10 @@ def check_classifier(g, worst_eager):
 
 
 def main():
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}")
+    print(f"reference: {REFERENCE}")
+    if (transformers.__version__, torch.__version__.split("+")[0]) != (TRANSFORMERS_VERSION, TORCH_VERSION):
+        sys.exit(f"make_fixtures.py: the goldens' reference is transformers {TRANSFORMERS_VERSION} on torch "
+                 f"{TORCH_VERSION}; this python has transformers {transformers.__version__}, torch {torch.__version__}")
     if OUT.exists():
         shutil.rmtree(OUT)
     MODELS.mkdir(parents=True)

@@ -81,12 +81,14 @@ fn run(spec: &ModelSpec, golden: &Value, kind: Kind) -> Vec<Vec<f64>> {
     out
 }
 
-fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
-    assert_eq!(a.len(), b.len());
+/// Max |a - b| over equal-shaped outputs; the row counts and row lengths must agree first.
+fn max_diff(what: &str, a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    assert_eq!(a.len(), b.len(), "{what}: number of output rows");
     a.iter()
         .zip(b)
-        .flat_map(|(x, y)| {
-            assert_eq!(x.len(), y.len());
+        .enumerate()
+        .flat_map(|(i, (x, y))| {
+            assert_eq!(x.len(), y.len(), "{what}: row {i}: number of outputs");
             x.iter().zip(y).map(|(p, q)| (p - q).abs())
         })
         .fold(0.0, f64::max)
@@ -136,8 +138,8 @@ fn direct_load_matches_numpy_easylm_and_transformers() {
         let ours = run(&spec, &golden, Kind::Float);
         let numpy = outputs(&golden, "numpy_easylm");
         let transformers = outputs(&golden, "transformers");
-        let d_numpy = max_diff(&ours, &numpy);
-        let d_hf = max_diff(&ours, &transformers);
+        let d_numpy = max_diff(&format!("{name} vs numpy"), &ours, &numpy);
+        let d_hf = max_diff(&format!("{name} vs transformers"), &ours, &transformers);
         assert!(d_numpy < FP32_TOLERANCE, "{name}: {d_numpy} from numpy");
         assert!(d_hf < FP32_TOLERANCE, "{name}: {d_hf} from transformers");
         eprintln!("{name}: direct load, max |diff| {d_numpy:.2e} vs numpy EasyLM, {d_hf:.2e} vs transformers");
@@ -149,7 +151,11 @@ fn direct_load_in_bf16_is_close() {
     let golden = golden("rm-gqa-bf16");
     let spec = ModelSpec::from_easylm(&checkpoint_path(&golden), &options(&golden)).unwrap();
     let ours = run(&spec, &golden, Kind::BFloat16);
-    let d = max_diff(&ours, &outputs(&golden, "numpy_easylm"));
+    let d = max_diff(
+        "rm-gqa-bf16 bf16 vs numpy",
+        &ours,
+        &outputs(&golden, "numpy_easylm"),
+    );
     assert!(d < 0.1, "{d}");
 }
 
@@ -201,9 +207,17 @@ fn converted_folder_scores_like_the_direct_load() {
         assert_eq!(folder.head, direct.head);
         let from_folder = run(&folder, &golden, Kind::Float);
         let from_direct = run(&direct, &golden, Kind::Float);
-        let d = max_diff(&from_folder, &from_direct);
+        let d = max_diff(
+            &format!("{name} folder vs direct"),
+            &from_folder,
+            &from_direct,
+        );
         assert!(d < 1e-6, "{name}: folder vs direct {d}");
-        let d = max_diff(&from_folder, &outputs(&golden, "numpy_easylm"));
+        let d = max_diff(
+            &format!("{name} folder vs numpy"),
+            &from_folder,
+            &outputs(&golden, "numpy_easylm"),
+        );
         assert!(d < FP32_TOLERANCE, "{name}: folder vs numpy {d}");
     }
 }
