@@ -330,7 +330,8 @@ fn check_classifier_fp32(case: &str) {
 
 /// herd's bf16 against transformers' fp32 golden, within the bound the fixture script derived
 /// from transformers' own bf16 runs (`bf16_bound`: twice transformers' largest bf16 score
-/// difference; transformers' most win flips plus 2).
+/// difference; transformers' most win flips plus 2), and only pairs whose fp32 margin is within
+/// twice that score bound may flip.
 fn check_classifier_bf16(case: &str) {
     let golden = golden(case);
     let bound = &golden["bf16_bound"];
@@ -383,6 +384,20 @@ fn check_classifier_bf16(case: &str) {
         agreement.flipped.len(),
         row_ids(&golden, &agreement.flipped)
     );
+    // and only near-ties may flip: a pair whose fp32 margin exceeds what the bound lets each
+    // side move cannot change order through bf16 rounding alone
+    for &i in &agreement.flipped {
+        let margin = fp32.chosen[i]
+            .iter()
+            .zip(&fp32.rejected[i])
+            .map(|(c, r)| (c - r).abs())
+            .fold(f64::MAX, f64::min);
+        assert!(
+            margin <= 2.0 * max_abs_diff,
+            "{what}: row {} flipped with an fp32 margin {margin:.4} > 2 x bound {max_abs_diff:.4}",
+            row_ids(&golden, &[i])[0]
+        );
+    }
 }
 
 #[test]
