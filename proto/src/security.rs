@@ -317,7 +317,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("herd-proto-token-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("op");
-        std::fs::write(&file, "  op-secret \nignored\n").unwrap();
+        std::fs::write(&file, "  op-secret \n").unwrap();
         assert_eq!(
             resolve_token(Some(&file), Role::Operator)
                 .unwrap()

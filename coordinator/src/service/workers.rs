@@ -45,13 +45,7 @@ impl WorkersService {
         self.max_results_per_message = limits.max_results_per_message;
         self
     }
-}
 
-fn lease_of(lease: Option<LeaseRef>) -> Result<LeaseRef, Status> {
-    lease.ok_or_else(|| Status::invalid_argument("the request names no lease"))
-}
-
-impl WorkersService {
     /// Runs `f(store, worker_id)` on the store once `secret` is checked against the registration
     /// of `worker_id` (unknown id: NOT_FOUND, register again; wrong secret: PERMISSION_DENIED).
     async fn as_worker<T, F>(&self, worker_id: String, secret: String, f: F) -> Result<T, Status>
@@ -66,6 +60,10 @@ impl WorkersService {
             })
             .await
     }
+}
+
+fn lease_of(lease: Option<LeaseRef>) -> Result<LeaseRef, Status> {
+    lease.ok_or_else(|| Status::invalid_argument("the request names no lease"))
 }
 
 #[tonic::async_trait]
