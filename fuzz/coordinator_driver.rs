@@ -5,7 +5,9 @@
 // Input: records `<op byte><clock byte><len: u16 little-endian><len bytes of protobuf>`, repeated. The op picks
 // the request type; the bytes are that request decoded with prost (undecodable ones are skipped,
 // as tonic would refuse them). So that arbitrary bytes reach deep states, an empty worker id means
-// "the last registered worker" and a missing lease means "the last lease granted".
+// "the last registered worker", an empty worker secret "that worker's own secret" and a missing
+// lease "the last lease granted". As the Workers service does, a lease-bound request goes to the
+// store only after its (worker id, secret) pair is checked.
 //
 // Invariants (a violation panics):
 // - no panic anywhere in the store;
@@ -74,7 +76,8 @@ struct Driver {
     store: Store,
     db: rusqlite::Connection,
     now: i64,
-    workers: Vec<String>,
+    /// registered ids and their secrets
+    workers: Vec<(String, String)>,
     last_lease: Option<LeaseRef>,
     /// (checkpoint id, example index) -> the scores first stored
     stored: BTreeMap<(i64, i64), (Vec<u8>, Vec<u8>)>,
@@ -112,12 +115,23 @@ impl Driver {
         }
     }
 
-    fn worker(&self, id: &str) -> String {
-        if id.is_empty() {
-            self.workers.last().cloned().unwrap_or_default()
+    /// The worker a request acts as, if its (id, secret) pair passes the store's check.
+    fn worker(&self, id: &str, secret: &str) -> Option<String> {
+        let id = if id.is_empty() {
+            self.workers
+                .last()
+                .map(|(id, _)| id.clone())
+                .unwrap_or_default()
         } else {
             id.to_string()
-        }
+        };
+        let secret = if secret.is_empty() {
+            let own = self.workers.iter().find(|(w, _)| *w == id);
+            own.map(|(_, s)| s.clone()).unwrap_or_default()
+        } else {
+            secret.to_string()
+        };
+        self.store.check_worker(&id, &secret).ok().map(|()| id)
     }
 
     fn lease_ref(&self, lease: Option<LeaseRef>) -> LeaseRef {
@@ -147,15 +161,18 @@ impl Driver {
                     return;
                 };
                 let caps = r.capabilities.unwrap_or_default();
-                if let Ok(id) = self.store.register(&r.name, &caps, now) {
-                    self.workers.push(id);
+                let secret = format!("secret-{}", self.workers.len());
+                if let Ok(id) = self.store.register(&r.name, &caps, &secret, now) {
+                    self.workers.push((id, secret));
                 }
             }
             1 => {
                 let Ok(r) = LeaseRequest::decode(bytes) else {
                     return;
                 };
-                let worker = self.worker(&r.worker_id);
+                let Some(worker) = self.worker(&r.worker_id, &r.worker_secret) else {
+                    return;
+                };
                 if let Ok(LeaseOutcome::Leased(lease)) =
                     self.store.lease(&worker, &r.cached_checkpoints, now)
                 {
@@ -166,7 +183,9 @@ impl Driver {
                 let Ok(r) = ResultBatch::decode(bytes) else {
                     return;
                 };
-                let worker = self.worker(&r.worker_id);
+                let Some(worker) = self.worker(&r.worker_id, &r.worker_secret) else {
+                    return;
+                };
                 let lease = self.lease_ref(r.lease);
                 let active = self.lease_active_for(&worker, &lease);
                 let before = self.rows();
@@ -182,7 +201,9 @@ impl Driver {
                 let Ok(r) = CompleteRequest::decode(bytes) else {
                     return;
                 };
-                let worker = self.worker(&r.worker_id);
+                let Some(worker) = self.worker(&r.worker_id, &r.worker_secret) else {
+                    return;
+                };
                 let lease = self.lease_ref(r.lease);
                 if let Ok(done) =
                     self.store
@@ -195,7 +216,9 @@ impl Driver {
                 let Ok(r) = FailRequest::decode(bytes) else {
                     return;
                 };
-                let worker = self.worker(&r.worker_id);
+                let Some(worker) = self.worker(&r.worker_id, &r.worker_secret) else {
+                    return;
+                };
                 let lease = self.lease_ref(r.lease);
                 let kind = FailureKind::try_from(r.kind).unwrap_or(FailureKind::Unspecified);
                 if let Ok(t) = self.store.fail(&worker, &lease, kind, &r.reason, now) {
@@ -206,7 +229,9 @@ impl Driver {
                 let Ok(r) = HeartbeatRequest::decode(bytes) else {
                     return;
                 };
-                let worker = self.worker(&r.worker_id);
+                let Some(worker) = self.worker(&r.worker_id, &r.worker_secret) else {
+                    return;
+                };
                 let _ = self
                     .store
                     .heartbeat(&worker, &r.leases, r.draining, r.stats.as_ref(), now);

@@ -129,7 +129,7 @@ fn sweep_run(dir: &std::path::Path, env: Vec<(String, String)>) -> SweepRun {
     let coord = Coordinator::start(dir, env, CoordSettings::default());
     SweepRun {
         dir: dir.to_path_buf(),
-        env: coord.env.clone(),
+        env: coord.worker_env(),
         worker_target: coord.url(),
         coord,
         workers: Vec::new(),

@@ -113,6 +113,13 @@ struct Held {
     leases: Mutex<HashMap<(i64, u64), Arc<AtomicBool>>>,
 }
 
+/// The id and secret Register answered: every later call carries both.
+#[derive(Clone, Default)]
+struct Me {
+    id: String,
+    secret: String,
+}
+
 /// Runs one simulated worker until `shared.stop` is set or the coordinator says shutdown.
 pub async fn run(n: usize, cfg: Arc<SimConfig>, shared: Arc<Shared>) -> anyhow::Result<()> {
     // each worker has its own connection, like separate machines
@@ -121,16 +128,16 @@ pub async fn run(n: usize, cfg: Arc<SimConfig>, shared: Arc<Shared>) -> anyhow::
         .connect_lazy();
     let mut client = WorkersClient::new(channel.clone());
     let name = format!("sim-worker-{n:03}");
-    let Some((mut worker_id, hb)) = register(&mut client, &name, &shared).await else {
+    let Some((mut me, hb)) = register(&mut client, &name, &shared).await else {
         return Ok(());
     };
     let held = Arc::new(Held {
         leases: Mutex::new(HashMap::new()),
     });
-    let worker_id_hb = Arc::new(Mutex::new(worker_id.clone()));
+    let me_hb = Arc::new(Mutex::new(me.clone()));
     let heartbeat = tokio::spawn(heartbeats(
         channel.clone(),
-        worker_id_hb.clone(),
+        me_hb.clone(),
         held.clone(),
         shared.clone(),
         hb,
@@ -140,7 +147,8 @@ pub async fn run(n: usize, cfg: Arc<SimConfig>, shared: Arc<Shared>) -> anyhow::
         let started = Instant::now();
         let reply = client
             .lease(LeaseRequest {
-                worker_id: worker_id.clone(),
+                worker_id: me.id.clone(),
+                worker_secret: me.secret.clone(),
                 cached_checkpoints: vec![],
             })
             .await;
@@ -156,7 +164,7 @@ pub async fn run(n: usize, cfg: Arc<SimConfig>, shared: Arc<Shared>) -> anyhow::
                             stats.leases += 1;
                             stats.first_lease_at.get_or_insert(started);
                         }
-                        work(&mut client, &worker_id, lease, &cfg, &shared, &held).await;
+                        work(&mut client, &me, lease, &cfg, &shared, &held).await;
                     }
                     Some(Outcome::RetryAfterMs(ms)) => {
                         shared.stats.lock().unwrap().lease_other_us.push(us);
@@ -184,9 +192,9 @@ pub async fn run(n: usize, cfg: Arc<SimConfig>, shared: Arc<Shared>) -> anyhow::
                 ) {
                     // the coordinator does not know us (any more): register again
                     match register(&mut client, &name, &shared).await {
-                        Some((id, _)) => {
-                            worker_id = id;
-                            *worker_id_hb.lock().unwrap() = worker_id.clone();
+                        Some((again, _)) => {
+                            me = again;
+                            *me_hb.lock().unwrap() = me.clone();
                             shared.stats.lock().unwrap().reregistered += 1;
                         }
                         None => break,
@@ -206,7 +214,7 @@ async fn register(
     client: &mut WorkersClient<Channel>,
     name: &str,
     shared: &Shared,
-) -> Option<(String, Duration)> {
+) -> Option<(Me, Duration)> {
     let mut backoff = Duration::from_millis(20);
     while !shared.stopping() {
         let reply = client
@@ -224,7 +232,11 @@ async fn register(
             Ok(reply) => {
                 let reply = reply.into_inner();
                 let hb = Duration::from_millis(reply.heartbeat_interval_ms.max(50) as u64);
-                return Some((reply.worker_id, hb));
+                let me = Me {
+                    id: reply.worker_id,
+                    secret: reply.worker_secret,
+                };
+                return Some((me, hb));
             }
             Err(status) => {
                 shared.error("Register", status.code());
@@ -238,7 +250,7 @@ async fn register(
 
 async fn heartbeats(
     channel: Channel,
-    worker_id: Arc<Mutex<String>>,
+    me: Arc<Mutex<Me>>,
     held: Arc<Held>,
     shared: Arc<Shared>,
     every: Duration,
@@ -253,10 +265,11 @@ async fn heartbeats(
             .keys()
             .map(|&(task_id, epoch)| LeaseRef { task_id, epoch })
             .collect();
-        let id = worker_id.lock().unwrap().clone();
+        let Me { id, secret } = me.lock().unwrap().clone();
         match client
             .heartbeat(HeartbeatRequest {
                 worker_id: id,
+                worker_secret: secret,
                 leases,
                 draining: false,
                 stats: None,
@@ -280,7 +293,7 @@ async fn heartbeats(
 /// One lease: STUB-score, stream, complete. Returns when done, lost, revoked or stopped.
 async fn work(
     client: &mut WorkersClient<Channel>,
-    worker_id: &str,
+    me: &Me,
     lease: Lease,
     cfg: &SimConfig,
     shared: &Shared,
@@ -353,7 +366,8 @@ async fn work(
                         })
                         .collect();
                     let message = ResultBatch {
-                        worker_id: worker_id.to_string(),
+                        worker_id: me.id.clone(),
+                        worker_secret: me.secret.clone(),
                         lease: Some(lease_ref),
                         rewards,
                     };
@@ -402,9 +416,11 @@ async fn work(
                 Err(status) => {
                     shared.error("StreamResults", status.code());
                     shared.stats.lock().unwrap().stream_calls_failed += 1;
-                    if status.code() == Code::FailedPrecondition || status.code() == Code::NotFound
-                    {
-                        // stale or unknown lease: nothing of it is ours any more
+                    if matches!(
+                        status.code(),
+                        Code::FailedPrecondition | Code::NotFound | Code::PermissionDenied
+                    ) {
+                        // stale, unknown or another registration's lease: nothing of it is ours
                         shared.stats.lock().unwrap().leases_lost += 1;
                         finished = false;
                         break 'calls;
@@ -417,14 +433,14 @@ async fn work(
         }
     }
     if finished {
-        complete(client, worker_id, lease_ref, shared).await;
+        complete(client, me, lease_ref, shared).await;
     }
     held.leases.lock().unwrap().remove(&key);
 }
 
 async fn complete(
     client: &mut WorkersClient<Channel>,
-    worker_id: &str,
+    me: &Me,
     lease_ref: LeaseRef,
     shared: &Shared,
 ) {
@@ -432,7 +448,8 @@ async fn complete(
     loop {
         let reply = client
             .complete(CompleteRequest {
-                worker_id: worker_id.to_string(),
+                worker_id: me.id.clone(),
+                worker_secret: me.secret.clone(),
                 lease: Some(lease_ref),
                 model_type: "Seq. Classifier".into(),
                 chat_template: "tulu".into(),
@@ -453,8 +470,10 @@ async fn complete(
             }
             Err(status) => {
                 shared.error("Complete", status.code());
-                if matches!(status.code(), Code::FailedPrecondition | Code::NotFound)
-                    || shared.stopping()
+                if matches!(
+                    status.code(),
+                    Code::FailedPrecondition | Code::NotFound | Code::PermissionDenied
+                ) || shared.stopping()
                 {
                     return;
                 }

@@ -150,6 +150,8 @@ struct Workers {
 }
 
 impl Workers {
+    /// Workers get the worker token only (an operator token in this process's environment is
+    /// not passed on).
     fn start(args: &RunArgs, url: &str, token: &str, logs: &Path) -> anyhow::Result<Workers> {
         let bin = worker_binary(args.worker_bin.as_deref())?;
         std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
@@ -167,6 +169,7 @@ impl Workers {
                 .arg(&args.device)
                 .args(&args.worker_args)
                 .env(herd_proto::security::TOKEN_ENV, token)
+                .env_remove(herd_proto::security::OPERATOR_TOKEN_ENV)
                 .stdin(Stdio::null())
                 .stdout(Stdio::from(log.try_clone()?))
                 .stderr(Stdio::from(log))
@@ -239,13 +242,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     crate::model::check_sweep_name(&args.name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    // a fresh token for the embedded server (loopback); its workers get it through $HERD_TOKEN
-    let token = crate::security::random_token()?;
+    // fresh tokens for the embedded server (loopback): its workers get the worker token through
+    // $HERD_TOKEN, this process keeps the operator token for Submit/Status/Results
+    let tokens = crate::security::RoleTokens::random()?;
     let mut serve = serve_args(&args.out);
-    serve.security = crate::security::SecurityArgs::with_token(&token);
+    serve.security = crate::security::SecurityArgs::with_tokens(&tokens);
     let server = spawn(serve).await?;
     let url = format!("http://{}", server.addr);
-    let security = herd_proto::security::ClientSecurity::token(Some(&token));
+    let security = herd_proto::security::ClientSecurity::token(Some(&tokens.operator));
     let mut client = crate::client::connect_with(&url, &security)
         .await
         .with_context(|| format!("connecting to the embedded coordinator at {url}"))?;
@@ -267,7 +271,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.out.join("logs").display()
     );
 
-    let mut workers = Workers::start(&args, &url, &token, &args.out.join("logs"))?;
+    let mut workers = Workers::start(&args, &url, &tokens.worker, &args.out.join("logs"))?;
     let status = watch(&mut client, &args.name, &mut workers).await;
     workers.stop().await;
     let status = status?;

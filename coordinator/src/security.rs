@@ -1,5 +1,6 @@
-//! The server side of herd's RPC security (issue 7): the bearer-token check in front of both
-//! services, TLS (server certificate, optional client certificates), and the limits (message
+//! The server side of herd's RPC security: the bearer-token check in front of both services
+//! (the worker token opens `Workers`, the operator token `Sweeps`), the per-registration worker
+//! secrets, TLS (server certificate, optional client certificates), and the limits (message
 //! sizes, rewards per message, per-worker lease rate, concurrent calls per connection).
 
 use std::collections::HashMap;
@@ -11,24 +12,32 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::future::BoxFuture;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::Status;
 
-pub use herd_proto::security::{resolve_token, ClientSecurity, TOKEN_ENV};
+pub use herd_proto::security::{
+    resolve_token, ClientSecurity, Role, OPERATOR_TOKEN_ENV, TOKEN_ENV,
+};
 
 /// `coord serve` security flags.
 #[derive(clap::Args, Clone, Debug, Default)]
 #[command(next_help_heading = "Security")]
 pub struct SecurityArgs {
-    /// file whose first line is the bearer token every RPC must carry (default: $HERD_TOKEN)
+    /// file whose first line is the worker token: what workers present, good for the Workers
+    /// service only (default: $HERD_TOKEN)
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
-    /// the token itself, for in-process callers (`coord run`, tests); never a flag
+    /// file whose first line is the operator token: what `coord submit/status/results/cancel`
+    /// present, good for the Sweeps service only (default: $HERD_OPERATOR_TOKEN)
+    #[arg(long, value_name = "PATH")]
+    pub operator_token_file: Option<PathBuf>,
+    /// the tokens themselves, for in-process callers (`coord run`, tests); never a flag
     #[arg(skip)]
-    pub token: Option<String>,
-    /// serve without a token: any client that can reach the port may lease, submit and cancel
+    pub tokens: Option<RoleTokens>,
+    /// serve without tokens: any client that can reach the port may lease, submit and cancel
     #[arg(long)]
     pub insecure_no_auth: bool,
     /// the server certificate chain (PEM): serve TLS
@@ -45,24 +54,101 @@ pub struct SecurityArgs {
     pub allow_plaintext: bool,
 }
 
+/// The two bearer tokens a coordinator checks (Debug never prints them).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RoleTokens {
+    /// opens the Workers service
+    pub worker: String,
+    /// opens the Sweeps service
+    pub operator: String,
+}
+
+impl RoleTokens {
+    /// Two fresh random tokens (`coord run`, tests).
+    pub fn random() -> anyhow::Result<Self> {
+        Ok(RoleTokens {
+            worker: random_token()?,
+            operator: random_token()?,
+        })
+    }
+
+    pub fn get(&self, role: Role) -> &str {
+        match role {
+            Role::Worker => &self.worker,
+            Role::Operator => &self.operator,
+        }
+    }
+}
+
+impl std::fmt::Debug for RoleTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RoleTokens(<set>)")
+    }
+}
+
 impl SecurityArgs {
-    /// Security for in-process servers: this token, plaintext (loopback).
-    pub fn with_token(token: &str) -> Self {
+    /// Security for in-process servers: these tokens, plaintext (loopback).
+    pub fn with_tokens(tokens: &RoleTokens) -> Self {
         SecurityArgs {
-            token: Some(token.to_string()),
+            tokens: Some(tokens.clone()),
             ..Default::default()
         }
     }
 
-    /// The token to check, or `None` with `--insecure-no-auth`; refuses to go on without either.
-    pub fn server_token(&self) -> anyhow::Result<Option<String>> {
-        let token = match &self.token {
-            Some(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
-            Some(_) => anyhow::bail!("the token is empty"),
-            None => resolve_token(self.token_file.as_deref()).map_err(anyhow::Error::msg)?,
+    /// The tokens to check, or `None` with `--insecure-no-auth`. Both tokens or neither: a
+    /// coordinator given only one refuses to start (one service would be open, or the
+    /// `--insecure-no-auth` choice ambiguous), and so does one whose two tokens are equal (the
+    /// roles would not be separate).
+    pub fn server_tokens(&self) -> anyhow::Result<Option<RoleTokens>> {
+        let tokens = match &self.tokens {
+            Some(t) => {
+                for role in Role::ALL {
+                    anyhow::ensure!(
+                        !t.get(role).trim().is_empty(),
+                        "the {} is empty",
+                        role.token_name()
+                    );
+                }
+                Some(RoleTokens {
+                    worker: t.worker.trim().to_string(),
+                    operator: t.operator.trim().to_string(),
+                })
+            }
+            None => {
+                let worker = resolve_token(self.token_file.as_deref(), Role::Worker)
+                    .map_err(anyhow::Error::msg)?;
+                let operator = resolve_token(self.operator_token_file.as_deref(), Role::Operator)
+                    .map_err(anyhow::Error::msg)?;
+                match (worker, operator) {
+                    (Some(worker), Some(operator)) => Some(RoleTokens { worker, operator }),
+                    (None, None) => None,
+                    (worker, _) => {
+                        let (have, missing) = if worker.is_some() {
+                            (Role::Worker, Role::Operator)
+                        } else {
+                            (Role::Operator, Role::Worker)
+                        };
+                        anyhow::bail!(
+                            "a {} is set but no {}: pass {} PATH or set ${} (a coordinator \
+                             checks both tokens or, with --insecure-no-auth, neither)",
+                            have.token_name(),
+                            missing.token_name(),
+                            missing.flag(),
+                            missing.env()
+                        )
+                    }
+                }
+            }
         };
-        match (token, self.insecure_no_auth) {
-            (Some(token), _) => Ok(Some(token)),
+        match (tokens, self.insecure_no_auth) {
+            (Some(tokens), _) => {
+                anyhow::ensure!(
+                    tokens.worker != tokens.operator,
+                    "the worker token and the operator token are the same: give them different \
+                     values (a worker could otherwise submit and cancel sweeps)"
+                );
+                Ok(Some(tokens))
+            }
             (None, true) => {
                 tracing::warn!(
                     "--insecure-no-auth: RPCs are NOT authenticated; anyone who can reach this \
@@ -71,8 +157,10 @@ impl SecurityArgs {
                 Ok(None)
             }
             (None, false) => anyhow::bail!(
-                "no token: pass --token-file PATH or set ${TOKEN_ENV} (every worker and client \
-                 needs the same token), or --insecure-no-auth to serve without one"
+                "no tokens: pass --token-file PATH (the worker token, also given to every worker) \
+                 and --operator-token-file PATH (the operator token, for coord \
+                 submit/status/results/cancel), or set ${TOKEN_ENV} and ${OPERATOR_TOKEN_ENV}; \
+                 or --insecure-no-auth to serve without them"
             ),
         }
     }
@@ -191,18 +279,22 @@ pub fn rate_limited(wait: Duration) -> Status {
     status
 }
 
-/// The bearer-token check in front of both services: `authorization: Bearer <token>`, compared
-/// in constant time; otherwise UNAUTHENTICATED, logged with the peer and the RPC (never the token).
+/// The bearer-token check in front of both services, deciding by the gRPC service path:
+/// `/herd.v1.Workers/*` needs the worker token, `/herd.v1.Sweeps/*` the operator token, any
+/// other path either token (the router then answers UNIMPLEMENTED). The presented token is
+/// compared with both tokens in constant time. No token, or one that is neither: UNAUTHENTICATED
+/// (the caller is nobody). The other role's token: PERMISSION_DENIED (the caller is known, but
+/// that service is not its own). Refusals are logged with the peer and the RPC, never a token.
 #[derive(Clone)]
 pub struct AuthLayer {
-    token: Option<Arc<[u8]>>,
+    tokens: Option<Arc<RoleTokens>>,
 }
 
 impl AuthLayer {
     /// `None`: every call passes (`--insecure-no-auth`).
-    pub fn new(token: Option<&str>) -> Self {
+    pub fn new(tokens: Option<&RoleTokens>) -> Self {
         AuthLayer {
-            token: token.map(|t| Arc::from(t.as_bytes())),
+            tokens: tokens.cloned().map(Arc::new),
         }
     }
 }
@@ -212,7 +304,7 @@ impl<S> tower::Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Auth<S> {
         Auth {
             inner,
-            token: self.token.clone(),
+            tokens: self.tokens.clone(),
         }
     }
 }
@@ -220,22 +312,40 @@ impl<S> tower::Layer<S> for AuthLayer {
 #[derive(Clone)]
 pub struct Auth<S> {
     inner: S,
-    token: Option<Arc<[u8]>>,
+    tokens: Option<Arc<RoleTokens>>,
 }
 
-/// Why a call was refused, or `None` when its token matches.
-fn refusal(expected: &[u8], header: Option<&http::HeaderValue>) -> Option<&'static str> {
+/// Why a call to `path` was refused, or `None` when its token opens that path.
+fn refusal(tokens: &RoleTokens, path: &str, header: Option<&http::HeaderValue>) -> Option<Status> {
+    let unauthenticated = |reason: &str| {
+        Some(Status::unauthenticated(format!(
+            "{reason}: this coordinator needs `authorization: Bearer <token>` (the worker token \
+             from --token-file or ${TOKEN_ENV} for Workers, the operator token from \
+             --operator-token-file or ${OPERATOR_TOKEN_ENV} for Sweeps)"
+        )))
+    };
     let Some(header) = header else {
-        return Some("no authorization header");
+        return unauthenticated("no authorization header");
     };
     let Some(given) = header.as_bytes().strip_prefix(b"Bearer ") else {
-        return Some("authorization is not a bearer token");
+        return unauthenticated("authorization is not a bearer token");
     };
-    // ct_eq: equal lengths compared in constant time; a length mismatch is not secret
-    if bool::from(given.ct_eq(expected)) {
-        None
-    } else {
-        Some("wrong token")
+    // both compared every time; ct_eq: equal lengths in constant time (a length is not secret)
+    let worker = bool::from(given.ct_eq(tokens.worker.as_bytes()));
+    let operator = bool::from(given.ct_eq(tokens.operator.as_bytes()));
+    let presented = match (worker, operator) {
+        (true, _) => Role::Worker,
+        (_, true) => Role::Operator,
+        (false, false) => return unauthenticated("wrong token"),
+    };
+    match Role::of_path(path) {
+        Some(needed) if needed != presented => Some(Status::permission_denied(format!(
+            "the {} cannot call {}: it needs the {}",
+            presented.token_name(),
+            needed.service(),
+            needed.token_name()
+        ))),
+        _ => None,
     }
 }
 
@@ -268,18 +378,19 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        if let Some(expected) = &self.token {
+        if let Some(tokens) = &self.tokens {
             let header = request.headers().get(http::header::AUTHORIZATION);
-            if let Some(reason) = refusal(expected, header) {
+            if let Some(status) = refusal(tokens, request.uri().path(), header) {
                 let peer = peer(&request)
                     .map(|a| a.to_string())
                     .unwrap_or_else(|| "unknown".into());
-                tracing::warn!(peer = %peer, rpc = %request.uri().path(), reason, "unauthenticated call refused");
-                let response = Status::unauthenticated(format!(
-                    "{reason}: this coordinator needs `authorization: Bearer <token>` \
-                     (--token-file or ${TOKEN_ENV})"
-                ))
-                .into_http();
+                let rpc = request.uri().path();
+                if status.code() == tonic::Code::PermissionDenied {
+                    tracing::warn!(peer = %peer, rpc = %rpc, reason = status.message(), "call with the other role's token refused");
+                } else {
+                    tracing::warn!(peer = %peer, rpc = %rpc, reason = status.message(), "unauthenticated call refused");
+                }
+                let response = status.into_http();
                 return Box::pin(async move { Ok(response) });
             }
         }
@@ -290,12 +401,21 @@ where
     }
 }
 
-/// A random token (hex, 256 bits) for `coord run`'s embedded server and the tests.
+/// A random token (hex, 256 bits from the operating system's CSPRNG): `coord run`'s tokens and
+/// every worker registration's secret.
 pub fn random_token() -> anyhow::Result<String> {
-    use std::io::Read;
     let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("reading /dev/urandom")?;
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("the system random source: {e}"))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// What the state file keeps of a worker secret: its SHA-256 (the secret itself is never
+/// stored, so a copy of the file does not let anyone act as a worker).
+pub fn secret_digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Whether `secret` is the one whose digest is `stored`, in constant time.
+pub fn secret_matches(secret: &str, stored: &[u8]) -> bool {
+    bool::from(secret_digest(secret).as_slice().ct_eq(stored))
 }

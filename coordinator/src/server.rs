@@ -178,8 +178,8 @@ pub async fn spawn(args: ServeArgs) -> anyhow::Result<ServerHandle> {
     .await
     .context("opening the state file")?
     .with_context(|| format!("opening the state file {}", args.state.display()))?;
-    // refuse to start without a token (or --insecure-no-auth), or plaintext off loopback
-    let token = args.security.server_token()?;
+    // refuse to start without both tokens (or --insecure-no-auth), or plaintext off loopback
+    let tokens = args.security.server_tokens()?;
     let tls = args.security.server_tls(args.listen)?;
     let store = Arc::new(store);
     let coordinator = Coordinator::new(store.clone(), args.out_dir.clone(), args.exit_when_done);
@@ -211,7 +211,7 @@ pub async fn spawn(args: ServeArgs) -> anyhow::Result<ServerHandle> {
     }
     let server = tokio::spawn(
         builder
-            .layer(crate::security::AuthLayer::new(token.as_deref()))
+            .layer(crate::security::AuthLayer::new(tokens.as_ref()))
             .add_service(workers)
             .add_service(sweeps)
             .serve_with_incoming_shutdown(incoming, async move {

@@ -84,6 +84,30 @@ fn seq<'a>(v: &'a Value, path: &str) -> &'a Vec<Value> {
         .unwrap_or_else(|| panic!("{path} is not a list"))
 }
 
+fn strings<'a>(v: &'a Value, path: &str) -> Vec<&'a str> {
+    seq(v, path)
+        .iter()
+        .map(|a| {
+            a.as_str()
+                .unwrap_or_else(|| panic!("{path}: {a:?} is not a string"))
+        })
+        .collect()
+}
+
+/// The value after `name` in an argument list.
+fn flag<'a>(args: &[&'a str], name: &str) -> Option<&'a str> {
+    let at = args.iter().position(|a| *a == name)?;
+    args.get(at + 1).copied()
+}
+
+/// A Beaker task's (mountPath, secret) dataset mounts.
+fn mounts(task: &Value) -> Vec<(&str, &str)> {
+    seq(task, "datasets")
+        .iter()
+        .map(|d| (s(d, "mountPath"), s(d, "source.secret")))
+        .collect()
+}
+
 const BEAKER_FLAGS: &[&str] = &[
     "--workers",
     "16",
@@ -108,6 +132,8 @@ const BEAKER_FLAGS: &[&str] = &[
     "GOOGLE_SERVICE_ACCOUNT",
     "--secret-token",
     "HERD_TOKEN",
+    "--secret-operator-token",
+    "HERD_OPERATOR_TOKEN",
     "--otel-endpoint",
     "http://otel.example:4317",
     "--env",
@@ -165,6 +191,12 @@ fn beaker_spec_matches_golden_and_has_required_fields() {
         };
         assert_eq!(secret("HERD_TOKEN"), "HERD_TOKEN");
         assert_eq!(secret("GOOGLE_SERVICE_ACCOUNT"), "GOOGLE_SERVICE_ACCOUNT");
+        // the operator token goes to the coordinator only
+        let operator = env.iter().any(|e| s(e, "name") == "HERD_OPERATOR_TOKEN");
+        assert_eq!(operator, name == "herd-coordinator", "{name}");
+        if operator {
+            assert_eq!(secret("HERD_OPERATOR_TOKEN"), "HERD_OPERATOR_TOKEN");
+        }
         let value = |var: &str| {
             env.iter()
                 .find(|e| s(e, "name") == var)
@@ -187,6 +219,22 @@ fn beaker_spec_matches_golden_and_has_required_fields() {
         s(coord, "constraints.hostname.0"),
         "jupiter-cs-aus-101.reviz.ai2.in"
     );
+    // TLS from the mounted secrets; no plaintext
+    let coord_args = strings(coord, "arguments");
+    assert_eq!(
+        flag(&coord_args, "--tls-cert"),
+        Some("/secrets/tls/cert.pem")
+    );
+    assert_eq!(flag(&coord_args, "--tls-key"), Some("/secrets/tls/key.pem"));
+    assert!(!coord_args.contains(&"--allow-plaintext"), "{coord_args:?}");
+    assert_eq!(
+        mounts(coord),
+        [
+            ("/secrets/gcs/key.json", "GOOGLE_SERVICE_ACCOUNT"),
+            ("/secrets/tls/cert.pem", "herd-tls-cert"),
+            ("/secrets/tls/key.pem", "herd-tls-key"),
+        ]
+    );
 
     let workers = &tasks[1];
     assert_eq!(s(workers, "image.beaker"), "herd/herd-worker");
@@ -194,12 +242,20 @@ fn beaker_spec_matches_golden_and_has_required_fields() {
     assert_eq!(get(workers, "resources.gpuCount").as_u64(), Some(1));
     assert_eq!(s(workers, "context.priority"), "high");
     assert_eq!(get(workers, "context.preemptible").as_bool(), Some(true));
-    let args: Vec<&str> = seq(workers, "arguments")
-        .iter()
-        .map(|a| a.as_str().expect("arguments are strings"))
-        .collect();
-    let at = args.iter().position(|a| *a == "--coordinator").unwrap();
-    assert_eq!(args[at + 1], "http://jupiter-cs-aus-101.reviz.ai2.in:50051");
+    let args = strings(workers, "arguments");
+    assert_eq!(
+        flag(&args, "--coordinator"),
+        Some("https://jupiter-cs-aus-101.reviz.ai2.in:50051")
+    );
+    // the workers check the coordinator's certificate against the mounted CA
+    assert_eq!(flag(&args, "--tls-ca"), Some("/secrets/tls/ca.pem"));
+    assert_eq!(
+        mounts(workers),
+        [
+            ("/secrets/gcs/key.json", "GOOGLE_SERVICE_ACCOUNT"),
+            ("/secrets/tls/ca.pem", "herd-tls-ca"),
+        ]
+    );
     let env = seq(workers, "envVars");
     assert!(env
         .iter()
@@ -227,6 +283,45 @@ fn beaker_with_an_external_coordinator_has_the_worker_task_only() {
     assert_eq!(get(&tasks[0], "context.preemptible").as_bool(), Some(false));
     assert_eq!(s(&tasks[0], "context.priority"), "normal");
     assert_eq!(s(&tasks[0], "arguments.1"), "https://herd.example.org:443");
+    // no CA named: the system roots, nothing mounted
+    assert_eq!(flag(&strings(&tasks[0], "arguments"), "--tls-ca"), None);
+    assert_eq!(mounts(&tasks[0]), [("/secrets/gcs/key.json", "herd-gcs")]);
+    assert!(!text.contains("WARNING"), "{text}");
+
+    // a private CA for it
+    let text = beaker(&[
+        "--workers",
+        "1",
+        "--image",
+        "me/w",
+        "--coordinator-address",
+        "https://herd.example.org:443",
+        "--secret-tls-ca",
+        "org-ca",
+    ])
+    .unwrap();
+    let docs = parse_documents(&text).unwrap();
+    let task = &seq(&docs[0], "tasks")[0];
+    assert_eq!(
+        flag(&strings(task, "arguments"), "--tls-ca"),
+        Some("/secrets/tls/ca.pem")
+    );
+    assert_eq!(mounts(task)[1], ("/secrets/tls/ca.pem", "org-ca"));
+
+    // plaintext to a coordinator elsewhere is rendered, with a warning in the header
+    let text = beaker(&[
+        "--workers",
+        "1",
+        "--image",
+        "me/w",
+        "--coordinator-address",
+        "http://10.0.0.5:50051",
+    ])
+    .unwrap();
+    assert!(
+        text.contains("WARNING: the workers dial http://10.0.0.5:50051 without TLS"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -302,7 +397,7 @@ fn k8s_rendered_matches_golden_and_has_required_fields() {
         &stream,
     );
     // the stream is the files minus the kustomization
-    assert_eq!(parse_documents(&stream).unwrap().len(), 4);
+    assert_eq!(parse_documents(&stream).unwrap().len(), 5);
 
     let docs = check_k8s_documents(&files, "sweeps");
     let sts = kind(&docs, "StatefulSet");
@@ -344,12 +439,82 @@ fn k8s_rendered_matches_golden_and_has_required_fields() {
         args[..2],
         ["--coordinator", "http://herd-coord.sweeps:50051"]
     );
-    let token = seq(c, "env")
+    let secret_of = |container: &Value, var: &str| -> Option<(String, String)> {
+        seq(container, "env")
+            .iter()
+            .find(|e| s(e, "name") == var)
+            .map(|e| {
+                (
+                    s(e, "valueFrom.secretKeyRef.name").to_string(),
+                    s(e, "valueFrom.secretKeyRef.key").to_string(),
+                )
+            })
+    };
+    let token = |name: &str| Some((name.to_string(), "token".to_string()));
+    // workers: the worker token only; the coordinator: both
+    assert_eq!(secret_of(c, "HERD_TOKEN"), token("herd-token"));
+    assert_eq!(secret_of(c, "HERD_OPERATOR_TOKEN"), None);
+    let coord = get(sts, "spec.template.spec.containers.0");
+    assert_eq!(secret_of(coord, "HERD_TOKEN"), token("herd-token"));
+    assert_eq!(
+        secret_of(coord, "HERD_OPERATOR_TOKEN"),
+        token("herd-operator-token")
+    );
+
+    // plaintext gRPC in the cluster: the NetworkPolicy admits only the worker pods to it
+    let coord_args = strings(coord, "args");
+    assert!(coord_args.contains(&"--allow-plaintext"), "{coord_args:?}");
+    let policy = kind(&docs, "NetworkPolicy");
+    assert_eq!(s(policy, "metadata.name"), "herd-coord");
+    assert_eq!(strings(policy, "spec.policyTypes"), ["Ingress"]);
+    // it selects the coordinator pods and only them
+    let labels = |v: &Value, path: &str| get(v, path).clone();
+    assert_eq!(
+        labels(policy, "spec.podSelector.matchLabels"),
+        labels(sts, "spec.template.metadata.labels")
+    );
+    assert_ne!(
+        labels(policy, "spec.podSelector.matchLabels"),
+        labels(job, "spec.template.metadata.labels")
+    );
+    let grpc_port = get(coord, "ports")
+        .as_sequence()
+        .unwrap()
         .iter()
-        .find(|e| s(e, "name") == "HERD_TOKEN")
+        .find(|p| s(p, "name") == "grpc")
+        .and_then(|p| p.get("containerPort"))
+        .and_then(Value::as_u64)
         .unwrap();
-    assert_eq!(s(token, "valueFrom.secretKeyRef.name"), "herd-token");
-    assert_eq!(s(token, "valueFrom.secretKeyRef.key"), "token");
+    let rules = seq(policy, "spec.ingress");
+    let admitting = |port: u64| -> Vec<&Value> {
+        rules
+            .iter()
+            .filter(|r| {
+                seq(r, "ports")
+                    .iter()
+                    .any(|p| get(p, "port").as_u64() == Some(port))
+            })
+            .collect()
+    };
+    let grpc = admitting(grpc_port);
+    assert_eq!(grpc.len(), 1, "one rule admits gRPC: {rules:?}");
+    let from = seq(grpc[0], "from");
+    assert_eq!(from.len(), 1, "{from:?}");
+    // a pod selector without a namespace selector: the worker pods of this namespace
+    assert!(from[0].get("namespaceSelector").is_none(), "{from:?}");
+    assert_eq!(
+        labels(&from[0], "podSelector.matchLabels"),
+        labels(job, "spec.template.metadata.labels")
+    );
+    assert_eq!(get(grpc[0], "ports.0.protocol").as_str(), Some("TCP"));
+    // the other rule opens the metrics port only
+    for rule in rules {
+        let ports: Vec<u64> = seq(rule, "ports")
+            .iter()
+            .map(|p| get(p, "port").as_u64().unwrap())
+            .collect();
+        assert!(ports == [grpc_port] || ports == [9464], "{rule:?}");
+    }
     assert!(seq(c, "env")
         .iter()
         .any(|e| s(e, "name") == "RUST_LOG" && s(e, "value") == "debug"));
@@ -437,6 +602,30 @@ fn bad_flags_give_clear_errors() {
     assert!(k8s_err(&["--coordinator-image", ""]).contains("--coordinator-image is empty"));
     assert!(k8s_err(&["--namespace", "Herd_1"]).contains("DNS-1123"));
     assert!(k8s_err(&["--gpu-node-selector", "novalue"]).contains("KEY=VALUE"));
+    assert!(k8s_err(&["--secret-operator-token", "herd-token"]).contains("different secrets"));
+    assert!(err(&with(
+        &base,
+        &[
+            "--workers",
+            "1",
+            "--image",
+            "a/b",
+            "--secret-operator-token",
+            "herd-token"
+        ]
+    ))
+    .contains("different secrets"));
+    assert!(err(&[
+        "--workers",
+        "1",
+        "--image",
+        "a/b",
+        "--coordinator-address",
+        "http://h:1",
+        "--secret-tls-ca",
+        "ca"
+    ])
+    .contains("needs an https://"));
 
     // through the binary: exit status 1 and the message on stderr, nothing on stdout
     let out = coord(&["k8s", "--workers", "0"]);
@@ -466,8 +655,9 @@ fn binary_writes_files_and_stdout() {
         parse_documents(&String::from_utf8(out.stdout).unwrap())
             .unwrap()
             .len(),
-        4
+        5
     );
+    assert!(dir.path().join("networkpolicy.yaml").exists());
 
     let spec = dir.path().join("beaker.yaml");
     let out = coord(&[

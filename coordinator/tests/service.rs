@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use herd_coordinator::model::{CheckpointFormat, PlannedCheckpoint, PlannedExample};
-use herd_coordinator::security::{LimitArgs, SecurityArgs};
+use herd_coordinator::security::{LimitArgs, RoleTokens, SecurityArgs};
 use herd_coordinator::server::{spawn, ServeArgs, ServerHandle};
 use herd_proto::security::{AuthChannel as Channel, ClientSecurity};
 use herd_proto::v1::{
@@ -28,7 +28,7 @@ fn args(dir: &std::path::Path, lease_timeout_ms: u64) -> ServeArgs {
         stragglers: true,
         max_leases_per_task: 2,
         metrics_listen: None,
-        security: SecurityArgs::with_token(TOKEN),
+        security: SecurityArgs::with_tokens(&tokens()),
         // the retry loops here lease every 20 ms; the lease rate limit is tested in auth.rs
         limits: LimitArgs {
             lease_rate: 0.0,
@@ -37,8 +37,13 @@ fn args(dir: &std::path::Path, lease_timeout_ms: u64) -> ServeArgs {
     }
 }
 
-/// Every call carries this token (the server refuses calls without it: tests/auth.rs).
-const TOKEN: &str = "service-test-token";
+/// Every call carries its role's token (the server refuses calls without it: tests/auth.rs).
+fn tokens() -> RoleTokens {
+    RoleTokens {
+        worker: "service-test-worker-token".into(),
+        operator: "service-test-operator-token".into(),
+    }
+}
 
 fn spec(name: &str) -> SweepSpec {
     SweepSpec {
@@ -95,15 +100,22 @@ async fn clients(handle: &ServerHandle) -> (WorkersClient<Channel>, SweepsClient
         .connect()
         .await
         .unwrap();
-    let security = ClientSecurity::token(Some(TOKEN));
+    let tokens = tokens();
     (
-        WorkersClient::new(security.intercept(channel.clone())),
-        SweepsClient::new(security.intercept(channel)),
+        WorkersClient::new(ClientSecurity::token(Some(&tokens.worker)).intercept(channel.clone())),
+        SweepsClient::new(ClientSecurity::token(Some(&tokens.operator)).intercept(channel)),
     )
 }
 
-async fn register(workers: &mut WorkersClient<Channel>, name: &str) -> String {
-    workers
+/// A registration: the id and secret Register answered.
+#[derive(Clone, Debug)]
+struct Me {
+    id: String,
+    secret: String,
+}
+
+async fn register(workers: &mut WorkersClient<Channel>, name: &str) -> Me {
+    let answer = workers
         .register(RegisterRequest {
             name: name.into(),
             capabilities: Some(Capabilities {
@@ -113,14 +125,18 @@ async fn register(workers: &mut WorkersClient<Channel>, name: &str) -> String {
         })
         .await
         .unwrap()
-        .into_inner()
-        .worker_id
+        .into_inner();
+    Me {
+        id: answer.worker_id,
+        secret: answer.worker_secret,
+    }
 }
 
-async fn lease(workers: &mut WorkersClient<Channel>, worker_id: &str) -> Option<Outcome> {
+async fn lease(workers: &mut WorkersClient<Channel>, me: &Me) -> Option<Outcome> {
     workers
         .lease(LeaseRequest {
-            worker_id: worker_id.into(),
+            worker_id: me.id.clone(),
+            worker_secret: me.secret.clone(),
             cached_checkpoints: vec![],
         })
         .await
@@ -143,9 +159,10 @@ fn rewards(lease: &Lease) -> Vec<ExampleReward> {
         .collect()
 }
 
-fn batch(worker_id: &str, lease: LeaseRef, rewards: Vec<ExampleReward>) -> ResultBatch {
+fn batch(me: &Me, lease: LeaseRef, rewards: Vec<ExampleReward>) -> ResultBatch {
     ResultBatch {
-        worker_id: worker_id.into(),
+        worker_id: me.id.clone(),
+        worker_secret: me.secret.clone(),
         lease: Some(lease),
         rewards,
     }
@@ -176,6 +193,7 @@ async fn a_small_sweep_end_to_end() {
     let err = workers
         .lease(LeaseRequest {
             worker_id: "w404".into(),
+            worker_secret: "no-such-registration".into(),
             cached_checkpoints: vec![],
         })
         .await
@@ -221,7 +239,8 @@ async fn a_small_sweep_end_to_end() {
                     // Complete before the results: FAILED_PRECONDITION naming what is missing
                     let err = workers
                         .complete(CompleteRequest {
-                            worker_id: me.clone(),
+                            worker_id: me.id.clone(),
+                            worker_secret: me.secret.clone(),
                             lease: Some(lref),
                             model_type: "Seq. Classifier".into(),
                             chat_template: "tokenizer".into(),
@@ -233,7 +252,8 @@ async fn a_small_sweep_end_to_end() {
                 }
                 let hb = workers
                     .heartbeat(HeartbeatRequest {
-                        worker_id: me.clone(),
+                        worker_id: me.id.clone(),
+                        worker_secret: me.secret.clone(),
                         leases: vec![lref],
                         draining: false,
                         stats: None,
@@ -255,7 +275,8 @@ async fn a_small_sweep_end_to_end() {
                 assert_eq!((counts.stored, counts.duplicates), (23, 1));
                 let done = workers
                     .complete(CompleteRequest {
-                        worker_id: me.clone(),
+                        worker_id: me.id.clone(),
+                        worker_secret: me.secret.clone(),
                         lease: Some(lref),
                         model_type: "Seq. Classifier".into(),
                         chat_template: "tokenizer".into(),
@@ -367,7 +388,8 @@ async fn expired_leases_are_reaped_and_old_epochs_refused() {
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     let hb = workers
         .heartbeat(HeartbeatRequest {
-            worker_id: gone.clone(),
+            worker_id: gone.id.clone(),
+            worker_secret: gone.secret.clone(),
             leases: vec![old_ref],
             draining: false,
             stats: None,
@@ -387,12 +409,13 @@ async fn expired_leases_are_reaped_and_old_epochs_refused() {
         failure.reason.contains("stopped heartbeating"),
         "{failure:?}"
     );
-    assert_eq!(failure.worker, format!("gone ({gone})"));
+    assert_eq!(failure.worker, format!("gone ({})", gone.id));
 
     // a transient failure is recorded with its reason and retried
     workers
         .fail(FailRequest {
-            worker_id: other.clone(),
+            worker_id: other.id.clone(),
+            worker_secret: other.secret.clone(),
             lease: Some(new_ref),
             kind: FailureKind::Transient as i32,
             reason: "CUDA out of memory".into(),
@@ -457,7 +480,8 @@ async fn a_restarted_coordinator_resumes_from_its_file() {
     let (mut workers, mut sweeps) = clients(&handle).await;
     let hb = workers
         .heartbeat(HeartbeatRequest {
-            worker_id: me.clone(),
+            worker_id: me.id.clone(),
+            worker_secret: me.secret.clone(),
             leases: vec![lref],
             draining: false,
             stats: None,
@@ -474,7 +498,8 @@ async fn a_restarted_coordinator_resumes_from_its_file() {
     assert_eq!((counts.stored, counts.duplicates), (2, 2));
     let done = workers
         .complete(CompleteRequest {
-            worker_id: me.clone(),
+            worker_id: me.id.clone(),
+            worker_secret: me.secret.clone(),
             lease: Some(lref),
             model_type: "Seq. Classifier".into(),
             chat_template: "tokenizer".into(),
@@ -528,7 +553,9 @@ async fn serve_exits_when_done_and_writes_a_missing_report() {
         .unwrap();
         plan(&handle, "old", &["a"], 46, 46);
         let store = handle.store();
-        let w = store.register("w", &Capabilities::default(), 1).unwrap();
+        let w = store
+            .register("w", &Capabilities::default(), "a-secret", 1)
+            .unwrap();
         let herd_coordinator::state::LeaseOutcome::Leased(l) = store.lease(&w, &[], 2).unwrap()
         else {
             panic!("expected a lease");

@@ -77,7 +77,9 @@ fn register(store: &Store, name: &str, cached: &[&str]) -> String {
         cached_checkpoints: cached.iter().map(|s| s.to_string()).collect(),
         ..Capabilities::default()
     };
-    store.register(name, &caps, 0).unwrap()
+    store
+        .register(name, &caps, &format!("secret-of-{name}"), 0)
+        .unwrap()
 }
 
 fn lease(store: &Store, worker: &str, cached: &[&str], now: i64) -> Box<Lease> {
@@ -333,12 +335,14 @@ fn epochs_fence_stale_leases_and_results_are_stored_once() {
         .unwrap_err();
     assert!(matches!(err, StoreError::StaleLease(_)), "{err:?}");
     assert!(f.store.results("s", "/ckpts/a").unwrap().is_empty());
-    // the right epoch from the wrong worker too
+    // the right epoch from the wrong worker: forbidden, without naming the holder
     let err = f
         .store
         .store_results(&w1, &lease_ref(&second), &rewards(&second, 1.0), 13)
         .unwrap_err();
-    assert!(matches!(err, StoreError::StaleLease(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Forbidden(_)), "{err:?}");
+    assert!(!err.to_string().contains(&w2), "{err}");
+    assert!(f.store.results("s", "/ckpts/a").unwrap().is_empty());
     // heartbeats tell w1 to drop its old lease
     let revoked = f
         .store
@@ -891,4 +895,54 @@ fn retry_failed_plans_failed_and_cancelled_checkpoints_again_keeping_results() {
         f.store.status(Some("c"), 24).unwrap().sweeps[0].state,
         "active"
     );
+}
+
+#[test]
+fn a_worker_is_its_registration_secret() {
+    let f = fixture(policy());
+    let w1 = register(&f.store, "gpu", &[]);
+    // the same name again is another registration: a new id, its own secret
+    let w2 = register(&f.store, "gpu", &[]);
+    assert_ne!(w1, w2);
+    f.store.check_worker(&w1, "secret-of-gpu").unwrap();
+    f.store.check_worker(&w2, "secret-of-gpu").unwrap();
+    for wrong in ["", "secret-of-gp", "secret-of-gpu ", "SECRET-OF-GPU"] {
+        let err = f.store.check_worker(&w1, wrong).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Forbidden(_)),
+            "{wrong:?}: {err:?}"
+        );
+    }
+    let err = f.store.check_worker("w999", "secret-of-gpu").unwrap_err();
+    assert!(matches!(err, StoreError::UnknownWorker(_)), "{err:?}");
+
+    // only the secret's digest is in the file
+    drop(f.store);
+    let bytes = std::fs::read(&f.path).unwrap();
+    let wal = std::fs::read(f.path.with_extension("db-wal")).unwrap_or_default();
+    for file in [&bytes, &wal] {
+        assert!(
+            !file.windows(13).any(|w| w == b"secret-of-gpu"),
+            "the secret is stored in clear"
+        );
+    }
+}
+
+#[test]
+fn a_file_from_before_worker_secrets_gets_the_column_and_its_workers_register_again() {
+    let f = fixture(policy());
+    let old = register(&f.store, "old", &[]);
+    drop(f.store);
+    // the version-1 layout: no secret_digest column
+    {
+        let conn = rusqlite::Connection::open(&f.path).unwrap();
+        conn.execute_batch("ALTER TABLE workers DROP COLUMN secret_digest")
+            .unwrap();
+    }
+    let store = Store::open(&f.path, policy()).unwrap();
+    // a worker registered without a secret cannot act: it is told to register again
+    let err = store.check_worker(&old, "").unwrap_err();
+    assert!(matches!(err, StoreError::UnknownWorker(_)), "{err:?}");
+    let new = register(&store, "new", &[]);
+    store.check_worker(&new, "secret-of-new").unwrap();
 }

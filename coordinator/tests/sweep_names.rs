@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use herd_coordinator::model::SWEEP_NAME_RULE;
-use herd_coordinator::security::{LimitArgs, SecurityArgs};
+use herd_coordinator::security::{LimitArgs, RoleTokens, SecurityArgs};
 use herd_coordinator::server::{serve, spawn, ServeArgs};
 use herd_proto::security::{AuthChannel as Channel, ClientSecurity};
 use herd_proto::v1::{
@@ -15,7 +15,8 @@ use herd_proto::v1::{
 };
 use tonic::Code;
 
-const TOKEN: &str = "sweep-names-test-token";
+/// The Sweeps service opens to the operator token.
+const OPERATOR_TOKEN: &str = "sweep-names-operator-token";
 
 fn args(root: &Path) -> ServeArgs {
     ServeArgs {
@@ -30,7 +31,10 @@ fn args(root: &Path) -> ServeArgs {
         stragglers: true,
         max_leases_per_task: 2,
         metrics_listen: None,
-        security: SecurityArgs::with_token(TOKEN),
+        security: SecurityArgs::with_tokens(&RoleTokens {
+            worker: "sweep-names-worker-token".into(),
+            operator: OPERATOR_TOKEN.into(),
+        }),
         limits: LimitArgs::default(),
     }
 }
@@ -41,7 +45,7 @@ async fn sweeps_client(url: String) -> SweepsClient<Channel> {
         .connect()
         .await
         .unwrap();
-    SweepsClient::new(ClientSecurity::token(Some(TOKEN)).intercept(channel))
+    SweepsClient::new(ClientSecurity::token(Some(OPERATOR_TOKEN)).intercept(channel))
 }
 
 /// Every file and folder below `dir`, relative to it.

@@ -1,17 +1,76 @@
 //! The client side of herd's RPC security, shared by `coord` (client commands, `coord run`),
-//! `worker` and the tests: the bearer token (`--token-file` or `$HERD_TOKEN`) sent on every call,
-//! and TLS (`https://` URLs, `--tls-ca`, optional client certificate for mTLS).
+//! `worker` and the tests: the bearer token sent on every call (the worker token from
+//! `--token-file` or `$HERD_TOKEN` for the Workers service, the operator token from
+//! `--operator-token-file` or `$HERD_OPERATOR_TOKEN` for the Sweeps service), and TLS (`https://`
+//! URLs, `--tls-ca`, optional client certificate for mTLS).
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 use tonic::{Request, Status};
 
-/// The environment variable that carries the token when no `--token-file` is given.
+/// The environment variable that carries the worker token when no `--token-file` is given.
 pub const TOKEN_ENV: &str = "HERD_TOKEN";
+
+/// The environment variable that carries the operator token when no `--operator-token-file` is
+/// given.
+pub const OPERATOR_TOKEN_ENV: &str = "HERD_OPERATOR_TOKEN";
+
+/// Who calls: each role has its own token and may call one service only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// GPU workers: the `Workers` service (register, lease, heartbeat, results, complete, fail)
+    Worker,
+    /// people and scripts: the `Sweeps` service (submit, status, results, cancel)
+    Operator,
+}
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::Worker, Role::Operator];
+
+    /// "worker token" / "operator token", for messages.
+    pub fn token_name(self) -> &'static str {
+        match self {
+            Role::Worker => "worker token",
+            Role::Operator => "operator token",
+        }
+    }
+
+    /// The environment variable that carries this role's token.
+    pub fn env(self) -> &'static str {
+        match self {
+            Role::Worker => TOKEN_ENV,
+            Role::Operator => OPERATOR_TOKEN_ENV,
+        }
+    }
+
+    /// The flag that names a file holding this role's token.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Role::Worker => "--token-file",
+            Role::Operator => "--operator-token-file",
+        }
+    }
+
+    /// The gRPC service (`package.Service`) this role may call.
+    pub fn service(self) -> &'static str {
+        match self {
+            Role::Worker => crate::v1::workers_server::SERVICE_NAME,
+            Role::Operator => crate::v1::sweeps_server::SERVICE_NAME,
+        }
+    }
+
+    /// The role whose service a gRPC request path (`/package.Service/Method`) belongs to.
+    pub fn of_path(path: &str) -> Option<Role> {
+        let service = path.strip_prefix('/')?.split_once('/')?.0;
+        Role::ALL.into_iter().find(|r| r.service() == service)
+    }
+}
 
 /// Installs ring as the process's rustls crypto provider (once; a provider already installed
 /// stays). Both ring and aws-lc-rs are linked, so rustls cannot choose by itself.
@@ -19,23 +78,25 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// A channel that sends `authorization: Bearer <token>` on every call.
-pub type AuthChannel = InterceptedService<Channel, BearerToken>;
-
-/// The token a client or server uses: the file's first line (trimmed) when `file` is given,
-/// else `$HERD_TOKEN`; `None` when neither is set. An empty token is an error.
-pub fn resolve_token(file: Option<&Path>) -> Result<Option<String>, String> {
+/// The token a client or server uses for `role`: the file's first line (trimmed) when `file` is
+/// given, else the role's environment variable; `None` when neither is set. An empty token is an
+/// error.
+pub fn resolve_token(file: Option<&Path>, role: Role) -> Result<Option<String>, String> {
+    let what = role.token_name();
     let (token, from) = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("reading the token file {}: {e}", path.display()))?;
+                .map_err(|e| format!("reading the {what} file {}: {e}", path.display()))?;
             (
                 text.trim().to_string(),
-                format!("token file {}", path.display()),
+                format!("{what} file {}", path.display()),
             )
         }
-        None => match std::env::var(TOKEN_ENV) {
-            Ok(value) => (value.trim().to_string(), format!("${TOKEN_ENV}")),
+        None => match std::env::var(role.env()) {
+            Ok(value) => (
+                value.trim().to_string(),
+                format!("{what} in ${}", role.env()),
+            ),
             Err(_) => return Ok(None),
         },
     };
@@ -49,6 +110,40 @@ pub fn resolve_token(file: Option<&Path>) -> Result<Option<String>, String> {
     }
     Ok(Some(token))
 }
+
+/// Whether a call to `uri` would carry a token in the clear to another machine: `http://` (no
+/// TLS) to a host that is not loopback (`localhost`, 127.0.0.0/8, ::1).
+pub fn sends_token_in_clear(uri: &Uri) -> bool {
+    if uri.scheme_str() != Some("http") {
+        return false;
+    }
+    let Some(host) = uri.host() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    !loopback
+}
+
+/// Warns (once per process) that the token travels unencrypted to `uri`; true when this call
+/// printed the warning.
+pub fn warn_token_in_clear(uri: &Uri) -> bool {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if WARNED.swap(true, Ordering::Relaxed) {
+        return false;
+    }
+    tracing::warn!(
+        coordinator = %uri,
+        "the bearer token is sent unencrypted (http://) to a host that is not this machine: \
+         anyone on the network path can read it; use an https:// coordinator URL (--tls-ca for a \
+         private CA)"
+    );
+    true
+}
+
+/// A channel that sends `authorization: Bearer <token>` on every call.
+pub type AuthChannel = InterceptedService<Channel, BearerToken>;
 
 /// Adds the bearer token (when there is one) to every request.
 #[derive(Clone, Default)]
@@ -114,11 +209,15 @@ impl ClientSecurity {
         }
     }
 
-    /// Applies TLS to `endpoint` when the URL is `https://` or a CA/client certificate is given.
+    /// Applies TLS to `endpoint` when the URL is `https://` or a CA/client certificate is given;
+    /// a token bound for another machine over `http://` is warned about (once per process).
     pub fn apply(&self, endpoint: Endpoint) -> Result<Endpoint, String> {
         let https = endpoint.uri().scheme_str() == Some("https");
         let wants_tls = https || self.tls_ca.is_some() || self.tls_cert.is_some();
         if !wants_tls {
+            if self.token.is_some() && sends_token_in_clear(endpoint.uri()) {
+                warn_token_in_clear(endpoint.uri());
+            }
             return Ok(endpoint);
         }
         if !https {
@@ -156,4 +255,83 @@ impl ClientSecurity {
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_in_clear_are_http_urls_off_loopback() {
+        let clear = |url: &str| sends_token_in_clear(&url.parse::<Uri>().unwrap());
+        for url in [
+            "http://10.0.0.7:50051",
+            "http://herd-coord.herd:50051",
+            "http://[2001:db8::1]:50051",
+            "http://128.0.0.1:50051",
+        ] {
+            assert!(clear(url), "{url}");
+        }
+        for url in [
+            "http://127.0.0.1:50051",
+            "http://127.3.2.1:50051",
+            "http://localhost:50051",
+            "http://LOCALHOST:50051",
+            "http://[::1]:50051",
+            "https://herd-coord.herd:50051",
+            "https://10.0.0.7:50051",
+        ] {
+            assert!(!clear(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn the_clear_token_warning_is_printed_once_per_process() {
+        let uri: Uri = "http://10.0.0.7:50051".parse().unwrap();
+        assert!(warn_token_in_clear(&uri));
+        assert!(!warn_token_in_clear(&uri));
+        assert!(!warn_token_in_clear(&"http://10.0.0.8:1".parse().unwrap()));
+    }
+
+    #[test]
+    fn roles_are_told_apart_by_service_path() {
+        assert_eq!(Role::of_path("/herd.v1.Workers/Lease"), Some(Role::Worker));
+        assert_eq!(
+            Role::of_path("/herd.v1.Sweeps/Cancel"),
+            Some(Role::Operator)
+        );
+        for path in [
+            "/herd.v1.WorkersX/Lease",
+            "/herd.v1.Sweep/Cancel",
+            "herd.v1.Sweeps/Cancel",
+            "/grpc.health.v1.Health/Check",
+            "/",
+            "",
+        ] {
+            assert_eq!(Role::of_path(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn each_role_reads_its_own_file() {
+        let dir = std::env::temp_dir().join(format!("herd-proto-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("op");
+        std::fs::write(&file, "  op-secret \n").unwrap();
+        assert_eq!(
+            resolve_token(Some(&file), Role::Operator)
+                .unwrap()
+                .as_deref(),
+            Some("op-secret")
+        );
+        std::fs::write(&file, "\n").unwrap();
+        let err = resolve_token(Some(&file), Role::Operator).unwrap_err();
+        assert!(
+            err.contains("operator token file") && err.contains("empty"),
+            "{err}"
+        );
+        let err = resolve_token(Some(&dir.join("missing")), Role::Worker).unwrap_err();
+        assert!(err.contains("worker token file"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use herd_proto::security::{AuthChannel, ClientSecurity, TOKEN_ENV};
+use herd_proto::security::{AuthChannel, ClientSecurity, OPERATOR_TOKEN_ENV, TOKEN_ENV};
 use herd_proto::v1::sweeps_client::SweepsClient;
 use herd_proto::v1::{ResultsRequest, ResultsResponse, StatusRequest, StatusResponse, SweepStatus};
 
@@ -143,13 +143,13 @@ impl Default for CoordSettings {
     }
 }
 
-/// A bearer token for one test's processes.
-pub fn test_token() -> String {
+/// A bearer token of `role` ("worker", "operator") for one test's processes.
+pub fn test_token(role: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("herd-test-{}-{nanos:x}", std::process::id())
+    format!("herd-test-{role}-{}-{nanos:x}", std::process::id())
 }
 
 /// `coord serve` on a fixed port with its state file, restartable.
@@ -169,10 +169,12 @@ impl Coordinator {
         mut env: Vec<(String, String)>,
         settings: CoordSettings,
     ) -> Coordinator {
-        // every process of the sweep (coord serve, client commands, workers given `env`) shares
-        // one bearer token through $HERD_TOKEN
-        if !env.iter().any(|(k, _)| k == TOKEN_ENV) {
-            env.push((TOKEN_ENV.to_string(), test_token()));
+        // coord serve and the client commands get both tokens ($HERD_TOKEN, $HERD_OPERATOR_TOKEN),
+        // workers the worker token only (`worker_env`)
+        for (var, role) in [(TOKEN_ENV, "worker"), (OPERATOR_TOKEN_ENV, "operator")] {
+            if !env.iter().any(|(k, _)| k == var) {
+                env.push((var.to_string(), test_token(role)));
+            }
         }
         let mut coord = Coordinator {
             port: free_port(),
@@ -232,22 +234,31 @@ impl Coordinator {
         command.output().expect("running coord")
     }
 
-    /// A `Sweeps` client that sends this coordinator's token.
+    /// A `Sweeps` client that sends this coordinator's operator token.
     pub async fn sweeps_client(&self) -> anyhow::Result<SweepsClient<AuthChannel>> {
         let channel = tonic::transport::Endpoint::from_shared(self.url())?
             .connect()
             .await?;
         Ok(SweepsClient::new(
-            ClientSecurity::token(self.token()).intercept(channel),
+            ClientSecurity::token(self.operator_token()).intercept(channel),
         ))
     }
 
-    /// The bearer token every process of this coordinator uses.
-    pub fn token(&self) -> Option<&str> {
+    /// The operator token of this coordinator's client commands.
+    pub fn operator_token(&self) -> Option<&str> {
         self.env
             .iter()
-            .find(|(k, _)| k == TOKEN_ENV)
+            .find(|(k, _)| k == OPERATOR_TOKEN_ENV)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The environment of this coordinator's workers: everything but the operator token.
+    pub fn worker_env(&self) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .filter(|(k, _)| k != OPERATOR_TOKEN_ENV)
+            .cloned()
+            .collect()
     }
 
     pub async fn status(&self) -> anyhow::Result<StatusResponse> {

@@ -21,6 +21,7 @@ pub struct SweepRun {
     pub dir: PathBuf,
     pub coord: Coordinator,
     pub workers: Vec<Proc>,
+    /// the workers' environment (the worker token, no operator token)
     pub env: Vec<(String, String)>,
     /// where workers connect (the coordinator, or a proxy in front of it)
     pub worker_target: String,
@@ -40,8 +41,8 @@ impl SweepRun {
         let worker_target = coord.url();
         SweepRun {
             dir: dir.to_path_buf(),
-            // with the coordinator's $HERD_TOKEN: workers get the same token
-            env: coord.env.clone(),
+            // with the coordinator's worker token ($HERD_TOKEN), not its operator token
+            env: coord.worker_env(),
             coord,
             workers: Vec::new(),
             worker_target,

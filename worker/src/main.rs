@@ -76,7 +76,8 @@ struct AgentArgs {
     /// serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9465; default: off)
     #[arg(long, value_name = "ADDR", env = "HERD_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
-    /// file whose first line is the coordinator's bearer token (default: $HERD_TOKEN)
+    /// file whose first line is the worker token, which opens the coordinator's Workers service
+    /// (default: $HERD_TOKEN)
     #[arg(long, value_name = "PATH")]
     token_file: Option<PathBuf>,
     /// CA (PEM) that signed the coordinator's TLS certificate (with an https:// URL)
@@ -277,8 +278,11 @@ fn serve(args: AgentArgs) -> anyhow::Result<()> {
         drain_grace: std::time::Duration::from_secs(args.drain_grace_secs),
         metrics_listen: args.metrics_listen,
         security: herd_proto::security::ClientSecurity {
-            token: herd_proto::security::resolve_token(args.token_file.as_deref())
-                .map_err(anyhow::Error::msg)?,
+            token: herd_proto::security::resolve_token(
+                args.token_file.as_deref(),
+                herd_proto::security::Role::Worker,
+            )
+            .map_err(anyhow::Error::msg)?,
             tls_ca: args.tls_ca,
             tls_cert: args.tls_cert,
             tls_key: args.tls_key,

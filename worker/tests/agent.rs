@@ -25,10 +25,17 @@ use tonic::{Request, Response, Status, Streaming};
 // ---------------------------------------------------------------------------------------------
 // the fake coordinator
 
+/// The secret the fake's `n`th Register answers.
+fn secret_of(n: usize) -> String {
+    format!("secret-of-registration-{n}")
+}
+
 #[derive(Default)]
 struct Recorded {
     registers: Vec<RegisterRequest>,
     lease_requests: usize,
+    /// (worker_id, worker_secret) of every LeaseRequest
+    lease_credentials: Vec<(String, String)>,
     /// cached_checkpoints of every LeaseRequest
     lease_caches: Vec<Vec<String>>,
     heartbeats: Vec<HeartbeatRequest>,
@@ -73,10 +80,12 @@ impl Workers for Fake {
     ) -> Result<Response<RegisterResponse>, Status> {
         let mut recorded = self.recorded();
         recorded.registers.push(request.into_inner());
+        let n = recorded.registers.len();
         Ok(Response::new(RegisterResponse {
-            worker_id: format!("w{}", recorded.registers.len()),
+            worker_id: format!("w{n}"),
             heartbeat_interval_ms: 200,
             lease_timeout_ms: 10_000,
+            worker_secret: secret_of(n),
         }))
     }
 
@@ -95,6 +104,9 @@ impl Workers for Fake {
         assert!(!request.worker_id.is_empty());
         let mut recorded = self.recorded();
         recorded.lease_requests += 1;
+        recorded
+            .lease_credentials
+            .push((request.worker_id.clone(), request.worker_secret.clone()));
         recorded
             .lease_caches
             .push(request.cached_checkpoints.clone());
@@ -405,7 +417,10 @@ async fn streams_the_rewards_worker_score_computes_then_completes() {
         let lease = batch.lease.unwrap();
         let epoch = if lease.task_id == 1 { 3 } else { 7 };
         assert_eq!(lease.epoch, epoch, "every message carries its lease epoch");
-        assert_eq!(batch.worker_id, "w1");
+        assert_eq!(
+            (batch.worker_id.as_str(), batch.worker_secret.clone()),
+            ("w1", secret_of(1))
+        );
         assert!(!batch.rewards.is_empty() && batch.rewards.len() <= 2);
         for reward in &batch.rewards {
             let index = reward.index as usize;
@@ -426,11 +441,19 @@ async fn streams_the_rewards_worker_score_computes_then_completes() {
     }
     assert!(seen.iter().all(|s| *s));
     for complete in &recorded.completes {
-        assert_eq!(complete.worker_id, "w1");
+        assert_eq!(
+            (complete.worker_id.as_str(), complete.worker_secret.clone()),
+            ("w1", secret_of(1))
+        );
         assert_eq!(complete.model_type, "Seq. Classifier");
         assert_eq!(complete.chat_template, "tulu");
     }
     assert_eq!(recorded.completes[1].lease.unwrap().epoch, 7);
+    // every call after Register carries the registration's id and secret (heartbeats: below)
+    assert!(recorded
+        .lease_credentials
+        .iter()
+        .all(|c| *c == ("w1".to_string(), secret_of(1))));
     assert!(stderr.contains("reusing the model in memory"), "{stderr}");
 }
 
@@ -476,7 +499,10 @@ async fn bad_checkpoints_fail_with_kind_checkpoint_and_the_worker_goes_on() {
             "the reason names the file: {}",
             fail.reason
         );
-        assert_eq!(fail.worker_id, "w1");
+        assert_eq!(
+            (fail.worker_id.as_str(), fail.worker_secret.clone()),
+            ("w1", secret_of(1))
+        );
     }
     assert!(recorded.batches.is_empty() && recorded.completes.is_empty());
     // after both failures it asked again (and got the shutdown)
@@ -498,7 +524,41 @@ async fn sigterm_while_idle_sends_a_draining_heartbeat_and_exits_0() {
         recorded.heartbeats.iter().any(|h| h.draining),
         "no draining heartbeat: {stderr}"
     );
+    for heartbeat in &recorded.heartbeats {
+        assert_eq!(
+            (
+                heartbeat.worker_id.as_str(),
+                heartbeat.worker_secret.clone()
+            ),
+            ("w1", secret_of(1))
+        );
+    }
     assert!(recorded.fails.is_empty());
+}
+
+/// The worker token over http:// to another machine is warned about, once per process; over
+/// loopback it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_sent_in_clear_off_loopback_is_warned_about_once() {
+    const WARNING: &str = "the bearer token is sent unencrypted";
+    let dir = tempfile::tempdir().unwrap();
+    let token = [("HERD_TOKEN", "a-worker-token")];
+    let fake = Fake::new(Vec::new(), true);
+    let address = start(fake.clone()).await;
+    let child = spawn_worker_env(address, &dir.path().join("cache"), &[], &token);
+    let (code, stderr) = finish(child).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains(WARNING), "loopback: {stderr}");
+
+    // 192.0.2.1 is TEST-NET-1 (never routed): registering fails and is retried until SIGTERM
+    let away: SocketAddr = "192.0.2.1:50051".parse().unwrap();
+    let child = spawn_worker_env(away, &dir.path().join("cache"), &[], &token);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sigterm(&child);
+    let (code, stderr) = finish(child).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stderr.matches(WARNING).count(), 1, "{stderr}");
+    assert!(stderr.contains("192.0.2.1:50051"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -576,9 +636,14 @@ async fn retries_until_the_coordinator_is_up_and_registers_again_when_forgotten(
         "the failures are logged with the address: {stderr}"
     );
     let recorded = fake.recorded();
-    // NOT_FOUND on the first lease: registered again, then got the shutdown
+    // NOT_FOUND on the first lease: registered again, then got the shutdown as the new
+    // registration
     assert_eq!(recorded.registers.len(), 2, "{stderr}");
     assert_eq!(recorded.lease_requests, 1);
+    assert_eq!(
+        recorded.lease_credentials,
+        vec![("w2".to_string(), secret_of(2))]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

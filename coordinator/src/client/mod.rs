@@ -1,5 +1,5 @@
 //! The client side of `coord`: `submit`, `status`, `results` and `cancel` talk to a running
-//! coordinator over the `Sweeps` gRPC service.
+//! coordinator over the `Sweeps` gRPC service, with the operator token.
 
 mod results;
 mod status;
@@ -8,7 +8,7 @@ mod submit;
 use std::time::Duration;
 
 use anyhow::Context;
-use herd_proto::security::{resolve_token, AuthChannel, ClientSecurity};
+use herd_proto::security::{resolve_token, AuthChannel, ClientSecurity, Role};
 use herd_proto::v1::sweeps_client::SweepsClient;
 use tonic::transport::Endpoint;
 
@@ -28,9 +28,10 @@ pub struct ConnectArgs {
     /// the coordinator's gRPC address
     #[arg(long, env = "HERD_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
     pub coordinator: String,
-    /// file whose first line is the coordinator's bearer token (default: $HERD_TOKEN)
+    /// file whose first line is the operator token (default: $HERD_OPERATOR_TOKEN); the worker
+    /// token ($HERD_TOKEN) is refused by the Sweeps service
     #[arg(long, value_name = "PATH")]
-    pub token_file: Option<std::path::PathBuf>,
+    pub operator_token_file: Option<std::path::PathBuf>,
     /// CA (PEM) that signed the coordinator's TLS certificate (with an https:// address)
     #[arg(long, value_name = "PEM")]
     pub tls_ca: Option<std::path::PathBuf>,
@@ -46,7 +47,8 @@ impl ConnectArgs {
     /// The token and TLS files these flags name.
     pub fn security(&self) -> anyhow::Result<ClientSecurity> {
         Ok(ClientSecurity {
-            token: resolve_token(self.token_file.as_deref()).map_err(anyhow::Error::msg)?,
+            token: resolve_token(self.operator_token_file.as_deref(), Role::Operator)
+                .map_err(anyhow::Error::msg)?,
             tls_ca: self.tls_ca.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
@@ -69,9 +71,10 @@ pub fn normalize_url(address: &str) -> String {
     }
 }
 
-/// Connects to the `Sweeps` service at `address` with the token in `$HERD_TOKEN` (if any).
+/// Connects to the `Sweeps` service at `address` with the operator token in
+/// `$HERD_OPERATOR_TOKEN` (if any).
 pub async fn connect(address: &str) -> anyhow::Result<SweepsClient<AuthChannel>> {
-    let token = resolve_token(None).map_err(anyhow::Error::msg)?;
+    let token = resolve_token(None, Role::Operator).map_err(anyhow::Error::msg)?;
     connect_with(address, &ClientSecurity::token(token.as_deref())).await
 }
 

@@ -4,6 +4,11 @@
 //! `replicas: N`, `resources.gpuCount`, secrets as envVars, cluster constraints and
 //! priority/preemptible context. With `--coordinator-address` the workers dial a coordinator
 //! that runs elsewhere and the experiment has the worker task only.
+//!
+//! Beaker has no network policy, and host networking puts the coordinator's port on the
+//! cluster network: the coordinator task serves TLS from certificate and key mounted from Beaker
+//! secrets, and the workers check it against a CA mounted the same way. Each task gets only its
+//! own token: the workers the worker token, the coordinator both.
 
 use super::{check_common, check_env_name, parse_key_value, render_template};
 use anyhow::{bail, Result};
@@ -29,7 +34,7 @@ pub struct BeakerArgs {
     #[arg(long)]
     pub coordinator_image: Option<String>,
     /// the host the coordinator task is pinned to (constraints.hostname); workers dial
-    /// http://HOST:50051 over host networking
+    /// https://HOST:50051 over host networking
     #[arg(long, value_name = "HOST")]
     pub coordinator_host: Option<String>,
     /// a coordinator running elsewhere (http[s]://host:port): no coordinator task is rendered
@@ -56,9 +61,25 @@ pub struct BeakerArgs {
     /// Beaker secret holding the GCS service-account JSON
     #[arg(long, default_value = "herd-gcs")]
     pub secret_gcs: String,
-    /// Beaker secret holding the bearer token (HERD_TOKEN)
+    /// Beaker secret holding the worker token (HERD_TOKEN: workers and coordinator)
     #[arg(long, default_value = "herd-token")]
     pub secret_token: String,
+    /// Beaker secret holding the operator token (HERD_OPERATOR_TOKEN: the coordinator task only;
+    /// `coord submit/status/results/cancel` need it too)
+    #[arg(long, default_value = "herd-operator-token")]
+    pub secret_operator_token: String,
+    /// Beaker secret holding the coordinator's TLS certificate (PEM, for the --coordinator-host
+    /// name), mounted into the coordinator task
+    #[arg(long, default_value = "herd-tls-cert")]
+    pub secret_tls_cert: String,
+    /// Beaker secret holding that certificate's private key (PEM)
+    #[arg(long, default_value = "herd-tls-key")]
+    pub secret_tls_key: String,
+    /// Beaker secret holding the CA (PEM) that signed the coordinator's certificate, mounted into
+    /// the workers (default with --coordinator-host: herd-tls-ca; with an https://
+    /// --coordinator-address: none, the system roots)
+    #[arg(long)]
+    pub secret_tls_ca: Option<String>,
     /// OTEL_EXPORTER_OTLP_ENDPOINT for every task (not set when absent)
     #[arg(long, value_name = "URL")]
     pub otel_endpoint: Option<String>,
@@ -116,20 +137,37 @@ pub fn render(args: &BeakerArgs) -> Result<String> {
     if args.clusters.is_empty() || args.clusters.iter().any(|c| c.trim().is_empty()) {
         bail!("--cluster needs a cluster name, e.g. --cluster ai2/jupiter-cirrascale-2");
     }
-    for (flag, v) in [
+    let mut secrets = vec![
         ("--budget", &args.budget),
         ("--secret-gcs", &args.secret_gcs),
         ("--secret-token", &args.secret_token),
-    ] {
+        ("--secret-operator-token", &args.secret_operator_token),
+        ("--secret-tls-cert", &args.secret_tls_cert),
+        ("--secret-tls-key", &args.secret_tls_key),
+    ];
+    if let Some(ca) = &args.secret_tls_ca {
+        secrets.push(("--secret-tls-ca", ca));
+    }
+    for (flag, v) in secrets {
         if v.trim().is_empty() {
             bail!("{flag} is empty");
         }
+    }
+    if args.secret_token == args.secret_operator_token {
+        bail!(
+            "--secret-token and --secret-operator-token are both {:?}: the worker and operator \
+             tokens must be different secrets",
+            args.secret_token
+        );
     }
     let (coordinator_task, coordinator_url, coordinator_host, coordinator_image) =
         match (&args.coordinator_address, &args.coordinator_host) {
             (Some(url), _) => {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     bail!("--coordinator-address {url:?} must be an http:// or https:// URL");
+                }
+                if url.starts_with("http://") && args.secret_tls_ca.is_some() {
+                    bail!("--secret-tls-ca needs an https:// --coordinator-address, not {url:?}");
                 }
                 (false, url.clone(), String::new(), None)
             }
@@ -146,7 +184,7 @@ pub fn render(args: &BeakerArgs) -> Result<String> {
                 let (kind, name) = image_source(img);
                 (
                     true,
-                    format!("http://{host}:50051"),
+                    format!("https://{host}:50051"),
                     host.clone(),
                     Some(context! { kind, name }),
                 )
@@ -163,6 +201,13 @@ pub fn render(args: &BeakerArgs) -> Result<String> {
         env.push(context! { name, value });
     }
     let (kind, name) = image_source(&args.image);
+    // the coordinator rendered here serves a certificate signed by this CA
+    let secret_tls_ca = match (&args.secret_tls_ca, coordinator_task) {
+        (Some(ca), _) => Some(ca.clone()),
+        (None, true) => Some("herd-tls-ca".to_string()),
+        (None, false) => None,
+    };
+    let plaintext = coordinator_url.starts_with("http://");
     let ctx = context! {
         workers => args.workers,
         image => context! { kind, name },
@@ -178,6 +223,11 @@ pub fn render(args: &BeakerArgs) -> Result<String> {
         gpus_per_worker => args.gpus_per_worker,
         secret_gcs => &args.secret_gcs,
         secret_token => &args.secret_token,
+        secret_operator_token => &args.secret_operator_token,
+        secret_tls_cert => &args.secret_tls_cert,
+        secret_tls_key => &args.secret_tls_key,
+        secret_tls_ca,
+        plaintext,
         otel_endpoint => &args.otel_endpoint,
         env,
         description => &args.description,

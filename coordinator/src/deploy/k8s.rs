@@ -1,7 +1,11 @@
 //! `coord deploy k8s`: the manifests of deploy/k8s (namespace, coordinator Service +
-//! StatefulSet with its state PVC, an Indexed Job of GPU workers, kustomization) with the worker
-//! count, images, namespace and coordinator address filled in. deploy/k8s/ is this renderer's
-//! output with its defaults (a test keeps them equal).
+//! StatefulSet with its state PVC, the NetworkPolicy in front of it, an Indexed Job of GPU
+//! workers, kustomization) with the worker count, images, namespace and coordinator address
+//! filled in. deploy/k8s/ is this renderer's output with its defaults (a test keeps them equal).
+//!
+//! gRPC stays plaintext inside the cluster; the NetworkPolicy admits only the worker pods to the
+//! coordinator's gRPC port (what it does and does not protect: deploy/README.md). Workers get the
+//! worker token only, the coordinator both tokens.
 
 use super::{check_common, check_env_name, parse_key_value, render_template};
 use anyhow::{bail, Result};
@@ -9,7 +13,7 @@ use minijinja::context;
 use std::path::PathBuf;
 
 /// The manifests in the order `kubectl apply` wants them (namespace first).
-pub const FILES: [(&str, &str); 4] = [
+pub const FILES: [(&str, &str); 5] = [
     (
         "namespace.yaml",
         include_str!("templates/namespace.yaml.j2"),
@@ -17,6 +21,10 @@ pub const FILES: [(&str, &str); 4] = [
     (
         "coordinator.yaml",
         include_str!("templates/coordinator.yaml.j2"),
+    ),
+    (
+        "networkpolicy.yaml",
+        include_str!("templates/networkpolicy.yaml.j2"),
     ),
     (
         "worker-job.yaml",
@@ -56,9 +64,12 @@ pub struct K8sArgs {
     /// secret with the GCS service-account key (file key.json)
     #[arg(long, default_value = "herd-gcs")]
     pub secret_gcs: String,
-    /// secret with the bearer token (key token), sent as HERD_TOKEN
+    /// secret with the worker token (key token): HERD_TOKEN of workers and coordinator
     #[arg(long, default_value = "herd-token")]
     pub secret_token: String,
+    /// secret with the operator token (key token): HERD_OPERATOR_TOKEN of the coordinator only
+    #[arg(long, default_value = "herd-operator-token")]
+    pub secret_operator_token: String,
     /// OTEL_EXPORTER_OTLP_ENDPOINT for both (empty: not set)
     #[arg(long, default_value = "http://otel-collector.observability:4317")]
     pub otel_endpoint: String,
@@ -68,7 +79,7 @@ pub struct K8sArgs {
     /// extra environment for coordinator and workers (repeatable)
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub env: Vec<(String, String)>,
-    /// write the four files into DIR (default: one multi-document stream on stdout, without
+    /// write the five files into DIR (default: one multi-document stream on stdout, without
     /// the kustomization)
     #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,
@@ -120,6 +131,14 @@ pub fn render(args: &K8sArgs) -> Result<Vec<(String, String)>> {
     check_label("--namespace", &args.namespace)?;
     check_label("--secret-gcs", &args.secret_gcs)?;
     check_label("--secret-token", &args.secret_token)?;
+    check_label("--secret-operator-token", &args.secret_operator_token)?;
+    if args.secret_token == args.secret_operator_token {
+        bail!(
+            "--secret-token and --secret-operator-token are both {:?}: the worker and operator \
+             tokens must be different secrets",
+            args.secret_token
+        );
+    }
     let node_selector = match args.gpu_node_selector.as_str() {
         "" | "none" => None,
         s => {
@@ -143,6 +162,7 @@ pub fn render(args: &K8sArgs) -> Result<Vec<(String, String)>> {
         gpus_per_worker => args.gpus_per_worker,
         secret_gcs => &args.secret_gcs,
         secret_token => &args.secret_token,
+        secret_operator_token => &args.secret_operator_token,
         otel_endpoint => &args.otel_endpoint,
         state_size => &args.state_size,
         env,

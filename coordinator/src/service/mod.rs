@@ -167,6 +167,7 @@ pub fn to_status(e: StoreError) -> Status {
         StoreError::StaleLease(_) | StoreError::Precondition(_) => {
             Status::failed_precondition(e.to_string())
         }
+        StoreError::Forbidden(_) => Status::permission_denied(e.to_string()),
         StoreError::Invalid(_) => Status::invalid_argument(e.to_string()),
         StoreError::Db(_) | StoreError::Corrupt(_) => Status::internal(e.to_string()),
     }

@@ -1,4 +1,9 @@
 //! `Workers`: register, lease, heartbeat, stream results, complete, fail.
+//!
+//! A worker is its registration: Register answers a fresh id and a random secret, and every
+//! other call must carry both (`worker_id`, `worker_secret`); the secret is checked before the
+//! call touches anything, so one worker cannot lease as, stream into, complete or fail for
+//! another (PERMISSION_DENIED). Nothing here answers with another worker's id or leases.
 
 use std::sync::Arc;
 
@@ -14,7 +19,7 @@ use super::Coordinator;
 use crate::observe::{self, METRICS};
 use crate::scheduler::now_ms;
 use crate::security::{rate_limited, LeaseLimiter, LimitArgs};
-use crate::state::LeaseOutcome;
+use crate::state::{LeaseOutcome, Store, StoreError};
 use herd_common::telemetry;
 
 pub struct WorkersService {
@@ -40,6 +45,21 @@ impl WorkersService {
         self.max_results_per_message = limits.max_results_per_message;
         self
     }
+
+    /// Runs `f(store, worker_id)` on the store once `secret` is checked against the registration
+    /// of `worker_id` (unknown id: NOT_FOUND, register again; wrong secret: PERMISSION_DENIED).
+    async fn as_worker<T, F>(&self, worker_id: String, secret: String, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store, &str) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.coord
+            .with_store(move |s| {
+                s.check_worker(&worker_id, &secret)?;
+                f(s, &worker_id)
+            })
+            .await
+    }
 }
 
 fn lease_of(lease: Option<LeaseRef>) -> Result<LeaseRef, Status> {
@@ -57,9 +77,12 @@ impl Workers for WorkersService {
         let caps = req.capabilities.unwrap_or_default();
         let name = req.name.clone();
         let device = caps.device.clone();
+        let secret = crate::security::random_token()
+            .map_err(|e| Status::internal(format!("worker secret: {e:#}")))?;
+        let stored = secret.clone();
         let id = self
             .coord
-            .with_store(move |s| s.register(&req.name, &caps, now_ms()))
+            .with_store(move |s| s.register(&req.name, &caps, &stored, now_ms()))
             .await?;
         tracing::info!(worker = %id, name = %name, device = %device, "worker registered");
         let policy = self.coord.store.policy();
@@ -67,6 +90,7 @@ impl Workers for WorkersService {
             worker_id: id,
             heartbeat_interval_ms: policy.retry_after_ms(),
             lease_timeout_ms: policy.lease_timeout_ms.min(u32::MAX as u64) as u32,
+            worker_secret: secret,
         }))
     }
 
@@ -76,17 +100,21 @@ impl Workers for WorkersService {
         request: Request<LeaseRequest>,
     ) -> Result<Response<LeaseResponse>, Status> {
         let req = request.into_inner();
-        if let Some(limiter) = &self.lease_limiter {
-            if let Err(wait) = limiter.check(&req.worker_id) {
-                tracing::debug!(worker = %req.worker_id, "lease rate limit");
-                return Err(rate_limited(wait));
-            }
-        }
         let worker = req.worker_id.clone();
+        // the rate is counted after the secret check: nobody can spend another worker's budget
+        let limiter = self.lease_limiter.clone();
         let outcome = self
-            .coord
-            .with_store(move |s| s.lease(&req.worker_id, &req.cached_checkpoints, now_ms()))
+            .as_worker(req.worker_id, req.worker_secret, move |s, id| {
+                if let Some(Err(wait)) = limiter.map(|l| l.check(id)) {
+                    return Ok(Err(wait));
+                }
+                s.lease(id, &req.cached_checkpoints, now_ms()).map(Ok)
+            })
             .await?;
+        let outcome = outcome.map_err(|wait| {
+            tracing::debug!(worker = %worker, "lease rate limit");
+            rate_limited(wait)
+        })?;
         let retry = self.coord.store.policy().retry_after_ms();
         let outcome = match outcome {
             LeaseOutcome::Leased(mut lease) => {
@@ -135,15 +163,8 @@ impl Workers for WorkersService {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let req = request.into_inner();
         let revoked = self
-            .coord
-            .with_store(move |s| {
-                s.heartbeat(
-                    &req.worker_id,
-                    &req.leases,
-                    req.draining,
-                    req.stats.as_ref(),
-                    now_ms(),
-                )
+            .as_worker(req.worker_id, req.worker_secret, move |s, id| {
+                s.heartbeat(id, &req.leases, req.draining, req.stats.as_ref(), now_ms())
             })
             .await?;
         Ok(Response::new(HeartbeatResponse { revoked }))
@@ -178,8 +199,9 @@ impl Workers for WorkersService {
             let worker = batch.worker_id.clone();
             let rewards = batch.rewards;
             let counts = self
-                .coord
-                .with_store(move |s| s.store_results(&batch.worker_id, &lease, &rewards, now_ms()))
+                .as_worker(batch.worker_id, batch.worker_secret, move |s, id| {
+                    s.store_results(id, &lease, &rewards, now_ms())
+                })
                 .await;
             match counts {
                 Ok(counts) => {
@@ -217,15 +239,8 @@ impl Workers for WorkersService {
         let lease = lease_of(req.lease)?;
         let _hold = self.coord.hold();
         let outcome = self
-            .coord
-            .with_store(move |s| {
-                s.complete(
-                    &req.worker_id,
-                    &lease,
-                    &req.model_type,
-                    &req.chat_template,
-                    now_ms(),
-                )
+            .as_worker(req.worker_id, req.worker_secret, move |s, id| {
+                s.complete(id, &lease, &req.model_type, &req.chat_template, now_ms())
             })
             .await?;
         span.record("first", outcome.first);
@@ -248,8 +263,9 @@ impl Workers for WorkersService {
         METRICS.failures.with_label_values(&[reason.as_str()]).inc();
         let _hold = self.coord.hold();
         let transition = self
-            .coord
-            .with_store(move |s| s.fail(&req.worker_id, &lease, kind, &req.reason, now_ms()))
+            .as_worker(req.worker_id, req.worker_secret, move |s, id| {
+                s.fail(id, &lease, kind, &req.reason, now_ms())
+            })
             .await?;
         self.coord.sweeps_finished(transition.finished_sweeps);
         Ok(Response::new(FailResponse {}))

@@ -40,9 +40,13 @@ pub enum StoreError {
     /// no such sweep
     #[error("{0}")]
     NotFound(String),
-    /// the lease is not active, or not held by this worker
+    /// the lease is not active
     #[error("{0}")]
     StaleLease(String),
+    /// the caller is not who it claims: a worker secret that does not match, or another
+    /// worker's lease
+    #[error("{0}")]
+    Forbidden(String),
     /// the request itself is wrong (outside the shard, changed evaluation set, ...)
     #[error("{0}")]
     Invalid(String),
@@ -222,6 +226,16 @@ impl Store {
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.execute_batch(schema::PRAGMAS)?;
         conn.execute_batch(schema::TABLES)?;
+        for (table, column, kind) in schema::ADDED_COLUMNS {
+            let present: bool = conn.query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+                params![table, column],
+                |r| r.get(0),
+            )?;
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+            }
+        }
         let version: Option<String> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'schema_version'",
@@ -476,15 +490,25 @@ impl Store {
     // Workers
     // --------------------------------------------------------------------------------------------
 
-    /// Registers a worker and returns its new id.
-    pub fn register(&self, name: &str, capabilities: &Capabilities, now: i64) -> Result<String> {
+    /// Registers a worker and returns its new id. Ids are never reused, and only `secret`'s
+    /// digest is kept: the (id, secret) pair never changes, so [`Store::check_worker`] once per
+    /// call is enough to bind every lease of the id to this registration.
+    pub fn register(
+        &self,
+        name: &str,
+        capabilities: &Capabilities,
+        secret: &str,
+        now: i64,
+    ) -> Result<String> {
+        let digest = crate::security::secret_digest(secret);
         self.write(|tx| {
             let cached =
                 serde_json::to_string(&capabilities.cached_checkpoints).expect("strings serialise");
             tx.execute(
-                "INSERT INTO workers(name, capabilities, cached, registered_ms, last_seen_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?4)",
-                params![name, capabilities.encode_to_vec(), cached, now],
+                "INSERT INTO workers(name, capabilities, cached, registered_ms, last_seen_ms,
+                                     secret_digest)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+                params![name, capabilities.encode_to_vec(), cached, now, &digest[..]],
             )?;
             let seq = tx.last_insert_rowid();
             let id = format!("w{seq}");
@@ -494,6 +518,30 @@ impl Store {
             )?;
             Ok(id)
         })
+    }
+
+    /// Checks that `secret` is the one `worker_id` registered with (constant time). An unknown
+    /// id, or one registered before secrets existed, is UnknownWorker (the worker registers
+    /// again); a wrong secret is Forbidden.
+    pub fn check_worker(&self, worker_id: &str, secret: &str) -> Result<()> {
+        let stored: Option<Option<Vec<u8>>> = self
+            .conn()
+            .query_row(
+                "SELECT secret_digest FROM workers WHERE id = ?1",
+                params![worker_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match stored {
+            None => Err(StoreError::UnknownWorker(worker_id.to_string())),
+            Some(None) => Err(StoreError::UnknownWorker(format!(
+                "{worker_id} (registered without a secret)"
+            ))),
+            Some(Some(digest)) if crate::security::secret_matches(secret, &digest) => Ok(()),
+            Some(Some(_)) => Err(StoreError::Forbidden(format!(
+                "the worker secret does not match the registration of worker {worker_id}"
+            ))),
+        }
     }
 
     /// Leases one task to `worker_id` (see [`crate::scheduler`] for the order).
@@ -1417,7 +1465,8 @@ fn lease_row(conn: &Connection, task_id: i64, epoch: i64) -> Result<Option<Lease
         .optional()?)
 }
 
-/// The task of an active lease held by `worker_id`, or StaleLease saying why not.
+/// The task of an active lease held by `worker_id`; Forbidden when another worker holds it (whom
+/// is not said), else StaleLease saying why not.
 fn check_active_lease(
     conn: &Connection,
     worker_id: &str,
@@ -1427,9 +1476,8 @@ fn check_active_lease(
     let name = lease_name(task_id, epoch.max(0) as u64);
     match lease_row(conn, task_id, epoch)? {
         None => Err(StoreError::StaleLease(format!("{name} is unknown"))),
-        Some(row) if row.worker_id != worker_id => Err(StoreError::StaleLease(format!(
-            "{name} is held by worker {}, not {worker_id}",
-            row.worker_id
+        Some(row) if row.worker_id != worker_id => Err(StoreError::Forbidden(format!(
+            "{name} is not held by worker {worker_id}"
         ))),
         Some(row) if row.state != "active" => Err(StoreError::StaleLease(format!(
             "{name} is no longer active ({})",

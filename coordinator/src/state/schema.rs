@@ -4,6 +4,10 @@
 /// Bumped when the tables change incompatibly; a file with another version is refused.
 pub const SCHEMA_VERSION: i64 = 1;
 
+/// Columns added to a table after its version-1 layout shipped, as (table, column, type): a file
+/// made before is given them when opened (NULL in existing rows), so it needs no new version.
+pub const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("workers", "secret_digest", "BLOB")];
+
 pub const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
@@ -101,7 +105,8 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS attempts_task ON attempts(task_id, epoch);
 CREATE INDEX IF NOT EXISTS attempts_ended ON attempts(outcome, ended_ms);
 
--- capabilities and stats: protobuf bytes; cached: JSON array of checkpoint uris
+-- capabilities and stats: protobuf bytes; cached: JSON array of checkpoint uris;
+-- secret_digest: SHA-256 of the registration's secret (NULL: registered before secrets existed)
 CREATE TABLE IF NOT EXISTS workers (
     seq                INTEGER PRIMARY KEY AUTOINCREMENT,
     id                 TEXT UNIQUE,
@@ -112,7 +117,8 @@ CREATE TABLE IF NOT EXISTS workers (
     last_seen_ms       INTEGER NOT NULL,
     draining           INTEGER NOT NULL DEFAULT 0,
     stats              BLOB,
-    last_checkpoint_id INTEGER
+    last_checkpoint_id INTEGER,
+    secret_digest      BLOB
 );
 
 -- chosen/rejected: little-endian f64 arrays (exact); first result wins (INSERT OR IGNORE)

@@ -19,10 +19,27 @@ pub fn key(lease: &LeaseRef) -> LeaseKey {
     (lease.task_id, lease.epoch)
 }
 
+/// Who this worker is to the coordinator: the id and secret its last Register answered (empty
+/// before the first). Every call after Register carries both (Debug never prints the secret).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Registration {
+    pub worker_id: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("worker_id", &self.worker_id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
 /// What the main loop, the heartbeat task and the signal handler share.
 #[derive(Default)]
 pub struct Shared {
-    worker_id: Mutex<String>,
+    registration: Mutex<Registration>,
     interval_ms: AtomicU32,
     held: Mutex<Vec<LeaseRef>>,
     revoked: Mutex<HashSet<LeaseKey>>,
@@ -43,11 +60,16 @@ pub struct Shared {
 
 impl Shared {
     pub fn worker_id(&self) -> String {
-        self.worker_id.lock().unwrap().clone()
+        self.registration.lock().unwrap().worker_id.clone()
     }
 
-    pub fn registered(&self, worker_id: &str, interval_ms: u32) {
-        *self.worker_id.lock().unwrap() = worker_id.to_string();
+    /// The id and secret of the current registration (one consistent pair).
+    pub fn registration(&self) -> Registration {
+        self.registration.lock().unwrap().clone()
+    }
+
+    pub fn registered(&self, registration: Registration, interval_ms: u32) {
+        *self.registration.lock().unwrap() = registration;
         self.interval_ms.store(interval_ms, Ordering::Relaxed);
         self.forgotten.store(false, Ordering::Relaxed);
     }
@@ -125,8 +147,10 @@ impl Shared {
     }
 
     fn request(&self) -> HeartbeatRequest {
+        let Registration { worker_id, secret } = self.registration();
         HeartbeatRequest {
-            worker_id: self.worker_id(),
+            worker_id,
+            worker_secret: secret,
             leases: self.held(),
             draining: self.draining(),
             stats: Some(self.stats()),

@@ -10,7 +10,11 @@
 //!
 //! Resilience: the coordinator being down (at start or mid-sweep) is retried with capped,
 //! jittered backoff; NOT_FOUND (it lost its state) re-registers; FAILED_PRECONDITION on results
-//! (stale lease) drops that work; a bad task ends in Fail, never in a crash.
+//! (stale lease) or PERMISSION_DENIED (a lease of an earlier registration) drops that work; a bad
+//! task ends in Fail, never in a crash.
+//!
+//! Identity: the worker token (`--token-file` / `$HERD_TOKEN`) opens the coordinator's Workers
+//! service; Register answers a worker id and a secret, and every later call carries both.
 
 pub mod connect;
 pub mod drain;
@@ -142,8 +146,10 @@ impl Agent {
                 }
                 backoff.reset();
             }
+            let me = self.shared.registration();
             let lease_request = LeaseRequest {
-                worker_id: self.shared.worker_id(),
+                worker_id: me.worker_id,
+                worker_secret: me.secret,
                 cached_checkpoints: self.cached_checkpoints(),
             };
             let mut client = self.client.clone();
@@ -248,8 +254,13 @@ impl Agent {
             match self.client.register(request(message, RPC_TIMEOUT)).await {
                 Ok(response) => {
                     let response = response.into_inner();
-                    self.shared
-                        .registered(&response.worker_id, response.heartbeat_interval_ms);
+                    self.shared.registered(
+                        heartbeat::Registration {
+                            worker_id: response.worker_id.clone(),
+                            secret: response.worker_secret,
+                        },
+                        response.heartbeat_interval_ms,
+                    );
                     tracing::info!(
                         coordinator = %self.config.coordinator,
                         worker_id = %response.worker_id,

@@ -92,7 +92,8 @@ fn non_finite_scores(lease: &Lease, pairs: &[PairScores], kind: tch::Kind) -> Op
 
 /// How delivering results ended when it did not succeed.
 enum Undelivered {
-    /// revoked, stale (FAILED_PRECONDITION) or the coordinator forgot the worker: drop the work
+    /// revoked, stale (FAILED_PRECONDITION), another registration's (PERMISSION_DENIED) or the
+    /// coordinator forgot the worker: drop the work
     Dropped(String),
     /// refused for another reason: report it as a failure
     Refused(tonic::Status),
@@ -565,10 +566,12 @@ impl Agent {
         lease_ref: LeaseRef,
         rewards: Vec<ExampleReward>,
     ) -> Result<(), Undelivered> {
+        let me = self.shared.registration();
         let batches: Vec<ResultBatch> = rewards
             .chunks(self.config.stream_batch.max(1))
             .map(|chunk| ResultBatch {
-                worker_id: self.shared.worker_id(),
+                worker_id: me.worker_id.clone(),
+                worker_secret: me.secret.clone(),
                 lease: Some(lease_ref),
                 rewards: chunk.to_vec(),
             })
@@ -617,8 +620,10 @@ impl Agent {
             if self.shared.is_revoked(&lease_ref) {
                 return Err(Undelivered::Dropped("the lease was revoked".into()));
             }
+            let me = self.shared.registration();
             let message = CompleteRequest {
-                worker_id: self.shared.worker_id(),
+                worker_id: me.worker_id,
+                worker_secret: me.secret,
                 lease: Some(lease_ref),
                 model_type: model_type.to_string(),
                 chat_template: chat_template.to_string(),
@@ -648,6 +653,11 @@ impl Agent {
                 "the lease is stale ({})",
                 status.message()
             ))),
+            // the lease belongs to an earlier registration of this worker (it registered again)
+            Code::PermissionDenied => Err(Undelivered::Dropped(format!(
+                "the lease is not this registration's ({})",
+                status.message()
+            ))),
             Code::NotFound => {
                 self.shared.mark_forgotten();
                 Err(Undelivered::Dropped(format!(
@@ -675,8 +685,10 @@ impl Agent {
     pub(super) async fn fail(&mut self, lease_ref: &LeaseRef, kind: FailureKind, reason: String) {
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
         for _ in 0..5 {
+            let me = self.shared.registration();
             let message = FailRequest {
-                worker_id: self.shared.worker_id(),
+                worker_id: me.worker_id,
+                worker_secret: me.secret,
                 lease: Some(*lease_ref),
                 kind: kind as i32,
                 reason: reason.clone(),
@@ -685,6 +697,14 @@ impl Agent {
                 Ok(_) => return,
                 Err(status) if status.code() == Code::FailedPrecondition => {
                     tracing::info!(task = lease_ref.task_id, "fail: the lease is already stale");
+                    return;
+                }
+                Err(status) if status.code() == Code::PermissionDenied => {
+                    tracing::info!(
+                        task = lease_ref.task_id,
+                        "fail: the lease is not this registration's ({})",
+                        status.message()
+                    );
                     return;
                 }
                 Err(status) if self.retry_or_give_up(&status) => {
