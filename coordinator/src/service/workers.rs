@@ -179,7 +179,7 @@ impl Workers for WorkersService {
             let rewards = batch.rewards;
             let counts = self
                 .coord
-                .with_store(move |s| s.store_results(&batch.worker_id, &lease, &rewards, now_ms()))
+                .ingest(move |s| s.store_results(&batch.worker_id, &lease, &rewards, now_ms()))
                 .await;
             match counts {
                 Ok(counts) => {
