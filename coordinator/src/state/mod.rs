@@ -177,9 +177,12 @@ pub struct Store {
     /// read-only connection for the reading methods
     reader: Mutex<Connection>,
     /// see [`Store::shard_examples`]
-    shards: Mutex<HashMap<(i64, u32, u32), Arc<[Example]>>>,
+    shards: Mutex<HashMap<ShardKey, Arc<[Example]>>>,
     policy: Policy,
 }
+
+/// (sweep id, shard start, shard end)
+type ShardKey = (i64, u32, u32);
 
 /// See [`Store::snapshot`]; the read transaction ends when this is dropped.
 struct Snapshot<'a>(MutexGuard<'a, Connection>);
@@ -756,7 +759,7 @@ impl Store {
         sweep_id: i64,
         shard: Range<u32>,
     ) -> Result<Arc<[Example]>> {
-        let key = (sweep_id, shard.start, shard.end);
+        let key: ShardKey = (sweep_id, shard.start, shard.end);
         if let Some(examples) = lock(&self.shards).get(&key) {
             return Ok(examples.clone());
         }
