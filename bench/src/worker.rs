@@ -67,6 +67,8 @@ pub struct Shared {
 pub struct Stats {
     /// Lease round trips (µs) that returned a lease
     pub lease_granted_us: Vec<u64>,
+    /// when each of those was sent, in the same order
+    pub lease_granted_at: Vec<Instant>,
     /// Lease round trips (µs) answered retry_after / shutdown
     pub lease_other_us: Vec<u64>,
     pub leases: u64,
@@ -161,6 +163,7 @@ pub async fn run(n: usize, cfg: Arc<SimConfig>, shared: Arc<Shared>) -> anyhow::
                         {
                             let mut stats = shared.stats.lock().unwrap();
                             stats.lease_granted_us.push(us);
+                            stats.lease_granted_at.push(started);
                             stats.leases += 1;
                             stats.first_lease_at.get_or_insert(started);
                         }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tonic::Status;
 
 use crate::report::SweepReport;
@@ -19,6 +19,12 @@ use crate::state::{ReportInputs, Store, StoreError};
 
 pub use sweeps::SweepsService;
 pub use workers::WorkersService;
+
+/// Result-ingestion writes on the blocking pool at once: one writing and one waiting at the
+/// store's write gate, so the gate never idles between two of them. Other messages wait for a
+/// slot in arrival order without holding a blocking thread, which Lease and the other
+/// scheduling calls need to reach the gate.
+const INGEST_IN_FLIGHT: usize = 2;
 
 /// State shared by both services, the reaper and the server handle.
 pub struct Coordinator {
@@ -32,6 +38,8 @@ pub struct Coordinator {
     /// state changes that may finish a sweep, and report writers, under way
     holds: AtomicUsize,
     told_shutdown: Mutex<HashSet<String>>,
+    /// see [`INGEST_IN_FLIGHT`]
+    ingest_slots: Arc<Semaphore>,
 }
 
 impl Coordinator {
@@ -44,6 +52,7 @@ impl Coordinator {
             finished: watch::channel(finished).0,
             holds: AtomicUsize::new(0),
             told_shutdown: Mutex::new(HashSet::new()),
+            ingest_slots: Arc::new(Semaphore::new(INGEST_IN_FLIGHT)),
         })
     }
 
@@ -58,6 +67,27 @@ impl Coordinator {
             .await
             .map_err(|e| Status::internal(format!("state task: {e}")))?
             .map_err(to_status)
+    }
+
+    /// Runs a result-ingestion store call on the blocking pool once one of the
+    /// [`INGEST_IN_FLIGHT`] slots is free.
+    pub async fn ingest<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let slot = self
+            .ingest_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Status::internal(format!("ingest slots: {e}")))?;
+        // the slot is freed when the store call ends, even if this caller went away before
+        self.with_store(move |s| {
+            let _slot = slot;
+            f(s)
+        })
+        .await
     }
 
     /// A receiver that is true while every sweep is finished and its report written.

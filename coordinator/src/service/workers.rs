@@ -62,6 +62,28 @@ impl WorkersService {
     }
 }
 
+impl WorkersService {
+    /// [`Self::as_worker`] for a result message: it waits for an ingest slot first (see
+    /// [`super::Coordinator::ingest`]).
+    async fn as_ingesting_worker<T, F>(
+        &self,
+        worker_id: String,
+        secret: String,
+        f: F,
+    ) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store, &str) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.coord
+            .ingest(move |s| {
+                s.check_worker(&worker_id, &secret)?;
+                f(s, &worker_id)
+            })
+            .await
+    }
+}
+
 fn lease_of(lease: Option<LeaseRef>) -> Result<LeaseRef, Status> {
     lease.ok_or_else(|| Status::invalid_argument("the request names no lease"))
 }
@@ -199,7 +221,7 @@ impl Workers for WorkersService {
             let worker = batch.worker_id.clone();
             let rewards = batch.rewards;
             let counts = self
-                .as_worker(batch.worker_id, batch.worker_secret, move |s, id| {
+                .as_ingesting_worker(batch.worker_id, batch.worker_secret, move |s, id| {
                     s.store_results(id, &lease, &rewards, now_ms())
                 })
                 .await;

@@ -1,17 +1,20 @@
 //! Durable coordinator state: one SQLite file (WAL, synchronous=NORMAL) holding sweeps, their
 //! evaluation sets, checkpoints, tasks, leases, attempts, workers and per-example results.
 //!
-//! One connection behind a mutex: every method is synchronous and short (call it from
-//! `spawn_blocking` in async code), every write is one transaction. Times are passed in (unix ms)
-//! so the lease logic can be tested without sleeping.
+//! Two connections: every write is one IMMEDIATE transaction on the write connection, entered
+//! through the [`gate`] (scheduling writes ahead of result ingestion); reads run in one read
+//! transaction each on a read-only connection, so they see a consistent snapshot and never wait
+//! for a writer (WAL). Every method is synchronous and short (call it from `spawn_blocking` in
+//! async code). Times are passed in (unix ms) so the lease logic can be tested without sleeping.
 
+mod gate;
 mod resubmit;
 mod schema;
 
-use std::collections::HashSet;
-use std::ops::Range;
+use std::collections::{HashMap, HashSet};
+use std::ops::{Deref, Range};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use herd_proto::v1::{
@@ -19,18 +22,24 @@ use herd_proto::v1::{
     LeaseRef, StatusResponse, SweepSpec, SweepStatus, TaskFailure, WorkerStats, WorkerStatus,
 };
 use prost::Message;
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
 
 use crate::model::{
     CheckpointFormat, PlannedCheckpoint, PlannedExample, ScoredCheckpoint, StoredReward,
 };
 use crate::scheduler::Policy;
 
+use gate::{Lane, WriteGate};
 pub use resubmit::{changed_settings, ChangedSetting};
 pub use schema::SCHEMA_VERSION;
 
 /// Failures shown by `status`, newest first.
 const RECENT_FAILURES: u32 = 20;
+
+/// Shards whose examples [`Store::shard_examples`] keeps in memory; past this it starts over.
+const SHARDS_KEPT: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -173,8 +182,42 @@ pub struct ReportInputs {
 
 /// The coordinator's state file.
 pub struct Store {
+    /// the write connection; locked only by a writer inside `gate`
     conn: Mutex<Connection>,
+    gate: WriteGate,
+    /// read-only connection for the reading methods
+    reader: Mutex<Connection>,
+    /// see [`Store::shard_examples`]
+    shards: Mutex<HashMap<ShardKey, Arc<[Example]>>>,
+    /// secret digests of registered workers, by id: an (id, secret) pair never changes, so
+    /// [`Store::check_worker`] reads the file once per worker, not on every call
+    secrets: Mutex<HashMap<String, Vec<u8>>>,
     policy: Policy,
+}
+
+/// (sweep id, shard start, shard end)
+type ShardKey = (i64, u32, u32);
+
+/// See [`Store::snapshot`]; the read transaction ends when this is dropped.
+struct Snapshot<'a>(MutexGuard<'a, Connection>);
+
+impl Deref for Snapshot<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.0
+    }
+}
+
+impl Drop for Snapshot<'_> {
+    fn drop(&mut self) {
+        // a read transaction: ending it loses nothing; were it to fail, the next BEGIN says so
+        let _ = self.0.execute_batch("ROLLBACK");
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct TaskRow {
@@ -258,8 +301,18 @@ impl Store {
                 )))
             }
         }
+        // opened after the writer has set WAL mode and made the tables
+        let reader = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        reader.busy_timeout(Duration::from_secs(10))?;
         Ok(Store {
             conn: Mutex::new(conn),
+            gate: WriteGate::default(),
+            reader: Mutex::new(reader),
+            shards: Mutex::new(HashMap::new()),
+            secrets: Mutex::new(HashMap::new()),
             policy,
         })
     }
@@ -268,16 +321,27 @@ impl Store {
         &self.policy
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// One scheduling write: one IMMEDIATE transaction, ahead of queued ingestion.
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.write_in(Lane::Scheduling, f)
     }
 
-    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn();
+    /// One write of `lane` in one IMMEDIATE transaction; an error rolls all of it back.
+    fn write_in<T>(&self, lane: Lane, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let _pass = self.gate.enter(lane);
+        let mut conn = lock(&self.conn);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
+    }
+
+    /// The read-only connection inside a read transaction: every query through it sees the
+    /// file as of its first query.
+    fn snapshot(&self) -> Result<Snapshot<'_>> {
+        let conn = lock(&self.reader);
+        conn.execute_batch("BEGIN DEFERRED")?;
+        Ok(Snapshot(conn))
     }
 
     // --------------------------------------------------------------------------------------------
@@ -474,13 +538,13 @@ impl Store {
 
     /// True when there is at least one sweep and every sweep is done or cancelled.
     pub fn all_finished(&self) -> Result<bool> {
-        let conn = self.conn();
+        let conn = self.snapshot()?;
         all_finished(&conn)
     }
 
     /// Names of every sweep, oldest first.
     pub fn sweeps(&self) -> Result<Vec<(String, String)>> {
-        let conn = self.conn();
+        let conn = self.snapshot()?;
         let mut stmt = conn.prepare("SELECT name, state FROM sweeps ORDER BY created_ms, id")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -524,14 +588,24 @@ impl Store {
     /// id, or one registered before secrets existed, is UnknownWorker (the worker registers
     /// again); a wrong secret is Forbidden.
     pub fn check_worker(&self, worker_id: &str, secret: &str) -> Result<()> {
-        let stored: Option<Option<Vec<u8>>> = self
-            .conn()
-            .query_row(
-                "SELECT secret_digest FROM workers WHERE id = ?1",
-                params![worker_id],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let known = lock(&self.secrets).get(worker_id).cloned();
+        let stored: Option<Option<Vec<u8>>> = match known {
+            Some(digest) => Some(Some(digest)),
+            None => {
+                let stored: Option<Option<Vec<u8>>> = self
+                    .snapshot()?
+                    .query_row(
+                        "SELECT secret_digest FROM workers WHERE id = ?1",
+                        params![worker_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(Some(digest)) = &stored {
+                    lock(&self.secrets).insert(worker_id.to_string(), digest.clone());
+                }
+                stored
+            }
+        };
         match stored {
             None => Err(StoreError::UnknownWorker(worker_id.to_string())),
             Some(None) => Err(StoreError::UnknownWorker(format!(
@@ -547,7 +621,8 @@ impl Store {
     /// Leases one task to `worker_id` (see [`crate::scheduler`] for the order).
     pub fn lease(&self, worker_id: &str, cached: &[String], now: i64) -> Result<LeaseOutcome> {
         let policy = self.policy.clone();
-        self.write(|tx| {
+        let mut shard = None;
+        let mut outcome = self.write(|tx| {
             let (draining, last_checkpoint, stored_cached): (bool, Option<i64>, String) = tx
                 .query_row(
                     "SELECT draining, last_checkpoint_id, cached FROM workers WHERE id = ?1",
@@ -588,8 +663,10 @@ impl Store {
             // sweep ids grow with creation: the lowest is the oldest sweep
             let mut best: Option<(i64, i64)> = None;
             {
+                // the checkpoint's few tasks, not a scan of the whole queue for them
                 let mut stmt = tx.prepare_cached(
-                    "SELECT t.sweep_id, t.id FROM tasks t JOIN sweeps s ON s.id = t.sweep_id
+                    "SELECT t.sweep_id, t.id FROM tasks t INDEXED BY tasks_checkpoint
+                     JOIN sweeps s ON s.id = t.sweep_id
                      WHERE t.checkpoint_id = ?1 AND t.state = 'pending' AND t.next_eligible_ms <= ?2
                        AND s.state = 'active'
                      ORDER BY t.sweep_id, t.id LIMIT 1",
@@ -683,7 +760,7 @@ impl Store {
             )?;
             let spec = decode_spec(&spec_bytes)?;
             let checkpoint = checkpoint_proto(tx, task.checkpoint_id)?;
-            let examples = shard_examples(tx, task.sweep_id, task.start..task.end)?;
+            shard = Some(self.shard_examples(tx, task.sweep_id, task.start..task.end)?);
             // prefetch: the next checkpoint in queue order nobody is working on (else any other)
             let mut prefetch_uri = String::new();
             for untouched in [true, false] {
@@ -728,12 +805,18 @@ impl Store {
                 scoring: spec.scoring,
                 shard_start: task.start,
                 shard_end: task.end,
-                examples,
+                // filled in below
+                examples: Vec::new(),
                 prefetch_uri,
                 // set by the service from its lease span
                 traceparent: String::new(),
             })))
-        })
+        })?;
+        // copied after the write, outside the gate: the examples are most of a lease's bytes
+        if let (LeaseOutcome::Leased(lease), Some(shard)) = (&mut outcome, shard) {
+            lease.examples = shard.to_vec();
+        }
+        Ok(outcome)
     }
 
     /// Refreshes the deadlines of the worker's listed active leases and returns the listed leases
@@ -774,6 +857,35 @@ impl Store {
         })
     }
 
+    /// A lease's examples, as sent on the wire, read once per shard and then kept: a sweep's
+    /// examples are written when it is created and never change.
+    fn shard_examples(
+        &self,
+        conn: &Connection,
+        sweep_id: i64,
+        shard: Range<u32>,
+    ) -> Result<Arc<[Example]>> {
+        let key: ShardKey = (sweep_id, shard.start, shard.end);
+        if let Some(examples) = lock(&self.shards).get(&key) {
+            return Ok(examples.clone());
+        }
+        let examples: Arc<[Example]> = examples_in(conn, sweep_id, shard)?
+            .into_iter()
+            .map(|e| Example {
+                index: e.index,
+                id: e.id,
+                subset: e.subset,
+                pair_json: e.pair_json,
+            })
+            .collect();
+        let mut shards = lock(&self.shards);
+        if shards.len() >= SHARDS_KEPT {
+            shards.clear();
+        }
+        shards.insert(key, examples.clone());
+        Ok(examples)
+    }
+
     // --------------------------------------------------------------------------------------------
     // Results
     // --------------------------------------------------------------------------------------------
@@ -789,7 +901,7 @@ impl Store {
         now: i64,
     ) -> Result<IngestCounts> {
         let deadline = now.saturating_add(to_i64(self.policy.lease_timeout_ms));
-        self.write(|tx| {
+        self.write_in(Lane::Ingest, |tx| {
             let epoch = to_i64(lease.epoch);
             let task = check_active_lease(tx, worker_id, lease.task_id, epoch)?;
             {
@@ -1100,7 +1212,7 @@ impl Store {
 
     /// `coord status`: every sweep (or one) and every worker.
     pub fn status(&self, sweep: Option<&str>, now: i64) -> Result<StatusResponse> {
-        let conn = self.conn();
+        let conn = self.snapshot()?;
         let sweeps: Vec<(i64, String, String)> = {
             let mut stmt = conn.prepare(
                 "SELECT id, name, state FROM sweeps WHERE ?1 IS NULL OR name = ?1 ORDER BY created_ms, id",
@@ -1171,7 +1283,7 @@ impl Store {
 
     /// The spec, evaluation set and fully scored checkpoints of a sweep.
     pub fn report_inputs(&self, sweep: &str) -> Result<ReportInputs> {
-        let conn = self.conn();
+        let conn = self.snapshot()?;
         let (sweep_id, spec_bytes, state): (i64, Vec<u8>, String) = conn
             .query_row(
                 "SELECT id, spec, state FROM sweeps WHERE name = ?1",
@@ -1241,7 +1353,7 @@ impl Store {
 
     /// Workers heard from within the lease timeout, not draining.
     pub fn live_workers(&self, now: i64) -> Result<Vec<String>> {
-        let conn = self.conn();
+        let conn = self.snapshot()?;
         let mut stmt = conn.prepare(
             "SELECT id FROM workers WHERE last_seen_ms >= ?1 AND draining = 0 ORDER BY seq",
         )?;
@@ -1252,7 +1364,7 @@ impl Store {
 
     /// Every task of a sweep, by id.
     pub fn tasks(&self, sweep: &str) -> Result<Vec<TaskInfo>> {
-        let conn = self.conn();
+        let conn = self.snapshot()?;
         let mut stmt = conn.prepare(
             "SELECT t.id, s.name, c.uri, t.shard_start, t.shard_end, t.state, t.attempts,
                     t.next_eligible_ms, t.last_epoch, t.failure
@@ -1277,7 +1389,7 @@ impl Store {
 
     /// Every lease ever given, by task and epoch.
     pub fn leases(&self) -> Result<Vec<LeaseInfo>> {
-        let conn = self.conn();
+        let conn = self.snapshot()?;
         let mut stmt = conn.prepare(
             "SELECT task_id, epoch, worker_id, created_ms, deadline_ms, state FROM leases
              ORDER BY task_id, epoch",
@@ -1297,14 +1409,14 @@ impl Store {
 
     /// Every checkpoint of a sweep, by id.
     pub fn checkpoints(&self, sweep: &str) -> Result<Vec<CheckpointInfo>> {
-        let conn = self.conn();
+        let conn = self.snapshot()?;
         let id = sweep_id(&conn, sweep)?;
         checkpoints_of(&conn, id)
     }
 
     /// Stored results of one checkpoint (by uri) of a sweep, by example index.
     pub fn results(&self, sweep: &str, checkpoint_uri: &str) -> Result<Vec<StoredReward>> {
-        let conn = self.conn();
+        let conn = self.snapshot()?;
         let mut stmt = conn.prepare(
             "SELECT r.idx, r.chosen, r.rejected FROM results r
              JOIN checkpoints c ON c.id = r.checkpoint_id JOIN sweeps s ON s.id = c.sweep_id
@@ -1373,19 +1485,6 @@ fn examples_in(conn: &Connection, sweep_id: i64, range: Range<u32>) -> Result<Ve
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// A lease's examples, as sent on the wire.
-fn shard_examples(conn: &Connection, sweep_id: i64, shard: Range<u32>) -> Result<Vec<Example>> {
-    Ok(examples_in(conn, sweep_id, shard)?
-        .into_iter()
-        .map(|e| Example {
-            index: e.index,
-            id: e.id,
-            subset: e.subset,
-            pair_json: e.pair_json,
-        })
-        .collect())
 }
 
 fn checkpoint_proto(conn: &Connection, id: i64) -> Result<Checkpoint> {
@@ -1653,12 +1752,13 @@ fn refresh_checkpoint(tx: &Connection, checkpoint_id: i64) -> Result<String> {
 
 /// Marks an active sweep done when no task is pending or leased; returns its name if it was.
 fn refresh_sweep(tx: &Connection, sweep_id: i64, now: i64) -> Result<Option<String>> {
-    let live: i64 = tx.query_row(
-        "SELECT COUNT(*) FROM tasks WHERE sweep_id = ?1 AND state IN ('pending', 'leased')",
+    // EXISTS stops at the first live task; a COUNT would walk all of a large sweep's queue
+    let live: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM tasks WHERE sweep_id = ?1 AND state IN ('pending', 'leased'))",
         params![sweep_id],
         |r| r.get(0),
     )?;
-    if live > 0 {
+    if live {
         return Ok(None);
     }
     let changed = tx.execute(
@@ -1752,4 +1852,91 @@ fn sweep_status(
         status.failures.push(row?);
     }
     Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::thread;
+
+    use super::*;
+
+    fn planned(n: u32) -> (SweepSpec, Vec<PlannedCheckpoint>, Vec<PlannedExample>) {
+        let spec = SweepSpec {
+            name: "lanes".into(),
+            shard_size: n,
+            ..SweepSpec::default()
+        };
+        let checkpoints = ["a", "b"]
+            .map(|c| PlannedCheckpoint {
+                uri: format!("/ckpts/{c}"),
+                name: c.into(),
+                format: CheckpointFormat::HuggingFace,
+                size_bytes: 1,
+            })
+            .to_vec();
+        let examples = (0..n)
+            .map(|i| PlannedExample {
+                index: i,
+                id: format!("ex{i}"),
+                subset: "alpacaeval-easy".into(),
+                pair_json: "{}".into(),
+            })
+            .collect();
+        (spec, checkpoints, examples)
+    }
+
+    #[test]
+    fn a_lease_is_written_ahead_of_result_ingestion_queued_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("state.db"), Policy::default()).unwrap());
+        let (spec, checkpoints, examples) = planned(4);
+        store.submit(&spec, &checkpoints, &examples, 0).unwrap();
+        let worker = store
+            .register("w", &Capabilities::default(), "secret", 0)
+            .unwrap();
+        let LeaseOutcome::Leased(first) = store.lease(&worker, &[], 1).unwrap() else {
+            panic!("expected a lease");
+        };
+        let rewards: Vec<ExampleReward> = first
+            .examples
+            .iter()
+            .map(|e| ExampleReward {
+                index: e.index,
+                example_id: e.id.clone(),
+                scores_chosen: vec![1.0],
+                scores_rejected: vec![0.0],
+            })
+            .collect();
+        // a write in progress; results queue behind it, then the same worker asks for more work
+        let held = store.gate.enter(Lane::Ingest);
+        let ingest = {
+            let (store, worker, lease) = (store.clone(), worker.clone(), first.lease.unwrap());
+            thread::spawn(move || store.store_results(&worker, &lease, &rewards, 200))
+        };
+        assert_eq!(
+            store.gate.until_queued(1),
+            (0, 1),
+            "results wait in the ingest lane"
+        );
+        let second = {
+            let (store, worker) = (store.clone(), worker.clone());
+            thread::spawn(move || store.lease(&worker, &[], 300))
+        };
+        assert_eq!(
+            store.gate.until_queued(2),
+            (1, 1),
+            "a lease waits in the scheduling lane"
+        );
+        drop(held);
+        assert_eq!(ingest.join().unwrap().unwrap().stored, 4);
+        assert!(matches!(
+            second.join().unwrap().unwrap(),
+            LeaseOutcome::Leased(_)
+        ));
+        // both writes set the worker's last_seen_ms to their own time: the last one written wins,
+        // and that is the ingestion (200), queued first but let in after the lease (300)
+        let status = store.status(None, 300).unwrap();
+        assert_eq!(status.workers[0].last_seen_unix_ms, 200);
+    }
 }
