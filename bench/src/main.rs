@@ -613,8 +613,15 @@ async fn ingest(
     );
     println!("| acknowledged but missing | {} |", report.acked_missing);
     println!(
-        "| keys stored more than once | {} |",
+        "| keys stored more than once (only possible without a primary key on them) | {} |",
         report.keys_more_than_once
+    );
+    println!(
+        "| stored scores that differ from what the workers sent | {} |",
+        report.scores_differ.map_or(
+            "not checked (no chosen/rejected columns)".to_string(),
+            |n| n.to_string()
+        )
     );
     println!(
         "| rows stored / stored but never acknowledged (in flight at a kill or at the stop) | {} / {} |",
@@ -628,6 +635,7 @@ async fn ingest(
     let ok = report.integrity == "ok"
         && report.acked_missing == 0
         && report.keys_more_than_once == 0
+        && report.scores_differ.unwrap_or(0) == 0
         && !double_count;
     println!();
     println!(

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::worker::AckRange;
+use crate::worker::{stub_scores, AckRange};
 
 /// Where the per-example results live: found from the schema unless given.
 #[derive(Clone, Debug)]
@@ -28,6 +28,10 @@ pub struct Report {
     pub acked_missing: u64,
     pub rows: u64,
     pub keys_more_than_once: u64,
+    /// rows whose stored chosen/rejected score is not what the simulated workers send for that
+    /// (checkpoint, example) (a result overwritten or stored under another key); None when the
+    /// table has no `chosen`/`rejected` columns or is keyed by task
+    pub scores_differ: Option<u64>,
     pub stored_not_acked: u64,
 }
 
@@ -142,6 +146,7 @@ pub fn check(
     let acked_missing = acked.iter().filter(|k| !stored.contains_key(k)).count() as u64;
     let keys_more_than_once = stored.values().filter(|&&c| c > 1).count() as u64;
     let stored_not_acked = stored.keys().filter(|k| !acked.contains(k)).count() as u64;
+    let scores_differ = scores_differ(&conn, &table)?;
     Ok(Report {
         opened_read_only,
         integrity,
@@ -150,6 +155,39 @@ pub fn check(
         acked_missing,
         rows: total,
         keys_more_than_once,
+        scores_differ,
         stored_not_acked,
     })
+}
+
+/// Counts stored rows whose first chosen and rejected scores (f64, little-endian, as herd stores
+/// them) differ from [`stub_scores`] of their (checkpoint, example): the check a primary key
+/// cannot make for us.
+fn scores_differ(conn: &Connection, table: &ResultsTable) -> anyhow::Result<Option<u64>> {
+    let cols = columns(conn, &table.table)?;
+    let has = |name: &str| cols.iter().any(|c| c == name);
+    if table.owner_is_task || !has("chosen") || !has("rejected") {
+        return Ok(None);
+    }
+    let sql = format!(
+        "SELECT \"{o}\", \"{i}\", chosen, rejected FROM \"{t}\"",
+        o = table.owner,
+        i = table.index,
+        t = table.table
+    );
+    let first = |bytes: &[u8]| -> Option<f64> {
+        Some(f64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
+    };
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query([])?;
+    let mut differ = 0;
+    while let Some(row) = rows.next()? {
+        let (owner, index): (i64, i64) = (row.get(0)?, row.get(1)?);
+        let (chosen, rejected): (Vec<u8>, Vec<u8>) = (row.get(2)?, row.get(3)?);
+        let expected = stub_scores(owner, index as u32);
+        if (first(&chosen), first(&rejected)) != (Some(expected.0), Some(expected.1)) {
+            differ += 1;
+        }
+    }
+    Ok(Some(differ))
 }
