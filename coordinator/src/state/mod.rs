@@ -565,7 +565,7 @@ impl Store {
         now: i64,
     ) -> Result<String> {
         let digest = crate::security::secret_digest(secret);
-        self.write(|tx| {
+        let id = self.write(|tx| {
             let cached =
                 serde_json::to_string(&capabilities.cached_checkpoints).expect("strings serialise");
             tx.execute(
@@ -581,7 +581,10 @@ impl Store {
                 params![id, seq],
             )?;
             Ok(id)
-        })
+        })?;
+        // committed: the worker's first calls need not read it back
+        lock(&self.secrets).insert(id.clone(), digest.to_vec());
+        Ok(id)
     }
 
     /// Checks that `secret` is the one `worker_id` registered with (constant time). An unknown
