@@ -41,8 +41,10 @@ from transformers import AutoTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(ROOT, "common", "tests", "golden", "chat_templates.json")
+# the shared folder beside the repository, as tests/testkit resolves it
+SHARED = os.environ.get("HERD_SHARED") or os.path.join(os.path.dirname(ROOT), "shared")
 LLAMA2_TOKENIZER = os.environ.get(
-    "HERD_LLAMA2_TOKENIZER", "/work/shared/data/tokenizers/llama2/tokenizer.json"
+    "HERD_LLAMA2_TOKENIZER", os.path.join(SHARED, "data", "tokenizers", "llama2", "tokenizer.json")
 )
 
 # --- RewardBench's extra FastChat templates (rewardbench/chattemplates.py) -----------------------

@@ -33,7 +33,7 @@ transformers' own bf16 runs measured against its fp32 golden and the bound herd'
 derived from it (rule at BF16_SCORE_FACTOR below; worker/tests/golden_parity.rs asserts it).
 
 Examples: the first 2 rows of each llmbar subset (5 subsets) and of each hep-* subset (6 subsets) from
-/work/shared/data (override with HERD_SHARED_DATA), i.e. 22 pairs; each golden file embeds
+../shared/data beside the repository (or $HERD_SHARED/data, as the Rust tests), i.e. 22 pairs; each golden file embeds
 prompt/chosen/rejected/subset/id so Rust tests are self-contained. The DPO golden adds two synthetic
 rows (ids 100000, 100001) that exercise the 128-token keep_end prompt truncation (and, for 100001,
 the response truncation to max_length - max_prompt_length).
@@ -77,7 +77,8 @@ REFERENCE = f"transformers {TRANSFORMERS_VERSION}, torch {TORCH_VERSION} (CPU, f
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "fixtures"
 MODELS = OUT / "models"
-DATA = Path(os.environ.get("HERD_SHARED_DATA", "/work/shared/data"))
+# the shared folder beside the repository, as tests/testkit resolves it
+DATA = Path(os.environ.get("HERD_SHARED") or HERE.parent.parent.parent / "shared") / "data"
 TOK_LLAMA2 = DATA / "tokenizers" / "llama2"
 TOK_GPT2 = DATA / "tokenizers" / "gpt2"
 
