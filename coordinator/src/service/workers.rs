@@ -54,15 +54,10 @@ impl WorkersService {
         F: FnOnce(&Store, &str) -> Result<T, StoreError> + Send + 'static,
     {
         self.coord
-            .with_store(move |s| {
-                s.check_worker(&worker_id, &secret)?;
-                f(s, &worker_id)
-            })
+            .with_store(authenticated(worker_id, secret, f))
             .await
     }
-}
 
-impl WorkersService {
     /// [`Self::as_worker`] for a result message: it waits for an ingest slot first (see
     /// [`super::Coordinator::ingest`]).
     async fn as_ingesting_worker<T, F>(
@@ -75,12 +70,19 @@ impl WorkersService {
         T: Send + 'static,
         F: FnOnce(&Store, &str) -> Result<T, StoreError> + Send + 'static,
     {
-        self.coord
-            .ingest(move |s| {
-                s.check_worker(&worker_id, &secret)?;
-                f(s, &worker_id)
-            })
-            .await
+        self.coord.ingest(authenticated(worker_id, secret, f)).await
+    }
+}
+
+/// `f(store, worker_id)`, run only once the worker's secret matches its registration.
+fn authenticated<T>(
+    worker_id: String,
+    secret: String,
+    f: impl FnOnce(&Store, &str) -> Result<T, StoreError>,
+) -> impl FnOnce(&Store) -> Result<T, StoreError> {
+    move |s| {
+        s.check_worker(&worker_id, &secret)?;
+        f(s, &worker_id)
     }
 }
 
