@@ -477,6 +477,13 @@ async fn a_restarted_coordinator_resumes_from_its_file() {
 
     // same file, new process state, new port: the worker's id and lease are still good
     let handle = spawn(args(dir.path(), LEASE_MS)).await.unwrap();
+    // a reaper pass before the worker's first call (the server's own first pass races it)
+    // expires nothing: the lease got its grace at start-up
+    let reaped = handle
+        .store()
+        .reap(herd_coordinator::scheduler::now_ms())
+        .unwrap();
+    assert_eq!(reaped.leases, 0, "the restart expired a live lease");
     let (mut workers, mut sweeps) = clients(&handle).await;
     let hb = workers
         .heartbeat(HeartbeatRequest {
