@@ -26,7 +26,7 @@ use herd_common::rewardbench::SUBSETS;
 use herd_coordinator::model::{CheckpointFormat, PlannedCheckpoint, PlannedExample};
 use herd_coordinator::scheduler::Policy;
 use herd_coordinator::state::{LeaseOutcome, Store};
-use herd_proto::v1::{
+use herd_rpc::v1::{
     CancelRequest, CompleteRequest, FailRequest, FailureKind, HeartbeatRequest, LeaseRef,
     LeaseRequest, RegisterRequest, ResultBatch, SubmitRequest,
 };
@@ -87,7 +87,7 @@ impl Driver {
     fn new(dir: &Path) -> Driver {
         let state = dir.join("state.db");
         let store = Store::open(&state, policy()).expect("open the store");
-        let spec = herd_proto::v1::SweepSpec {
+        let spec = herd_rpc::v1::SweepSpec {
             name: "s".into(),
             checkpoints: vec!["/ckpts".into()],
             eval_dataset: "eval.jsonl".into(),
@@ -264,7 +264,7 @@ impl Driver {
                 }
             }
             _ => {
-                if let Ok(r) = herd_proto::v1::ResultsRequest::decode(bytes) {
+                if let Ok(r) = herd_rpc::v1::ResultsRequest::decode(bytes) {
                     // reports of any sweep, as `coord results` builds them
                     self.report(&r.sweep);
                 }

@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use herd_proto::v1::sweeps_client::SweepsClient;
-use herd_proto::v1::{Scoring, StatusRequest, SubmitRequest, SubmitResponse, SweepSpec};
+use herd_rpc::v1::sweeps_client::SweepsClient;
+use herd_rpc::v1::{Scoring, StatusRequest, SubmitRequest, SubmitResponse, SweepSpec};
 
 /// `coord serve` flags the simulator sets (everything else is the coordinator's default).
 #[derive(Clone, Debug)]

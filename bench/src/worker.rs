@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herd_proto::v1::lease_response::Outcome;
-use herd_proto::v1::workers_client::WorkersClient;
-use herd_proto::v1::{
+use herd_rpc::v1::lease_response::Outcome;
+use herd_rpc::v1::workers_client::WorkersClient;
+use herd_rpc::v1::{
     Capabilities, CompleteRequest, ExampleReward, HeartbeatRequest, Lease, LeaseRef, LeaseRequest,
     RegisterRequest, ResultBatch,
 };

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use herd_common::dataset::PreferencePair;
-use herd_proto::v1::SweepSpec;
+use herd_rpc::v1::SweepSpec;
 
 use crate::model::{CheckpointFormat, PlannedCheckpoint, PlannedExample};
 

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use herd_proto::v1::{EasyLmConfig, Scoring, SweepSpec};
+use herd_rpc::v1::{EasyLmConfig, Scoring, SweepSpec};
 use serde::Deserialize;
 
 /// The environment variable naming the presets file.

@@ -16,7 +16,7 @@ use herd_common::rewardbench::{is_win, subset_accuracies, XstestWeighting};
 use herd_common::sweep::{
     parse_uuid, read_feature_counts_dir, sweep_csv, Experiment, FeatureCounts, SweepOptions,
 };
-use herd_proto::v1::{CheckpointResult, SweepSpec};
+use herd_rpc::v1::{CheckpointResult, SweepSpec};
 
 use crate::model::{check_sweep_name, PlannedExample, ScoredCheckpoint};
 

@@ -15,8 +15,8 @@ use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use herd_proto::v1::sweeps_client::SweepsClient;
-use herd_proto::v1::{
+use herd_rpc::v1::sweeps_client::SweepsClient;
+use herd_rpc::v1::{
     EasyLmConfig, ResultsRequest, Scoring, StatusRequest, SubmitRequest, SweepSpec, SweepStatus,
 };
 
@@ -168,8 +168,8 @@ impl Workers {
                 .arg("--device")
                 .arg(&args.device)
                 .args(&args.worker_args)
-                .env(herd_proto::security::TOKEN_ENV, token)
-                .env_remove(herd_proto::security::OPERATOR_TOKEN_ENV)
+                .env(herd_rpc::security::TOKEN_ENV, token)
+                .env_remove(herd_rpc::security::OPERATOR_TOKEN_ENV)
                 .stdin(Stdio::null())
                 .stdout(Stdio::from(log.try_clone()?))
                 .stderr(Stdio::from(log))
@@ -249,7 +249,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     serve.security = crate::security::SecurityArgs::with_tokens(&tokens);
     let server = spawn(serve).await?;
     let url = format!("http://{}", server.addr);
-    let security = herd_proto::security::ClientSecurity::token(Some(&tokens.operator));
+    let security = herd_rpc::security::ClientSecurity::token(Some(&tokens.operator));
     let mut client = crate::client::connect_with(&url, &security)
         .await
         .with_context(|| format!("connecting to the embedded coordinator at {url}"))?;
@@ -296,7 +296,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Polls the sweep until it is no longer active, drawing a progress bar.
 async fn watch(
-    client: &mut SweepsClient<herd_proto::security::AuthChannel>,
+    client: &mut SweepsClient<herd_rpc::security::AuthChannel>,
     sweep: &str,
     workers: &mut Workers,
 ) -> anyhow::Result<SweepStatus> {
@@ -329,7 +329,7 @@ async fn watch(
     }
 }
 
-fn report(args: &RunArgs, status: &SweepStatus, results: &herd_proto::v1::ResultsResponse) {
+fn report(args: &RunArgs, status: &SweepStatus, results: &herd_rpc::v1::ResultsResponse) {
     for failure in &status.failures {
         eprintln!(
             "failed: {} (task {}, attempt {}): {}",

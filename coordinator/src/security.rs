@@ -18,9 +18,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::Status;
 
-pub use herd_proto::security::{
-    resolve_token, ClientSecurity, Role, OPERATOR_TOKEN_ENV, TOKEN_ENV,
-};
+pub use herd_rpc::security::{resolve_token, ClientSecurity, Role, OPERATOR_TOKEN_ENV, TOKEN_ENV};
 
 /// `coord serve` security flags.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -182,7 +180,7 @@ impl SecurityArgs {
             }
             return Ok(None);
         };
-        herd_proto::security::install_crypto_provider();
+        herd_rpc::security::install_crypto_provider();
         let read =
             |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
         let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));

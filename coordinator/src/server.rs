@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use herd_proto::v1::{sweeps_server::SweepsServer, workers_server::WorkersServer};
+use herd_rpc::v1::{sweeps_server::SweepsServer, workers_server::WorkersServer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

@@ -2,7 +2,7 @@
 //! written by [`scenarios`]) and deterministic mutations of them, through the same driver and
 //! invariants (fuzz/coordinator_driver.rs).
 
-use herd_proto::v1::{
+use herd_rpc::v1::{
     CancelRequest, CompleteRequest, ExampleReward, FailRequest, FailureKind, HeartbeatRequest,
     LeaseRequest, RegisterRequest, ResultBatch, ResultsRequest, SubmitRequest, SweepSpec,
 };

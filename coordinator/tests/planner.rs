@@ -6,7 +6,7 @@ use herd_coordinator::model::CheckpointFormat;
 use herd_coordinator::planner::{
     easylm_run_name, experiment_name, list_checkpoints, load_examples, shard_ranges,
 };
-use herd_proto::v1::SweepSpec;
+use herd_rpc::v1::SweepSpec;
 
 const RUN_A: &str =
     "tulu2_13b_rm_human_datamodel_counts_7000_ID__07add08aa33a4fa6a5294c7bc41ae1f9__SWAPS_4026";

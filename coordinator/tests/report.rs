@@ -11,7 +11,7 @@ use herd_common::sweep::{read_feature_counts_dir, sweep_csv, Experiment, SweepOp
 use herd_coordinator::model::{PlannedExample, ScoredCheckpoint, StoredReward};
 use herd_coordinator::planner::examples_from_pairs;
 use herd_coordinator::report::{build_report, write_report};
-use herd_proto::v1::SweepSpec;
+use herd_rpc::v1::SweepSpec;
 use herd_testkit::shared_path;
 
 /// LLMBar then HEP, ids prefixed (both files number from 0).

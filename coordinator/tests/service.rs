@@ -6,8 +6,8 @@ use std::time::Duration;
 use herd_coordinator::model::{CheckpointFormat, PlannedCheckpoint, PlannedExample};
 use herd_coordinator::security::{LimitArgs, RoleTokens, SecurityArgs};
 use herd_coordinator::server::{spawn, ServeArgs, ServerHandle};
-use herd_proto::security::{AuthChannel as Channel, ClientSecurity};
-use herd_proto::v1::{
+use herd_rpc::security::{AuthChannel as Channel, ClientSecurity};
+use herd_rpc::v1::{
     lease_response::Outcome, sweeps_client::SweepsClient, workers_client::WorkersClient,
     CancelRequest, Capabilities, CompleteRequest, ExampleReward, FailRequest, FailureKind,
     HeartbeatRequest, Lease, LeaseRef, LeaseRequest, RegisterRequest, ResultBatch, ResultsRequest,

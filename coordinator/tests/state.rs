@@ -5,7 +5,7 @@
 use herd_coordinator::model::{CheckpointFormat, PlannedCheckpoint, PlannedExample};
 use herd_coordinator::scheduler::Policy;
 use herd_coordinator::state::{LeaseOutcome, Store, StoreError};
-use herd_proto::v1::{
+use herd_rpc::v1::{
     Capabilities, EasyLmConfig, ExampleReward, FailureKind, Lease, LeaseRef, Scoring, SweepSpec,
 };
 

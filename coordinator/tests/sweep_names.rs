@@ -8,8 +8,8 @@ use std::time::Duration;
 use herd_coordinator::model::SWEEP_NAME_RULE;
 use herd_coordinator::security::{LimitArgs, RoleTokens, SecurityArgs};
 use herd_coordinator::server::{serve, spawn, ServeArgs};
-use herd_proto::security::{AuthChannel as Channel, ClientSecurity};
-use herd_proto::v1::{
+use herd_rpc::security::{AuthChannel as Channel, ClientSecurity};
+use herd_rpc::v1::{
     sweeps_client::SweepsClient, CancelRequest, ResultsRequest, StatusRequest, SubmitRequest,
     SweepSpec,
 };

@@ -314,7 +314,7 @@ mod tests {
 
     #[test]
     fn each_role_reads_its_own_file() {
-        let dir = std::env::temp_dir().join(format!("herd-proto-token-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("herd-rpc-token-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("op");
         std::fs::write(&file, "  op-secret \n").unwrap();

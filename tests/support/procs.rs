@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use herd_proto::security::{AuthChannel, ClientSecurity, OPERATOR_TOKEN_ENV, TOKEN_ENV};
-use herd_proto::v1::sweeps_client::SweepsClient;
-use herd_proto::v1::{ResultsRequest, ResultsResponse, StatusRequest, StatusResponse, SweepStatus};
+use herd_rpc::security::{AuthChannel, ClientSecurity, OPERATOR_TOKEN_ENV, TOKEN_ENV};
+use herd_rpc::v1::sweeps_client::SweepsClient;
+use herd_rpc::v1::{ResultsRequest, ResultsResponse, StatusRequest, StatusResponse, SweepStatus};
 
 use crate::bins::binary;
 

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use herd_common::gcs::emulator::FakeGcs;
-use herd_proto::v1::SweepStatus;
+use herd_rpc::v1::SweepStatus;
 
 use crate::fixture::SWEEP;
 use crate::procs::{spawn_worker, CoordSettings, Coordinator, Proc};

@@ -277,10 +277,10 @@ fn serve(args: AgentArgs) -> anyhow::Result<()> {
         stream_batch: args.stream_batch as usize,
         drain_grace: std::time::Duration::from_secs(args.drain_grace_secs),
         metrics_listen: args.metrics_listen,
-        security: herd_proto::security::ClientSecurity {
-            token: herd_proto::security::resolve_token(
+        security: herd_rpc::security::ClientSecurity {
+            token: herd_rpc::security::resolve_token(
                 args.token_file.as_deref(),
-                herd_proto::security::Role::Worker,
+                herd_rpc::security::Role::Worker,
             )
             .map_err(anyhow::Error::msg)?,
             tls_ca: args.tls_ca,

@@ -10,8 +10,8 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herd_proto::v1::workers_server::{Workers, WorkersServer};
-use herd_proto::v1::{
+use herd_rpc::v1::workers_server::{Workers, WorkersServer};
+use herd_rpc::v1::{
     lease_response, Checkpoint, CompleteRequest, CompleteResponse, Example, FailRequest,
     FailResponse, FailureKind, HeartbeatRequest, HeartbeatResponse, Lease, LeaseRef, LeaseRequest,
     LeaseResponse, RegisterRequest, RegisterResponse, ResultBatch, Scoring, StreamResultsResponse,

@@ -8,8 +8,8 @@ mod submit;
 use std::time::Duration;
 
 use anyhow::Context;
-use herd_proto::security::{resolve_token, AuthChannel, ClientSecurity, Role};
-use herd_proto::v1::sweeps_client::SweepsClient;
+use herd_rpc::security::{resolve_token, AuthChannel, ClientSecurity, Role};
+use herd_rpc::v1::sweeps_client::SweepsClient;
 use tonic::transport::Endpoint;
 
 pub use results::{results, ResultsArgs};
@@ -144,7 +144,7 @@ pub struct CancelArgs {
 pub async fn cancel(args: CancelArgs) -> anyhow::Result<()> {
     let mut client = args.connect.client().await?;
     let response = client
-        .cancel(herd_proto::v1::CancelRequest {
+        .cancel(herd_rpc::v1::CancelRequest {
             sweep: args.sweep.clone(),
         })
         .await

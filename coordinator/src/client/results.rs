@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use herd_proto::v1::ResultsRequest;
+use herd_rpc::v1::ResultsRequest;
 
 use super::{rpc_error, ConnectArgs};
 use crate::report::{check_file_name, write_atomic, write_checkpoint_files};

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use herd_proto::v1::{StatusRequest, StatusResponse, SweepStatus, WorkerStatus};
+use herd_rpc::v1::{StatusRequest, StatusResponse, SweepStatus, WorkerStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{rpc_error, ConnectArgs};
@@ -86,7 +86,7 @@ fn failures_text(sweep: &SweepStatus, out: &mut String) {
     }
 }
 
-fn failure_line(f: &herd_proto::v1::TaskFailure) -> String {
+fn failure_line(f: &herd_rpc::v1::TaskFailure) -> String {
     format!(
         "{} task {} attempt {} on {} ({}): {}",
         f.checkpoint,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use herd_proto::v1::{SubmitRequest, SweepSpec};
+use herd_rpc::v1::{SubmitRequest, SweepSpec};
 
 use super::{rpc_error, ConnectArgs};
 use crate::presets::{presets_path, resolve_spec, EasyLmPreset, Preset, Presets};

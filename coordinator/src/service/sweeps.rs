@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use herd_proto::v1::{
+use herd_rpc::v1::{
     sweeps_server::Sweeps, CancelRequest, CancelResponse, ResultsRequest, ResultsResponse,
     StatusRequest, StatusResponse, SubmitRequest, SubmitResponse,
 };

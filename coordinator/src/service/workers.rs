@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use herd_proto::v1::{
+use herd_rpc::v1::{
     lease_response::Outcome, workers_server::Workers, CompleteRequest, CompleteResponse,
     FailRequest, FailResponse, FailureKind, HeartbeatRequest, HeartbeatResponse, LeaseRef,
     LeaseRequest, LeaseResponse, RegisterRequest, RegisterResponse, ResultBatch,

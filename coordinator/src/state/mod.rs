@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use herd_proto::v1::{
+use herd_rpc::v1::{
     Capabilities, Checkpoint, CheckpointStatus, Example, ExampleReward, FailureKind, Lease,
     LeaseRef, StatusResponse, SweepSpec, SweepStatus, TaskFailure, WorkerStats, WorkerStatus,
 };

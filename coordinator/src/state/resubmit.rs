@@ -2,7 +2,7 @@
 //! with, so a submit that changes anything that decides scores or the report is refused, naming
 //! what changed, instead of being silently ignored. Only the checkpoint list may grow.
 
-use herd_proto::v1::{EasyLmConfig, Scoring, SweepSpec};
+use herd_rpc::v1::{EasyLmConfig, Scoring, SweepSpec};
 use rusqlite::Connection;
 
 use super::{all_examples, Result, StoreError};

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use herd_proto::security::{AuthChannel, ClientSecurity};
-use herd_proto::v1::workers_client::WorkersClient;
+use herd_rpc::security::{AuthChannel, ClientSecurity};
+use herd_rpc::v1::workers_client::WorkersClient;
 use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use herd_proto::v1::{HeartbeatRequest, LeaseRef, WorkerStats};
+use herd_rpc::v1::{HeartbeatRequest, LeaseRef, WorkerStats};
 use tokio::sync::Notify;
 use tonic::Code;
 

@@ -29,8 +29,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herd_proto::v1::lease_response::Outcome;
-use herd_proto::v1::{Capabilities, LeaseRequest, RegisterRequest};
+use herd_rpc::v1::lease_response::Outcome;
+use herd_rpc::v1::{Capabilities, LeaseRequest, RegisterRequest};
 use tch::{Device, Kind};
 use tokio::sync::watch;
 use tonic::Code;
@@ -61,7 +61,7 @@ pub struct AgentConfig {
     /// serve Prometheus metrics here (`--metrics-listen`)
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// bearer token and TLS files for the coordinator connection
-    pub security: herd_proto::security::ClientSecurity,
+    pub security: herd_rpc::security::ClientSecurity,
 }
 
 pub struct Agent {
@@ -191,7 +191,7 @@ impl Agent {
                         let lease_ref = lease.lease.unwrap_or_default();
                         self.fail(
                             &lease_ref,
-                            herd_proto::v1::FailureKind::Released,
+                            herd_rpc::v1::FailureKind::Released,
                             "worker draining (SIGTERM)".to_string(),
                         )
                         .await;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use herd_common::dataset::PreferencePair;
 use herd_common::telemetry;
-use herd_proto::v1::{
+use herd_rpc::v1::{
     CompleteRequest, ExampleReward, FailRequest, FailureKind, Lease, LeaseRef, ResultBatch, Scoring,
 };
 use tokio::sync::watch;
@@ -67,7 +67,7 @@ impl TaskFailure {
 /// them). The forward pass overflowed or broke; the same weights give the same numbers on every
 /// retry, so it is the checkpoint's failure, named with the precision it was scored in.
 fn non_finite_scores(lease: &Lease, pairs: &[PairScores], kind: tch::Kind) -> Option<String> {
-    let bad: Vec<&herd_proto::v1::Example> = lease
+    let bad: Vec<&herd_rpc::v1::Example> = lease
         .examples
         .iter()
         .zip(pairs)
@@ -730,7 +730,7 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herd_proto::v1::Example;
+    use herd_rpc::v1::Example;
 
     fn lease(n: u32) -> Lease {
         Lease {
