@@ -7,12 +7,12 @@
 //! for a writer (WAL). Every method is synchronous and short (call it from `spawn_blocking` in
 //! async code). Times are passed in (unix ms) so the lease logic can be tested without sleeping.
 //!
-//! The [`Store`]'s methods live with their aggregate: [`sweeps`] (submit, retry, cancel, and the
-//! rules that derive a checkpoint's and a sweep's state from their tasks), [`workers`]
-//! (registration and secrets), [`leasing`] (lease, heartbeat, the restart grace), [`attempts`]
-//! (how a lease ends: complete, fail, expiry, retries), [`ingest`] (results) and [`queries`]
-//! (everything read-only). They take and answer [`crate::domain`] types; states are typed
-//! ([`states`]), stored as their names.
+//! The [`Store`]'s methods live with their aggregate: `sweeps` (submit, retry, cancel, and the
+//! rules that derive a checkpoint's and a sweep's state from their tasks), `workers`
+//! (registration and secrets), `leasing` (lease, heartbeat, the restart grace), `attempts` (how a
+//! lease ends: complete, fail, expiry, retries), `ingest` (results) and `queries` (everything
+//! read-only). They take and answer [`crate::domain`] types; states are typed and stored as their
+//! names (`states`).
 
 mod attempts;
 mod gate;
