@@ -23,7 +23,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use herd_common::rewardbench::SUBSETS;
-use herd_coordinator::model::{CheckpointFormat, PlannedCheckpoint, PlannedExample};
+use herd_coordinator::domain::{
+    CheckpointFormat, ExampleScores, FailureKind as Kind, LeaseId, PlannedCheckpoint,
+    PlannedExample,
+};
 use herd_coordinator::scheduler::Policy;
 use herd_coordinator::state::{LeaseOutcome, Store};
 use herd_rpc::v1::{
@@ -78,7 +81,7 @@ struct Driver {
     now: i64,
     /// registered ids and their secrets
     workers: Vec<(String, String)>,
-    last_lease: Option<LeaseRef>,
+    last_lease: Option<LeaseId>,
     /// (checkpoint id, example index) -> the scores first stored
     stored: BTreeMap<(i64, i64), (Vec<u8>, Vec<u8>)>,
 }
@@ -134,11 +137,14 @@ impl Driver {
         self.store.check_worker(&id, &secret).ok().map(|()| id)
     }
 
-    fn lease_ref(&self, lease: Option<LeaseRef>) -> LeaseRef {
-        lease.or(self.last_lease).unwrap_or_default()
+    fn lease_ref(&self, lease: Option<LeaseRef>) -> LeaseId {
+        lease
+            .map(LeaseId::from)
+            .or(self.last_lease)
+            .unwrap_or_default()
     }
 
-    fn lease_active_for(&self, worker: &str, lease: &LeaseRef) -> bool {
+    fn lease_active_for(&self, worker: &str, lease: &LeaseId) -> bool {
         let epoch = i64::try_from(lease.epoch).unwrap_or(-1);
         self.db
             .query_row(
@@ -176,7 +182,7 @@ impl Driver {
                 if let Ok(LeaseOutcome::Leased(lease)) =
                     self.store.lease(&worker, &r.cached_checkpoints, now)
                 {
-                    self.last_lease = lease.lease;
+                    self.last_lease = Some(lease.lease);
                 }
             }
             2 => {
@@ -189,7 +195,9 @@ impl Driver {
                 let lease = self.lease_ref(r.lease);
                 let active = self.lease_active_for(&worker, &lease);
                 let before = self.rows();
-                match self.store.store_results(&worker, &lease, &r.rewards, now) {
+                let rewards: Vec<ExampleScores> =
+                    r.rewards.into_iter().map(ExampleScores::from).collect();
+                match self.store.store_results(&worker, &lease, &rewards, now) {
                     Ok(_) => assert!(
                         active,
                         "results stored under lease {lease:?}, not active for worker {worker}"
@@ -221,7 +229,10 @@ impl Driver {
                 };
                 let lease = self.lease_ref(r.lease);
                 let kind = FailureKind::try_from(r.kind).unwrap_or(FailureKind::Unspecified);
-                if let Ok(t) = self.store.fail(&worker, &lease, kind, &r.reason, now) {
+                if let Ok(t) = self
+                    .store
+                    .fail(&worker, &lease, Kind::from(kind), &r.reason, now)
+                {
                     finished = t.finished_sweeps;
                 }
             }
@@ -232,9 +243,10 @@ impl Driver {
                 let Some(worker) = self.worker(&r.worker_id, &r.worker_secret) else {
                     return;
                 };
+                let leases: Vec<LeaseId> = r.leases.into_iter().map(LeaseId::from).collect();
                 let _ = self
                     .store
-                    .heartbeat(&worker, &r.leases, r.draining, r.stats.as_ref(), now);
+                    .heartbeat(&worker, &leases, r.draining, r.stats.as_ref(), now);
             }
             6 => {
                 if let Ok(t) = self.store.reap(now) {
@@ -281,7 +293,7 @@ impl Driver {
         let Ok(inputs) = self.store.report_inputs(sweep) else {
             return;
         };
-        if let Ok(report) = herd_coordinator::service::build(&inputs) {
+        if let Ok(report) = herd_coordinator::app::reports::build(&inputs) {
             let _ = herd_coordinator::report::write_report(
                 &self.out,
                 sweep,

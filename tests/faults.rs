@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use herd_common::gcs::GcsClient;
+use herd_rpc::v1::{CheckpointState, SweepState};
 use herd_tests::fixture::{SweepFixture, BUCKET};
 use herd_tests::procs::CoordSettings;
 use herd_tests::proxy::Proxy;
@@ -98,7 +99,7 @@ async fn clean_run(dir: &Path, gcs: &str, presets: &Path) -> (String, Scores) {
     run.submit(presets);
     run.add_worker();
     let status = run.finish(TIMEOUT, |_| {}).await;
-    assert_eq!(status.state, "done", "{}", run.logs());
+    assert_eq!(status.state(), SweepState::Done, "{}", run.logs());
     (run.results_csv(), stored_scores(&run.coord.state))
 }
 
@@ -147,8 +148,8 @@ async fn killed_workers_restarted_coordinator_and_cut_connections_change_nothing
             .find(|s| s.name == "helpsteer2")
             .unwrap_or_else(|| panic!("no sweep helpsteer2 in {status:?}\n{}", run.logs()));
         assert_eq!(
-            sweep.state,
-            "active",
+            sweep.state(),
+            SweepState::Active,
             "the sweep ended after {step} of {FAULTS} faults\n{}",
             run.logs()
         );
@@ -202,7 +203,12 @@ async fn killed_workers_restarted_coordinator_and_cut_connections_change_nothing
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let status = run.finish(TIMEOUT, |_| {}).await;
-    assert_eq!(status.state, "done", "{status:?}\n{}", run.logs());
+    assert_eq!(
+        status.state(),
+        SweepState::Done,
+        "{status:?}\n{}",
+        run.logs()
+    );
     // each killed worker died holding a lease that someone else finished (after expiry, or
     // as a straggler duplicate)
     for n in &killed {
@@ -261,12 +267,17 @@ async fn corrupt_and_vanished_checkpoints_fail_with_reasons_and_the_sweep_goes_o
     run.add_worker();
     run.add_worker();
     let status = run.finish(TIMEOUT, |_| {}).await;
-    assert_eq!(status.state, "done", "{status:?}\n{}", run.logs());
+    assert_eq!(
+        status.state(),
+        SweepState::Done,
+        "{status:?}\n{}",
+        run.logs()
+    );
 
     let failed: Vec<_> = status
         .checkpoints
         .iter()
-        .filter(|c| c.state == "failed")
+        .filter(|c| c.state() == CheckpointState::Failed)
         .collect();
     assert_eq!(failed.len(), 2, "{status:#?}");
     let reason_of = |object: &str| {

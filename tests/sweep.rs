@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use herd_common::gcs::GcsClient;
+use herd_rpc::v1::{CheckpointState, SweepState};
 use herd_testkit::shared;
 use herd_tests::bins::binary;
 use herd_tests::easylm::NUM_HEADS;
@@ -27,12 +28,20 @@ async fn run_sweep(
         run.add_worker();
     }
     let status = run.finish(TIMEOUT, |_| {}).await;
-    assert_eq!(status.state, "done", "{status:?}\n{}", run.logs());
+    assert_eq!(
+        status.state(),
+        SweepState::Done,
+        "{status:?}\n{}",
+        run.logs()
+    );
     assert_eq!(status.tasks_failed, 0, "{status:?}\n{}", run.logs());
     // every checkpoint in the bucket was planned and scored
     assert_eq!(status.checkpoints.len(), 6, "{status:?}");
     assert!(
-        status.checkpoints.iter().all(|c| c.state == "done"),
+        status
+            .checkpoints
+            .iter()
+            .all(|c| c.state() == CheckpointState::Done),
         "{status:?}"
     );
     assert_eq!(

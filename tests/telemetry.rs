@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herd_common::gcs::GcsClient;
+use herd_rpc::v1::SweepState;
 use herd_tests::fixture::{SweepFixture, BUCKET};
 use herd_tests::procs::{free_port, spawn_worker, CoordSettings, Coordinator};
 use herd_tests::scenario::{start_gcs, SweepRun};
@@ -169,7 +170,12 @@ async fn a_sweep_is_one_trace_across_coordinator_and_worker() {
     run.submit(&presets);
     add_worker(&mut run, &[]);
     let status = run.finish(TIMEOUT, |_| {}).await;
-    assert_eq!(status.state, "done", "{status:?}\n{}", run.logs());
+    assert_eq!(
+        status.state(),
+        SweepState::Done,
+        "{status:?}\n{}",
+        run.logs()
+    );
     let tasks = status.tasks_total as usize;
     assert!(tasks > 1, "{status:?}");
 
@@ -346,7 +352,7 @@ async fn metrics_move_as_the_sweep_progresses() {
             done_series.push(m["herd_tasks{state=\"done\"}"]);
         }
         let status = run.coord.sweep_status("helpsteer2").await.ok();
-        if let Some(status) = status.filter(|s| s.state == "done") {
+        if let Some(status) = status.filter(|s| s.state() == SweepState::Done) {
             break status;
         }
         assert!(tokio::time::Instant::now() < deadline, "{}", run.logs());

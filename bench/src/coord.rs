@@ -167,7 +167,10 @@ impl Coord {
     }
 
     /// The state of `sweep` as Status reports it ("active", "done", ...).
-    pub async fn sweep_state(&self, sweep: &str) -> anyhow::Result<(String, u32, u32)> {
+    pub async fn sweep_state(
+        &self,
+        sweep: &str,
+    ) -> anyhow::Result<(herd_rpc::v1::SweepState, u32, u32)> {
         let mut client = SweepsClient::connect(self.url()).await?;
         let status = client
             .status(StatusRequest {
@@ -180,7 +183,7 @@ impl Coord {
             .into_iter()
             .find(|s| s.name == sweep)
             .ok_or_else(|| anyhow::anyhow!("Status has no sweep {sweep}"))?;
-        Ok((s.state, s.tasks_done, s.tasks_total))
+        Ok((s.state(), s.tasks_done, s.tasks_total))
     }
 }
 

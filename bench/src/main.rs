@@ -309,7 +309,7 @@ async fn sweep(
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok((state, _, _)) = coord.sweep_state("sim").await {
-                if state != "active" {
+                if state != herd_rpc::v1::SweepState::Active {
                     status_done = Some(started.elapsed());
                     break;
                 }

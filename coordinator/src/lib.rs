@@ -2,9 +2,12 @@
 //! SQLite, leases tasks to workers over gRPC, stores per-example rewards idempotently and writes
 //! RewardBench results and the sweep CSV.
 
+pub mod app;
+pub mod cli;
 pub mod client;
+pub mod config;
 pub mod deploy;
-pub mod model;
+pub mod domain;
 pub mod observe;
 pub mod planner;
 pub mod presets;

@@ -1,55 +1,17 @@
-//! The coordinator's traces and Prometheus metrics.
-//!
-//! Traces: one per sweep. `submit` (with its `plan` child) is the sweep's root span; its W3C
-//! context is kept in memory by sweep name, and every `lease` span of the sweep is its child. The
-//! lease span's context goes to the worker in `Lease.traceparent`; the worker's spans are its
-//! children and its StreamResults/Complete calls carry their context back in metadata, so the
-//! coordinator's `merge` spans join the same trace; `report` is a child of the sweep's context.
-//! After a coordinator restart, sweeps submitted before it start a fresh trace at their next lease.
-//!
-//! Metrics (`coord serve --metrics-listen ADDR`, `GET /metrics`): see [`Metrics`].
+//! The coordinator's Prometheus metrics (`coord serve --metrics-listen ADDR`, `GET /metrics`):
+//! see [`Metrics`]. The sweeps' traces are kept by [`crate::app::traces`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 
-use herd_common::telemetry::{self, Context};
+use herd_common::telemetry;
 use prometheus::{
     register_gauge_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
     register_int_gauge_vec, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
+use crate::domain::TaskState;
 use crate::state::Store;
-
-static SWEEP_TRACES: LazyLock<Mutex<HashMap<String, String>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-
-/// Remembers `span` (the sweep's `submit`) as the parent of the sweep's later spans; a sweep
-/// submitted again keeps its first trace.
-pub fn remember_sweep(sweep: &str, span: &tracing::Span) {
-    let traceparent = telemetry::traceparent(span);
-    if traceparent.is_empty() {
-        return;
-    }
-    let mut traces = SWEEP_TRACES.lock().unwrap_or_else(|e| e.into_inner());
-    traces.entry(sweep.to_string()).or_insert(traceparent);
-}
-
-/// The sweep's trace context; a sweep not seen since this process started gets a fresh root
-/// `sweep` span so its leases still share one trace.
-pub fn sweep_context(sweep: &str) -> Option<Context> {
-    let known = SWEEP_TRACES
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(sweep)
-        .cloned();
-    if let Some(tp) = known {
-        return telemetry::context_from_traceparent(&tp);
-    }
-    let span = tracing::info_span!(parent: None, "sweep", sweep = %sweep, resumed = true);
-    remember_sweep(sweep, &span);
-    let tp = telemetry::traceparent(&span);
-    telemetry::context_from_traceparent(&tp)
-}
 
 /// The coordinator's metrics, registered in the default registry on first use.
 pub struct Metrics {
@@ -138,13 +100,13 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
 /// Sets the gauges from the state file (before each scrape).
 pub fn refresh(store: &Store) {
     let m = &*METRICS;
-    let now = crate::scheduler::now_ms();
+    let now = crate::app::now_ms();
     let Ok(status) = store.status(None, now) else {
         return;
     };
     let (mut total, mut done, mut failed, mut leased) = (0i64, 0i64, 0i64, 0i64);
     let (mut examples_total, mut examples_stored) = (0i64, 0i64);
-    let mut sweeps: HashMap<String, i64> = HashMap::new();
+    let mut sweeps: HashMap<&str, i64> = HashMap::new();
     for sweep in &status.sweeps {
         total += i64::from(sweep.tasks_total);
         done += i64::from(sweep.tasks_done);
@@ -152,13 +114,19 @@ pub fn refresh(store: &Store) {
         leased += i64::from(sweep.tasks_leased);
         examples_total += sweep.examples_total as i64;
         examples_stored += sweep.examples_stored as i64;
-        *sweeps.entry(sweep.state.clone()).or_default() += 1;
+        *sweeps.entry(sweep.state.as_str()).or_default() += 1;
     }
-    m.tasks.with_label_values(&["done"]).set(done);
-    m.tasks.with_label_values(&["failed"]).set(failed);
-    m.tasks.with_label_values(&["leased"]).set(leased);
     m.tasks
-        .with_label_values(&["pending"])
+        .with_label_values(&[TaskState::Done.as_str()])
+        .set(done);
+    m.tasks
+        .with_label_values(&[TaskState::Failed.as_str()])
+        .set(failed);
+    m.tasks
+        .with_label_values(&[TaskState::Leased.as_str()])
+        .set(leased);
+    m.tasks
+        .with_label_values(&[TaskState::Pending.as_str()])
         .set((total - done - failed - leased).max(0));
     m.examples.with_label_values(&["total"]).set(examples_total);
     m.examples
@@ -166,7 +134,7 @@ pub fn refresh(store: &Store) {
         .set(examples_stored);
     m.sweeps.reset();
     for (state, n) in sweeps {
-        m.sweeps.with_label_values(&[state.as_str()]).set(n);
+        m.sweeps.with_label_values(&[state]).set(n);
     }
     if let Ok(live) = store.live_workers(now) {
         m.workers.set(live.len() as i64);

@@ -23,7 +23,7 @@ use anyhow::{bail, Context};
 use herd_common::dataset::PreferencePair;
 use herd_rpc::v1::SweepSpec;
 
-use crate::model::{CheckpointFormat, PlannedCheckpoint, PlannedExample};
+use crate::domain::{CheckpointFormat, PlannedCheckpoint, PlannedExample};
 
 /// Examples per task when the spec leaves `shard_size` at 0.
 pub const DEFAULT_SHARD_SIZE: u32 = 500;

@@ -129,7 +129,7 @@ impl Preset {
         if name.is_empty() {
             bail!("the sweep needs a name (--dataset)");
         }
-        crate::model::check_sweep_name(name).map_err(|e| anyhow::anyhow!(e))?;
+        crate::domain::check_sweep_name(name).map_err(|e| anyhow::anyhow!(e))?;
         let checkpoints: Vec<String> = self
             .checkpoints
             .iter()

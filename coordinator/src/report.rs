@@ -18,7 +18,7 @@ use herd_common::sweep::{
 };
 use herd_rpc::v1::{CheckpointResult, SweepSpec};
 
-use crate::model::{check_sweep_name, PlannedExample, ScoredCheckpoint};
+use crate::domain::{check_sweep_name, PlannedExample, ScoredCheckpoint};
 
 /// What a sweep's results are: per-checkpoint JSON, the sweep CSV, and notes (checkpoints left
 /// out of the CSV, non-finite scores).
@@ -201,7 +201,7 @@ pub fn check_file_name(name: &str, what: &str) -> anyhow::Result<()> {
 }
 
 /// `<out_dir>/<sweep>`, the folder of a sweep's reports; the name must follow
-/// [`SWEEP_NAME_RULE`](crate::model::SWEEP_NAME_RULE).
+/// [`SWEEP_NAME_RULE`](crate::domain::SWEEP_NAME_RULE).
 pub fn sweep_dir(out_dir: &Path, sweep: &str) -> anyhow::Result<PathBuf> {
     check_sweep_name(sweep).map_err(|e| anyhow!(e))?;
     Ok(out_dir.join(sweep))

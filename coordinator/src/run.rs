@@ -12,122 +12,49 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use herd_rpc::v1::sweeps_client::SweepsClient;
 use herd_rpc::v1::{
-    EasyLmConfig, ResultsRequest, Scoring, StatusRequest, SubmitRequest, SweepSpec, SweepStatus,
+    ResultsRequest, StatusRequest, SubmitRequest, SweepSpec, SweepState, SweepStatus,
 };
 
-use crate::server::{spawn, ServeArgs};
+use crate::config::ServerConfig;
+use crate::security::{RoleTokens, SecurityConfig};
+use crate::server::spawn;
 
-#[derive(clap::Args, Clone, Debug)]
-pub struct RunArgs {
-    /// a checkpoint: HF folder, EasyLM streaming_params file, folder of checkpoints,
-    /// gs://bucket/prefix (STORAGE_EMULATOR_HOST honoured) or hf:org/name; repeat for several
-    #[arg(long = "model", required = true)]
-    pub models: Vec<String>,
-    /// evaluation set: JSONL / JSON / Parquet with prompt, chosen, rejected, subset (id
-    /// optional), or hf://datasets/ORG/NAME
-    #[arg(long)]
-    pub dataset: String,
-    #[arg(long, default_value = "")]
-    pub split: String,
-    /// tokenizer folder (local, gs://.../ or hf:org/name); default: each model's own folder
-    #[arg(long, default_value = "")]
-    pub tokenizer: String,
-    /// FastChat template used when the tokenizer has no chat template
-    #[arg(long, default_value = "tulu")]
-    pub chat_template: String,
-    #[arg(long, default_value_t = 2048)]
-    pub max_length: u32,
-    /// the sweep's name (and the folder its reports go to under --out)
-    #[arg(long, default_value = "run")]
-    pub name: String,
+/// One `coord run`: the sweep (its name is the folder its reports go to under `out`) and the
+/// workers that score it.
+#[derive(Clone, Debug)]
+pub struct LocalRun {
+    pub spec: SweepSpec,
     /// state file, reports and worker logs go here
-    #[arg(long, default_value = "out/run")]
     pub out: PathBuf,
-    /// local worker processes
-    #[arg(long, default_value_t = 1)]
-    pub workers: usize,
-    /// the worker binary (default: `worker` next to this `coord`)
-    #[arg(long)]
-    pub worker_bin: Option<PathBuf>,
+    pub workers: LocalWorkers,
+}
+
+/// The local `worker` processes of a [`LocalRun`].
+#[derive(Clone, Debug)]
+pub struct LocalWorkers {
+    pub count: usize,
+    /// the worker binary (None: `worker` next to this `coord`)
+    pub bin: Option<PathBuf>,
     /// passed to each worker: auto, cpu, cuda or cuda:N
-    #[arg(long, default_value = "auto")]
     pub device: String,
-    /// extra worker flags, e.g. --worker-arg=--dtype=fp32 (repeatable)
-    #[arg(long = "worker-arg", allow_hyphen_values = true)]
-    pub worker_args: Vec<String>,
-    /// feature-count folder: the CSV joins each run's counts by uuid (else name mode)
-    #[arg(long, default_value = "")]
-    pub feature_counts_dir: String,
-    /// experiment names become rm-eval-<prefix>-<run>
-    #[arg(long, default_value = "")]
-    pub experiment_prefix: String,
-    #[arg(long, default_value = "")]
-    pub output_csv: String,
-    /// examples per task
-    #[arg(long, default_value_t = 500)]
-    pub shard_size: u32,
-    /// legacy (xstest 250/154, the reference CSV) or current
-    #[arg(long, default_value = "legacy")]
-    pub xstest_weighting: String,
-    /// EasyLM checkpoints: LLaMA size (7b, 13b, ...)
-    #[arg(long, default_value = "")]
-    pub size: String,
-    /// EasyLM checkpoints outside the size table: attention heads
-    #[arg(long)]
-    pub num_heads: Option<i64>,
-    #[arg(long)]
-    pub num_kv_heads: Option<i64>,
+    /// extra worker flags
+    pub extra_args: Vec<String>,
 }
 
-impl RunArgs {
-    fn spec(&self) -> SweepSpec {
-        SweepSpec {
-            name: self.name.clone(),
-            checkpoints: self.models.clone(),
-            eval_dataset: self.dataset.clone(),
-            eval_split: self.split.clone(),
-            scoring: Some(Scoring {
-                tokenizer: self.tokenizer.clone(),
-                chat_template: self.chat_template.clone(),
-                max_length: self.max_length,
-                easylm: Some(EasyLmConfig {
-                    size: self.size.clone(),
-                    num_heads: self.num_heads,
-                    num_kv_heads: self.num_kv_heads,
-                    ..EasyLmConfig::default()
-                }),
-            }),
-            feature_counts_dir: self.feature_counts_dir.clone(),
-            output_csv: if self.output_csv.is_empty() {
-                format!("{}.csv", self.name)
-            } else {
-                self.output_csv.clone()
-            },
-            experiment_prefix: self.experiment_prefix.clone(),
-            shard_size: self.shard_size,
-            xstest_weighting: self.xstest_weighting.clone(),
-            dataset_total_size: 0,
-        }
+/// The server's own defaults, with the state and reports under `out`, these tokens, and a free
+/// loopback port.
+fn server_config(out: &Path, tokens: &RoleTokens) -> ServerConfig {
+    ServerConfig {
+        state: out.join("herd-state.db"),
+        out_dir: out.to_path_buf(),
+        listen: "127.0.0.1:0".parse().expect("a socket address"),
+        security: SecurityConfig::with_tokens(tokens),
+        ..ServerConfig::default()
     }
-}
-
-/// The server's own defaults, with the state and reports under `out`.
-fn serve_args(out: &Path) -> ServeArgs {
-    #[derive(Parser)]
-    struct Defaults {
-        #[command(flatten)]
-        serve: ServeArgs,
-    }
-    let mut args = Defaults::parse_from(["coord"]).serve;
-    args.state = out.join("herd-state.db");
-    args.out_dir = out.to_path_buf();
-    args.listen = "127.0.0.1:0".parse().expect("a socket address");
-    args
 }
 
 fn worker_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
@@ -152,11 +79,17 @@ struct Workers {
 impl Workers {
     /// Workers get the worker token only (an operator token in this process's environment is
     /// not passed on).
-    fn start(args: &RunArgs, url: &str, token: &str, logs: &Path) -> anyhow::Result<Workers> {
-        let bin = worker_binary(args.worker_bin.as_deref())?;
+    fn start(
+        sweep: &str,
+        workers: &LocalWorkers,
+        url: &str,
+        token: &str,
+        logs: &Path,
+    ) -> anyhow::Result<Workers> {
+        let bin = worker_binary(workers.bin.as_deref())?;
         std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
         let mut children = Vec::new();
-        for i in 0..args.workers {
+        for i in 0..workers.count {
             let log_path = logs.join(format!("worker-{i}.log"));
             let log = File::create(&log_path)
                 .with_context(|| format!("creating {}", log_path.display()))?;
@@ -164,10 +97,10 @@ impl Workers {
                 .arg("--coordinator")
                 .arg(url)
                 .arg("--name")
-                .arg(format!("{}-worker-{i}", args.name))
+                .arg(format!("{sweep}-worker-{i}"))
                 .arg("--device")
-                .arg(&args.device)
-                .args(&args.worker_args)
+                .arg(&workers.device)
+                .args(&workers.extra_args)
                 .env(herd_rpc::security::TOKEN_ENV, token)
                 .env_remove(herd_rpc::security::OPERATOR_TOKEN_ENV)
                 .stdin(Stdio::null())
@@ -238,16 +171,14 @@ fn describe(status: &SweepStatus) -> String {
     )
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    crate::model::check_sweep_name(&args.name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+pub async fn run(run: LocalRun) -> anyhow::Result<()> {
+    let name = run.spec.name.clone();
+    crate::domain::check_sweep_name(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    std::fs::create_dir_all(&run.out).with_context(|| format!("creating {}", run.out.display()))?;
     // fresh tokens for the embedded server (loopback): its workers get the worker token through
     // $HERD_TOKEN, this process keeps the operator token for Submit/Status/Results
-    let tokens = crate::security::RoleTokens::random()?;
-    let mut serve = serve_args(&args.out);
-    serve.security = crate::security::SecurityArgs::with_tokens(&tokens);
-    let server = spawn(serve).await?;
+    let tokens = RoleTokens::random()?;
+    let server = spawn(server_config(&run.out, &tokens)).await?;
     let url = format!("http://{}", server.addr);
     let security = herd_rpc::security::ClientSecurity::token(Some(&tokens.operator));
     let mut client = crate::client::connect_with(&url, &security)
@@ -255,7 +186,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("connecting to the embedded coordinator at {url}"))?;
     let submitted = client
         .submit(SubmitRequest {
-            spec: Some(args.spec()),
+            spec: Some(run.spec.clone()),
             retry_failed: false,
         })
         .await
@@ -268,28 +199,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         submitted.checkpoints_skipped,
         submitted.examples,
         submitted.tasks_added,
-        args.out.join("logs").display()
+        run.out.join("logs").display()
     );
 
-    let mut workers = Workers::start(&args, &url, &tokens.worker, &args.out.join("logs"))?;
-    let status = watch(&mut client, &args.name, &mut workers).await;
+    let mut workers = Workers::start(
+        &name,
+        &run.workers,
+        &url,
+        &tokens.worker,
+        &run.out.join("logs"),
+    )?;
+    let status = watch(&mut client, &name, &mut workers).await;
     workers.stop().await;
     let status = status?;
 
     let results = client
         .results(ResultsRequest {
-            sweep: args.name.clone(),
+            sweep: name.clone(),
         })
         .await
         .map_err(|s| anyhow::anyhow!("results: {}", s.message()))?
         .into_inner();
     server.shutdown().await?;
-    report(&args, &status, &results);
+    report(&run.out.join(&name), &status, &results);
     anyhow::ensure!(
-        status.state == "done",
-        "sweep {} ended {}",
-        args.name,
-        status.state
+        status.state() == SweepState::Done,
+        "sweep {name} ended {}",
+        crate::service::convert::sweep_state_name(status.state())
     );
     Ok(())
 }
@@ -317,7 +253,7 @@ async fn watch(
         let bar = bar.get_or_insert_with(|| progress_bar(sweep_status.examples_total));
         bar.set_position(sweep_status.examples_stored);
         bar.set_message(describe(&sweep_status));
-        if sweep_status.state != "active" {
+        if sweep_status.state() != SweepState::Active {
             bar.finish();
             return Ok(sweep_status);
         }
@@ -329,7 +265,8 @@ async fn watch(
     }
 }
 
-fn report(args: &RunArgs, status: &SweepStatus, results: &herd_rpc::v1::ResultsResponse) {
+/// Failures, notes, accuracies and where the files are (`dir`: the sweep's report folder).
+fn report(dir: &Path, status: &SweepStatus, results: &herd_rpc::v1::ResultsResponse) {
     for failure in &status.failures {
         eprintln!(
             "failed: {} (task {}, attempt {}): {}",
@@ -346,7 +283,6 @@ fn report(args: &RunArgs, status: &SweepStatus, results: &herd_rpc::v1::ResultsR
             accuracy_line(&checkpoint.metrics_json)
         );
     }
-    let dir = args.out.join(&args.name);
     let csv = if results.csv.is_empty() {
         "no sweep CSV (see the note above)".to_string()
     } else {

@@ -10,9 +10,9 @@
 //! 4. otherwise "ask again later", or "shut down" when every sweep is finished and the server
 //!    was started with `exit_when_done`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-/// The knobs of the scheduler (from `coord serve` flags).
+/// The knobs of the scheduler (`coord serve` flags; the defaults are the flags' defaults).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     pub lease_timeout_ms: u64,
@@ -38,17 +38,6 @@ impl Default for Policy {
 }
 
 impl Policy {
-    pub fn from_args(args: &crate::server::ServeArgs) -> Self {
-        Policy {
-            lease_timeout_ms: args.lease_timeout_ms,
-            heartbeat_interval_ms: args.heartbeat_interval_ms,
-            max_attempts: args.max_attempts.max(1),
-            retry_backoff_ms: args.retry_backoff_ms,
-            stragglers: args.stragglers,
-            max_leases_per_task: args.max_leases_per_task.max(1),
-        }
-    }
-
     /// Backoff after the `attempts`-th failed attempt (1-based): `retry_backoff_ms * 2^(attempts-1)`.
     pub fn backoff_ms(&self, attempts: u32) -> u64 {
         let doublings = attempts.saturating_sub(1).min(30);
@@ -64,14 +53,6 @@ impl Policy {
     pub fn retry_after_ms(&self) -> u32 {
         self.heartbeat_interval_ms.clamp(1, u32::MAX as u64) as u32
     }
-}
-
-/// Milliseconds since the Unix epoch (lease deadlines are absolute, so they survive a restart).
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The server side of herd's RPC security: the bearer-token check in front of both services
 //! (the worker token opens `Workers`, the operator token `Sweeps`), the per-registration worker
-//! secrets, TLS (server certificate, optional client certificates), and the limits (message
-//! sizes, rewards per message, per-worker lease rate, concurrent calls per connection).
+//! secrets, TLS (server certificate, optional client certificates), and the per-worker lease
+//! rate (the other limits are applied by the server, see [`crate::config::Limits`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,37 +18,30 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::Status;
 
+use crate::config::Limits;
+
 pub use herd_rpc::security::{resolve_token, ClientSecurity, Role, OPERATOR_TOKEN_ENV, TOKEN_ENV};
 
-/// `coord serve` security flags.
-#[derive(clap::Args, Clone, Debug, Default)]
-#[command(next_help_heading = "Security")]
-pub struct SecurityArgs {
-    /// file whose first line is the worker token: what workers present, good for the Workers
-    /// service only (default: $HERD_TOKEN)
-    #[arg(long, value_name = "PATH")]
+/// How `coord serve` authenticates callers and protects the connection (`cli::serve` fills it
+/// from flags; in-process servers use [`SecurityConfig::with_tokens`]).
+#[derive(Clone, Debug, Default)]
+pub struct SecurityConfig {
+    /// file whose first line is the worker token (None: $HERD_TOKEN)
     pub token_file: Option<PathBuf>,
-    /// file whose first line is the operator token: what `coord submit/status/results/cancel`
-    /// present, good for the Sweeps service only (default: $HERD_OPERATOR_TOKEN)
-    #[arg(long, value_name = "PATH")]
+    /// file whose first line is the operator token (None: $HERD_OPERATOR_TOKEN)
     pub operator_token_file: Option<PathBuf>,
-    /// the tokens themselves, for in-process callers (`coord run`, tests); never a flag
-    #[arg(skip)]
+    /// the tokens themselves, for in-process callers (`coord run`, tests): the files and the
+    /// environment are then not read
     pub tokens: Option<RoleTokens>,
     /// serve without tokens: any client that can reach the port may lease, submit and cancel
-    #[arg(long)]
     pub insecure_no_auth: bool,
-    /// the server certificate chain (PEM): serve TLS
-    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    /// the server certificate chain (PEM): serve TLS (with `tls_key`)
     pub tls_cert: Option<PathBuf>,
     /// the server certificate's private key (PEM)
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// CA (PEM) that signs client certificates: clients must present one (mTLS)
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
     /// allow plaintext (no TLS) on a non-loopback listen address
-    #[arg(long)]
     pub allow_plaintext: bool,
 }
 
@@ -84,10 +77,10 @@ impl std::fmt::Debug for RoleTokens {
     }
 }
 
-impl SecurityArgs {
+impl SecurityConfig {
     /// Security for in-process servers: these tokens, plaintext (loopback).
     pub fn with_tokens(tokens: &RoleTokens) -> Self {
-        SecurityArgs {
+        SecurityConfig {
             tokens: Some(tokens.clone()),
             ..Default::default()
         }
@@ -191,40 +184,6 @@ impl SecurityArgs {
     }
 }
 
-/// `coord serve` limits.
-#[derive(clap::Args, Clone, Debug)]
-#[command(next_help_heading = "Limits")]
-pub struct LimitArgs {
-    /// largest request the server decodes (a ResultBatch, a Submit)
-    #[arg(long, default_value_t = 64 << 20)]
-    pub max_message_bytes: usize,
-    /// most rewards in one ResultBatch message (more: INVALID_ARGUMENT)
-    #[arg(long, default_value_t = 4096)]
-    pub max_results_per_message: usize,
-    /// Lease calls per second each worker may make on average (0: unlimited); above it the
-    /// answer is RESOURCE_EXHAUSTED and the worker backs off
-    #[arg(long, default_value_t = 20.0)]
-    pub lease_rate: f64,
-    /// Lease calls a worker may make at once before the rate applies
-    #[arg(long, default_value_t = 40)]
-    pub lease_burst: u32,
-    /// concurrent calls per client connection (further calls wait)
-    #[arg(long, default_value_t = 1024)]
-    pub max_concurrent_rpcs_per_connection: usize,
-}
-
-impl Default for LimitArgs {
-    fn default() -> Self {
-        LimitArgs {
-            max_message_bytes: 64 << 20,
-            max_results_per_message: 4096,
-            lease_rate: 20.0,
-            lease_burst: 40,
-            max_concurrent_rpcs_per_connection: 1024,
-        }
-    }
-}
-
 /// A token bucket per worker id for Lease calls.
 pub struct LeaseLimiter {
     rate: f64,
@@ -234,7 +193,7 @@ pub struct LeaseLimiter {
 
 impl LeaseLimiter {
     /// `None` when the rate is 0 (unlimited).
-    pub fn new(limits: &LimitArgs) -> Option<Arc<Self>> {
+    pub fn new(limits: &Limits) -> Option<Arc<Self>> {
         (limits.lease_rate > 0.0).then(|| {
             Arc::new(LeaseLimiter {
                 rate: limits.lease_rate,

@@ -2,7 +2,6 @@
 //! plus the lease reaper. `coord serve` calls [`serve`]; `coord run` and tests call [`spawn`].
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,56 +13,13 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
-use crate::scheduler::{now_ms, Policy};
-use crate::service::{Coordinator, SweepsService, WorkersService};
+use crate::app::{now_ms, Coordinator};
+use crate::config::ServerConfig;
+use crate::service::{SweepsService, WorkersService};
 use crate::state::Store;
 
 /// Largest gRPC message either way: a lease carries a whole shard's examples.
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
-
-/// `coord serve` flags.
-#[derive(clap::Args, Clone, Debug)]
-pub struct ServeArgs {
-    /// the SQLite state file (created when missing; a restarted coordinator resumes from it)
-    #[arg(long, default_value = "herd-state.db")]
-    pub state: PathBuf,
-    /// address to listen on
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    pub listen: SocketAddr,
-    /// reports are written to <out-dir>/<sweep name>/ when a sweep completes
-    #[arg(long, default_value = "herd-out")]
-    pub out_dir: PathBuf,
-    /// a lease not refreshed by a heartbeat for this long expires
-    #[arg(long, default_value_t = 30_000)]
-    pub lease_timeout_ms: u64,
-    /// how often workers are told to heartbeat
-    #[arg(long, default_value_t = 5_000)]
-    pub heartbeat_interval_ms: u64,
-    /// attempts per task before it fails
-    #[arg(long, default_value_t = 3)]
-    pub max_attempts: u32,
-    /// wait before a failed task is leased again, doubled per attempt
-    #[arg(long, default_value_t = 2_000)]
-    pub retry_backoff_ms: u64,
-    /// answer Lease with shutdown and exit once every sweep is finished
-    #[arg(long)]
-    pub exit_when_done: bool,
-    /// give idle workers duplicate leases of the oldest running tasks when nothing else is left
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub stragglers: bool,
-    /// live leases per task at most (the original plus straggler duplicates)
-    #[arg(long, default_value_t = 2)]
-    pub max_leases_per_task: u32,
-    /// serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464; default: off)
-    #[arg(long, value_name = "ADDR", env = "HERD_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
-    /// token, TLS and plaintext flags
-    #[command(flatten)]
-    pub security: crate::security::SecurityArgs,
-    /// message sizes, rewards per message, lease rate, concurrent calls
-    #[command(flatten)]
-    pub limits: crate::security::LimitArgs,
-}
 
 /// A server running in this process.
 pub struct ServerHandle {
@@ -111,15 +67,15 @@ impl ServerHandle {
 
 /// Runs the coordinator until Ctrl-C (or, with `exit_when_done`, until every sweep is finished
 /// and the workers still heard from were told to shut down).
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let exit_when_done = args.exit_when_done;
+pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let exit_when_done = config.exit_when_done;
     let grace = Duration::from_millis(
-        (2 * args.heartbeat_interval_ms)
+        (2 * config.policy.heartbeat_interval_ms)
             .max(1_000)
-            .min(args.lease_timeout_ms.max(1_000)),
+            .min(config.policy.lease_timeout_ms.max(1_000)),
     );
-    let metrics_listen = args.metrics_listen;
-    let handle = spawn(args).await?;
+    let metrics_listen = config.metrics_listen;
+    let handle = spawn(config).await?;
     tracing::info!(addr = %handle.addr, "coordinator listening");
     if let Some(addr) = metrics_listen {
         crate::observe::serve_metrics(addr, handle.store()).await?;
@@ -160,9 +116,9 @@ async fn wait_for_workers_told(handle: &ServerHandle, grace: Duration) {
 
 /// Binds, spawns the server and its lease reaper in the background and returns its address
 /// and a handle.
-pub async fn spawn(args: ServeArgs) -> anyhow::Result<ServerHandle> {
-    let policy = Policy::from_args(&args);
-    let path = args.state.clone();
+pub async fn spawn(config: ServerConfig) -> anyhow::Result<ServerHandle> {
+    let policy = config.policy.clone();
+    let path = config.state.clone();
     let store = tokio::task::spawn_blocking(move || {
         let store = Store::open(&path, policy)?;
         // leases of the last run get a lease timeout of grace before the reaper sees them
@@ -177,26 +133,27 @@ pub async fn spawn(args: ServeArgs) -> anyhow::Result<ServerHandle> {
     })
     .await
     .context("opening the state file")?
-    .with_context(|| format!("opening the state file {}", args.state.display()))?;
+    .with_context(|| format!("opening the state file {}", config.state.display()))?;
     // refuse to start without both tokens (or --insecure-no-auth), or plaintext off loopback
-    let tokens = args.security.server_tokens()?;
-    let tls = args.security.server_tls(args.listen)?;
+    let tokens = config.security.server_tokens()?;
+    let tls = config.security.server_tls(config.listen)?;
     let store = Arc::new(store);
-    let coordinator = Coordinator::new(store.clone(), args.out_dir.clone(), args.exit_when_done);
-    write_missing_reports(&coordinator).await;
+    let coordinator =
+        Coordinator::new(store.clone(), config.out_dir.clone(), config.exit_when_done);
+    coordinator.write_missing_reports().await;
 
-    let listener = TcpListener::bind(args.listen)
+    let listener = TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+        .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let (stop, mut stop_rx) = watch::channel(false);
 
-    let workers = WorkersService::new(coordinator.clone()).with_limits(&args.limits);
+    let workers = WorkersService::new(coordinator.clone()).with_limits(&config.limits);
     let workers = WorkersServer::new(workers)
-        .max_decoding_message_size(args.limits.max_message_bytes)
+        .max_decoding_message_size(config.limits.max_message_bytes)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let sweeps = SweepsServer::new(SweepsService::new(coordinator.clone()))
-        .max_decoding_message_size(args.limits.max_message_bytes)
+        .max_decoding_message_size(config.limits.max_message_bytes)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     // accepted sockets get TCP_NODELAY: small answers (Lease, Complete) otherwise wait for the
     // client's delayed ACK (~40 ms per round trip, measured in bench/RESULTS.md)
@@ -205,7 +162,7 @@ pub async fn spawn(args: ServeArgs) -> anyhow::Result<ServerHandle> {
         .with_keepalive(Some(Duration::from_secs(60)));
     let mut server_stop = stop_rx.clone();
     let mut builder = Server::builder()
-        .concurrency_limit_per_connection(args.limits.max_concurrent_rpcs_per_connection.max(1));
+        .concurrency_limit_per_connection(config.limits.max_concurrent_rpcs_per_connection.max(1));
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).context("TLS configuration")?;
     }
@@ -244,7 +201,7 @@ pub async fn spawn(args: ServeArgs) -> anyhow::Result<ServerHandle> {
                     }
                     reaper_coord.sweeps_finished(t.finished_sweeps);
                 }
-                Err(e) => tracing::warn!("reaper: {}", e.message()),
+                Err(e) => tracing::warn!("reaper: {e}"),
             }
         }
     });
@@ -256,28 +213,4 @@ pub async fn spawn(args: ServeArgs) -> anyhow::Result<ServerHandle> {
         server,
         reaper,
     })
-}
-
-/// A coordinator stopped between finishing a sweep and writing its report writes it on start.
-async fn write_missing_reports(coordinator: &Arc<Coordinator>) {
-    let sweeps = coordinator
-        .with_store(|s| s.sweeps())
-        .await
-        .unwrap_or_default();
-    let missing: Vec<String> = sweeps
-        .into_iter()
-        .filter(|(_, state)| state == "done")
-        .filter(
-            |(name, _)| match crate::report::sweep_dir(&coordinator.out_dir, name) {
-                Ok(dir) => !dir.exists(),
-                // a state file written before the rule: its reports stay behind `coord results`
-                Err(e) => {
-                    tracing::warn!("no report written at start-up: {e:#}");
-                    false
-                }
-            },
-        )
-        .map(|(name, _)| name)
-        .collect();
-    coordinator.sweeps_finished(missing);
 }

@@ -10,9 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use herd_coordinator::model::{CheckpointFormat, PlannedCheckpoint, PlannedExample};
-use herd_coordinator::security::{LimitArgs, RoleTokens, SecurityArgs};
-use herd_coordinator::server::{spawn, ServeArgs, ServerHandle};
+use herd_coordinator::config::{Limits, ServerConfig};
+use herd_coordinator::domain::{
+    CheckpointFormat, LeaseState, PlannedCheckpoint, PlannedExample, SweepState, WorkerState,
+};
+use herd_coordinator::scheduler::Policy;
+use herd_coordinator::security::{RoleTokens, SecurityConfig};
+use herd_coordinator::server::{spawn, ServerHandle};
 use herd_rpc::security::{AuthChannel, ClientSecurity, OPERATOR_TOKEN_ENV, TOKEN_ENV};
 use herd_rpc::v1::{
     lease_response::Outcome, sweeps_client::SweepsClient, workers_client::WorkersClient,
@@ -34,8 +38,8 @@ fn tokens() -> RoleTokens {
     }
 }
 
-fn secured() -> SecurityArgs {
-    SecurityArgs::with_tokens(&tokens())
+fn secured() -> SecurityConfig {
+    SecurityConfig::with_tokens(&tokens())
 }
 
 /// Everything the server logs, for "the token is never logged".
@@ -66,24 +70,22 @@ impl Write for Capture {
     }
 }
 
-fn args(dir: &Path, security: SecurityArgs) -> ServeArgs {
-    // the flags' defaults (a struct literal would break with every new flag)
-    #[derive(clap::Parser)]
-    struct Defaults {
-        #[command(flatten)]
-        serve: ServeArgs,
-    }
+fn args(dir: &Path, security: SecurityConfig) -> ServerConfig {
     std::fs::create_dir_all(dir).unwrap();
-    let mut args = <Defaults as clap::Parser>::parse_from(["coord"]).serve;
-    args.state = dir.join("state.db");
-    args.listen = "127.0.0.1:0".parse().unwrap();
-    args.out_dir = dir.join("out");
-    args.lease_timeout_ms = 300;
-    args.heartbeat_interval_ms = 50;
-    args.retry_backoff_ms = 20;
-    args.stragglers = false;
-    args.security = security;
-    args
+    ServerConfig {
+        state: dir.join("state.db"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        out_dir: dir.join("out"),
+        policy: Policy {
+            lease_timeout_ms: 300,
+            heartbeat_interval_ms: 50,
+            retry_backoff_ms: 20,
+            stragglers: false,
+            ..Policy::default()
+        },
+        security,
+        ..ServerConfig::default()
+    }
 }
 
 /// A sweep planned straight through the store: one checkpoint `/ckpts/a`, `n` examples, one shard.
@@ -315,7 +317,7 @@ fn assert_untouched(handle: &ServerHandle, workers: usize, held: Option<LeaseRef
     let status = handle.store().status(None, 0).unwrap();
     assert_eq!(status.workers.len(), workers, "{:?}", status.workers);
     assert_eq!(status.sweeps.len(), 1);
-    assert_eq!(status.sweeps[0].state, "active");
+    assert_eq!(status.sweeps[0].state, SweepState::Active);
     assert!(handle.store().results("s", "/ckpts/a").unwrap().is_empty());
     if let Some(held) = held {
         let leases = handle.store().leases().unwrap();
@@ -323,8 +325,11 @@ fn assert_untouched(handle: &ServerHandle, workers: usize, held: Option<LeaseRef
             .iter()
             .find(|l| (l.task_id, l.epoch) == (held.task_id, held.epoch))
             .expect("the lease");
-        assert_eq!(lease.state, "active", "{lease:?}");
-        assert!(status.workers.iter().all(|w| w.state != "draining"));
+        assert_eq!(lease.state, LeaseState::Active, "{lease:?}");
+        assert!(status
+            .workers
+            .iter()
+            .all(|w| w.state != WorkerState::Draining));
     }
 }
 
@@ -496,14 +501,14 @@ async fn a_worker_cannot_act_on_another_workers_lease() {
     let leases: Vec<_> = handle.store().leases().unwrap();
     assert_eq!(leases.len(), 1);
     assert_eq!(
-        (leases[0].worker_id.as_str(), leases[0].state.as_str()),
-        (holder.id.as_str(), "active")
+        (leases[0].worker_id.as_str(), leases[0].state),
+        (holder.id.as_str(), LeaseState::Active)
     );
     assert_eq!(handle.store().tasks("s").unwrap()[0].attempts, 0);
     // operators see who holds what; the holder is not draining
     let held = status.workers.iter().find(|w| w.id == holder.id).unwrap();
     assert_eq!(held.leases, vec![lref]);
-    assert_eq!(held.state, "busy");
+    assert_eq!(held.state(), herd_rpc::v1::WorkerState::Busy);
 
     // the holder still finishes its lease
     let stored = w
@@ -715,7 +720,7 @@ async fn a_server_needs_both_tokens_or_none_and_no_plaintext_off_loopback() {
     }
     open.kill().await.unwrap();
     // with both token files the environment is not consulted: in process
-    let start_error = |security: SecurityArgs| {
+    let start_error = |security: SecurityConfig| {
         let serve = args(dir.path(), security);
         async move {
             format!(
@@ -730,7 +735,7 @@ async fn a_server_needs_both_tokens_or_none_and_no_plaintext_off_loopback() {
         Some(path)
     };
     // the same token for both roles would not separate them
-    let err = start_error(SecurityArgs {
+    let err = start_error(SecurityConfig {
         token_file: file_arg("same-1", "same\n"),
         operator_token_file: file_arg("same-2", " same "),
         ..Default::default()
@@ -740,7 +745,7 @@ async fn a_server_needs_both_tokens_or_none_and_no_plaintext_off_loopback() {
     // both token files: starts, and each file's token opens its service
     let handle = spawn(args(
         dir.path(),
-        SecurityArgs {
+        SecurityConfig {
             token_file: file_arg("w.token", "from-file-worker\n"),
             operator_token_file: file_arg("o.token", "from-file-operator\n"),
             ..Default::default()
@@ -818,11 +823,11 @@ async fn a_stale_epoch_stream_is_refused_and_nothing_it_sent_is_stored() {
 async fn oversized_batches_and_lease_floods_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut serve = args(dir.path(), secured());
-    serve.limits = LimitArgs {
+    serve.limits = Limits {
         max_results_per_message: 3,
         lease_rate: 1.0,
         lease_burst: 2,
-        ..LimitArgs::default()
+        ..Limits::default()
     };
     let handle = spawn(serve).await.unwrap();
     plan(&handle, 4);
@@ -958,7 +963,7 @@ async fn status_with(url: &str, security: &ClientSecurity) -> Result<(), String>
 async fn tls_and_mtls() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let tls = SecurityArgs {
+    let tls = SecurityConfig {
         tls_cert: Some(pki.server_cert.clone()),
         tls_key: Some(pki.server_key.clone()),
         ..secured()
@@ -998,7 +1003,7 @@ async fn tls_and_mtls() {
     handle.shutdown().await.unwrap();
 
     // mTLS: a client without a certificate is refused, one with a CA-signed certificate works
-    let mtls = SecurityArgs {
+    let mtls = SecurityConfig {
         tls_client_ca: Some(pki.ca.clone()),
         ..tls
     };

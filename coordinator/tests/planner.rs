@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use herd_coordinator::model::CheckpointFormat;
+use herd_coordinator::domain::CheckpointFormat;
 use herd_coordinator::planner::{
     easylm_run_name, experiment_name, list_checkpoints, load_examples, shard_ranges,
 };

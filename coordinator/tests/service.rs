@@ -3,9 +3,13 @@
 
 use std::time::Duration;
 
-use herd_coordinator::model::{CheckpointFormat, PlannedCheckpoint, PlannedExample};
-use herd_coordinator::security::{LimitArgs, RoleTokens, SecurityArgs};
-use herd_coordinator::server::{spawn, ServeArgs, ServerHandle};
+use herd_coordinator::config::{Limits, ServerConfig};
+use herd_coordinator::domain::{
+    CheckpointFormat, ExampleScores, PlannedCheckpoint, PlannedExample, TaskState,
+};
+use herd_coordinator::scheduler::Policy;
+use herd_coordinator::security::{RoleTokens, SecurityConfig};
+use herd_coordinator::server::{spawn, ServerHandle};
 use herd_rpc::security::{AuthChannel as Channel, ClientSecurity};
 use herd_rpc::v1::{
     lease_response::Outcome, sweeps_client::SweepsClient, workers_client::WorkersClient,
@@ -13,26 +17,29 @@ use herd_rpc::v1::{
     HeartbeatRequest, Lease, LeaseRef, LeaseRequest, RegisterRequest, ResultBatch, ResultsRequest,
     StatusRequest, SubmitRequest, SweepSpec,
 };
+use herd_rpc::v1::{CheckpointState, SweepState};
 use tonic::Code;
 
-fn args(dir: &std::path::Path, lease_timeout_ms: u64) -> ServeArgs {
-    ServeArgs {
+fn args(dir: &std::path::Path, lease_timeout_ms: u64) -> ServerConfig {
+    ServerConfig {
         state: dir.join("state.db"),
         listen: "127.0.0.1:0".parse().unwrap(),
         out_dir: dir.join("out"),
-        lease_timeout_ms,
-        heartbeat_interval_ms: 50,
-        max_attempts: 3,
-        retry_backoff_ms: 20,
+        policy: Policy {
+            lease_timeout_ms,
+            heartbeat_interval_ms: 50,
+            max_attempts: 3,
+            retry_backoff_ms: 20,
+            stragglers: true,
+            max_leases_per_task: 2,
+        },
         exit_when_done: true,
-        stragglers: true,
-        max_leases_per_task: 2,
         metrics_listen: None,
-        security: SecurityArgs::with_tokens(&tokens()),
+        security: SecurityConfig::with_tokens(&tokens()),
         // the retry loops here lease every 20 ms; the lease rate limit is tested in auth.rs
-        limits: LimitArgs {
+        limits: Limits {
             lease_rate: 0.0,
-            ..LimitArgs::default()
+            ..Limits::default()
         },
     }
 }
@@ -307,14 +314,17 @@ async fn a_small_sweep_end_to_end() {
         .into_inner();
     assert_eq!(status.sweeps.len(), 1);
     let s = &status.sweeps[0];
-    assert_eq!(s.state, "done");
+    assert_eq!(s.state(), SweepState::Done);
     assert_eq!((s.tasks_total, s.tasks_done, s.tasks_failed), (4, 4, 0));
     assert!(
         dir.path().join("out").join("tiny").exists(),
         "the report folder is written"
     );
     assert_eq!((s.examples_total, s.examples_stored), (92, 92));
-    assert!(s.checkpoints.iter().all(|c| c.state == "done"));
+    assert!(s
+        .checkpoints
+        .iter()
+        .all(|c| c.state() == CheckpointState::Done));
     assert_eq!(status.workers.len(), 1);
     assert_eq!(status.workers[0].name, "test-worker");
 
@@ -343,12 +353,9 @@ async fn a_small_sweep_end_to_end() {
 #[tokio::test]
 async fn expired_leases_are_reaped_and_old_epochs_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let handle = spawn(ServeArgs {
-        stragglers: false,
-        ..args(dir.path(), 300)
-    })
-    .await
-    .unwrap();
+    let mut config = args(dir.path(), 300);
+    config.policy.stragglers = false;
+    let handle = spawn(config).await.unwrap();
     plan(&handle, "s", &["a"], 2, 2);
     let (mut workers, mut sweeps) = clients(&handle).await;
     let gone = register(&mut workers, "gone").await;
@@ -431,7 +438,7 @@ async fn expired_leases_are_reaped_and_old_epochs_refused() {
         .reason
         .contains("CUDA out of memory"));
     let tasks = handle.store().tasks("s").unwrap();
-    assert_eq!((tasks[0].state.as_str(), tasks[0].attempts), ("pending", 2));
+    assert_eq!((tasks[0].state, tasks[0].attempts), (TaskState::Pending, 2));
 
     // cancelling finishes the sweep: idle workers are told to shut down
     let cancelled = sweeps
@@ -481,7 +488,7 @@ async fn a_restarted_coordinator_resumes_from_its_file() {
     // expires nothing: the lease got its grace at start-up
     let reaped = handle
         .store()
-        .reap(herd_coordinator::scheduler::now_ms())
+        .reap(herd_coordinator::app::now_ms())
         .unwrap();
     assert_eq!(reaped.leases, 0, "the restart expired a live lease");
     let (mut workers, mut sweeps) = clients(&handle).await;
@@ -523,7 +530,7 @@ async fn a_restarted_coordinator_resumes_from_its_file() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(status.sweeps[0].state, "done");
+    assert_eq!(status.sweeps[0].state(), SweepState::Done);
     assert_eq!(status.sweeps[0].examples_stored, 4);
     assert!(
         status.sweeps[0].failures.is_empty(),
@@ -552,7 +559,7 @@ async fn serve_exits_when_done_and_writes_a_missing_report() {
     let dir = tempfile::tempdir().unwrap();
     // a sweep finished by an earlier coordinator that stopped before writing its report
     {
-        let handle = spawn(ServeArgs {
+        let handle = spawn(ServerConfig {
             exit_when_done: false,
             ..args(dir.path(), 60_000)
         })
@@ -567,18 +574,18 @@ async fn serve_exits_when_done_and_writes_a_missing_report() {
         else {
             panic!("expected a lease");
         };
-        store
-            .store_results(&w, &l.lease.unwrap(), &rewards(&l), 3)
-            .unwrap();
+        let scores: Vec<ExampleScores> = rewards(&herd_coordinator::service::convert::lease(&l))
+            .into_iter()
+            .map(ExampleScores::from)
+            .collect();
+        store.store_results(&w, &l.lease, &scores, 3).unwrap();
         handle.shutdown().await.unwrap();
         // completed behind the server's back: no report was written
-        let store = herd_coordinator::state::Store::open(
-            &dir.path().join("state.db"),
-            herd_coordinator::scheduler::Policy::default(),
-        )
-        .unwrap();
+        let store =
+            herd_coordinator::state::Store::open(&dir.path().join("state.db"), Policy::default())
+                .unwrap();
         let done = store
-            .complete(&w, &l.lease.unwrap(), "Seq. Classifier", "tokenizer", 4)
+            .complete(&w, &l.lease, "Seq. Classifier", "tokenizer", 4)
             .unwrap();
         assert_eq!(done.finished_sweeps, vec!["old".to_string()]);
     }

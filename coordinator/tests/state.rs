@@ -2,12 +2,13 @@
 //! retries, checkpoint failures, stragglers and resuming from the file. Times are passed in, so
 //! nothing sleeps.
 
-use herd_coordinator::model::{CheckpointFormat, PlannedCheckpoint, PlannedExample};
+use herd_coordinator::domain::{
+    CheckpointFormat, CheckpointState, ExampleScores, FailureKind, Grant, LeaseId, LeaseState,
+    PlannedCheckpoint, PlannedExample, SweepState, TaskState,
+};
 use herd_coordinator::scheduler::Policy;
 use herd_coordinator::state::{LeaseOutcome, Store, StoreError};
-use herd_rpc::v1::{
-    Capabilities, EasyLmConfig, ExampleReward, FailureKind, Lease, LeaseRef, Scoring, SweepSpec,
-};
+use herd_rpc::v1::{Capabilities, EasyLmConfig, Scoring, SweepSpec};
 
 fn policy() -> Policy {
     Policy {
@@ -82,7 +83,7 @@ fn register(store: &Store, name: &str, cached: &[&str]) -> String {
         .unwrap()
 }
 
-fn lease(store: &Store, worker: &str, cached: &[&str], now: i64) -> Box<Lease> {
+fn lease(store: &Store, worker: &str, cached: &[&str], now: i64) -> Box<Grant> {
     let cached: Vec<String> = cached.iter().map(|s| s.to_string()).collect();
     match store.lease(worker, &cached, now).unwrap() {
         LeaseOutcome::Leased(lease) => lease,
@@ -90,25 +91,25 @@ fn lease(store: &Store, worker: &str, cached: &[&str], now: i64) -> Box<Lease> {
     }
 }
 
-fn lease_ref(lease: &Lease) -> LeaseRef {
-    lease.lease.unwrap()
+fn lease_ref(lease: &Grant) -> LeaseId {
+    lease.lease
 }
 
-fn rewards(lease: &Lease, score: f64) -> Vec<ExampleReward> {
+fn rewards(lease: &Grant, score: f64) -> Vec<ExampleScores> {
     lease
         .examples
         .iter()
-        .map(|e| ExampleReward {
+        .map(|e| ExampleScores {
             example_id: e.id.clone(),
-            scores_chosen: vec![score + e.index as f64],
-            scores_rejected: vec![-1.0],
+            chosen: vec![score + e.index as f64],
+            rejected: vec![-1.0],
             index: e.index,
         })
         .collect()
 }
 
-fn uri(lease: &Lease) -> &str {
-    &lease.checkpoint.as_ref().unwrap().uri
+fn uri(lease: &Grant) -> &str {
+    &lease.checkpoint.uri
 }
 
 #[test]
@@ -133,7 +134,7 @@ fn submit_plans_tasks_and_resubmit_adds_only_new_checkpoints() {
     assert_eq!(shards, vec![0..4, 4..8, 8..10]);
     assert!(tasks
         .iter()
-        .all(|t| t.state == "pending" && t.attempts == 0));
+        .all(|t| t.state == TaskState::Pending && t.attempts == 0));
 
     // the same name again: only the new checkpoint is planned
     let out = f
@@ -269,12 +270,12 @@ fn lease_prefers_held_checkpoints_then_the_oldest_sweep() {
     let l1 = lease(&f.store, &w1, &[], 10);
     assert_eq!(l1.sweep, "old");
     assert_eq!(uri(&l1), "/ckpts/a1");
-    assert_eq!((l1.shard_start, l1.shard_end), (0, 2));
+    assert_eq!((l1.shard.start, l1.shard.end), (0, 2));
     assert_eq!(l1.examples.len(), 2);
     assert_eq!(l1.examples[1].id, "ex1");
-    assert_eq!(l1.lease.unwrap().epoch, 1);
-    assert_eq!(l1.deadline_unix_ms, 10 + 1_000);
-    assert_eq!(l1.checkpoint.as_ref().unwrap().format, "hf");
+    assert_eq!(l1.lease.epoch, 1);
+    assert_eq!(l1.deadline_ms, 10 + 1_000);
+    assert_eq!(l1.checkpoint.format, CheckpointFormat::HuggingFace);
     // prefetch: the next checkpoint nobody works on
     assert_eq!(l1.prefetch_uri, "/ckpts/a2");
 
@@ -286,10 +287,10 @@ fn lease_prefers_held_checkpoints_then_the_oldest_sweep() {
     // the checkpoint of the last lease counts as held
     let l3 = lease(&f.store, &w1, &[], 12);
     assert_eq!(uri(&l3), "/ckpts/a1");
-    assert_eq!((l3.shard_start, l3.shard_end), (2, 4));
+    assert_eq!((l3.shard.start, l3.shard.end), (2, 4));
     let l4 = lease(&f.store, &w2, &[], 13);
     assert_eq!(uri(&l4), "/ckpts/b1");
-    assert_eq!(l4.shard_start, 2);
+    assert_eq!(l4.shard.start, 2);
 
     // unknown workers are told so
     let err = f.store.lease("w999", &[], 14).unwrap_err();
@@ -310,7 +311,7 @@ fn epochs_fence_stale_leases_and_results_are_stored_once() {
     let w2 = register(&f.store, "w2", &[]);
 
     let first = lease(&f.store, &w1, &[], 10);
-    assert_eq!(first.lease.unwrap().epoch, 1);
+    assert_eq!(first.lease.epoch, 1);
     f.store
         .fail(
             &w1,
@@ -322,11 +323,11 @@ fn epochs_fence_stale_leases_and_results_are_stored_once() {
         .unwrap();
     // released: back at once, no attempt counted
     let task = &f.store.tasks("s").unwrap()[0];
-    assert_eq!((task.state.as_str(), task.attempts), ("pending", 0));
+    assert_eq!((task.state, task.attempts), (TaskState::Pending, 0));
 
     let second = lease(&f.store, &w2, &[], 12);
-    assert_eq!(second.lease.unwrap().epoch, 2);
-    assert_eq!(second.lease.unwrap().task_id, first.lease.unwrap().task_id);
+    assert_eq!(second.lease.epoch, 2);
+    assert_eq!(second.lease.task_id, first.lease.task_id);
 
     // the old epoch is refused and nothing of it is stored
     let err = f
@@ -374,7 +375,7 @@ fn epochs_fence_stale_leases_and_results_are_stored_once() {
     assert!(done.first && done.checkpoint_done);
     assert_eq!(done.finished_sweeps, vec!["s".to_string()]);
     let ckpt = &f.store.checkpoints("s").unwrap()[0];
-    assert_eq!(ckpt.state, "done");
+    assert_eq!(ckpt.state, CheckpointState::Done);
     assert_eq!(ckpt.model_type.as_deref(), Some("Seq. Classifier"));
     assert!(f.store.all_finished().unwrap());
     let inputs = f.store.report_inputs("s").unwrap();
@@ -392,13 +393,13 @@ fn results_outside_the_shard_or_with_a_wrong_id_are_refused_whole() {
         .unwrap();
     let w = register(&f.store, "w", &[]);
     let l = lease(&f.store, &w, &[], 10);
-    assert_eq!((l.shard_start, l.shard_end), (0, 2));
+    assert_eq!((l.shard.start, l.shard.end), (0, 2));
 
     let mut batch = rewards(&l, 1.0);
-    batch.push(ExampleReward {
+    batch.push(ExampleScores {
         example_id: "ex2".into(),
-        scores_chosen: vec![1.0],
-        scores_rejected: vec![0.0],
+        chosen: vec![1.0],
+        rejected: vec![0.0],
         index: 2,
     });
     let err = f
@@ -455,7 +456,7 @@ fn expired_leases_retry_with_backoff_then_fail_at_max_attempts() {
     let reaped = f.store.reap(1_901).unwrap();
     assert_eq!((reaped.leases, reaped.tasks_failed), (1, 0));
     let task = &f.store.tasks("s").unwrap()[0];
-    assert_eq!(task.state, "pending");
+    assert_eq!(task.state, TaskState::Pending);
     assert_eq!(task.attempts, 1);
     assert_eq!(task.next_eligible_ms, 1_901 + 100);
     assert!(task
@@ -479,21 +480,21 @@ fn expired_leases_retry_with_backoff_then_fail_at_max_attempts() {
         }
     );
     let l2 = lease(&f.store, &w, &[], 2_001);
-    assert_eq!(l2.lease.unwrap().epoch, 2);
+    assert_eq!(l2.lease.epoch, 2);
 
     // second expiry: max_attempts reached, the task, checkpoint and sweep are finished
     let reaped = f.store.reap(3_002).unwrap();
     assert_eq!((reaped.leases, reaped.tasks_failed), (1, 1));
     assert_eq!(reaped.finished_sweeps, vec!["s".to_string()]);
     let task = &f.store.tasks("s").unwrap()[0];
-    assert_eq!((task.state.as_str(), task.attempts), ("failed", 2));
+    assert_eq!((task.state, task.attempts), (TaskState::Failed, 2));
     assert!(task
         .failure
         .as_deref()
         .unwrap()
         .contains("gave up after 2 attempts"));
     let ckpt = &f.store.checkpoints("s").unwrap()[0];
-    assert_eq!(ckpt.state, "failed");
+    assert_eq!(ckpt.state, CheckpointState::Failed);
     assert!(ckpt
         .failure
         .as_deref()
@@ -502,7 +503,7 @@ fn expired_leases_retry_with_backoff_then_fail_at_max_attempts() {
 
     let status = f.store.status(Some("s"), 3_003).unwrap();
     let sweep = &status.sweeps[0];
-    assert_eq!((sweep.state.as_str(), sweep.tasks_failed), ("done", 1));
+    assert_eq!((sweep.state, sweep.tasks_failed), (SweepState::Done, 1));
     assert_eq!(sweep.failures.len(), 2);
     assert_eq!(sweep.failures[0].attempt, 2);
     assert!(sweep.failures[0].reason.contains("stopped heartbeating"));
@@ -542,8 +543,8 @@ fn transient_failures_back_off_and_checkpoint_failures_fail_the_checkpoint() {
         .unwrap();
     let task = &f.store.tasks("s").unwrap()[0];
     assert_eq!(
-        (task.state.as_str(), task.attempts, task.next_eligible_ms),
-        ("pending", 1, 111)
+        (task.state, task.attempts, task.next_eligible_ms),
+        (TaskState::Pending, 1, 111)
     );
 
     // w2 holds another shard of the bad checkpoint while w1 fails it for good
@@ -551,7 +552,7 @@ fn transient_failures_back_off_and_checkpoint_failures_fail_the_checkpoint() {
     assert_eq!(uri(&l2), "/ckpts/bad");
     let l3 = lease(&f.store, &w1, &[], 200);
     assert_eq!(uri(&l3), "/ckpts/bad");
-    assert_eq!(l3.lease.unwrap().task_id, l1.lease.unwrap().task_id);
+    assert_eq!(l3.lease.task_id, l1.lease.task_id);
     let out = f
         .store
         .fail(
@@ -566,15 +567,15 @@ fn transient_failures_back_off_and_checkpoint_failures_fail_the_checkpoint() {
     assert_eq!(out.tasks_failed, 3);
     let tasks = f.store.tasks("s").unwrap();
     for t in &tasks[..3] {
-        assert_eq!(t.state, "failed", "{t:?}");
+        assert_eq!(t.state, TaskState::Failed, "{t:?}");
         assert!(
             t.failure.as_deref().unwrap().contains("hidden_size"),
             "{t:?}"
         );
     }
-    assert!(tasks[3..].iter().all(|t| t.state == "pending"));
+    assert!(tasks[3..].iter().all(|t| t.state == TaskState::Pending));
     let ckpt = &f.store.checkpoints("s").unwrap()[0];
-    assert_eq!(ckpt.state, "failed");
+    assert_eq!(ckpt.state, CheckpointState::Failed);
     assert!(ckpt.failure.as_deref().unwrap().contains("hidden_size"));
     // w2's lease on the failed checkpoint is revoked
     assert_eq!(
@@ -587,7 +588,7 @@ fn transient_failures_back_off_and_checkpoint_failures_fail_the_checkpoint() {
     let next = lease(&f.store, &w2, &[], 203);
     assert_eq!(uri(&next), "/ckpts/good");
     let status = f.store.status(None, 204).unwrap();
-    assert_eq!(status.sweeps[0].state, "active");
+    assert_eq!(status.sweeps[0].state, SweepState::Active);
     assert_eq!(status.sweeps[0].tasks_failed, 3);
     assert!(status.sweeps[0].failures[0].reason.contains("hidden_size"));
 }
@@ -610,8 +611,8 @@ fn stragglers_get_a_duplicate_lease_and_the_first_complete_wins() {
         }
     );
     let l2 = lease(&f.store, &fast, &[], 12);
-    assert_eq!(l2.lease.unwrap().task_id, l1.lease.unwrap().task_id);
-    assert_eq!(l2.lease.unwrap().epoch, 2);
+    assert_eq!(l2.lease.task_id, l1.lease.task_id);
+    assert_eq!(l2.lease.epoch, 2);
     // at most two live leases per task
     assert!(matches!(
         f.store.lease(&third, &[], 13).unwrap(),
@@ -660,7 +661,7 @@ fn stragglers_get_a_duplicate_lease_and_the_first_complete_wins() {
     let _lb = lease(&f.store, &b, &[], 500);
     f.store.reap(1_001).unwrap();
     let task = &f.store.tasks("s").unwrap()[0];
-    assert_eq!((task.state.as_str(), task.attempts), ("leased", 0));
+    assert_eq!((task.state, task.attempts), (TaskState::Leased, 0));
     assert_eq!(
         f.store
             .heartbeat(&a, &[lease_ref(&la)], false, None, 1_002)
@@ -744,7 +745,10 @@ fn a_reopened_file_resumes_exactly() {
     assert_eq!(store.leases().unwrap(), leases);
     assert_eq!(store.results("s", "/ckpts/b").unwrap(), results);
     // the live lease keeps its absolute deadline and its holder can go on
-    let live: Vec<_> = leases.iter().filter(|l| l.state == "active").collect();
+    let live: Vec<_> = leases
+        .iter()
+        .filter(|l| l.state == LeaseState::Active)
+        .collect();
     assert_eq!(live.len(), 1);
     // (results count as a sign of life: the deadline moved with them)
     assert_eq!(live[0].deadline_ms, 15 + 1_000);
@@ -760,8 +764,8 @@ fn a_reopened_file_resumes_exactly() {
     );
     // epochs continue from the file
     let next = lease(&store, &w2, &[], 1_000);
-    assert_eq!(next.lease.unwrap().task_id, l2.lease.unwrap().task_id);
-    assert_eq!(next.lease.unwrap().epoch, 2);
+    assert_eq!(next.lease.task_id, l2.lease.task_id);
+    assert_eq!(next.lease.epoch, 2);
 }
 
 #[test]
@@ -772,12 +776,12 @@ fn non_finite_scores_and_wrong_label_counts_are_refused_whole() {
         .unwrap();
     let w = register(&f.store, "w", &[]);
     let l = lease(&f.store, &w, &[], 10);
-    assert_eq!((l.shard_start, l.shard_end), (0, 4));
+    assert_eq!((l.shard.start, l.shard.end), (0, 4));
 
     // one bad number refuses the whole message: the finite rows before it are not stored
     for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
         let mut batch = rewards(&l, 1.0);
-        batch[2].scores_rejected = vec![bad];
+        batch[2].rejected = vec![bad];
         let err = f
             .store
             .store_results(&w, &lease_ref(&l), &batch, 11)
@@ -793,7 +797,7 @@ fn non_finite_scores_and_wrong_label_counts_are_refused_whole() {
 
     // labels: chosen and rejected agree, and every message agrees with what is stored
     let mut batch = rewards(&l, 1.0);
-    batch[1].scores_chosen = vec![1.0, 2.0];
+    batch[1].chosen = vec![1.0, 2.0];
     let err = f
         .store
         .store_results(&w, &lease_ref(&l), &batch, 12)
@@ -807,10 +811,10 @@ fn non_finite_scores_and_wrong_label_counts_are_refused_whole() {
     f.store
         .store_results(&w, &lease_ref(&l), &rewards(&l, 1.0)[..2], 13)
         .unwrap();
-    let mut later: Vec<ExampleReward> = rewards(&l, 1.0)[2..].to_vec();
+    let mut later: Vec<ExampleScores> = rewards(&l, 1.0)[2..].to_vec();
     for r in &mut later {
-        r.scores_chosen = vec![1.0, 2.0];
-        r.scores_rejected = vec![0.0, 3.0];
+        r.chosen = vec![1.0, 2.0];
+        r.rejected = vec![0.0, 3.0];
     }
     let err = f
         .store
@@ -862,17 +866,20 @@ fn retry_failed_plans_failed_and_cancelled_checkpoints_again_keeping_results() {
     assert_eq!(
         tasks
             .iter()
-            .map(|t| (t.state.as_str(), t.attempts))
+            .map(|t| (t.state, t.attempts))
             .collect::<Vec<_>>(),
-        vec![("done", 0), ("pending", 0)]
+        vec![(TaskState::Done, 0), (TaskState::Pending, 0)]
     );
     let status = f.store.status(Some("s"), 16).unwrap();
-    assert_eq!(status.sweeps[0].state, "active");
-    assert_eq!(f.store.checkpoints("s").unwrap()[0].state, "pending");
+    assert_eq!(status.sweeps[0].state, SweepState::Active);
+    assert_eq!(
+        f.store.checkpoints("s").unwrap()[0].state,
+        CheckpointState::Pending
+    );
     // the first shard's results are kept, only the failed shard runs again
     assert_eq!(f.store.results("s", "/ckpts/bad").unwrap().len(), 2);
     let again = lease(&f.store, &w, &[], 17);
-    assert_eq!((again.shard_start, again.shard_end), (2, 4));
+    assert_eq!((again.shard.start, again.shard.end), (2, 4));
     f.store
         .store_results(&w, &lease_ref(&again), &rewards(&again, 1.0), 18)
         .unwrap();
@@ -881,7 +888,10 @@ fn retry_failed_plans_failed_and_cancelled_checkpoints_again_keeping_results() {
         .complete(&w, &lease_ref(&again), "Seq. Classifier", "tokenizer", 19)
         .unwrap();
     assert_eq!(done.finished_sweeps, vec!["s".to_string()]);
-    assert_eq!(f.store.checkpoints("s").unwrap()[0].state, "done");
+    assert_eq!(
+        f.store.checkpoints("s").unwrap()[0].state,
+        CheckpointState::Done
+    );
     assert_eq!(f.store.retry_failed("s", 20).unwrap().tasks, 0);
 
     // a cancelled sweep comes back the same way
@@ -893,7 +903,7 @@ fn retry_failed_plans_failed_and_cancelled_checkpoints_again_keeping_results() {
     assert_eq!((retried.checkpoints, retried.tasks), (1, 2));
     assert_eq!(
         f.store.status(Some("c"), 24).unwrap().sweeps[0].state,
-        "active"
+        SweepState::Active
     );
 }
 
@@ -945,4 +955,40 @@ fn a_file_from_before_worker_secrets_gets_the_column_and_its_workers_register_ag
     assert!(matches!(err, StoreError::UnknownWorker(_)), "{err:?}");
     let new = register(&store, "new", &[]);
     store.check_worker(&new, "secret-of-new").unwrap();
+}
+
+#[test]
+fn a_state_name_the_store_does_not_know_is_a_corrupt_file_naming_column_and_text() {
+    let f = fixture(policy());
+    f.store
+        .submit(&spec("s", 2), &checkpoints(&["a"]), &examples(4), 1)
+        .unwrap();
+    let w = register(&f.store, "w", &[]);
+    let held = lease(&f.store, &w, &[], 10);
+    {
+        let conn = rusqlite::Connection::open(&f.path).unwrap();
+        conn.execute("UPDATE tasks SET state = 'leasd' WHERE id = 2", [])
+            .unwrap();
+        conn.execute("UPDATE leases SET state = 'gone'", [])
+            .unwrap();
+    }
+    // a reading call
+    let err = f.store.tasks("s").unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("tasks.state") && text.contains("\"leasd\""),
+        "{text}"
+    );
+    // a writing call: refused whole, nothing changes
+    let err = f
+        .store
+        .store_results(&w, &lease_ref(&held), &rewards(&held, 1.0), 11)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("leases.state holds \"gone\""),
+        "{err}"
+    );
+    assert!(f.store.results("s", "/ckpts/a").unwrap().is_empty());
 }

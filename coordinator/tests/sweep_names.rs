@@ -5,9 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use herd_coordinator::model::SWEEP_NAME_RULE;
-use herd_coordinator::security::{LimitArgs, RoleTokens, SecurityArgs};
-use herd_coordinator::server::{serve, spawn, ServeArgs};
+use herd_coordinator::config::ServerConfig;
+use herd_coordinator::domain::SWEEP_NAME_RULE;
+use herd_coordinator::scheduler::Policy;
+use herd_coordinator::security::{RoleTokens, SecurityConfig};
+use herd_coordinator::server::{serve, spawn};
 use herd_rpc::security::{AuthChannel as Channel, ClientSecurity};
 use herd_rpc::v1::{
     sweeps_client::SweepsClient, CancelRequest, ResultsRequest, StatusRequest, SubmitRequest,
@@ -18,24 +20,26 @@ use tonic::Code;
 /// The Sweeps service opens to the operator token.
 const OPERATOR_TOKEN: &str = "sweep-names-operator-token";
 
-fn args(root: &Path) -> ServeArgs {
-    ServeArgs {
+fn args(root: &Path) -> ServerConfig {
+    ServerConfig {
         state: root.join("state.db"),
         listen: "127.0.0.1:0".parse().unwrap(),
         out_dir: root.join("out"),
-        lease_timeout_ms: 60_000,
-        heartbeat_interval_ms: 50,
-        max_attempts: 3,
-        retry_backoff_ms: 20,
+        policy: Policy {
+            lease_timeout_ms: 60_000,
+            heartbeat_interval_ms: 50,
+            max_attempts: 3,
+            retry_backoff_ms: 20,
+            stragglers: true,
+            max_leases_per_task: 2,
+        },
         exit_when_done: true,
-        stragglers: true,
-        max_leases_per_task: 2,
         metrics_listen: None,
-        security: SecurityArgs::with_tokens(&RoleTokens {
+        security: SecurityConfig::with_tokens(&RoleTokens {
             worker: "sweep-names-worker-token".into(),
             operator: OPERATOR_TOKEN.into(),
         }),
-        limits: LimitArgs::default(),
+        limits: Default::default(),
     }
 }
 
@@ -205,7 +209,7 @@ async fn a_hostile_name_already_in_a_state_file_gets_no_report_at_start_up() {
     // a finished sweep, then renamed behind the coordinator's back as an older version could
     // have stored it
     {
-        let handle = spawn(ServeArgs {
+        let handle = spawn(ServerConfig {
             exit_when_done: false,
             ..args(&root)
         })

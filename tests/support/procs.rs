@@ -302,7 +302,7 @@ impl Coordinator {
         loop {
             if let Ok(status) = self.sweep_status(sweep).await {
                 on_poll(&status);
-                if status.state != "active" {
+                if status.state() != herd_rpc::v1::SweepState::Active {
                     return Ok(status);
                 }
             }

@@ -6,10 +6,11 @@ use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use herd_rpc::v1::{StatusRequest, StatusResponse, SweepStatus, WorkerStatus};
+use herd_rpc::v1::{StatusRequest, StatusResponse, SweepState, SweepStatus, WorkerStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{rpc_error, ConnectArgs};
+use crate::service::convert::{checkpoint_state_name, sweep_state_name, worker_state_name};
 
 /// `coord status` flags.
 #[derive(clap::Args, Clone, Debug)]
@@ -29,12 +30,10 @@ pub struct StatusArgs {
 
 /// Whether a sweep has nothing left to do.
 pub fn sweep_finished(sweep: &SweepStatus) -> bool {
-    matches!(
-        sweep.state.as_str(),
-        "done" | "complete" | "completed" | "finished" | "cancelled" | "canceled" | "failed"
-    ) || (sweep.tasks_total > 0
-        && sweep.tasks_leased == 0
-        && sweep.tasks_done + sweep.tasks_failed >= sweep.tasks_total)
+    matches!(sweep.state(), SweepState::Done | SweepState::Cancelled)
+        || (sweep.tasks_total > 0
+            && sweep.tasks_leased == 0
+            && sweep.tasks_done + sweep.tasks_failed >= sweep.tasks_total)
 }
 
 fn percent(done: u64, total: u64) -> String {
@@ -65,7 +64,7 @@ fn sweep_line(sweep: &SweepStatus) -> String {
     format!(
         "sweep {} [{}]: tasks {}/{} done, {} leased, {} failed; examples {}/{} ({})",
         sweep.name,
-        sweep.state,
+        sweep_state_name(sweep.state()),
         sweep.tasks_done,
         sweep.tasks_total,
         sweep.tasks_leased,
@@ -111,7 +110,7 @@ fn workers_text(workers: &[WorkerStatus], out: &mut String) {
             [
                 w.id.clone(),
                 w.name.clone(),
-                w.state.clone(),
+                worker_state_name(w.state()).to_string(),
                 ago(w.last_seen_unix_ms),
                 w.leases
                     .iter()
@@ -165,7 +164,12 @@ pub fn render_status(status: &StatusResponse) -> String {
             let _ = write!(
                 out,
                 "  {:<width$}  {:<9}  tasks {}/{}  examples {}/{}",
-                c.name, c.state, c.tasks_done, c.tasks_total, c.examples_stored, c.examples_total
+                c.name,
+                checkpoint_state_name(c.state()),
+                c.tasks_done,
+                c.tasks_total,
+                c.examples_stored,
+                c.examples_total
             );
             if !c.failure.is_empty() {
                 let _ = write!(out, "  failed: {}", c.failure);
@@ -290,7 +294,7 @@ impl WatchView {
             bar.set_position(sweep.examples_stored);
             bar.set_message(format!(
                 "[{}] tasks {}/{} done, {} leased, {} failed",
-                sweep.state,
+                sweep_state_name(sweep.state()),
                 sweep.tasks_done,
                 sweep.tasks_total,
                 sweep.tasks_leased,
@@ -318,7 +322,12 @@ impl WatchView {
                 cbar.set_prefix(format!("{:<width$}", c.name));
                 cbar.set_length(c.examples_total);
                 cbar.set_position(c.examples_stored);
-                let mut msg = format!("{} tasks {}/{}", c.state, c.tasks_done, c.tasks_total);
+                let mut msg = format!(
+                    "{} tasks {}/{}",
+                    checkpoint_state_name(c.state()),
+                    c.tasks_done,
+                    c.tasks_total
+                );
                 if !c.failure.is_empty() {
                     let _ = write!(msg, " failed: {}", c.failure);
                 }

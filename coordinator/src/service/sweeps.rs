@@ -8,11 +8,8 @@ use herd_rpc::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::Coordinator;
-use crate::observe;
-use crate::scheduler::now_ms;
+use crate::app::{now_ms, Coordinator};
 use herd_common::telemetry;
-use tracing::Instrument;
 
 pub struct SweepsService {
     coord: Arc<Coordinator>,
@@ -31,65 +28,16 @@ impl Sweeps for SweepsService {
         &self,
         request: Request<SubmitRequest>,
     ) -> Result<Response<SubmitResponse>, Status> {
-        // the sweep's root span (or the caller's child, when it sent a trace context)
         let parent = telemetry::extract(request.metadata());
         let request = request.into_inner();
-        let retry_failed = request.retry_failed;
         let spec = request
             .spec
             .ok_or_else(|| Status::invalid_argument("the request has no sweep spec"))?;
         super::sweep_name(&spec.name)?;
-        let submit_span = tracing::info_span!(
-            parent: None,
-            "submit",
-            sweep = %spec.name,
-            checkpoints = tracing::field::Empty,
-            tasks = tracing::field::Empty,
-            examples = tracing::field::Empty,
-        );
-        telemetry::set_parent(&submit_span, parent);
-        let plan_span = tracing::info_span!(parent: &submit_span, "plan", sweep = %spec.name);
-        let checkpoints = crate::planner::list_checkpoints(&spec)
-            .instrument(plan_span.clone())
-            .await
-            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
-        let for_examples = spec.clone();
-        let examples =
-            tokio::task::spawn_blocking(move || crate::planner::load_examples(&for_examples))
-                .instrument(plan_span.clone())
-                .await
-                .map_err(|e| Status::internal(format!("planner task: {e}")))?
-                .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
         let (outcome, retried) = self
             .coord
-            .with_store(move |s| {
-                let outcome = s.submit(&spec, &checkpoints, &examples, now_ms())?;
-                let retried = if retry_failed {
-                    s.retry_failed(&spec.name, now_ms())?
-                } else {
-                    Default::default()
-                };
-                Ok((outcome, retried))
-            })
-            .instrument(plan_span.clone())
+            .submit(spec, request.retry_failed, parent)
             .await?;
-        drop(plan_span);
-        submit_span.record("checkpoints", outcome.checkpoints_added);
-        submit_span.record("tasks", outcome.tasks_added);
-        submit_span.record("examples", outcome.examples);
-        observe::remember_sweep(&outcome.sweep, &submit_span);
-        tracing::info!(
-            sweep = %outcome.sweep,
-            created = outcome.created,
-            checkpoints_added = outcome.checkpoints_added,
-            checkpoints_skipped = outcome.checkpoints_skipped,
-            tasks_added = outcome.tasks_added,
-            examples = outcome.examples,
-            checkpoints_retried = retried.checkpoints,
-            tasks_retried = retried.tasks,
-            "sweep submitted"
-        );
-        self.coord.refresh_finished().await;
         Ok(Response::new(SubmitResponse {
             sweep: outcome.sweep,
             checkpoints_added: outcome.checkpoints_added,
@@ -117,7 +65,7 @@ impl Sweeps for SweepsService {
                 s.status(filter, now_ms())
             })
             .await?;
-        Ok(Response::new(status))
+        Ok(Response::new(status.into()))
     }
 
     #[tracing::instrument(name = "coord.results", skip_all, fields(sweep = %request.get_ref().sweep))]
@@ -127,28 +75,7 @@ impl Sweeps for SweepsService {
     ) -> Result<Response<ResultsResponse>, Status> {
         let sweep = request.into_inner().sweep;
         super::sweep_name(&sweep)?;
-        let name = sweep.clone();
-        let inputs = self
-            .coord
-            .with_store(move |s| s.report_inputs(&name))
-            .await?;
-        let (inputs, report) = tokio::task::spawn_blocking(move || {
-            let report = super::build(&inputs);
-            (inputs, report)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("report task: {e}")))?;
-        // a report that cannot be built (e.g. the CSV needs subsets this evaluation set lacks)
-        // still answers: state and notes, with the reason
-        let report = report.unwrap_or_else(|e| {
-            tracing::warn!(sweep = %sweep, "report not built: {e:#}");
-            let mut notes = inputs.notes.clone();
-            notes.push(format!("no report: {e:#}"));
-            crate::report::SweepReport {
-                notes,
-                ..Default::default()
-            }
-        });
+        let (inputs, report) = self.coord.current_report(&sweep).await?;
         Ok(Response::new(ResultsResponse {
             sweep,
             complete: inputs.complete,

@@ -15,10 +15,12 @@ use herd_rpc::v1::{
 };
 use tonic::{Request, Response, Status, Streaming};
 
-use super::Coordinator;
-use crate::observe::{self, METRICS};
-use crate::scheduler::now_ms;
-use crate::security::{rate_limited, LeaseLimiter, LimitArgs};
+use super::convert;
+use crate::app::{now_ms, Coordinator};
+use crate::config::Limits;
+use crate::domain::{ExampleScores, LeaseId};
+use crate::observe::METRICS;
+use crate::security::{rate_limited, LeaseLimiter};
 use crate::state::{LeaseOutcome, Store, StoreError};
 use herd_common::telemetry;
 
@@ -40,7 +42,7 @@ impl WorkersService {
     }
 
     /// Applies `coord serve`'s limits (lease rate, rewards per message).
-    pub fn with_limits(mut self, limits: &LimitArgs) -> Self {
+    pub fn with_limits(mut self, limits: &Limits) -> Self {
         self.lease_limiter = LeaseLimiter::new(limits);
         self.max_results_per_message = limits.max_results_per_message;
         self
@@ -53,9 +55,10 @@ impl WorkersService {
         T: Send + 'static,
         F: FnOnce(&Store, &str) -> Result<T, StoreError> + Send + 'static,
     {
-        self.coord
+        Ok(self
+            .coord
             .with_store(authenticated(worker_id, secret, f))
-            .await
+            .await?)
     }
 
     /// [`Self::as_worker`] for a result message: it waits for an ingest slot first (see
@@ -70,7 +73,10 @@ impl WorkersService {
         T: Send + 'static,
         F: FnOnce(&Store, &str) -> Result<T, StoreError> + Send + 'static,
     {
-        self.coord.ingest(authenticated(worker_id, secret, f)).await
+        Ok(self
+            .coord
+            .ingest(authenticated(worker_id, secret, f))
+            .await?)
     }
 }
 
@@ -86,8 +92,10 @@ fn authenticated<T>(
     }
 }
 
-fn lease_of(lease: Option<LeaseRef>) -> Result<LeaseRef, Status> {
-    lease.ok_or_else(|| Status::invalid_argument("the request names no lease"))
+fn lease_of(lease: Option<LeaseRef>) -> Result<LeaseId, Status> {
+    lease
+        .map(LeaseId::from)
+        .ok_or_else(|| Status::invalid_argument("the request names no lease"))
 }
 
 #[tonic::async_trait]
@@ -132,7 +140,10 @@ impl Workers for WorkersService {
                 if let Some(Err(wait)) = limiter.map(|l| l.check(id)) {
                     return Ok(Err(wait));
                 }
-                s.lease(id, &req.cached_checkpoints, now_ms()).map(Ok)
+                // the examples are copied for the wire here, on the blocking pool and outside the
+                // store's write gate: they are most of a lease's bytes
+                s.lease(id, &req.cached_checkpoints, now_ms())
+                    .map(|outcome| Ok(outcome.map(|grant| convert::lease(&grant))))
             })
             .await?;
         let outcome = outcome.map_err(|wait| {
@@ -159,10 +170,10 @@ impl Workers for WorkersService {
                     epoch = lease_ref.epoch,
                     examples = lease.examples.len(),
                 );
-                telemetry::set_parent(&span, observe::sweep_context(&lease.sweep));
+                telemetry::set_parent(&span, self.coord.traces.context(&lease.sweep));
                 lease.traceparent = telemetry::traceparent(&span);
                 METRICS.leases.inc();
-                Outcome::Lease(*lease)
+                Outcome::Lease(lease)
             }
             LeaseOutcome::Draining => Outcome::RetryAfterMs(retry),
             LeaseOutcome::Idle { all_finished } => {
@@ -186,12 +197,15 @@ impl Workers for WorkersService {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let req = request.into_inner();
+        let leases: Vec<LeaseId> = req.leases.into_iter().map(LeaseId::from).collect();
         let revoked = self
             .as_worker(req.worker_id, req.worker_secret, move |s, id| {
-                s.heartbeat(id, &req.leases, req.draining, req.stats.as_ref(), now_ms())
+                s.heartbeat(id, &leases, req.draining, req.stats.as_ref(), now_ms())
             })
             .await?;
-        Ok(Response::new(HeartbeatResponse { revoked }))
+        Ok(Response::new(HeartbeatResponse {
+            revoked: revoked.into_iter().map(LeaseRef::from).collect(),
+        }))
     }
 
     #[tracing::instrument(name = "coord.stream_results", skip_all)]
@@ -221,7 +235,8 @@ impl Workers for WorkersService {
                 )));
             }
             let worker = batch.worker_id.clone();
-            let rewards = batch.rewards;
+            let rewards: Vec<ExampleScores> =
+                batch.rewards.into_iter().map(ExampleScores::from).collect();
             let counts = self
                 .as_ingesting_worker(batch.worker_id, batch.worker_secret, move |s, id| {
                     s.store_results(id, &lease, &rewards, now_ms())
@@ -280,15 +295,15 @@ impl Workers for WorkersService {
         let req = request.into_inner();
         let lease = lease_of(req.lease)?;
         let kind = FailureKind::try_from(req.kind).unwrap_or(FailureKind::Unspecified);
-        let reason = kind
+        let label = kind
             .as_str_name()
             .trim_start_matches("FAILURE_KIND_")
             .to_lowercase();
-        METRICS.failures.with_label_values(&[reason.as_str()]).inc();
+        METRICS.failures.with_label_values(&[label.as_str()]).inc();
         let _hold = self.coord.hold();
         let transition = self
             .as_worker(req.worker_id, req.worker_secret, move |s, id| {
-                s.fail(id, &lease, kind, &req.reason, now_ms())
+                s.fail(id, &lease, kind.into(), &req.reason, now_ms())
             })
             .await?;
         self.coord.sweeps_finished(transition.finished_sweeps);

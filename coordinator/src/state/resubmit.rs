@@ -5,8 +5,9 @@
 use herd_rpc::v1::{EasyLmConfig, Scoring, SweepSpec};
 use rusqlite::Connection;
 
-use super::{all_examples, Result, StoreError};
-use crate::model::PlannedExample;
+use super::queries::all_examples;
+use super::{Result, StoreError};
+use crate::domain::PlannedExample;
 use crate::planner::effective_shard_size;
 
 /// Refuses a re-submit whose evaluation set differs from the stored one (compared by content, so

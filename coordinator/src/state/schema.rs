@@ -1,26 +1,35 @@
 //! The state file's tables. One file is a whole deployment: every sweep, its evaluation set, its
 //! tasks, leases, attempts and results, so a restarted coordinator needs nothing else.
+//!
+//! Every `state` / `outcome` / `format` column holds the name of a value of its enum in
+//! [`crate::domain`] (see [`super::states`]).
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{Result, StoreError};
 
 /// Bumped when the tables change incompatibly; a file with another version is refused.
 pub const SCHEMA_VERSION: i64 = 1;
 
 /// Columns added to a table after its version-1 layout shipped, as (table, column, type): a file
 /// made before is given them when opened (NULL in existing rows), so it needs no new version.
-pub const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("workers", "secret_digest", "BLOB")];
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("workers", "secret_digest", "BLOB")];
 
-pub const PRAGMAS: &str = "
+const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 PRAGMA foreign_keys = ON;
 ";
 
-pub const TABLES: &str = "
+const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
 
--- spec: the SweepSpec as protobuf bytes; state: active | done | cancelled
+-- spec: the SweepSpec as protobuf bytes; state: a SweepState
 CREATE TABLE IF NOT EXISTS sweeps (
     id          INTEGER PRIMARY KEY,
     name        TEXT NOT NULL UNIQUE,
@@ -30,7 +39,7 @@ CREATE TABLE IF NOT EXISTS sweeps (
     finished_ms INTEGER
 );
 
--- state: pending | running | done | failed | cancelled
+-- state: a CheckpointState; format: a CheckpointFormat
 CREATE TABLE IF NOT EXISTS checkpoints (
     id            INTEGER PRIMARY KEY,
     sweep_id      INTEGER NOT NULL REFERENCES sweeps(id),
@@ -57,7 +66,7 @@ CREATE TABLE IF NOT EXISTS examples (
 ) WITHOUT ROWID;
 
 -- one checkpoint x one shard [shard_start, shard_end) of the evaluation set
--- state: pending | leased | done | failed | cancelled
+-- state: a TaskState
 CREATE TABLE IF NOT EXISTS tasks (
     id               INTEGER PRIMARY KEY,
     sweep_id         INTEGER NOT NULL REFERENCES sweeps(id),
@@ -76,7 +85,7 @@ CREATE INDEX IF NOT EXISTS tasks_checkpoint ON tasks(checkpoint_id, state);
 CREATE INDEX IF NOT EXISTS tasks_sweep ON tasks(sweep_id, state);
 
 -- deadline_ms is absolute (unix ms): a restarted coordinator keeps it
--- state: active | expired | released | failed | done | revoked
+-- state: a LeaseState
 CREATE TABLE IF NOT EXISTS leases (
     task_id     INTEGER NOT NULL REFERENCES tasks(id),
     epoch       INTEGER NOT NULL,
@@ -89,8 +98,8 @@ CREATE TABLE IF NOT EXISTS leases (
 CREATE INDEX IF NOT EXISTS leases_state ON leases(state, deadline_ms);
 CREATE INDEX IF NOT EXISTS leases_worker ON leases(worker_id, state);
 
--- one row per lease: outcome running | done | duplicate | expired | transient | checkpoint |
--- released | revoked | cancelled; attempt: the task's failed-attempt count after this one
+-- one row per lease: outcome: an AttemptOutcome; attempt: the task's failed-attempt count after
+-- this one
 CREATE TABLE IF NOT EXISTS attempts (
     id         INTEGER PRIMARY KEY,
     task_id    INTEGER NOT NULL REFERENCES tasks(id),
@@ -132,3 +141,43 @@ CREATE TABLE IF NOT EXISTS results (
     PRIMARY KEY (checkpoint_id, idx)
 ) WITHOUT ROWID;
 ";
+
+/// Makes `conn`'s file ready: WAL and the other pragmas, the tables, the columns added since
+/// version 1; refuses a file of another schema version (`path` names it).
+pub(super) fn prepare(conn: &Connection, path: &Path) -> Result<()> {
+    conn.execute_batch(PRAGMAS)?;
+    conn.execute_batch(TABLES)?;
+    for (table, column, kind) in ADDED_COLUMNS {
+        let present: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+            params![table, column],
+            |r| r.get(0),
+        )?;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    let version: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match version {
+        None => {
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)",
+                params![SCHEMA_VERSION.to_string()],
+            )?;
+        }
+        Some(v) if v == SCHEMA_VERSION.to_string() => {}
+        Some(v) => {
+            return Err(StoreError::Corrupt(format!(
+                "{} has schema version {v}; this coordinator reads version {SCHEMA_VERSION}",
+                path.display()
+            )))
+        }
+    }
+    Ok(())
+}
