@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use herd_common::telemetry::{self, Context};
+use herd_telemetry::{self as telemetry, Context};
 use prometheus::{
     register_gauge_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
     register_int_gauge_vec, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use super::Coordinator;
 use crate::observe;
 use crate::scheduler::now_ms;
-use herd_common::telemetry;
+use herd_telemetry as telemetry;
 use tracing::Instrument;
 
 pub struct SweepsService {

@@ -20,7 +20,7 @@ use crate::observe::{self, METRICS};
 use crate::scheduler::now_ms;
 use crate::security::{rate_limited, LeaseLimiter, LimitArgs};
 use crate::state::{LeaseOutcome, Store, StoreError};
-use herd_common::telemetry;
+use herd_telemetry as telemetry;
 
 pub struct WorkersService {
     coord: Arc<Coordinator>,
