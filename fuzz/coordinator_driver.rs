@@ -22,13 +22,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use herd_common::rewardbench::SUBSETS;
 use herd_coordinator::domain::{
     CheckpointFormat, ExampleScores, FailureKind as Kind, LeaseId, PlannedCheckpoint,
     PlannedExample,
 };
 use herd_coordinator::scheduler::Policy;
 use herd_coordinator::state::{LeaseOutcome, Store};
+use herd_rewardbench::v1::SUBSETS;
 use herd_rpc::v1::{
     CancelRequest, CompleteRequest, FailRequest, FailureKind, HeartbeatRequest, LeaseRef,
     LeaseRequest, RegisterRequest, ResultBatch, SubmitRequest,

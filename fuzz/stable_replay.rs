@@ -1,7 +1,7 @@
 //! The fuzz targets' committed seeds plus deterministic byte mutations of them, replayed by plain
 //! `cargo test` (the cargo-fuzz targets need an instrumented build, which only `scripts/fuzz`
-//! makes). Included by the hostile-input tests of herd-common and herd-worker with `#[path]`; not
-//! part of any crate.
+//! makes). Included by the hostile-input tests of herd-rewardbench and herd-worker and by
+//! herd-coordinator's fuzz replay with `#[path]`; not part of any crate.
 // each includer mutates one flavour of input
 #![allow(dead_code)]
 
@@ -17,9 +17,14 @@ pub enum Mutations {
 
 /// Every seed of `fuzz/corpus/<target>` followed by 2000 mutants of them (same list every run).
 pub fn seeds_and_mutations(target: &str, mutations: Mutations) -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
+    // the includer's crate lies somewhere below the workspace root, which holds fuzz/corpus
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let corpus = manifest_dir
+        .ancestors()
+        .map(|dir| dir.join("fuzz/corpus"))
+        .find(|corpus| corpus.is_dir())
+        .unwrap_or_else(|| panic!("no fuzz/corpus above {}", manifest_dir.display()));
+    let dir = corpus.join(target);
     let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())

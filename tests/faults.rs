@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use herd_common::gcs::GcsClient;
 use herd_rpc::v1::{CheckpointState, SweepState};
+use herd_storage::gcs::GcsClient;
 use herd_tests::fixture::{SweepFixture, BUCKET};
 use herd_tests::procs::CoordSettings;
 use herd_tests::proxy::Proxy;

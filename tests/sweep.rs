@@ -5,8 +5,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use herd_common::gcs::GcsClient;
 use herd_rpc::v1::{CheckpointState, SweepState};
+use herd_storage::gcs::GcsClient;
 use herd_testkit::shared;
 use herd_tests::bins::binary;
 use herd_tests::easylm::NUM_HEADS;

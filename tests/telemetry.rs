@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herd_common::gcs::GcsClient;
 use herd_rpc::v1::SweepState;
+use herd_storage::gcs::GcsClient;
 use herd_tests::fixture::{SweepFixture, BUCKET};
 use herd_tests::procs::{free_port, spawn_worker, CoordSettings, Coordinator};
 use herd_tests::scenario::{start_gcs, SweepRun};

@@ -4,9 +4,9 @@
 use clap::Parser;
 use herd_coordinator::cli::{Cli, Command};
 
-fn init_tracing(default_filter: &str) -> herd_common::telemetry::TelemetryGuard {
+fn init_tracing(default_filter: &str) -> herd_telemetry::TelemetryGuard {
     // stderr logs; spans exported over OTLP/gRPC when OTEL_EXPORTER_OTLP_ENDPOINT is set
-    herd_common::telemetry::init("herd-coordinator", default_filter)
+    herd_telemetry::init("herd-coordinator", default_filter)
 }
 
 #[tokio::main]

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
-use herd_common::telemetry;
+use herd_telemetry as telemetry;
 use prometheus::{
     register_gauge_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
     register_int_gauge_vec, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,

@@ -20,7 +20,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use herd_common::dataset::PreferencePair;
+use herd_rewardbench::dataset::PreferencePair;
 use herd_rpc::v1::SweepSpec;
 
 use crate::domain::{CheckpointFormat, PlannedCheckpoint, PlannedExample};
@@ -123,7 +123,7 @@ pub fn easylm_run_name(params_path: &str) -> Option<String> {
 }
 
 async fn list_gcs(source: &str, prefix: &str) -> anyhow::Result<Vec<PlannedCheckpoint>> {
-    use herd_common::gcs::{GcsClient, GcsUri};
+    use herd_storage::gcs::{GcsClient, GcsUri};
     let uri = GcsUri::parse(source)?;
     let client = GcsClient::from_env()
         .await
@@ -271,7 +271,7 @@ pub fn load_examples(spec: &SweepSpec) -> anyhow::Result<Vec<PlannedExample>> {
         );
     }
     let split = Some(spec.eval_split.trim()).filter(|s| !s.is_empty());
-    let pairs = herd_common::hub::load_pairs_from(source, split)
+    let pairs = herd_storage::hub::load_pairs_from(source, split)
         .with_context(|| format!("cannot load the evaluation set {source}"))?;
     examples_from_pairs(source, &pairs)
 }

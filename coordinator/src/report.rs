@@ -11,11 +11,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
-use herd_common::results::EvalSetResults;
-use herd_common::rewardbench::{is_win, subset_accuracies, XstestWeighting};
-use herd_common::sweep::{
+use herd_rewardbench::files::EvalSetResults;
+use herd_rewardbench::sweep_csv::{
     parse_uuid, read_feature_counts_dir, sweep_csv, Experiment, FeatureCounts, SweepOptions,
 };
+use herd_rewardbench::v1::{is_win, subset_accuracies, XstestWeighting};
 use herd_rpc::v1::{CheckpointResult, SweepSpec};
 
 use crate::domain::{check_sweep_name, PlannedExample, ScoredCheckpoint};

@@ -181,7 +181,7 @@ async fn duplicate_names_are_errors() {
 
 #[tokio::test]
 async fn gcs_listing() {
-    use herd_common::gcs::GcsClient;
+    use herd_storage::gcs::GcsClient;
     let Some(gcs) = herd_testkit::fake_gcs() else {
         return;
     };
@@ -257,7 +257,7 @@ fn examples_from_files() {
         assert_eq!(e.index as usize, i);
         assert_eq!(e.id, i.to_string());
         assert!(e.subset.starts_with("llmbar-"));
-        let pair: herd_common::dataset::PreferencePair =
+        let pair: herd_rewardbench::dataset::PreferencePair =
             serde_json::from_str(&e.pair_json).unwrap();
         assert_eq!(pair.subset.as_deref(), Some(e.subset.as_str()));
     }

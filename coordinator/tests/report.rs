@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use herd_common::dataset::{load_pairs, ExampleId, PreferencePair, Prompt};
-use herd_common::results::EvalSetResults;
-use herd_common::rewardbench::{XstestWeighting, SUBSET_MAPPING};
-use herd_common::sweep::{read_feature_counts_dir, sweep_csv, Experiment, SweepOptions};
 use herd_coordinator::domain::{PlannedExample, ScoredCheckpoint, StoredReward};
 use herd_coordinator::planner::examples_from_pairs;
 use herd_coordinator::report::{build_report, write_report};
+use herd_rewardbench::dataset::{load_pairs, ExampleId, PreferencePair, Prompt};
+use herd_rewardbench::files::EvalSetResults;
+use herd_rewardbench::sweep_csv::{read_feature_counts_dir, sweep_csv, Experiment, SweepOptions};
+use herd_rewardbench::v1::{XstestWeighting, SUBSET_MAPPING};
 use herd_rpc::v1::SweepSpec;
 use herd_testkit::shared_path;
 

@@ -75,7 +75,7 @@ fn plan(handle: &ServerHandle, name: &str, checkpoints: &[&str], examples: u32, 
         })
         .collect();
     // every RewardBench subset, so the sweep CSV can be built
-    let subsets = herd_common::rewardbench::SUBSETS;
+    let subsets = herd_rewardbench::v1::SUBSETS;
     let examples: Vec<PlannedExample> = (0..examples)
         .map(|i| PlannedExample {
             index: i,

@@ -1,11 +1,11 @@
-//! herd_common's Jinja chat-template renderer with an arbitrary template and conversation.
+//! herd_rewardbench's Jinja chat-template renderer with an arbitrary template and conversation.
 //! Input: `<template>\0<message>\x1e<message>...`; messages alternate user/assistant, a message
 //! starting with `system:` is a system message. Rendering runs under small limits so a
 //! runaway template ends in a fuel or output-size error quickly.
 #![no_main]
 
-use herd_common::chat::Message;
-use herd_common::chat::{JinjaTemplate, RenderLimits, SpecialTokens};
+use herd_rewardbench::chat::Message;
+use herd_rewardbench::chat::{JinjaTemplate, RenderLimits, SpecialTokens};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

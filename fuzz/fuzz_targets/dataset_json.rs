@@ -1,9 +1,9 @@
-//! herd_common's dataset parsers over arbitrary text as a `.json` file (array of rows, column
+//! herd_rewardbench's dataset parsers over arbitrary text as a `.json` file (array of rows, column
 //! dict or single row) and with no extension (content sniffed).
 #![no_main]
 
-use herd_common::dataset::{parse_pairs, DataFormat};
-use herd_common::dataset_v2::parse_best_of_n;
+use herd_rewardbench::dataset::{parse_pairs, DataFormat};
+use herd_rewardbench::dataset::v2::parse_best_of_n;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

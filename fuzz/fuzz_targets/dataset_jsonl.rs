@@ -1,9 +1,9 @@
-//! herd_common's dataset parsers over arbitrary text named as a `.jsonl` file: preference pairs
+//! herd_rewardbench's dataset parsers over arbitrary text named as a `.jsonl` file: preference pairs
 //! (RewardBench v1) and best-of-N rows (RewardBench 2).
 #![no_main]
 
-use herd_common::dataset::{parse_pairs, DataFormat};
-use herd_common::dataset_v2::parse_best_of_n;
+use herd_rewardbench::dataset::{parse_pairs, DataFormat};
+use herd_rewardbench::dataset::v2::parse_best_of_n;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

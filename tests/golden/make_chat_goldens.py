@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden chat-formatting strings for herd-common's `chat` module.
+"""Golden chat-formatting strings for herd-rewardbench's `chat` module.
 
 Regenerate (from the repository root, after scripts/setup):
 
@@ -7,7 +7,7 @@ Regenerate (from the repository root, after scripts/setup):
 
 That venv holds transformers 4.57.6, jinja2 and fschat 0.2.36 (installed by scripts/setup with
 --no-deps; fastchat.conversation needs nothing else). The script writes
-common/tests/golden/chat_templates.json, which common/tests/chat_golden.rs checks byte for byte.
+common/rewardbench/tests/golden/chat_templates.json, which common/rewardbench/tests/chat_golden.rs checks byte for byte.
 
 What is rendered, and by what:
 - FastChat: the real `fastchat.conversation.get_conv_template(name)` of fschat 0.2.36, with the three
@@ -40,7 +40,7 @@ from fastchat import conversation as fc
 from transformers import AutoTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-OUT = os.path.join(ROOT, "common", "tests", "golden", "chat_templates.json")
+OUT = os.path.join(ROOT, "common", "rewardbench", "tests", "golden", "chat_templates.json")
 # the shared folder beside the repository, as tests/testkit resolves it
 SHARED = os.environ.get("HERD_SHARED") or os.path.join(os.path.dirname(ROOT), "shared")
 LLAMA2_TOKENIZER = os.environ.get(

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Parquet fixtures for herd-common's Parquet and hf:// loading (common/tests/parquet_hub.rs).
+"""Parquet fixtures for herd-rewardbench's Parquet loading (common/rewardbench/tests/parquet.rs)
+and herd-storage's hf:// loading (common/storage/tests/hub.rs).
 
 Regenerate (from the repository root, after scripts/setup):
 
     $HOME/.cache/herd/venv-torch-2.11.0/bin/python tests/golden/make_parquet_fixture.py
 
-It writes common/tests/golden/parquet/: small Parquet files with the schemas the Hugging Face Hub
+It writes common/rewardbench/tests/golden/parquet/: small Parquet files with the schemas the Hugging Face Hub
 serves (pyarrow, Snappy compression, as `datasets.Dataset.to_parquet` / `push_to_hub` write them),
 and expected.json: every file's rows as `Table.to_pylist()` gives them, which the Rust loaders
 must reproduce. The Rust tests build a fake Hub cache around these files
@@ -31,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-OUT = os.path.join(ROOT, "common", "tests", "golden", "parquet")
+OUT = os.path.join(ROOT, "common", "rewardbench", "tests", "golden", "parquet")
 
 
 def write(rel, table, **kwargs):

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""RewardBench 2 golden scores for herd-common's `rewardbench2` module (common/tests/rb2_golden.rs).
+"""RewardBench 2 golden scores for herd-rewardbench's `v2` module (common/rewardbench/tests/rb2_golden.rs).
 
 Regenerate (from the repository root, after scripts/setup):
 
     $HOME/.cache/herd/venv-torch-2.11.0/bin/python tests/golden/make_rb2_golden.py
 
-It writes common/tests/golden/rb2/cases.json: seeded synthetic per-completion scores (inputs)
+It writes common/rewardbench/tests/golden/rb2/cases.json: seeded synthetic per-completion scores (inputs)
 and the scores the reference computes from them (outputs), for both Ties scorers:
 
 - `head`: allenai/reward-bench HEAD 05a9005, rewardbench/utils.py `_compute_prompt_stats` and
@@ -35,7 +35,7 @@ from collections import defaultdict
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-OUT = os.path.join(ROOT, "common", "tests", "golden", "rb2")
+OUT = os.path.join(ROOT, "common", "rewardbench", "tests", "golden", "rb2")
 SUBSETS = ["Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties"]
 SEED = 20250602
 

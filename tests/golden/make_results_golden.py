@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Golden result files for herd-common's `results` module (RewardBench-compatible outputs).
+"""Golden result files for herd-rewardbench's `files` module (RewardBench-compatible outputs).
 
 Regenerate (from the repository root, after scripts/setup):
 
     $HOME/.cache/herd/venv-torch-2.11.0/bin/python tests/golden/make_results_golden.py
 
-Writes common/tests/golden/results/ (checked byte for byte by common/tests/results.rs):
+Writes common/rewardbench/tests/golden/results/ (checked byte for byte by common/rewardbench/tests/results.rs):
 
 - inputs.json: what both sides start from (model names, accuracies, per-row scores, ...).
 - run_rm/: what rewardbench's scripts/run_rm.py + rewardbench/utils.py::save_to_hub write for those
@@ -38,7 +38,7 @@ import sys
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-OUT = os.path.join(ROOT, "common", "tests", "golden", "results")
+OUT = os.path.join(ROOT, "common", "rewardbench", "tests", "golden", "results")
 
 
 def bits(x: float) -> str:

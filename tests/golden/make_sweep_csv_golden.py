@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden sweep CSVs for herd-common's `sweep` module, made by the reference logic with real pandas.
+"""Golden sweep CSVs for herd-rewardbench's `sweep_csv` module, made by the reference logic with real pandas.
 
 Regenerate (from the repository root, after scripts/setup, which installs pandas==2.2.3):
 
@@ -13,7 +13,7 @@ in listing order. The one other change: the feature files are read in sorted ord
 (`sorted(feature_counts_dir.glob("*.json"))`), where the original takes the file system's order.
 EXAMPLE_COUNTS are the script's own copy (xstest 250/154, the pre-2024-09-10 RewardBench values).
 
-Writes common/tests/golden/sweep/<scenario>/ for each scenario:
+Writes common/rewardbench/tests/golden/sweep/<scenario>/ for each scenario:
   experiments.txt   experiment names in listing order, one per line
   metrics/<name>.json   each experiment's metrics.json (json.dump, as run_rm.py writes it)
   counts/regressor_feats_ID__<uuid>__SWAPS_<n>.json   feature counts (json.dump(indent=4), as
@@ -21,7 +21,7 @@ Writes common/tests/golden/sweep/<scenario>/ for each scenario:
   options.json      {"feature_counts_dir": "counts" | null, "dataset_total_size": int | null,
                      "gpt4_threshold_score": float | null}
   expected.csv      overall_df.to_csv(path) of the reference
-and common/tests/golden/sweep/argsort.json: numpy's argsort(kind="quicksort") and pandas'
+and common/rewardbench/tests/golden/sweep/argsort.json: numpy's argsort(kind="quicksort") and pandas'
 sort_values(ascending=False) order on object arrays of floats with many ties (the sort the
 reference runs, which is not stable beyond 16 elements).
 
@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-OUT = os.path.join(ROOT, "common", "tests", "golden", "sweep")
+OUT = os.path.join(ROOT, "common", "rewardbench", "tests", "golden", "sweep")
 
 # ---- transcribed from scripts/fetch_evals_rewardbench.py ----------------------------------------
 EXAMPLE_COUNTS = {

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use bytes::Bytes;
-use herd_common::gcs::GcsClient;
-use herd_common::rewardbench::Section;
+use herd_rewardbench::v1::Section;
+use herd_storage::gcs::GcsClient;
 use herd_testkit::shared;
 use serde_json::Value;
 

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use herd_common::gcs::emulator::FakeGcs;
 use herd_rpc::v1::SweepStatus;
+use herd_storage::gcs::emulator::FakeGcs;
 
 use crate::fixture::SWEEP;
 use crate::procs::{spawn_worker, CoordSettings, Coordinator, Proc};

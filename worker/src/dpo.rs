@@ -3,8 +3,8 @@
 
 use tch::{Device, Tensor};
 
-use herd_common::chat::{rewardbench_messages, ChatFormatter};
-use herd_common::dataset::PreferencePair;
+use herd_rewardbench::chat::{rewardbench_messages, ChatFormatter};
+use herd_rewardbench::dataset::PreferencePair;
 
 use crate::batching;
 use crate::models::CausalLm;

@@ -1,8 +1,8 @@
 //! From preference pairs to the token ids a reward model scores, exactly as RewardBench's
 //! run_rm.py + RewardBenchPipeline prepare them.
 
-use herd_common::chat::{rewardbench_messages, ChatFormatter};
-use herd_common::dataset::PreferencePair;
+use herd_rewardbench::chat::{rewardbench_messages, ChatFormatter};
+use herd_rewardbench::dataset::PreferencePair;
 
 use crate::tokenizer::RewardTokenizer;
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use herd_common::hub::load_pairs_from;
+use herd_storage::hub::load_pairs_from;
 use herd_worker::agent::{self, AgentConfig};
 use herd_worker::device::{DeviceChoice, DtypeChoice};
 use herd_worker::dpo::RefFreeType;
@@ -154,7 +154,7 @@ struct ScoreArgs {
 fn main() {
     herd_worker::allocator::tune_for_tensors();
     // stderr logs; spans exported over OTLP/gRPC when OTEL_EXPORTER_OTLP_ENDPOINT is set
-    let telemetry = herd_common::telemetry::init("herd-worker", "info");
+    let telemetry = herd_telemetry::init("herd-worker", "info");
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Score(args)) => score(args),

@@ -8,8 +8,8 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::json;
 
-use herd_common::dataset::{ExampleId, PreferencePair};
-use herd_common::rewardbench::{self, SubsetAccuracies, XstestWeighting};
+use herd_rewardbench::dataset::{ExampleId, PreferencePair};
+use herd_rewardbench::v1::{self as rewardbench, SubsetAccuracies, XstestWeighting};
 
 use crate::pipeline::{ScoreRequest, ScoredDataset};
 

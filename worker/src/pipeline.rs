@@ -7,8 +7,8 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::{Device, Kind};
 
-use herd_common::chat::{ChatFormatter, FastChatTemplate};
-use herd_common::dataset::PreferencePair;
+use herd_rewardbench::chat::{ChatFormatter, FastChatTemplate};
+use herd_rewardbench::dataset::PreferencePair;
 
 use crate::dpo::{self, DpoLimits, RefFreeType};
 use crate::encode::{classifier_inputs, format_pair, pooled_position};

@@ -9,7 +9,7 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 
 use crate::error::LoadError;
 use crate::model_dir::ModelDir;
-use herd_common::chat::JinjaTemplate;
+use herd_rewardbench::chat::JinjaTemplate;
 
 /// Tokenizer classes whose `add_bos_token`/`add_eos_token` flags rebuild the post-processor in
 /// transformers (LlamaTokenizerFast.update_post_processor and its relatives). For every other

@@ -284,7 +284,7 @@ fn examples(rows: &[Value], range: std::ops::Range<usize>) -> Vec<Example> {
     range
         .map(|index| {
             let row = &rows[index];
-            let pair: herd_common::dataset::PreferencePair =
+            let pair: herd_rewardbench::dataset::PreferencePair =
                 serde_json::from_value(row.clone()).unwrap();
             Example {
                 index: index as u32,
@@ -648,7 +648,7 @@ async fn retries_until_the_coordinator_is_up_and_registers_again_when_forgotten(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcs_checkpoints_go_through_the_cache_and_a_corrupt_one_is_evicted() {
-    use herd_common::gcs::GcsClient;
+    use herd_storage::gcs::GcsClient;
     let Some(gcs) = herd_testkit::fake_gcs() else {
         return;
     };

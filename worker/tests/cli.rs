@@ -108,7 +108,9 @@ fn scores_a_hub_parquet_file() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("scores.jsonl");
     let out = score(
-        &repo().join("common/tests/golden/parquet/reward-bench/filtered-00000-of-00001.parquet"),
+        &repo().join(
+            "common/rewardbench/tests/golden/parquet/reward-bench/filtered-00000-of-00001.parquet",
+        ),
         &output,
         &[],
     );

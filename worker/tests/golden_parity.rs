@@ -11,8 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
-use herd_common::dataset::PreferencePair;
-use herd_common::rewardbench::is_win;
+use herd_rewardbench::dataset::PreferencePair;
+use herd_rewardbench::v1::is_win;
 use herd_worker::dpo::RefFreeType;
 use herd_worker::encode::{classifier_inputs, format_pair};
 use herd_worker::model_dir::ModelDir;

@@ -39,7 +39,7 @@ impl Coordinator {
                 let out_dir = this.out_dir.clone();
                 let name = sweep.clone();
                 let span = tracing::info_span!(parent: None, "report", sweep = %sweep);
-                herd_common::telemetry::set_parent(&span, this.traces.context(&sweep));
+                herd_telemetry::set_parent(&span, this.traces.context(&sweep));
                 let written = tokio::task::spawn_blocking(move || {
                     let inputs = store.report_inputs(&name)?;
                     let report = build(&inputs)?;

@@ -1,8 +1,8 @@
 //! Submit: plan a sweep (list its checkpoints, load its evaluation set), store it, optionally
 //! plan its failed checkpoints again, and start the sweep's trace.
 
-use herd_common::telemetry::{self, Context};
 use herd_rpc::v1::SweepSpec;
+use herd_telemetry::{self as telemetry, Context};
 use tracing::Instrument;
 
 use super::{now_ms, AppError, Coordinator};

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use herd_common::telemetry::{self, Context};
+use herd_telemetry::{self as telemetry, Context};
 
 /// The trace context of each sweep seen since this process started, by sweep name.
 #[derive(Default)]

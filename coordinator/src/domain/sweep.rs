@@ -22,7 +22,7 @@ pub struct PlannedExample {
     pub index: u32,
     pub id: String,
     pub subset: String,
-    /// `herd_common::dataset::PreferencePair` as JSON
+    /// `herd_rewardbench::dataset::PreferencePair` as JSON
     pub pair_json: String,
 }
 

@@ -9,7 +9,7 @@ use herd_rpc::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::app::{now_ms, Coordinator};
-use herd_common::telemetry;
+use herd_telemetry as telemetry;
 
 pub struct SweepsService {
     coord: Arc<Coordinator>,

@@ -22,7 +22,7 @@ use crate::domain::{ExampleScores, LeaseId};
 use crate::observe::METRICS;
 use crate::security::{rate_limited, LeaseLimiter};
 use crate::state::{LeaseOutcome, Store, StoreError};
-use herd_common::telemetry;
+use herd_telemetry as telemetry;
 
 pub struct WorkersService {
     coord: Arc<Coordinator>,

@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use herd_common::gcs::emulator::{self, FakeGcs};
+use herd_storage::gcs::emulator::{self, FakeGcs};
 
 /// The file every skip line is appended to, when set.
 pub const SKIP_LOG_ENV: &str = "HERD_SKIP_LOG";

@@ -63,7 +63,7 @@ pub async fn serve(addr: SocketAddr, device: Device) -> anyhow::Result<SocketAdd
             .gpu_memory
             .set(super::gpu::query(device).map_or(0, |m| m.used_bytes) as i64);
     };
-    let bound = herd_common::telemetry::serve_metrics(addr, Arc::new(refresh)).await?;
+    let bound = herd_telemetry::serve_metrics(addr, Arc::new(refresh)).await?;
     tracing::info!(addr = %bound, "metrics on http://{bound}/metrics");
     Ok(bound)
 }

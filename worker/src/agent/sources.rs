@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use herd_common::cache::{Cache, CacheError};
-use herd_common::gcs::{GcsClient, GcsError};
+use herd_storage::cache::{Cache, CacheError};
+use herd_storage::gcs::{GcsClient, GcsError};
 
 /// A checkpoint or tokenizer location as a lease names it.
 #[derive(Clone, Debug, PartialEq, Eq)]

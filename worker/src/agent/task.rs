@@ -5,11 +5,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use herd_common::dataset::PreferencePair;
-use herd_common::telemetry;
+use herd_rewardbench::dataset::PreferencePair;
 use herd_rpc::v1::{
     CompleteRequest, ExampleReward, FailRequest, FailureKind, Lease, LeaseRef, ResultBatch, Scoring,
 };
+use herd_telemetry as telemetry;
 use tokio::sync::watch;
 use tonic::Code;
 use tracing::Instrument;
