@@ -1,11 +1,6 @@
 //! The fuzz targets' committed seeds plus deterministic byte mutations of them, replayed by plain
 //! `cargo test` (the cargo-fuzz targets need an instrumented build, which only `scripts/fuzz`
-//! makes). Included by the hostile-input tests of herd-common and herd-worker with `#[path]`; not
-//! part of any crate.
-// each includer mutates one flavour of input
-#![allow(dead_code)]
-
-use std::path::Path;
+//! makes): the hostile-input tests of every crate with a fuzz target call this.
 
 /// How seeds are mutated: text inputs get syntax characters inserted, binary ones get the
 /// msgpack/safetensors marker bytes that steer parsers into their length and type branches.
@@ -17,9 +12,7 @@ pub enum Mutations {
 
 /// Every seed of `fuzz/corpus/<target>` followed by 2000 mutants of them (same list every run).
 pub fn seeds_and_mutations(target: &str, mutations: Mutations) -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
+    let dir = crate::workspace_root().join("fuzz/corpus").join(target);
     let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())

@@ -1,8 +1,7 @@
 //! A small writer of EasyLM streaming checkpoints: msgpack records `[key path, flax
-//! to_bytes(ndarray)]` with the minimal encodings msgpack-python writes. Used by the worker's
-//! integration tests to craft inputs the fixture script does not, and by the multi-process tests
-//! of tests/ (through `#[path]`) for their tiny sweep checkpoints. Depends on nothing of herd.
-#![allow(dead_code)]
+//! to_bytes(ndarray)]` with the minimal encodings msgpack-python writes. Used by the engine's and
+//! the worker's tests to craft inputs the fixture script does not, and by the multi-process tests
+//! of tests/ for their tiny sweep checkpoints. Depends on nothing of herd.
 
 pub fn str_bytes(text: &str) -> Vec<u8> {
     let mut out = Vec::new();
