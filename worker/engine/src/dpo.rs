@@ -8,7 +8,7 @@ use herd_common::dataset::PreferencePair;
 
 use crate::batching;
 use crate::models::CausalLm;
-use crate::scoring::{padded_ids, BatchLimits};
+use crate::classifier::{padded_ids, BatchLimits};
 use crate::tokenizer::RewardTokenizer;
 
 /// How a reference-free run turns token log-probs into a reward (run_dpo.py `--ref_free_type`).

@@ -17,7 +17,6 @@
 //! * [`convert`]: the Hugging Face folder writer (sharded safetensors, index, config, tokenizer).
 
 pub mod checkpoint;
-pub mod cli;
 pub mod convert;
 pub mod mapping;
 pub mod reader;
