@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use herd_rpc::v1::{sweeps_server::SweepsServer, workers_server::WorkersServer};
+use herd_rpc::MAX_MESSAGE_BYTES;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -17,9 +18,6 @@ use tonic::transport::Server;
 use crate::scheduler::{now_ms, Policy};
 use crate::service::{Coordinator, SweepsService, WorkersService};
 use crate::state::Store;
-
-/// Largest gRPC message either way: a lease carries a whole shard's examples.
-pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
 /// `coord serve` flags.
 #[derive(clap::Args, Clone, Debug)]
