@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::checkpoint::EasyLmOptions;
-use super::convert::{self, ConvertOptions, OutputDtype, DEFAULT_SHARD_BYTES};
-use super::sizes::{parse_rope_scaling, Overrides};
-use crate::models::config::RopeScaling;
+use herd_engine::easylm::checkpoint::EasyLmOptions;
+use herd_engine::easylm::convert::{self, ConvertOptions, OutputDtype, DEFAULT_SHARD_BYTES};
+use herd_engine::easylm::sizes::{parse_rope_scaling, Overrides};
+use herd_engine::models::config::RopeScaling;
 
 fn rope_scaling_flag(text: &str) -> Result<RopeScaling, String> {
     parse_rope_scaling(text)

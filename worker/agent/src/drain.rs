@@ -1,4 +1,5 @@
-//! SIGTERM/SIGINT: stop taking leases, finish (or give back) the current one, exit 0.
+//! Draining: stop taking leases, finish (or give back) the current one, exit. The `worker` binary
+//! drains on SIGTERM/SIGINT; a driver running agents in-process (herd-sim) through a watch.
 
 use std::sync::Arc;
 
@@ -35,8 +36,25 @@ pub fn install(shared: Arc<Shared>) -> anyhow::Result<watch::Receiver<bool>> {
     Ok(rx)
 }
 
-/// Resolves once draining has started.
+/// Drains when `trigger` turns `true` (a driver's stop): the same as a first signal.
+pub fn on_trigger(
+    mut trigger: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        // an error means the driver dropped its sender without stopping: no drain
+        if trigger.wait_for(|stop| *stop).await.is_ok() {
+            shared.start_draining();
+            let _ = tx.send(true);
+        }
+    });
+    rx
+}
+
+/// Resolves once draining has started; never when the sender is gone without draining.
 pub async fn started(rx: &mut watch::Receiver<bool>) {
-    // an error means the sender is gone (never, it lives in a task that loops forever)
-    let _ = rx.wait_for(|draining| *draining).await;
+    if rx.wait_for(|draining| *draining).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tch::Device;
+use tokio::task::JoinHandle;
 
 use super::heartbeat::Shared;
 
@@ -20,11 +20,10 @@ pub struct GpuMemory {
     pub total_bytes: u64,
 }
 
-/// The memory of `device` (None off CUDA, or when nvidia-smi is missing or answers nonsense).
-pub fn query(device: Device) -> Option<GpuMemory> {
-    let Device::Cuda(index) = device else {
-        return None;
-    };
+/// The memory of CUDA device `cuda` (None off CUDA, or when nvidia-smi is missing or answers
+/// nonsense).
+pub fn query(cuda: Option<usize>) -> Option<GpuMemory> {
+    let index = cuda?;
     let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
     query_with(
         Path::new("nvidia-smi"),
@@ -69,19 +68,17 @@ pub fn parse(text: &str) -> Option<GpuMemory> {
 }
 
 /// Keeps the GPU memory in use current for heartbeats: asks every [`SAMPLE_EVERY`] on the
-/// blocking pool. Nothing runs off CUDA.
-pub fn spawn_sampler(device: Device, shared: Arc<Shared>) {
-    if !device.is_cuda() {
-        return;
-    }
-    tokio::spawn(async move {
+/// blocking pool until the returned task is aborted. Nothing runs off CUDA.
+pub fn spawn_sampler(cuda: Option<usize>, shared: Arc<Shared>) -> Option<JoinHandle<()>> {
+    cuda?;
+    Some(tokio::spawn(async move {
         loop {
-            if let Ok(Some(memory)) = tokio::task::spawn_blocking(move || query(device)).await {
+            if let Ok(Some(memory)) = tokio::task::spawn_blocking(move || query(cuda)).await {
                 shared.set_gpu_memory_used(memory.used_bytes);
             }
             tokio::time::sleep(SAMPLE_EVERY).await;
         }
-    });
+    }))
 }
 
 #[cfg(test)]
@@ -129,7 +126,7 @@ mod tests {
 
     #[test]
     fn cpu_is_never_queried() {
-        assert_eq!(query(Device::Cpu), None);
+        assert_eq!(query(None), None);
     }
 
     #[cfg(unix)]

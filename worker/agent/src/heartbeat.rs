@@ -11,7 +11,9 @@ use herd_rpc::v1::{HeartbeatRequest, LeaseRef, WorkerStats};
 use tokio::sync::Notify;
 use tonic::Code;
 
-use super::connect::{request, Client};
+use super::connect::Client;
+use crate::observer::Observer;
+use herd_rpc::client::request;
 
 pub type LeaseKey = (i64, u64);
 
@@ -159,7 +161,7 @@ impl Shared {
 }
 
 /// One heartbeat. Errors are logged, never fatal: the next beat tries again.
-pub async fn beat(client: &mut Client, shared: &Shared, address: &str) {
+pub async fn beat(client: &mut Client, shared: &Shared, address: &str, observer: &dyn Observer) {
     if shared.worker_id().is_empty() {
         return;
     }
@@ -173,9 +175,11 @@ pub async fn beat(client: &mut Client, shared: &Shared, address: &str) {
                     "coordinator revoked the lease; dropping its work"
                 );
                 shared.revoke(lease);
+                observer.revoked(lease);
             }
         }
         Err(status) if status.code() == Code::NotFound => {
+            observer.rpc_failed("Heartbeat", &status);
             tracing::warn!(
                 coordinator = address,
                 "coordinator does not know this worker any more: registering again"
@@ -183,6 +187,7 @@ pub async fn beat(client: &mut Client, shared: &Shared, address: &str) {
             shared.mark_forgotten();
         }
         Err(status) => {
+            observer.rpc_failed("Heartbeat", &status);
             tracing::warn!(
                 coordinator = address,
                 "heartbeat failed: {}",
@@ -192,13 +197,18 @@ pub async fn beat(client: &mut Client, shared: &Shared, address: &str) {
     }
 }
 
-/// Beats every interval (and at once when `beat_now` is notified) until the process exits.
-pub async fn run(mut client: Client, shared: std::sync::Arc<Shared>, address: String) {
+/// Beats every interval (and at once when `beat_now` is notified) until aborted.
+pub async fn run(
+    mut client: Client,
+    shared: std::sync::Arc<Shared>,
+    address: String,
+    observer: std::sync::Arc<dyn Observer>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(shared.interval()) => {}
             _ = shared.beat_now.notified() => {}
         }
-        beat(&mut client, &shared, &address).await;
+        beat(&mut client, &shared, &address, observer.as_ref()).await;
     }
 }

@@ -1,12 +1,16 @@
-//! `worker --coordinator URL`: the worker's agent loop. It registers with the coordinator, leases
-//! (checkpoint x shard) tasks, scores them with the same pipeline as `worker score`, streams the
+//! The worker's agent loop, without libtorch (`worker --coordinator URL` runs it with herd-engine's
+//! scorer, herd-sim with stub scores). It registers with the coordinator, leases (checkpoint x
+//! shard) tasks, makes the checkpoint local, scores it through a [`ShardScorer`], streams the
 //! per-example rewards back tagged with the lease epoch, and completes or fails each lease.
 //!
-//! * [`connect`]: the channel, backoff, which gRPC errors are retried.
+//! * [`scorer`]: the [`ShardScorer`] trait an engine implements, and what it returns.
+//! * [`observer`]: hooks for a driver that measures the loop (herd-sim).
+//! * [`connect`]: the channel (retries and backoff: `herd_rpc::client`).
 //! * [`heartbeat`]: state shared with the heartbeat task (leases held, revocations, stats).
 //! * [`sources`]: checkpoint and tokenizer locations made local (paths, GCS cache, hub).
 //! * [`task`]: one lease end to end (resolve, load or reuse the model, score, stream, complete).
-//! * [`drain`]: SIGTERM/SIGINT handling.
+//! * [`drain`]: SIGTERM/SIGINT handling, or a driver's stop.
+//! * [`gpu`], [`metrics`]: GPU memory (nvidia-smi) and the Prometheus endpoint.
 //!
 //! Resilience: the coordinator being down (at start or mid-sweep) is retried with capped,
 //! jittered backoff; NOT_FOUND (it lost its state) re-registers; FAILED_PRECONDITION on results
@@ -21,23 +25,26 @@ pub mod drain;
 pub mod gpu;
 pub mod heartbeat;
 pub mod metrics;
+pub mod observer;
+pub mod scorer;
 pub mod sources;
 pub mod task;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use herd_rpc::client::{is_retryable, request, Backoff};
 use herd_rpc::v1::lease_response::Outcome;
 use herd_rpc::v1::{Capabilities, LeaseRequest, RegisterRequest};
-use tch::{Device, Kind};
 use tokio::sync::watch;
 use tonic::Code;
 
-use crate::scoring::BatchLimits;
-use connect::{is_retryable, request, Backoff, Client};
+use connect::Client;
 use heartbeat::Shared;
+pub use observer::{NoObserver, Observer, TaskOutcome};
+pub use scorer::{LocalCheckpoint, PairScores, ScoredShard, ShardScorer, TaskFailure};
 use sources::Sources;
 
 /// Unary calls (register, lease, complete, fail) give up after this and are retried.
@@ -50,10 +57,11 @@ pub struct AgentConfig {
     pub name: String,
     pub cache_dir: PathBuf,
     pub cache_bytes: u64,
-    pub device: Device,
-    pub kind: Kind,
-    pub limits: BatchLimits,
-    pub share_prefix: bool,
+    /// the CUDA device scored on (`None`: CPU): registered, and its memory sampled for
+    /// heartbeats and /metrics
+    pub cuda_device: Option<usize>,
+    /// CUDA devices this machine has (registered)
+    pub gpus: u32,
     /// rewards per ResultBatch message
     pub stream_batch: usize,
     /// how long a SIGTERM waits for the current shard before giving it back
@@ -64,13 +72,31 @@ pub struct AgentConfig {
     pub security: herd_rpc::security::ClientSecurity,
 }
 
-pub struct Agent {
+/// How a driver other than the `worker` binary hooks into the loop.
+pub struct Hooks {
+    pub observer: Arc<dyn Observer>,
+    /// drain when this turns `true` (`None`: on SIGTERM/SIGINT, as the `worker` binary)
+    pub drain: Option<watch::Receiver<bool>>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            observer: Arc::new(NoObserver),
+            drain: None,
+        }
+    }
+}
+
+pub struct Agent<S: ShardScorer> {
     config: AgentConfig,
+    scorer: Arc<S>,
+    observer: Arc<dyn Observer>,
     client: Client,
     shared: Arc<Shared>,
     sources: Arc<Sources>,
     /// the model of the last lease, kept for the next shard of the same checkpoint
-    loaded: Option<task::Loaded>,
+    loaded: Option<task::Loaded<S::Model>>,
     prefetches: HashMap<String, tokio::task::JoinHandle<()>>,
 }
 
@@ -84,22 +110,37 @@ pub enum Exit {
 }
 
 /// Runs the agent until the coordinator says shutdown or a signal drains it.
-pub async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
+pub async fn run<S: ShardScorer>(config: AgentConfig, scorer: S) -> anyhow::Result<Exit> {
+    run_with(config, Arc::new(scorer), Hooks::default()).await
+}
+
+/// [`run`] with a driver's observer and stop instead of signals.
+pub async fn run_with<S: ShardScorer>(
+    config: AgentConfig,
+    scorer: Arc<S>,
+    hooks: Hooks,
+) -> anyhow::Result<Exit> {
     let client = connect::client_with(&config.coordinator, &config.security)?;
     let sources = Arc::new(Sources::new(config.cache_dir.clone(), config.cache_bytes).await?);
     let shared = Arc::new(Shared::default());
-    let mut drain_rx = drain::install(shared.clone())?;
+    let mut drain_rx = match hooks.drain {
+        Some(trigger) => drain::on_trigger(trigger, shared.clone()),
+        None => drain::install(shared.clone())?,
+    };
     if let Some(addr) = config.metrics_listen {
-        metrics::serve(addr, config.device).await?;
+        metrics::serve(addr, config.cuda_device).await?;
     }
-    gpu::spawn_sampler(config.device, shared.clone());
-    tokio::spawn(heartbeat::run(
+    let sampler = gpu::spawn_sampler(config.cuda_device, shared.clone());
+    let heartbeats = tokio::spawn(heartbeat::run(
         client.clone(),
         shared.clone(),
         config.coordinator.clone(),
+        hooks.observer.clone(),
     ));
     let mut agent = Agent {
         config,
+        scorer,
+        observer: hooks.observer,
         client,
         shared,
         sources,
@@ -107,9 +148,19 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<Exit> {
         prefetches: HashMap::new(),
     };
     let exit = agent.serve(&mut drain_rx).await;
+    heartbeats.abort();
+    if let Some(sampler) = sampler {
+        sampler.abort();
+    }
     if exit == Exit::Drained {
         // one last beat so the coordinator sees the drain even if the worker held nothing
-        heartbeat::beat(&mut agent.client, &agent.shared, &agent.config.coordinator).await;
+        heartbeat::beat(
+            &mut agent.client,
+            &agent.shared,
+            &agent.config.coordinator,
+            agent.observer.as_ref(),
+        )
+        .await;
         tracing::info!("drained; exiting");
     }
     Ok(exit)
@@ -132,7 +183,7 @@ fn host_memory_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-impl Agent {
+impl<S: ShardScorer> Agent<S> {
     async fn serve(&mut self, drain_rx: &mut watch::Receiver<bool>) -> Exit {
         let mut backoff = Backoff::coordinator();
         loop {
@@ -153,6 +204,7 @@ impl Agent {
                 cached_checkpoints: self.cached_checkpoints(),
             };
             let mut client = self.client.clone();
+            let asked = Instant::now();
             let call = client.lease(request(lease_request, RPC_TIMEOUT));
             tokio::pin!(call);
             let answer = tokio::select! {
@@ -162,13 +214,21 @@ impl Agent {
                 _ = drain::started(drain_rx) => call.await,
             };
             let outcome = match answer {
-                Ok(response) => response.into_inner().outcome,
+                Ok(response) => {
+                    let outcome = response.into_inner().outcome;
+                    let granted = matches!(outcome, Some(Outcome::Lease(_)));
+                    self.observer
+                        .lease_answered(asked, asked.elapsed(), granted);
+                    outcome
+                }
                 Err(status) if status.code() == Code::NotFound => {
+                    self.observer.rpc_failed("Lease", &status);
                     tracing::warn!("coordinator does not know this worker: registering again");
                     self.shared.mark_forgotten();
                     continue;
                 }
                 Err(status) => {
+                    self.observer.rpc_failed("Lease", &status);
                     let delay = backoff.next_delay();
                     tracing::warn!(
                         coordinator = %self.config.coordinator,
@@ -223,27 +283,21 @@ impl Agent {
     async fn register(&mut self) {
         let mut backoff = Backoff::coordinator();
         let again = !self.shared.worker_id().is_empty();
-        let device = self.config.device;
-        let gpu_memory_bytes = tokio::task::spawn_blocking(move || gpu::query(device))
+        let cuda = self.config.cuda_device;
+        let gpu_memory_bytes = tokio::task::spawn_blocking(move || gpu::query(cuda))
             .await
             .ok()
             .flatten()
             .map_or(0, |m| m.total_bytes);
         loop {
-            let gpus = if self.config.device.is_cuda() {
-                tch::Cuda::device_count().max(0) as u32
-            } else {
-                0
+            let (device, gpus) = match cuda {
+                Some(_) => ("cuda", self.config.gpus),
+                None => ("cpu", 0),
             };
             let message = RegisterRequest {
                 name: self.config.name.clone(),
                 capabilities: Some(Capabilities {
-                    device: if self.config.device.is_cuda() {
-                        "cuda"
-                    } else {
-                        "cpu"
-                    }
-                    .to_string(),
+                    device: device.to_string(),
                     gpus,
                     gpu_memory_bytes,
                     host_memory_bytes: host_memory_bytes(),
@@ -261,6 +315,7 @@ impl Agent {
                         },
                         response.heartbeat_interval_ms,
                     );
+                    self.observer.registered(again);
                     tracing::info!(
                         coordinator = %self.config.coordinator,
                         worker_id = %response.worker_id,
@@ -271,6 +326,7 @@ impl Agent {
                     return;
                 }
                 Err(status) => {
+                    self.observer.rpc_failed("Register", &status);
                     let delay = backoff.next_delay();
                     tracing::warn!(
                         coordinator = %self.config.coordinator,

@@ -10,11 +10,11 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
+use crate::observer::TaskOutcome;
 use prometheus::{
     register_gauge, register_int_counter, register_int_counter_vec, register_int_gauge, Gauge,
     IntCounter, IntCounterVec, IntGauge,
 };
-use tch::Device;
 
 pub struct Metrics {
     pub tokens: IntCounter,
@@ -47,21 +47,21 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         .unwrap(),
 });
 
-/// A lease ended this way (completed, duplicate, dropped, failed).
-pub fn task_outcome(outcome: &str) {
-    METRICS.tasks.with_label_values(&[outcome]).inc();
+/// A lease ended this way.
+pub fn task_outcome(outcome: TaskOutcome) {
+    METRICS.tasks.with_label_values(&[outcome.as_str()]).inc();
 }
 
-/// Starts `GET /metrics` on `addr`.
-pub async fn serve(addr: SocketAddr, device: Device) -> anyhow::Result<SocketAddr> {
+/// Starts `GET /metrics` on `addr`; the GPU memory gauge reads CUDA device `cuda`.
+pub async fn serve(addr: SocketAddr, cuda: Option<usize>) -> anyhow::Result<SocketAddr> {
     LazyLock::force(&METRICS);
-    for outcome in ["completed", "duplicate", "dropped", "failed"] {
-        METRICS.tasks.with_label_values(&[outcome]);
+    for outcome in TaskOutcome::ALL {
+        METRICS.tasks.with_label_values(&[outcome.as_str()]);
     }
     let refresh = move || {
         METRICS
             .gpu_memory
-            .set(super::gpu::query(device).map_or(0, |m| m.used_bytes) as i64);
+            .set(super::gpu::query(cuda).map_or(0, |m| m.used_bytes) as i64);
     };
     let bound = herd_common::telemetry::serve_metrics(addr, Arc::new(refresh)).await?;
     tracing::info!(addr = %bound, "metrics on http://{bound}/metrics");

@@ -4,25 +4,21 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use herd_common::dataset::PreferencePair;
 use herd_common::telemetry;
+use herd_rpc::client::{request, Backoff};
 use herd_rpc::v1::{
     CompleteRequest, ExampleReward, FailRequest, FailureKind, Lease, LeaseRef, ResultBatch, Scoring,
 };
+use herd_rpc::CheckpointFormat;
 use tokio::sync::watch;
 use tonic::Code;
 use tracing::Instrument;
 
-use super::connect::{request, Backoff};
 use super::metrics::{task_outcome, METRICS};
+use super::observer::TaskOutcome;
+use super::scorer::{LocalCheckpoint, PairScores, Precision, ScoredShard, ShardScorer, TaskFailure};
 use super::sources::Resolved;
 use super::{drain, Agent, RPC_TIMEOUT};
-use crate::dpo::RefFreeType;
-use crate::easylm::{EasyLmOptions, Overrides};
-use crate::model_dir::ModelDir;
-use crate::models::ModelSpec;
-use crate::pipeline::{PairScores, ScoreRequest, ScoredShard, Scorer, ScorerError};
 
 /// What a loaded model was loaded for: a lease naming the same is served by it.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,40 +29,17 @@ pub struct ModelKey {
 }
 
 /// A model in memory, with the cache entries it came from pinned.
-pub struct Loaded {
+pub struct Loaded<M> {
     pub key: ModelKey,
-    scorer: Scorer,
+    model: M,
     _checkpoint: Resolved,
     _tokenizer: Option<Resolved>,
-}
-
-/// Why a lease could not be scored.
-#[derive(Debug)]
-pub struct TaskFailure {
-    pub kind: FailureKind,
-    pub error: anyhow::Error,
-}
-
-impl TaskFailure {
-    fn checkpoint(error: impl Into<anyhow::Error>) -> Self {
-        Self {
-            kind: FailureKind::Checkpoint,
-            error: error.into(),
-        }
-    }
-
-    fn transient(error: impl Into<anyhow::Error>) -> Self {
-        Self {
-            kind: FailureKind::Transient,
-            error: error.into(),
-        }
-    }
 }
 
 /// Why a shard's scores cannot become results: a NaN or infinite score (the coordinator refuses
 /// them). The forward pass overflowed or broke; the same weights give the same numbers on every
 /// retry, so it is the checkpoint's failure, named with the precision it was scored in.
-fn non_finite_scores(lease: &Lease, pairs: &[PairScores], kind: tch::Kind) -> Option<String> {
+fn non_finite_scores(lease: &Lease, pairs: &[PairScores], precision: &Precision) -> Option<String> {
     let bad: Vec<&herd_rpc::v1::Example> = lease
         .examples
         .iter()
@@ -75,18 +48,15 @@ fn non_finite_scores(lease: &Lease, pairs: &[PairScores], kind: tch::Kind) -> Op
         .map(|(e, _)| e)
         .collect();
     let first = bad.first()?;
-    let hint = match kind {
-        tch::Kind::Half => "fp16 overflows easily: score in bf16 or fp32 (--dtype)",
-        tch::Kind::Float | tch::Kind::Double => "the weights or activations hold non-finite values",
-        _ => "score in fp32 (--dtype fp32) to tell overflow from broken weights",
-    };
     Some(format!(
-        "{} of {} examples have a NaN or infinite score in {kind:?} (first: example {} at index \
-         {}): {hint}",
+        "{} of {} examples have a NaN or infinite score in {} (first: example {} at index {}): \
+         {}",
         bad.len(),
         pairs.len(),
+        precision.name,
         first.id,
-        first.index
+        first.index,
+        precision.non_finite_hint
     ))
 }
 
@@ -135,38 +105,7 @@ impl Progress {
     }
 }
 
-fn easylm_options(scoring: &Scoring) -> EasyLmOptions {
-    let config = scoring.easylm.clone().unwrap_or_default();
-    EasyLmOptions {
-        size: Some(config.size).filter(|s| !s.is_empty()),
-        overrides: Overrides {
-            num_heads: config.num_heads,
-            num_kv_heads: config.num_kv_heads,
-            vocab_size: config.vocab_size,
-            rope_theta: config.rope_theta,
-            rms_norm_eps: config.rms_norm_eps,
-            max_position_embeddings: config.max_position_embeddings,
-            ..Overrides::default()
-        },
-    }
-}
-
-fn parse_pairs(lease: &Lease) -> anyhow::Result<Vec<PreferencePair>> {
-    lease
-        .examples
-        .iter()
-        .map(|example| {
-            serde_json::from_str(&example.pair_json).with_context(|| {
-                format!(
-                    "example {:?} (index {}): pair_json is not a preference pair",
-                    example.id, example.index
-                )
-            })
-        })
-        .collect()
-}
-
-impl Agent {
+impl<S: ShardScorer> Agent<S> {
     /// Runs one lease; on SIGTERM waits up to the grace period for it, else gives it back.
     pub(super) async fn run_lease(&mut self, lease: Lease, drain_rx: &mut watch::Receiver<bool>) {
         let lease_ref = lease.lease.unwrap_or_default();
@@ -260,8 +199,7 @@ impl Agent {
                     kind = ?failure.kind,
                     "task failed: {reason}"
                 );
-                task_outcome("failed");
-                tracing::Span::current().record("outcome", "failed");
+                self.task_ended(lease, TaskOutcome::Failed);
                 self.fail(&lease_ref, failure.kind, reason).await;
                 return;
             }
@@ -269,7 +207,7 @@ impl Agent {
         let rewards: Vec<ExampleReward> = lease
             .examples
             .iter()
-            .zip(shard.scored.pairs)
+            .zip(shard.pairs)
             .map(|(example, scores)| ExampleReward {
                 example_id: example.id.clone(),
                 scores_chosen: scores.chosen,
@@ -277,25 +215,20 @@ impl Agent {
                 index: example.index,
             })
             .collect();
-        let delivered = match self.stream(lease_ref, rewards).await {
+        let delivered = match self.stream(lease, lease_ref, rewards).await {
             Ok(()) => {
-                self.complete(
-                    lease_ref,
-                    shard.scored.model_type,
-                    &shard.scored.chat_template,
-                )
-                .await
+                self.complete(lease_ref, &shard.model_type, &shard.chat_template)
+                    .await
             }
             Err(undelivered) => Err(undelivered),
         };
         let outcome = match &delivered {
-            Ok(true) => "completed",
-            Ok(false) => "duplicate",
-            Err(Undelivered::Dropped(_)) => "dropped",
-            Err(Undelivered::Refused(_)) => "failed",
+            Ok(true) => TaskOutcome::Completed,
+            Ok(false) => TaskOutcome::Duplicate,
+            Err(Undelivered::Dropped(_)) => TaskOutcome::Dropped,
+            Err(Undelivered::Refused(_)) => TaskOutcome::Failed,
         };
-        task_outcome(outcome);
-        tracing::Span::current().record("outcome", outcome);
+        self.task_ended(lease, outcome);
         match delivered {
             Ok(first) => tracing::info!(
                 task = lease_ref.task_id,
@@ -320,9 +253,20 @@ impl Agent {
         }
     }
 
+    /// Counts and records how a lease ended.
+    fn task_ended(&self, lease: &Lease, outcome: TaskOutcome) {
+        task_outcome(outcome);
+        tracing::Span::current().record("outcome", outcome.as_str());
+        self.observer.task_ended(lease, outcome);
+    }
+
     /// The shard's scores, loading the checkpoint unless the model in memory is the one leased.
     async fn score(&mut self, lease: &Lease) -> Result<ScoredShard, TaskFailure> {
-        let pairs = parse_pairs(lease).map_err(TaskFailure::transient)?;
+        let examples = self
+            .scorer
+            .examples(lease)
+            .map_err(TaskFailure::transient)?;
+        let total = lease.examples.len() * 2;
         let checkpoint = lease.checkpoint.clone().unwrap_or_default();
         let key = ModelKey {
             uri: checkpoint.uri.clone(),
@@ -337,22 +281,22 @@ impl Agent {
             other => {
                 // free the old model's memory before loading the next one
                 drop(other);
-                self.load(key).await?
+                self.load(key, lease).await?
             }
         };
-        let total = pairs.len() * 2;
         let started = Instant::now();
         let score_span = tracing::info_span!(
             "score",
-            pairs = pairs.len(),
+            pairs = lease.examples.len(),
             tokens = tracing::field::Empty,
             batches = tracing::field::Empty,
             seconds = tracing::field::Empty,
         );
+        let scorer = self.scorer.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let mut progress = Progress::new(total);
             let mut batches = 0u64;
-            let result = loaded.scorer.score(&pairs, |n| {
+            let result = scorer.score(&loaded.model, &examples, &mut |n| {
                 batches += 1;
                 progress.add(n)
             });
@@ -379,25 +323,31 @@ impl Agent {
         }
         tracing::info!(
             "scored {} pairs in {seconds:.1}s ({:.0} tokens/s)",
-            shard.scored.pairs.len(),
+            shard.pairs.len(),
             shard.tokens as f64 / seconds.max(1e-9)
         );
-        if shard.scored.pairs.len() != lease.examples.len() {
+        if shard.pairs.len() != lease.examples.len() {
             return Err(TaskFailure::transient(anyhow::anyhow!(
                 "scored {} pairs for {} examples",
-                shard.scored.pairs.len(),
+                shard.pairs.len(),
                 lease.examples.len()
             )));
         }
-        if let Some(reason) = non_finite_scores(lease, &shard.scored.pairs, self.config.kind) {
+        if let Some(reason) = non_finite_scores(lease, &shard.pairs, &self.scorer.precision()) {
             return Err(TaskFailure::checkpoint(anyhow::anyhow!(reason)));
         }
         Ok(shard)
     }
 
-    async fn load(&mut self, key: ModelKey) -> Result<Loaded, TaskFailure> {
+    async fn load(
+        &mut self,
+        key: ModelKey,
+        lease: &Lease,
+    ) -> Result<Loaded<S::Model>, TaskFailure> {
         let scoring = key.scoring.clone();
-        let declared_folder = key.format == "hf";
+        let declared = CheckpointFormat::parse(&key.format);
+        // a Hugging Face checkpoint is a folder: a gs:// URI without the slash is a prefix
+        let declared_folder = declared == Some(CheckpointFormat::HuggingFace);
         if let Some(prefetch) = self.prefetches.remove(&key.uri) {
             tracing::info!(uri = %key.uri, "waiting for the prefetch of this checkpoint");
             let _ = prefetch.await;
@@ -445,67 +395,33 @@ impl Agent {
             METRICS.download_bytes.inc_by(resolved.downloaded_bytes);
             Some(resolved)
         };
-        let easylm = match key.format.as_str() {
-            "easylm" => true,
-            "hf" => false,
-            _ => checkpoint.path.is_file(),
-        };
-        if easylm && tokenizer.is_none() {
+        let format = CheckpointFormat::of_local(declared, &checkpoint.path);
+        if format == CheckpointFormat::EasyLm && tokenizer.is_none() {
             return Err(TaskFailure::transient(anyhow::anyhow!(
                 "{} is an EasyLM checkpoint and carries no tokenizer, but the sweep names none \
                  (scoring.tokenizer is empty)",
                 key.uri
             )));
         }
-        let request = ScoreRequest {
-            model: checkpoint.path.clone(),
+        let local = LocalCheckpoint {
+            checkpoint: lease.checkpoint.clone().unwrap_or_default(),
+            path: checkpoint.path.clone(),
+            format,
             tokenizer: tokenizer.as_ref().map(|t| t.path.clone()),
-            ref_model: None,
-            ref_free_type: RefFreeType::Avg,
-            chat_template: if scoring.chat_template.is_empty() {
-                "tulu".to_string()
-            } else {
-                scoring.chat_template.clone()
-            },
-            max_length: if scoring.max_length == 0 {
-                2048
-            } else {
-                scoring.max_length as usize
-            },
-            limits: self.config.limits,
-            share_prefix: self.config.share_prefix,
-            device: self.config.device,
-            kind: self.config.kind,
+            scoring,
         };
-        let options = easylm_options(&scoring);
-        let own_tokenizer = tokenizer.is_none();
         let loading = Instant::now();
-        // EasyLM msgpack -> libtorch tensors, or an HF folder loaded
-        let convert_span = tracing::info_span!(
-            "convert",
-            uri = %key.uri,
-            format = if easylm { "easylm" } else { "hf" },
-        );
-        let joined = tokio::task::spawn_blocking(move || -> Result<Scorer, TaskFailure> {
-            let path = &request.model;
-            let spec = if easylm {
-                ModelSpec::from_easylm(path, &options)
-            } else {
-                ModelDir::open(path).and_then(ModelSpec::open)
-            }
-            .map_err(TaskFailure::checkpoint)?;
-            Scorer::load(&request, &spec).map_err(|error| match error {
-                ScorerError::Model(error) => TaskFailure::checkpoint(error),
-                // the tokenizer inside an HF checkpoint folder is part of the checkpoint
-                ScorerError::Setup(error) if own_tokenizer => TaskFailure::checkpoint(error),
-                ScorerError::Setup(error) => TaskFailure::transient(error),
-            })
-        })
-        .instrument(convert_span)
-        .await
-        .map_err(|e| TaskFailure::transient(anyhow::anyhow!("model loading thread died: {e}")))?;
-        let scorer = match joined {
-            Ok(scorer) => scorer,
+        // EasyLM msgpack -> tensors, or an HF folder loaded
+        let convert_span = tracing::info_span!("convert", uri = %key.uri, format = %format);
+        let scorer = self.scorer.clone();
+        let joined = tokio::task::spawn_blocking(move || scorer.load(&local))
+            .instrument(convert_span)
+            .await
+            .map_err(|e| {
+                TaskFailure::transient(anyhow::anyhow!("model loading thread died: {e}"))
+            })?;
+        let model = match joined {
+            Ok(model) => model,
             Err(failure) => {
                 if failure.kind == FailureKind::Checkpoint && checkpoint.cached {
                     tracing::info!(uri = %key.uri, "removing the bad checkpoint from the cache");
@@ -529,13 +445,13 @@ impl Agent {
         };
         tracing::info!(
             checkpoint = %key.uri,
-            format = if easylm { "easylm" } else { "hf" },
+            format = %format,
             "model loaded in {:.1}s",
             loading.elapsed().as_secs_f64()
         );
         Ok(Loaded {
             key,
-            scorer,
+            model,
             _checkpoint: checkpoint,
             _tokenizer: tokenizer,
         })
@@ -563,6 +479,7 @@ impl Agent {
     /// unreachable (results are stored idempotently, so a resent batch is harmless).
     async fn stream(
         &mut self,
+        lease: &Lease,
         lease_ref: LeaseRef,
         rewards: Vec<ExampleReward>,
     ) -> Result<(), Undelivered> {
@@ -599,9 +516,16 @@ impl Agent {
                         duplicates = response.duplicates,
                         "results streamed"
                     );
+                    self.observer.results_acknowledged(
+                        lease,
+                        &rewards,
+                        response.stored,
+                        response.duplicates,
+                    );
                     return Ok(());
                 }
                 Err(status) => {
+                    self.observer.rpc_failed("StreamResults", &status);
                     self.after_refusal(status, &mut backoff, "streaming results")
                         .await?
                 }
@@ -633,6 +557,7 @@ impl Agent {
             match self.client.complete(message).await {
                 Ok(response) => return Ok(response.into_inner().first),
                 Err(status) => {
+                    self.observer.rpc_failed("Complete", &status);
                     self.after_refusal(status, &mut backoff, "completing")
                         .await?
                 }
@@ -693,7 +618,11 @@ impl Agent {
                 kind: kind as i32,
                 reason: reason.clone(),
             };
-            match self.client.fail(request(message, RPC_TIMEOUT)).await {
+            let answer = self.client.fail(request(message, RPC_TIMEOUT)).await;
+            if let Err(status) = &answer {
+                self.observer.rpc_failed("Fail", status);
+            }
+            match answer {
                 Ok(_) => return,
                 Err(status) if status.code() == Code::FailedPrecondition => {
                     tracing::info!(task = lease_ref.task_id, "fail: the lease is already stale");
@@ -754,18 +683,21 @@ mod tests {
 
     #[test]
     fn a_shard_with_non_finite_scores_fails_its_checkpoint_naming_the_cause() {
+        let half = Precision {
+            name: "Half".to_string(),
+            non_finite_hint: "fp16 overflows easily",
+        };
         let finite = [pair(1.0, 0.5), pair(-3.0, 2.0), pair(0.0, 0.0)];
-        assert_eq!(non_finite_scores(&lease(3), &finite, tch::Kind::Half), None);
+        assert_eq!(non_finite_scores(&lease(3), &finite, &half), None);
         let broken = [
             pair(1.0, 0.5),
             pair(f64::INFINITY, 2.0),
             pair(0.0, f64::NAN),
         ];
-        let reason = non_finite_scores(&lease(3), &broken, tch::Kind::Half).unwrap();
+        let reason = non_finite_scores(&lease(3), &broken, &half).unwrap();
         assert!(reason.starts_with("2 of 3 examples"), "{reason}");
+        assert!(reason.contains("score in Half"), "{reason}");
         assert!(reason.contains("example ex1 at index 11"), "{reason}");
-        assert!(reason.contains("fp16 overflows"), "{reason}");
-        let reason = non_finite_scores(&lease(3), &broken, tch::Kind::Float).unwrap();
-        assert!(reason.contains("non-finite values"), "{reason}");
+        assert!(reason.ends_with(": fp16 overflows easily"), "{reason}");
     }
 }

@@ -5,27 +5,9 @@ use tch::{Device, Tensor};
 
 use tch::Kind;
 
-use crate::batching::{self, Batch};
+use crate::batching::{self, Batch, BatchLimits};
 use crate::models::decoder::Layout;
 use crate::models::SequenceClassifier;
-
-#[derive(Clone, Copy, Debug)]
-pub struct BatchLimits {
-    /// rows × padded length per forward pass
-    pub max_batch_tokens: usize,
-    pub max_batch_rows: usize,
-}
-
-impl BatchLimits {
-    /// Measured defaults: on CPU small batches keep activations in cache (2048 tokens scored
-    /// the bench's LLMBar rows ~2x faster than 16384); GPUs want large batches.
-    pub fn for_device(device: Device) -> Self {
-        Self {
-            max_batch_tokens: if device.is_cuda() { 16384 } else { 2048 },
-            max_batch_rows: 256,
-        }
-    }
-}
 
 /// A right-padded [rows, len] id tensor for the members of `batch`.
 pub fn padded_ids(sequences: &[Vec<u32>], batch: &Batch, pad_id: u32, device: Device) -> Tensor {

@@ -67,6 +67,15 @@ impl DtypeChoice {
     }
 }
 
+/// What a NaN or infinite score most likely means when scoring in `kind`.
+pub fn non_finite_hint(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Half => "fp16 overflows easily: score in bf16 or fp32 (--dtype)",
+        Kind::Float | Kind::Double => "the weights or activations hold non-finite values",
+        _ => "score in fp32 (--dtype fp32) to tell overflow from broken weights",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +91,12 @@ mod tests {
     fn auto_dtype_is_fp32_on_cpu() {
         assert_eq!(DtypeChoice::Auto.resolve(Device::Cpu), Kind::Float);
         assert_eq!(DtypeChoice::Auto.resolve(Device::Cuda(0)), Kind::BFloat16);
+    }
+
+    #[test]
+    fn non_finite_scores_are_read_by_precision() {
+        assert!(non_finite_hint(Kind::Half).contains("fp16 overflows"));
+        assert!(non_finite_hint(Kind::Float).contains("non-finite values"));
+        assert!(non_finite_hint(Kind::BFloat16).contains("--dtype fp32"));
     }
 }

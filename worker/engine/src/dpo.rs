@@ -8,7 +8,8 @@ use herd_common::dataset::PreferencePair;
 
 use crate::batching;
 use crate::models::CausalLm;
-use crate::classifier::{padded_ids, BatchLimits};
+use crate::batching::BatchLimits;
+use crate::classifier::padded_ids;
 use crate::tokenizer::RewardTokenizer;
 
 /// How a reference-free run turns token log-probs into a reward (run_dpo.py `--ref_free_type`).
@@ -182,8 +183,7 @@ mod tests {
     use crate::model_dir::ModelDir;
 
     fn llama_tokenizer() -> RewardTokenizer {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/golden/fixtures/models/llama-policy");
+        let dir = herd_testkit::fixtures::fixture_model("llama-policy");
         RewardTokenizer::load(&ModelDir::open(dir).unwrap()).unwrap()
     }
 

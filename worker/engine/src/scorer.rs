@@ -14,7 +14,8 @@ use crate::dpo::{self, DpoLimits, RefFreeType};
 use crate::encode::{classifier_inputs, format_pair, pooled_position};
 use crate::model_dir::ModelDir;
 use crate::models::{CausalLm, HeadKind, ModelSpec, SequenceClassifier};
-use crate::classifier::{score_sequence_pairs, score_sequences, BatchLimits};
+use crate::batching::BatchLimits;
+use crate::classifier::{score_sequence_pairs, score_sequences};
 use crate::tokenizer::RewardTokenizer;
 
 #[derive(Clone, Debug)]

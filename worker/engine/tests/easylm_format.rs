@@ -6,11 +6,11 @@ mod support;
 
 use std::path::Path;
 
-use herd_worker::easylm::checkpoint::{scan, Checkpoint, Scan};
-use herd_worker::easylm::reader::Sequential;
-use herd_worker::easylm::stream::{Dtype, FloatDtype, RecordStream, Value};
-use herd_worker::easylm::{EasyLmError, EasyLmOptions};
-use herd_worker::models::HeadKind;
+use herd_engine::easylm::checkpoint::{scan, Checkpoint, Scan};
+use herd_engine::easylm::reader::Sequential;
+use herd_engine::easylm::stream::{Dtype, FloatDtype, RecordStream, Value};
+use herd_engine::easylm::{EasyLmError, EasyLmOptions};
+use herd_engine::models::HeadKind;
 use support::*;
 use tch::{Device, Kind};
 
@@ -34,7 +34,7 @@ fn fixture_bytes(name: &str) -> Vec<u8> {
     std::fs::read(checkpoint_path(&golden(name))).unwrap()
 }
 
-fn all_data<S: herd_worker::easylm::reader::Source>(
+fn all_data<S: herd_engine::easylm::reader::Source>(
     stream: &mut RecordStream<S>,
     len: u64,
 ) -> Vec<u8> {
@@ -119,7 +119,7 @@ fn every_ext_and_bin_framing_decodes() {
     }
 }
 
-fn decode_all<S: herd_worker::easylm::reader::Source>(
+fn decode_all<S: herd_engine::easylm::reader::Source>(
     mut stream: RecordStream<S>,
 ) -> Vec<(Vec<u64>, Vec<u8>)> {
     let mut seen = Vec::new();
@@ -669,11 +669,11 @@ fn errors_found_while_writing_leave_no_model_behind() {
     std::fs::write(&src, &bytes).unwrap();
     Checkpoint::open(&src, &tiny_options()).expect("the scan alone passes");
     let out = dir.path().join("hf");
-    let options = herd_worker::easylm::ConvertOptions {
+    let options = herd_engine::easylm::ConvertOptions {
         easylm: tiny_options(),
         ..Default::default()
     };
-    let message = herd_worker::easylm::convert(&src, &out, &options)
+    let message = herd_engine::easylm::convert(&src, &out, &options)
         .unwrap_err()
         .to_string();
     assert!(

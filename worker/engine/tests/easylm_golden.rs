@@ -14,11 +14,11 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use herd_worker::easylm::stream::{RecordStream, Value as Record};
-use herd_worker::easylm::{convert, Checkpoint, ConvertOptions, OutputDtype};
-use herd_worker::model_dir::ModelDir;
-use herd_worker::models::decoder::Layout;
-use herd_worker::models::ModelSpec;
+use herd_engine::easylm::stream::{RecordStream, Value as Record};
+use herd_engine::easylm::{convert, Checkpoint, ConvertOptions, OutputDtype};
+use herd_engine::model_dir::ModelDir;
+use herd_engine::models::decoder::Layout;
+use herd_engine::models::ModelSpec;
 use safetensors::SafeTensors;
 use serde_json::Value;
 use support::*;

@@ -13,19 +13,19 @@ use std::path::{Path, PathBuf};
 
 use herd_common::dataset::PreferencePair;
 use herd_common::rewardbench::is_win;
-use herd_worker::dpo::RefFreeType;
-use herd_worker::encode::{classifier_inputs, format_pair};
-use herd_worker::model_dir::ModelDir;
-use herd_worker::pipeline::{score_pairs, ScoreRequest, ScoredDataset};
-use herd_worker::scoring::BatchLimits;
-use herd_worker::tokenizer::RewardTokenizer;
+use herd_engine::dpo::RefFreeType;
+use herd_engine::encode::{classifier_inputs, format_pair};
+use herd_engine::model_dir::ModelDir;
+use herd_engine::scorer::{score_pairs, ScoreRequest, ScoredDataset};
+use herd_engine::batching::BatchLimits;
+use herd_engine::tokenizer::RewardTokenizer;
 use serde_json::Value;
 use tch::{Device, Kind};
 
 const FP32_TOLERANCE: f64 = 1e-4;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/fixtures")
+    herd_testkit::workspace_root().join("tests/golden/fixtures")
 }
 
 fn golden(case: &str) -> Value {
@@ -111,8 +111,8 @@ fn check_formatting_and_tokens(case: &str) {
     let dir = ModelDir::open(&req.model).unwrap();
     let mut tokenizer = RewardTokenizer::load(&dir).unwrap();
     let formatter =
-        herd_worker::pipeline::choose_formatter(&tokenizer, &req.chat_template).unwrap();
-    herd_worker::pipeline::prepare_classifier_tokenizer(&mut tokenizer, &formatter, &dir).unwrap();
+        herd_engine::scorer::choose_formatter(&tokenizer, &req.chat_template).unwrap();
+    herd_engine::scorer::prepare_classifier_tokenizer(&mut tokenizer, &formatter, &dir).unwrap();
     let mut texts = Vec::new();
     for (pair, example) in pairs(&golden)
         .iter()
@@ -477,15 +477,15 @@ fn dpo_tokenization_matches_trl() {
     let req = dpo_request(&golden, false, RefFreeType::Avg);
     let dir = ModelDir::open(&req.model).unwrap();
     let tokenizer = RewardTokenizer::load(&dir).unwrap();
-    let formatter = herd_worker::pipeline::choose_formatter(&tokenizer, "tulu").unwrap();
+    let formatter = herd_engine::scorer::choose_formatter(&tokenizer, "tulu").unwrap();
     let examples = golden["examples"].as_array().unwrap();
     assert_eq!(pairs.len(), examples.len(), "llama-dpo: pairs vs examples");
     for (pair, example) in pairs.iter().zip(examples) {
-        let [chosen, rejected] = herd_worker::dpo::pair_sequences(
+        let [chosen, rejected] = herd_engine::dpo::pair_sequences(
             &tokenizer,
             &formatter,
             pair,
-            herd_worker::dpo::DpoLimits::default(),
+            herd_engine::dpo::DpoLimits::default(),
         )
         .unwrap();
         assert_eq!(

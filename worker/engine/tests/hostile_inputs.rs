@@ -6,9 +6,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use herd_worker::model_dir::ModelDir;
-use herd_worker::models::ModelSpec;
-use herd_worker::tokenizer::RewardTokenizer;
+use herd_engine::model_dir::ModelDir;
+use herd_engine::models::ModelSpec;
+use herd_engine::tokenizer::RewardTokenizer;
 use serde_json::{json, Value};
 use tch::{Device, Kind};
 
@@ -298,17 +298,15 @@ fn garbage_tokenizer_config_json_is_refused_naming_the_file() {
 // fuzz seeds on stable: the targets' committed seeds and byte mutations of them, through the same
 // entry points as the cargo-fuzz targets of fuzz/
 
-#[path = "../../fuzz/stable_replay.rs"]
-mod stable_replay;
-
 fn fuzz_seeds(target: &str) -> Vec<Vec<u8>> {
-    stable_replay::seeds_and_mutations(target, stable_replay::Mutations::Binary)
+    use herd_testkit::fuzz_seeds::{seeds_and_mutations, Mutations};
+    seeds_and_mutations(target, Mutations::Binary)
 }
 
 #[test]
 fn fuzz_seeds_and_mutations_of_easylm_never_panic() {
-    use herd_worker::easylm::checkpoint::{scan, Checkpoint, EasyLmOptions};
-    use herd_worker::easylm::stream::{RecordStream, Value as Record};
+    use herd_engine::easylm::checkpoint::{scan, Checkpoint, EasyLmOptions};
+    use herd_engine::easylm::stream::{RecordStream, Value as Record};
     for bytes in fuzz_seeds("easylm_msgpack") {
         let data = bytes.as_slice();
         let mut stream = RecordStream::new(data);

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use herd_worker::model_dir::ModelDir;
-use herd_worker::models::ModelSpec;
+use herd_engine::model_dir::ModelDir;
+use herd_engine::models::ModelSpec;
 use serde_json::Value;
 use tch::{Device, Kind};
 
