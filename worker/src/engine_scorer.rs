@@ -91,8 +91,12 @@ impl ShardScorer for EngineScorer {
             device: self.device,
             kind: self.kind,
         };
-        let spec = open_spec(&checkpoint.path, checkpoint.format, &easylm_options(scoring))
-            .map_err(TaskFailure::checkpoint)?;
+        let spec = open_spec(
+            &checkpoint.path,
+            checkpoint.format,
+            &easylm_options(scoring),
+        )
+        .map_err(TaskFailure::checkpoint)?;
         let own_tokenizer = checkpoint.tokenizer.is_none();
         Scorer::load(&request, &spec).map_err(|error| match error {
             ScorerError::Model(error) => TaskFailure::checkpoint(error),

@@ -16,7 +16,9 @@ use tracing::Instrument;
 
 use super::metrics::{task_outcome, METRICS};
 use super::observer::TaskOutcome;
-use super::scorer::{LocalCheckpoint, PairScores, Precision, ScoredShard, ShardScorer, TaskFailure};
+use super::scorer::{
+    LocalCheckpoint, PairScores, Precision, ScoredShard, ShardScorer, TaskFailure,
+};
 use super::sources::Resolved;
 use super::{drain, Agent, RPC_TIMEOUT};
 

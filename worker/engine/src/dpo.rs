@@ -6,10 +6,8 @@ use tch::{Device, Tensor};
 use herd_common::chat::{rewardbench_messages, ChatFormatter};
 use herd_common::dataset::PreferencePair;
 
-use crate::batching;
+use crate::batching::{self, BatchLimits, Row};
 use crate::models::CausalLm;
-use crate::batching::BatchLimits;
-use crate::classifier::padded_ids;
 use crate::tokenizer::RewardTokenizer;
 
 /// How a reference-free run turns token log-probs into a reward (run_dpo.py `--ref_free_type`).
@@ -45,9 +43,13 @@ pub struct DpoSequence {
     pub response: Vec<u32>,
 }
 
-impl DpoSequence {
-    fn ids(&self) -> Vec<u32> {
-        [self.prompt.as_slice(), self.response.as_slice()].concat()
+impl Row for DpoSequence {
+    fn len(&self) -> usize {
+        self.prompt.len() + self.response.len()
+    }
+
+    fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.prompt.iter().chain(&self.response).copied()
     }
 }
 
@@ -137,43 +139,48 @@ pub fn response_logprobs(
     pad_id: u32,
     limits: BatchLimits,
     device: Device,
-    mut on_batch: impl FnMut(usize),
+    on_batch: impl FnMut(usize),
 ) -> anyhow::Result<Vec<ResponseLogProbs>> {
-    let _no_grad = tch::no_grad_guard();
-    let ids: Vec<Vec<u32>> = sequences.iter().map(DpoSequence::ids).collect();
-    let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
     let mut results = vec![ResponseLogProbs::default(); sequences.len()];
-    for batch in batching::plan(&lengths, limits.max_batch_tokens, limits.max_batch_rows) {
-        let input = padded_ids(&ids, &batch, pad_id, device);
-        let (mut positions, mut targets, mut owners) = (Vec::new(), Vec::new(), Vec::new());
-        for (row, &member) in batch.members.iter().enumerate() {
-            let sequence = &sequences[member];
-            let row_start = (row * batch.padded_len) as i64;
-            for (j, &token) in sequence.response.iter().enumerate() {
-                // the logits at position t predict token t + 1; like transformers' shifted
-                // labels, a first token with nothing before it is not scored
-                let Some(predicted_at) = (sequence.prompt.len() + j).checked_sub(1) else {
-                    continue;
-                };
-                positions.push(row_start + predicted_at as i64);
-                targets.push(i64::from(token));
-                owners.push(member);
+    batching::run(
+        sequences,
+        pad_id,
+        limits,
+        device,
+        |batch| {
+            let (mut positions, mut targets, mut owners) = (Vec::new(), Vec::new(), Vec::new());
+            for (row, &member) in batch.members.iter().enumerate() {
+                let sequence = &sequences[member];
+                let row_start = (row * batch.padded_len) as i64;
+                for (j, &token) in sequence.response.iter().enumerate() {
+                    // the logits at position t predict token t + 1; like transformers' shifted
+                    // labels, a first token with nothing before it is not scored
+                    let Some(predicted_at) = (sequence.prompt.len() + j).checked_sub(1) else {
+                        continue;
+                    };
+                    positions.push(row_start + predicted_at as i64);
+                    targets.push(i64::from(token));
+                    owners.push(member);
+                }
             }
-        }
-        let logprobs = model.token_logprobs(
-            &input,
-            &Tensor::from_slice(&positions).to_device(device),
-            &Tensor::from_slice(&targets).to_device(device),
-        );
-        let logprobs = Vec::<f32>::try_from(&logprobs.to_device(Device::Cpu))?;
-        for (member, logprob) in owners.into_iter().zip(logprobs) {
-            let entry = &mut results[member];
-            entry.sum += f64::from(logprob);
-            entry.sum_squares += f64::from(logprob) * f64::from(logprob);
-            entry.tokens += 1;
-        }
-        on_batch(batch.members.len());
-    }
+            let logprobs = model.token_logprobs(
+                batch,
+                &Tensor::from_slice(&positions).to_device(device),
+                &Tensor::from_slice(&targets).to_device(device),
+            );
+            let logprobs = Vec::<f32>::try_from(&logprobs.to_device(Device::Cpu))?;
+            Ok((owners, logprobs))
+        },
+        |_, (owners, logprobs)| {
+            for (member, logprob) in owners.into_iter().zip(logprobs) {
+                let entry = &mut results[member];
+                entry.sum += f64::from(logprob);
+                entry.sum_squares += f64::from(logprob) * f64::from(logprob);
+                entry.tokens += 1;
+            }
+        },
+        on_batch,
+    )?;
     Ok(results)
 }
 

@@ -10,12 +10,12 @@ use tch::{Device, Kind};
 use herd_common::chat::{ChatFormatter, FastChatTemplate};
 use herd_common::dataset::PreferencePair;
 
+use crate::batching::BatchLimits;
+use crate::classifier::{score_sequence_pairs, score_sequences};
 use crate::dpo::{self, DpoLimits, RefFreeType};
 use crate::encode::{classifier_inputs, format_pair, pooled_position};
 use crate::model_dir::ModelDir;
 use crate::models::{CausalLm, HeadKind, ModelSpec, SequenceClassifier};
-use crate::batching::BatchLimits;
-use crate::classifier::{score_sequence_pairs, score_sequences};
 use crate::tokenizer::RewardTokenizer;
 
 #[derive(Clone, Debug)]

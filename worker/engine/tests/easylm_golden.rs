@@ -14,10 +14,10 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
+use herd_engine::batching::{Batch, Plan};
 use herd_engine::easylm::stream::{RecordStream, Value as Record};
 use herd_engine::easylm::{convert, Checkpoint, ConvertOptions, OutputDtype};
 use herd_engine::model_dir::ModelDir;
-use herd_engine::models::decoder::Layout;
 use herd_engine::models::ModelSpec;
 use safetensors::SafeTensors;
 use serde_json::Value;
@@ -60,21 +60,28 @@ fn inputs(golden: &Value) -> Vec<Vec<i64>> {
 fn run(spec: &ModelSpec, golden: &Value, kind: Kind) -> Vec<Vec<f64>> {
     let _guard = tch::no_grad_guard();
     let mut out = Vec::new();
+    // one sequence per batch, unpadded
+    let batch = |ids: &[i64]| {
+        let row: Vec<u32> = ids.iter().map(|&id| id as u32).collect();
+        let plan = Plan {
+            members: vec![0],
+            padded_len: row.len(),
+        };
+        Batch::pad(&[row], plan, 0, Device::Cpu)
+    };
     if golden["head"] == "score" {
         let model = spec.load_classifier(Device::Cpu, kind).unwrap();
         for ids in inputs(golden) {
-            let input = Tensor::from_slice(&ids).view([1, -1]);
             let pooled = Tensor::from_slice(&[ids.len() as i64 - 1]);
-            let logits = model.forward(&input, &Layout::Causal, &pooled);
+            let logits = model.forward(&batch(&ids), &pooled);
             out.push(Vec::<f64>::try_from(logits.to_kind(Kind::Double).view([-1])).unwrap());
         }
     } else {
         let model = spec.load_causal_lm(Device::Cpu, kind).unwrap();
         for ids in inputs(golden) {
-            let input = Tensor::from_slice(&ids).view([1, -1]);
             let positions = Tensor::arange(ids.len() as i64 - 1, (Kind::Int64, Device::Cpu));
             let targets = Tensor::from_slice(&ids[1..]);
-            let lp = model.token_logprobs(&input, &positions, &targets);
+            let lp = model.token_logprobs(&batch(&ids), &positions, &targets);
             out.push(Vec::<f64>::try_from(lp.to_kind(Kind::Double)).unwrap());
         }
     }

@@ -9,15 +9,15 @@
 //! absolute of transformers' and no win flips, at batch size 1, in packed batches and with the
 //! shared prompt; bf16 scores within the golden's `bf16_bound`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use herd_common::dataset::PreferencePair;
 use herd_common::rewardbench::is_win;
+use herd_engine::batching::BatchLimits;
 use herd_engine::dpo::RefFreeType;
 use herd_engine::encode::{classifier_inputs, format_pair};
 use herd_engine::model_dir::ModelDir;
 use herd_engine::scorer::{score_pairs, ScoreRequest, ScoredDataset};
-use herd_engine::batching::BatchLimits;
 use herd_engine::tokenizer::RewardTokenizer;
 use serde_json::Value;
 use tch::{Device, Kind};
@@ -110,8 +110,7 @@ fn check_formatting_and_tokens(case: &str) {
     let req = request(&golden, model, Kind::Float, packed());
     let dir = ModelDir::open(&req.model).unwrap();
     let mut tokenizer = RewardTokenizer::load(&dir).unwrap();
-    let formatter =
-        herd_engine::scorer::choose_formatter(&tokenizer, &req.chat_template).unwrap();
+    let formatter = herd_engine::scorer::choose_formatter(&tokenizer, &req.chat_template).unwrap();
     herd_engine::scorer::prepare_classifier_tokenizer(&mut tokenizer, &formatter, &dir).unwrap();
     let mut texts = Vec::new();
     for (pair, example) in pairs(&golden)

@@ -1,20 +1,17 @@
 //! The Llama-family decoder stack shared by Llama, Mistral and Qwen2 (they differ only in
-//! config: biases, rotary scaling, windows). Inputs are right-padded: with causal attention a
-//! real token never sees a later pad, so no padding mask is needed and SDPA may use its fused
-//! kernels while the outputs at real positions stay exact.
-//!
-//! A row may also hold two sequences that share a prefix (a preference pair's chosen and rejected
-//! texts share their prompt): `chosen ++ rejected[shared..]`, with the rejected tail attending
-//! to the shared prefix and itself but not to the chosen tail, and its positions continuing from
-//! the prefix. Every token then sees exactly the context it has alone, so the shared prefix is
-//! computed once at no cost in exactness.
+//! config: biases, rotary scaling, windows). It runs a padded [`Batch`]: right padding with causal
+//! attention needs no padding mask, so SDPA may use its fused kernels while the outputs at real
+//! positions stay exact; a batch of forked rows (two sequences sharing a prefix, see
+//! `batching`) brings explicit positions and a mask, and the shared prefix is computed once at no
+//! cost in exactness.
 
 use tch::{Kind, Tensor};
 
 use super::config::DecoderConfig;
 use super::rope::{inverse_frequencies, RotaryTables};
+use crate::batching::{Batch, Layout};
 use crate::error::LoadError;
-use crate::weights::Weights;
+use crate::weights::VarBuilder;
 
 struct Linear {
     weight: Tensor,
@@ -22,16 +19,10 @@ struct Linear {
 }
 
 impl Linear {
-    fn load(
-        weights: &mut Weights,
-        prefix: &str,
-        out_dim: i64,
-        in_dim: i64,
-        bias: bool,
-    ) -> Result<Self, LoadError> {
-        let weight = weights.take(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
+    fn load(w: &VarBuilder, out_dim: i64, in_dim: i64, bias: bool) -> Result<Self, LoadError> {
+        let weight = w.take("weight", &[out_dim, in_dim])?;
         let bias = if bias {
-            Some(weights.take(&format!("{prefix}.bias"), &[out_dim])?)
+            Some(w.take("bias", &[out_dim])?)
         } else {
             None
         };
@@ -50,9 +41,9 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    pub fn load(weights: &mut Weights, name: &str, dim: i64, eps: f64) -> Result<Self, LoadError> {
+    pub fn load(w: &VarBuilder, dim: i64, eps: f64) -> Result<Self, LoadError> {
         Ok(Self {
-            weight: weights.take(name, &[dim])?,
+            weight: w.take("weight", &[dim])?,
             eps,
         })
     }
@@ -66,17 +57,6 @@ impl RmsNorm {
     }
 }
 
-/// How the tokens of a batch attend to each other.
-pub enum Layout<'a> {
-    /// one sequence per row, causal, positions 0..len
-    Causal,
-    /// explicit positions [batch, len] and a boolean mask [batch, 1, len, len] (true = attend)
-    Masked {
-        positions: &'a Tensor,
-        mask: &'a Tensor,
-    },
-}
-
 struct Attention {
     q: Linear,
     k: Linear,
@@ -88,6 +68,22 @@ struct Attention {
 }
 
 impl Attention {
+    /// `q_proj`, `k_proj`, `v_proj` and `o_proj` of `w` (a layer's `self_attn`).
+    fn load(c: &DecoderConfig, w: &VarBuilder) -> Result<Self, LoadError> {
+        let (hidden, b) = (c.hidden_size, c.biases);
+        let q_dim = c.num_heads * c.head_dim;
+        let kv_dim = c.num_kv_heads * c.head_dim;
+        Ok(Self {
+            q: Linear::load(&w.pp("q_proj"), q_dim, hidden, b.qkv)?,
+            k: Linear::load(&w.pp("k_proj"), kv_dim, hidden, b.qkv)?,
+            v: Linear::load(&w.pp("v_proj"), kv_dim, hidden, b.qkv)?,
+            o: Linear::load(&w.pp("o_proj"), hidden, q_dim, b.output)?,
+            num_heads: c.num_heads,
+            num_kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+        })
+    }
+
     fn forward(&self, x: &Tensor, rotary: &RotaryTables, mask: Option<&Tensor>) -> Tensor {
         let size = x.size(); // [batch, len, hidden]
         let (batch, len) = (size[0], size[1]);
@@ -120,6 +116,16 @@ struct Mlp {
 }
 
 impl Mlp {
+    /// `gate_proj`, `up_proj` and `down_proj` of `w` (a layer's `mlp`).
+    fn load(c: &DecoderConfig, w: &VarBuilder) -> Result<Self, LoadError> {
+        let (hidden, inter, bias) = (c.hidden_size, c.intermediate_size, c.biases.mlp);
+        Ok(Self {
+            gate: Linear::load(&w.pp("gate_proj"), inter, hidden, bias)?,
+            up: Linear::load(&w.pp("up_proj"), inter, hidden, bias)?,
+            down: Linear::load(&w.pp("down_proj"), hidden, inter, bias)?,
+        })
+    }
+
     fn forward(&self, x: &Tensor) -> Tensor {
         self.down
             .forward(&(self.gate.forward(x).silu() * self.up.forward(x)))
@@ -142,75 +148,30 @@ pub struct Decoder {
     pub config: DecoderConfig,
 }
 
+impl Layer {
+    /// One decoder layer from `w` (`model.layers.N`).
+    fn load(c: &DecoderConfig, w: &VarBuilder) -> Result<Self, LoadError> {
+        let (hidden, eps) = (c.hidden_size, c.rms_norm_eps);
+        Ok(Self {
+            attention: Attention::load(c, &w.pp("self_attn"))?,
+            mlp: Mlp::load(c, &w.pp("mlp"))?,
+            input_norm: RmsNorm::load(&w.pp("input_layernorm"), hidden, eps)?,
+            post_attention_norm: RmsNorm::load(&w.pp("post_attention_layernorm"), hidden, eps)?,
+        })
+    }
+}
+
 impl Decoder {
-    /// Builds the stack from `model.*` weights.
-    pub fn load(weights: &mut Weights, config: &DecoderConfig) -> Result<Self, LoadError> {
+    /// Builds the stack from `w` (the checkpoint's `model` scope).
+    pub fn load(config: &DecoderConfig, w: &VarBuilder) -> Result<Self, LoadError> {
         let c = config;
-        let hidden = c.hidden_size;
-        let q_dim = c.num_heads * c.head_dim;
-        let kv_dim = c.num_kv_heads * c.head_dim;
-        let embed_tokens = weights.take("model.embed_tokens.weight", &[c.vocab_size, hidden])?;
-        let mut layers = Vec::with_capacity(c.num_layers as usize);
-        for i in 0..c.num_layers {
-            let p = format!("model.layers.{i}");
-            let b = c.biases;
-            let attention = Attention {
-                q: Linear::load(
-                    weights,
-                    &format!("{p}.self_attn.q_proj"),
-                    q_dim,
-                    hidden,
-                    b.qkv,
-                )?,
-                k: Linear::load(
-                    weights,
-                    &format!("{p}.self_attn.k_proj"),
-                    kv_dim,
-                    hidden,
-                    b.qkv,
-                )?,
-                v: Linear::load(
-                    weights,
-                    &format!("{p}.self_attn.v_proj"),
-                    kv_dim,
-                    hidden,
-                    b.qkv,
-                )?,
-                o: Linear::load(
-                    weights,
-                    &format!("{p}.self_attn.o_proj"),
-                    hidden,
-                    q_dim,
-                    b.output,
-                )?,
-                num_heads: c.num_heads,
-                num_kv_heads: c.num_kv_heads,
-                head_dim: c.head_dim,
-            };
-            let inter = c.intermediate_size;
-            let mlp = Mlp {
-                gate: Linear::load(weights, &format!("{p}.mlp.gate_proj"), inter, hidden, b.mlp)?,
-                up: Linear::load(weights, &format!("{p}.mlp.up_proj"), inter, hidden, b.mlp)?,
-                down: Linear::load(weights, &format!("{p}.mlp.down_proj"), hidden, inter, b.mlp)?,
-            };
-            layers.push(Layer {
-                input_norm: RmsNorm::load(
-                    weights,
-                    &format!("{p}.input_layernorm.weight"),
-                    hidden,
-                    c.rms_norm_eps,
-                )?,
-                attention,
-                post_attention_norm: RmsNorm::load(
-                    weights,
-                    &format!("{p}.post_attention_layernorm.weight"),
-                    hidden,
-                    c.rms_norm_eps,
-                )?,
-                mlp,
-            });
-        }
-        let final_norm = RmsNorm::load(weights, "model.norm.weight", hidden, c.rms_norm_eps)?;
+        let embed_tokens = w
+            .pp("embed_tokens")
+            .take("weight", &[c.vocab_size, c.hidden_size])?;
+        let layers = (0..c.num_layers)
+            .map(|i| Layer::load(c, &w.pp("layers").pp(i)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let final_norm = RmsNorm::load(&w.pp("norm"), c.hidden_size, c.rms_norm_eps)?;
         let inv_freq = inverse_frequencies(c, embed_tokens.device());
         Ok(Self {
             embed_tokens,
@@ -225,15 +186,15 @@ impl Decoder {
         &self.embed_tokens
     }
 
-    /// Hidden states before the final norm for right-padded ids [batch, len].
-    pub fn forward(&self, input_ids: &Tensor, layout: &Layout) -> Tensor {
-        let len = input_ids.size()[1];
-        let mut x = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false);
-        let (rotary, mask) = match layout {
+    /// Hidden states [rows, padded_len, hidden] before the final norm.
+    pub fn forward(&self, batch: &Batch) -> Tensor {
+        let len = batch.padded_len as i64;
+        let mut x = Tensor::embedding(&self.embed_tokens, &batch.ids, -1, false, false);
+        let (rotary, mask) = match &batch.layout {
             Layout::Causal => (RotaryTables::new(&self.inv_freq, len, x.kind()), None),
             Layout::Masked { positions, mask } => (
                 RotaryTables::for_positions(&self.inv_freq, positions, x.kind()),
-                Some(*mask),
+                Some(mask),
             ),
         };
         for layer in &self.layers {

@@ -4,7 +4,11 @@
 
 use tch::{Kind, Tensor};
 
-use super::decoder::{Decoder, Layout};
+use super::config::DecoderConfig;
+use super::decoder::Decoder;
+use crate::batching::Batch;
+use crate::error::LoadError;
+use crate::weights::VarBuilder;
 
 /// `*ForSequenceClassification`: raw logits of the pooled token.
 pub struct SequenceClassifier {
@@ -13,21 +17,25 @@ pub struct SequenceClassifier {
 }
 
 impl SequenceClassifier {
-    /// Logits [batch, num_labels] (float32) at `pooled[b]`, a position in row b of `input_ids`.
-    pub fn forward(&self, input_ids: &Tensor, layout: &Layout, pooled: &Tensor) -> Tensor {
-        let rows = Tensor::arange(input_ids.size()[0], (Kind::Int64, input_ids.device()));
-        self.forward_rows(input_ids, layout, &rows, pooled)
+    /// The decoder from `model.*`, the score head from `score.weight`.
+    pub fn load(config: &DecoderConfig, w: &VarBuilder) -> Result<Self, LoadError> {
+        Ok(Self {
+            decoder: Decoder::load(config, &w.pp("model"))?,
+            score: w
+                .pp("score")
+                .take("weight", &[config.num_labels, config.hidden_size])?,
+        })
     }
 
-    /// Logits [n, num_labels] (float32) at positions `pooled[i]` of rows `rows[i]`.
-    pub fn forward_rows(
-        &self,
-        input_ids: &Tensor,
-        layout: &Layout,
-        rows: &Tensor,
-        pooled: &Tensor,
-    ) -> Tensor {
-        let hidden = self.decoder.forward(input_ids, layout);
+    /// Logits [rows, num_labels] (float32) at `pooled[r]`, a position in row r of `batch`.
+    pub fn forward(&self, batch: &Batch, pooled: &Tensor) -> Tensor {
+        let rows = Tensor::arange(batch.rows(), (Kind::Int64, batch.ids.device()));
+        self.forward_rows(batch, &rows, pooled)
+    }
+
+    /// Logits [n, num_labels] (float32) at positions `pooled[i]` of rows `rows[i]` of `batch`.
+    pub fn forward_rows(&self, batch: &Batch, rows: &Tensor, pooled: &Tensor) -> Tensor {
+        let hidden = self.decoder.forward(batch);
         let picked = gather_rows(&hidden, rows, pooled);
         self.decoder
             .final_norm
@@ -47,15 +55,23 @@ pub struct CausalLm {
 }
 
 impl CausalLm {
+    /// The decoder from `model.*`, the LM head from `lm_head.weight` unless it is tied to the
+    /// input embeddings.
+    pub fn load(config: &DecoderConfig, w: &VarBuilder) -> Result<Self, LoadError> {
+        let decoder = Decoder::load(config, &w.pp("model"))?;
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            let shape = [config.vocab_size, config.hidden_size];
+            Some(w.pp("lm_head").take("weight", &shape)?)
+        };
+        Ok(Self { decoder, lm_head })
+    }
+
     /// log p(targets[i] | prefix) for flat positions `positions[i]` (row * len + column) of
-    /// `input_ids`, in float32.
-    pub fn token_logprobs(
-        &self,
-        input_ids: &Tensor,
-        positions: &Tensor,
-        targets: &Tensor,
-    ) -> Tensor {
-        let hidden = self.decoder.forward(input_ids, &Layout::Causal);
+    /// `batch`, in float32.
+    pub fn token_logprobs(&self, batch: &Batch, positions: &Tensor, targets: &Tensor) -> Tensor {
+        let hidden = self.decoder.forward(batch);
         let width = hidden.size()[2];
         let hidden = hidden.view([-1, width]);
         let weight = self.lm_head.as_ref().unwrap_or(self.decoder.embed_tokens());

@@ -16,10 +16,37 @@ use crate::error::LoadError;
 use crate::model_dir::ModelDir;
 use crate::weights::Weights;
 use config::DecoderConfig;
-use decoder::Decoder;
 pub use heads::{CausalLm, SequenceClassifier};
 
-const FAMILIES: &[&str] = &["Llama", "Mistral", "Qwen2"];
+/// The architectures herd runs. Each module turns its config.json into the shared decoder shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Llama,
+    Mistral,
+    Qwen2,
+}
+
+impl Family {
+    pub const ALL: [Family; 3] = [Family::Llama, Family::Mistral, Family::Qwen2];
+
+    /// The prefix of the family's transformers classes (`LlamaForSequenceClassification`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Llama => "Llama",
+            Family::Mistral => "Mistral",
+            Family::Qwen2 => "Qwen2",
+        }
+    }
+
+    /// The decoder shape of `json`, a config.json of this family.
+    fn decoder_config(self, json: &Value, architecture: &str) -> Result<DecoderConfig, LoadError> {
+        match self {
+            Family::Llama => llama::config(json, architecture),
+            Family::Mistral => mistral::config(json, architecture),
+            Family::Qwen2 => qwen2::config(json, architecture),
+        }
+    }
+}
 
 /// What a checkpoint's `architectures` entry asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,62 +55,70 @@ pub enum HeadKind {
     CausalLm,
 }
 
+impl HeadKind {
+    pub const ALL: [HeadKind; 2] = [HeadKind::SequenceClassification, HeadKind::CausalLm];
+
+    /// The suffix of the transformers classes with this head (`LlamaForCausalLM`).
+    fn class_suffix(self) -> &'static str {
+        match self {
+            HeadKind::SequenceClassification => "ForSequenceClassification",
+            HeadKind::CausalLm => "ForCausalLM",
+        }
+    }
+}
+
+/// A transformers class herd runs: `{family}{head suffix}`.
 struct Architecture {
     name: String,
-    family: &'static str,
+    family: Family,
     head: HeadKind,
 }
 
-fn architecture(dir: &ModelDir, json: &Value) -> Result<Architecture, LoadError> {
-    let name = json
-        .get("architectures")
-        .and_then(Value::as_array)
-        .and_then(|list| list.first())
-        .and_then(Value::as_str)
-        .ok_or_else(|| LoadError::Config {
-            field: "architectures".to_string(),
-            reason: "missing; expected e.g. [\"LlamaForSequenceClassification\"]".to_string(),
-        })?;
-    let unsupported = || LoadError::UnsupportedArchitecture {
-        path: dir.path("config.json"),
-        architecture: name.to_string(),
-        supported: FAMILIES
-            .iter()
-            .flat_map(|f| {
-                [
-                    format!("{f}ForSequenceClassification"),
-                    format!("{f}ForCausalLM"),
-                ]
+impl Architecture {
+    /// The first `architectures` entry of a config.json; anything but a supported class is an
+    /// error naming it and the supported ones.
+    fn of(dir: &ModelDir, json: &Value) -> Result<Self, LoadError> {
+        let name = json
+            .get("architectures")
+            .and_then(Value::as_array)
+            .and_then(|list| list.first())
+            .and_then(Value::as_str)
+            .ok_or_else(|| LoadError::Config {
+                field: "architectures".to_string(),
+                reason: "missing; expected e.g. [\"LlamaForSequenceClassification\"]".to_string(),
+            })?;
+        let supported = Family::ALL.iter().flat_map(|family| {
+            HeadKind::ALL.iter().map(move |head| {
+                (
+                    *family,
+                    *head,
+                    format!("{}{}", family.name(), head.class_suffix()),
+                )
             })
-            .collect::<Vec<_>>()
-            .join(", "),
-    };
-    let (family, head) = if let Some(family) = name.strip_suffix("ForSequenceClassification") {
-        (family, HeadKind::SequenceClassification)
-    } else if let Some(family) = name.strip_suffix("ForCausalLM") {
-        (family, HeadKind::CausalLm)
-    } else {
-        return Err(unsupported());
-    };
-    let family = FAMILIES
-        .iter()
-        .find(|f| **f == family)
-        .ok_or_else(unsupported)?;
-    Ok(Architecture {
-        name: name.to_string(),
-        family,
-        head,
-    })
-}
+        });
+        let mut listed = Vec::new();
+        for (family, head, class) in supported {
+            if class == name {
+                return Ok(Architecture {
+                    name: class,
+                    family,
+                    head,
+                });
+            }
+            listed.push(class);
+        }
+        Err(LoadError::UnsupportedArchitecture {
+            path: dir.path("config.json"),
+            architecture: name.to_string(),
+            supported: listed.join(", "),
+        })
+    }
 
-fn decoder_config(arch: &Architecture, json: &Value) -> Result<DecoderConfig, LoadError> {
-    let config = match arch.family {
-        "Llama" => llama::config(json, &arch.name)?,
-        "Mistral" => mistral::config(json, &arch.name)?,
-        _ => qwen2::config(json, &arch.name)?,
-    };
-    config.validate()?;
-    Ok(config)
+    fn decoder_config(&self, json: &Value) -> Result<DecoderConfig, LoadError> {
+        let config = self.family.decoder_config(json, &self.name)?;
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 /// A model folder read as far as its config: cheap, no weights touched.
@@ -98,8 +133,8 @@ pub struct ModelSpec {
 impl ModelSpec {
     pub fn open(dir: ModelDir) -> Result<Self, LoadError> {
         let json = dir.read_json("config.json")?;
-        let arch = architecture(&dir, &json)?;
-        let config = decoder_config(&arch, &json)?;
+        let arch = Architecture::of(&dir, &json)?;
+        let config = arch.decoder_config(&json)?;
         Ok(Self {
             dir,
             config,
@@ -169,28 +204,18 @@ impl ModelSpec {
         kind: Kind,
     ) -> Result<SequenceClassifier, LoadError> {
         self.expect_head(HeadKind::SequenceClassification)?;
-        let mut weights = self.weights(device, kind)?;
-        let decoder = Decoder::load(&mut weights, &self.config)?;
-        let score = weights.take(
-            "score.weight",
-            &[self.config.num_labels, self.config.hidden_size],
-        )?;
+        let weights = self.weights(device, kind)?;
+        let model = SequenceClassifier::load(&self.config, &weights.root())?;
         warn_unused(&self.dir, &weights);
-        Ok(SequenceClassifier { decoder, score })
+        Ok(model)
     }
 
     pub fn load_causal_lm(&self, device: Device, kind: Kind) -> Result<CausalLm, LoadError> {
         self.expect_head(HeadKind::CausalLm)?;
-        let mut weights = self.weights(device, kind)?;
-        let decoder = Decoder::load(&mut weights, &self.config)?;
-        let shape = [self.config.vocab_size, self.config.hidden_size];
-        let lm_head = if self.config.tie_word_embeddings {
-            None
-        } else {
-            Some(weights.take("lm_head.weight", &shape)?)
-        };
+        let weights = self.weights(device, kind)?;
+        let model = CausalLm::load(&self.config, &weights.root())?;
         warn_unused(&self.dir, &weights);
-        Ok(CausalLm { decoder, lm_head })
+        Ok(model)
     }
 }
 
@@ -198,5 +223,43 @@ fn warn_unused(dir: &ModelDir, weights: &Weights) {
     let unused = weights.unused();
     if !unused.is_empty() {
         tracing::warn!(model = %dir.root().display(), ?unused, "checkpoint tensors not used by the model");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn architecture(name: &str) -> Result<Architecture, LoadError> {
+        let dir = ModelDir::open(std::env::temp_dir()).unwrap();
+        Architecture::of(&dir, &serde_json::json!({ "architectures": [name] }))
+    }
+
+    #[test]
+    fn every_supported_class_names_its_family_and_head() {
+        for family in Family::ALL {
+            for head in HeadKind::ALL {
+                let name = format!("{}{}", family.name(), head.class_suffix());
+                let arch = architecture(&name).unwrap();
+                assert_eq!((arch.family, arch.head), (family, head), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_class_is_named_with_the_supported_ones() {
+        // a known family prefix with an unknown head, and an unknown family: no fall-through
+        for name in [
+            "Qwen2ForTokenClassification",
+            "GPTNeoXForSequenceClassification",
+        ] {
+            let error = architecture(name).err().unwrap().to_string();
+            assert!(error.contains(name), "{error}");
+            assert!(
+                error.contains("LlamaForSequenceClassification, LlamaForCausalLM, Mistral"),
+                "{error}"
+            );
+            assert!(error.contains("Qwen2ForCausalLM"), "{error}");
+        }
     }
 }
