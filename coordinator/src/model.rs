@@ -1,39 +1,6 @@
 //! Plain types passed between the planner, the store, the scheduler and the reports.
 
-use std::fmt;
-
-/// How a checkpoint is stored, which decides how a worker loads it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CheckpointFormat {
-    /// an EasyLM `streaming_params` file (converted in memory by the worker)
-    EasyLm,
-    /// a transformers folder (config.json + safetensors)
-    HuggingFace,
-}
-
-impl CheckpointFormat {
-    /// The name used on the wire (`Checkpoint.format`) and in the state file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CheckpointFormat::EasyLm => "easylm",
-            CheckpointFormat::HuggingFace => "hf",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "easylm" => Some(CheckpointFormat::EasyLm),
-            "hf" => Some(CheckpointFormat::HuggingFace),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for CheckpointFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use herd_rpc::CheckpointFormat;
 
 /// A checkpoint found by the planner.
 #[derive(Clone, Debug, PartialEq, Eq)]
