@@ -28,6 +28,14 @@ impl BatchLimits {
     }
 }
 
+/// How rows become batches: the budget, the id padding is filled with, the device they run on.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchSettings {
+    pub limits: BatchLimits,
+    pub pad_id: u32,
+    pub device: Device,
+}
+
 /// A batch as planned: indices into the caller's rows, plus the padded length.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -206,19 +214,22 @@ fn fork_mask(forks: &[Fork], padded_len: i64, device: Device) -> Tensor {
     causal.logical_and(&blocked.logical_not()).unsqueeze(1)
 }
 
-/// Runs `rows` through a model: plans batches under `limits`, pads each with `pad_id` on
-/// `device`, runs `forward` on it and hands its outputs to `scatter`; `on_batch` is told how many
-/// sequences each finished batch held. Gradients are off throughout.
+/// Runs `rows` through a model: plans batches under the limits, pads each on the device, runs
+/// `forward` on it and hands its outputs to `scatter`; `on_batch` is told how many sequences each
+/// finished batch held. Gradients are off throughout.
 pub fn run<R: Row, O>(
     rows: &[R],
-    pad_id: u32,
-    limits: BatchLimits,
-    device: Device,
+    settings: BatchSettings,
     mut forward: impl FnMut(&Batch) -> anyhow::Result<O>,
     mut scatter: impl FnMut(&Batch, O),
     mut on_batch: impl FnMut(usize),
 ) -> anyhow::Result<()> {
     let _no_grad = tch::no_grad_guard();
+    let BatchSettings {
+        limits,
+        pad_id,
+        device,
+    } = settings;
     let lengths: Vec<usize> = rows.iter().map(Row::len).collect();
     for planned in plan(&lengths, limits.max_batch_tokens, limits.max_batch_rows) {
         let batch = Batch::pad(rows, planned, pad_id, device);
@@ -305,17 +316,19 @@ mod tests {
     #[test]
     fn every_row_is_forwarded_once_and_scattered_back_in_order() {
         let rows: Vec<Vec<u32>> = (1..=7).map(|n| vec![n; n as usize]).collect();
-        let limits = BatchLimits {
-            max_batch_tokens: 8,
-            max_batch_rows: 4,
+        let settings = BatchSettings {
+            limits: BatchLimits {
+                max_batch_tokens: 8,
+                max_batch_rows: 4,
+            },
+            pad_id: 0,
+            device: Device::Cpu,
         };
         let mut firsts = vec![0; rows.len()];
         let mut sequences = 0;
         run(
             &rows,
-            0,
-            limits,
-            Device::Cpu,
+            settings,
             |batch| Ok(Vec::<Vec<i64>>::try_from(&batch.ids)?),
             |batch, ids| {
                 for (&member, row) in batch.members.iter().zip(ids) {

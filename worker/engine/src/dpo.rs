@@ -6,7 +6,7 @@ use tch::{Device, Tensor};
 use herd_common::chat::{rewardbench_messages, ChatFormatter};
 use herd_common::dataset::PreferencePair;
 
-use crate::batching::{self, BatchLimits, Row};
+use crate::batching::{self, BatchSettings, Row};
 use crate::models::CausalLm;
 use crate::tokenizer::RewardTokenizer;
 
@@ -136,17 +136,14 @@ impl ResponseLogProbs {
 pub fn response_logprobs(
     model: &CausalLm,
     sequences: &[DpoSequence],
-    pad_id: u32,
-    limits: BatchLimits,
-    device: Device,
+    settings: BatchSettings,
     on_batch: impl FnMut(usize),
 ) -> anyhow::Result<Vec<ResponseLogProbs>> {
+    let device = settings.device;
     let mut results = vec![ResponseLogProbs::default(); sequences.len()];
     batching::run(
         sequences,
-        pad_id,
-        limits,
-        device,
+        settings,
         |batch| {
             let (mut positions, mut targets, mut owners) = (Vec::new(), Vec::new(), Vec::new());
             for (row, &member) in batch.members.iter().enumerate() {

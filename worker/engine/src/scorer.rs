@@ -10,7 +10,7 @@ use tch::{Device, Kind};
 use herd_common::chat::{ChatFormatter, FastChatTemplate};
 use herd_common::dataset::PreferencePair;
 
-use crate::batching::BatchLimits;
+use crate::batching::{BatchLimits, BatchSettings};
 use crate::classifier::{score_sequence_pairs, score_sequences};
 use crate::dpo::{self, DpoLimits, RefFreeType};
 use crate::encode::{classifier_inputs, format_pair, pooled_position};
@@ -34,6 +34,17 @@ pub struct ScoreRequest {
     pub share_prefix: bool,
     pub device: Device,
     pub kind: Kind,
+}
+
+impl ScoreRequest {
+    /// How this request's rows become batches, padded with `pad_id`.
+    pub fn batching(&self, pad_id: u32) -> BatchSettings {
+        BatchSettings {
+            limits: self.limits,
+            pad_id,
+            device: self.device,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -258,9 +269,7 @@ impl Scorer {
                 let policy = dpo::response_logprobs(
                     model,
                     &sequences,
-                    pad_id,
-                    request.limits,
-                    request.device,
+                    request.batching(pad_id),
                     on_progress,
                 )?;
                 let rewards: Vec<f64> = policy
@@ -320,11 +329,11 @@ fn run_classifier(
     pad_id: u32,
     progress: impl FnMut(usize),
 ) -> anyhow::Result<Vec<PairScores>> {
-    let (limits, device) = (request.limits, request.device);
+    let settings = request.batching(pad_id);
     let scores = if request.share_prefix {
-        score_sequence_pairs(model, sequences, pooled, pad_id, limits, device, progress)?
+        score_sequence_pairs(model, sequences, pooled, settings, progress)?
     } else {
-        score_sequences(model, sequences, pooled, pad_id, limits, device, progress)?
+        score_sequences(model, sequences, pooled, settings, progress)?
     };
     let mut scores = scores
         .into_iter()
@@ -405,14 +414,9 @@ fn score_dpo(
     let run = |spec: &ModelSpec, what: &str| -> anyhow::Result<Vec<dpo::ResponseLogProbs>> {
         let model = spec.load_causal_lm(request.device, request.kind)?;
         let bar = progress_bar(sequences.len(), what);
-        let out = dpo::response_logprobs(
-            &model,
-            &sequences,
-            pad_id,
-            request.limits,
-            request.device,
-            |n| bar.inc(n as u64),
-        )?;
+        let out = dpo::response_logprobs(&model, &sequences, request.batching(pad_id), |n| {
+            bar.inc(n as u64)
+        })?;
         bar.finish();
         Ok(out)
     };
