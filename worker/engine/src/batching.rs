@@ -110,7 +110,7 @@ impl Fork {
 /// never does.
 pub trait Row {
     /// tokens in the row
-    fn len(&self) -> usize;
+    fn tokens(&self) -> usize;
     /// the row's token ids, unpadded
     fn ids(&self) -> impl Iterator<Item = u32> + '_;
     /// sequences the row holds (progress counts sequences)
@@ -124,8 +124,8 @@ pub trait Row {
 }
 
 impl Row for Vec<u32> {
-    fn len(&self) -> usize {
-        self.as_slice().len()
+    fn tokens(&self) -> usize {
+        self.len()
     }
 
     fn ids(&self) -> impl Iterator<Item = u32> + '_ {
@@ -160,7 +160,7 @@ impl Batch {
         for &member in &plan.members {
             let row = &rows[member];
             ids.extend(row.ids().map(i64::from));
-            ids.extend(std::iter::repeat_n(i64::from(pad_id), len - row.len()));
+            ids.extend(std::iter::repeat_n(i64::from(pad_id), len - row.tokens()));
         }
         let ids = Tensor::from_slice(&ids)
             .view([count as i64, len as i64])
@@ -230,7 +230,7 @@ pub fn run<R: Row, O>(
         pad_id,
         device,
     } = settings;
-    let lengths: Vec<usize> = rows.iter().map(Row::len).collect();
+    let lengths: Vec<usize> = rows.iter().map(Row::tokens).collect();
     for planned in plan(&lengths, limits.max_batch_tokens, limits.max_batch_rows) {
         let batch = Batch::pad(rows, planned, pad_id, device);
         let outputs = forward(&batch)?;

@@ -71,7 +71,7 @@ impl<'a> ForkedRow<'a> {
 }
 
 impl Row for ForkedRow<'_> {
-    fn len(&self) -> usize {
+    fn tokens(&self) -> usize {
         self.chosen.len() + self.rejected.len() - self.shared
     }
 
@@ -163,7 +163,7 @@ mod tests {
     fn identical_sequences_share_everything() {
         let seq = vec![7, 8, 9];
         let row = ForkedRow::new(&seq, &seq);
-        assert_eq!(row.len(), 3);
+        assert_eq!(row.tokens(), 3);
         assert_eq!(row.split().second_slot(2), 2);
     }
 }

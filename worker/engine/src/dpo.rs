@@ -44,7 +44,7 @@ pub struct DpoSequence {
 }
 
 impl Row for DpoSequence {
-    fn len(&self) -> usize {
+    fn tokens(&self) -> usize {
         self.prompt.len() + self.response.len()
     }
 
