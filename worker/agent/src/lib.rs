@@ -105,7 +105,7 @@ pub struct Agent<S: ShardScorer> {
 pub enum Exit {
     /// the coordinator said every sweep is done
     Shutdown,
-    /// SIGTERM/SIGINT, drained
+    /// SIGTERM/SIGINT (or the driver's stop), drained
     Drained,
 }
 
