@@ -112,11 +112,13 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread runs every agent, its connection and its timers (the STUB scoring runs on the
+    // blocking pool). The agents' futures are not `Send` (see herd-agent's prefetch), so they
+    // are local tasks; on a multi-thread runtime every wake-up of a local task crosses threads,
+    // and ingestion measured ~20% lower (300 workers: 180k vs 230k results/s).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    // the agents run on this thread (their futures are not `Send`: see herd-agent's prefetch);
-    // their connections, heartbeats and scoring run on the runtime's threads
     let agents = tokio::task::LocalSet::new();
     runtime.block_on(agents.run_until(async {
         match cli.command {
