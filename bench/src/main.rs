@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 use coord::{Coord, CoordSettings};
-use worker::{percentile, Shared, SimConfig, StubScorer};
+use worker::{percentile, stub_scorer, Shared, SimConfig};
 
 #[derive(Parser)]
 #[command(
@@ -211,9 +211,7 @@ fn spawn_workers(
     cfg: &Arc<SimConfig>,
     shared: &Arc<Shared>,
 ) -> Vec<tokio::task::JoinHandle<anyhow::Result<()>>> {
-    let scorer = Arc::new(StubScorer {
-        ms_per_example: cfg.ms_per_example,
-    });
+    let scorer = Arc::new(stub_scorer(cfg.ms_per_example));
     (0..n)
         .map(|i| {
             let run = worker::run(i, cfg.clone(), scorer.clone(), shared.clone());

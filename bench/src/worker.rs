@@ -1,7 +1,7 @@
 //! The simulated workers: each runs the real agent loop of the `worker` binary (herd-agent:
 //! Register, the Lease loop, heartbeats, StreamResults tagged with the lease, Complete, resending
 //! after errors, draining on stop) over its own connection, with a STUB scorer (see
-//! [`stub_scores`]): it sleeps `ms_per_example` per example to stand in for a GPU and makes
+//! [`stub_scorer`]): it sleeps `ms_per_example` per example to stand in for a GPU and makes
 //! deterministic fake rewards. Nothing is loaded or scored. The measurements come through the
 //! agent's [`Observer`] hooks.
 
@@ -11,11 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herd_agent::scorer::Precision;
-use herd_agent::{
-    AgentConfig, Hooks, LocalCheckpoint, Observer, PairScores, ScoredShard, ShardScorer,
-    TaskFailure, TaskOutcome,
-};
+use herd_agent::{AgentConfig, Hooks, Observer, SyntheticScorer, TaskOutcome};
 use herd_rpc::security::ClientSecurity;
 use herd_rpc::v1::{ExampleReward, Lease, LeaseRef};
 use tokio::sync::{watch, Notify};
@@ -214,58 +210,13 @@ pub fn stub_scores(checkpoint: i64, index: u32) -> (f64, f64) {
     (chosen, rejected)
 }
 
-/// The STUB scorer: a "model" is the checkpoint's id, a shard's examples are their indices.
-pub struct StubScorer {
-    pub ms_per_example: f64,
-}
+/// The STUB scorer: [`stub_scores`] after `ms_per_example` per example.
+pub type StubScorer = SyntheticScorer<fn(i64, u32) -> (f64, f64)>;
 
-impl ShardScorer for StubScorer {
-    type Model = i64;
-    type Examples = Vec<u32>;
-
-    fn examples(&self, lease: &Lease) -> anyhow::Result<Vec<u32>> {
-        Ok(lease.examples.iter().map(|e| e.index).collect())
-    }
-
-    fn load(&self, checkpoint: &LocalCheckpoint) -> Result<i64, TaskFailure> {
-        Ok(checkpoint.checkpoint.id)
-    }
-
-    fn score(
-        &self,
-        checkpoint: &i64,
-        indices: &Vec<u32>,
-        on_batch: &mut dyn FnMut(usize),
-    ) -> anyhow::Result<ScoredShard> {
-        // STUB scoring: as long as a GPU would take for these examples
-        if self.ms_per_example > 0.0 {
-            let seconds = indices.len() as f64 * self.ms_per_example / 1000.0;
-            std::thread::sleep(Duration::from_secs_f64(seconds));
-        }
-        on_batch(2 * indices.len());
-        let pairs = indices
-            .iter()
-            .map(|&index| {
-                let (chosen, rejected) = stub_scores(*checkpoint, index);
-                PairScores {
-                    chosen: vec![chosen],
-                    rejected: vec![rejected],
-                }
-            })
-            .collect();
-        Ok(ScoredShard {
-            pairs,
-            model_type: "Seq. Classifier".into(),
-            chat_template: herd_rpc::defaults::CHAT_TEMPLATE.into(),
-            tokens: 0,
-        })
-    }
-
-    fn precision(&self) -> Precision {
-        Precision {
-            name: "STUB".into(),
-            non_finite_hint: "the STUB scores are always finite",
-        }
+pub fn stub_scorer(ms_per_example: f64) -> StubScorer {
+    SyntheticScorer {
+        scores: stub_scores,
+        delay: Duration::from_secs_f64(ms_per_example / 1000.0),
     }
 }
 

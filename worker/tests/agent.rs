@@ -11,11 +11,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herd_agent::scorer::Precision;
-use herd_agent::{
-    AgentConfig, Exit, Hooks, LocalCheckpoint, Observer, PairScores, ScoredShard, ShardScorer,
-    TaskFailure, TaskOutcome,
-};
+use herd_agent::{AgentConfig, Exit, Hooks, Observer, SyntheticScorer, TaskOutcome};
 use herd_rpc::v1::workers_server::{Workers, WorkersServer};
 use herd_rpc::v1::{
     lease_response, Checkpoint, CompleteRequest, CompleteResponse, Example, ExampleReward,
@@ -728,51 +724,6 @@ async fn gcs_checkpoints_go_through_the_cache_and_a_corrupt_one_is_evicted() {
 // ---------------------------------------------------------------------------------------------
 // the agent in-process with a stub scorer, as a driver (herd-sim) runs it
 
-/// Scores example `i` as (i, -i); a "model" is the checkpoint's id.
-struct IndexScorer;
-
-impl ShardScorer for IndexScorer {
-    type Model = i64;
-    type Examples = Vec<u32>;
-
-    fn examples(&self, lease: &Lease) -> anyhow::Result<Vec<u32>> {
-        Ok(lease.examples.iter().map(|e| e.index).collect())
-    }
-
-    fn load(&self, checkpoint: &LocalCheckpoint) -> Result<i64, TaskFailure> {
-        Ok(checkpoint.checkpoint.id)
-    }
-
-    fn score(
-        &self,
-        _checkpoint: &i64,
-        indices: &Vec<u32>,
-        on_batch: &mut dyn FnMut(usize),
-    ) -> anyhow::Result<ScoredShard> {
-        on_batch(2 * indices.len());
-        let pairs = indices
-            .iter()
-            .map(|&i| PairScores {
-                chosen: vec![f64::from(i)],
-                rejected: vec![-f64::from(i)],
-            })
-            .collect();
-        Ok(ScoredShard {
-            pairs,
-            model_type: "Seq. Classifier".into(),
-            chat_template: "tulu".into(),
-            tokens: 0,
-        })
-    }
-
-    fn precision(&self) -> Precision {
-        Precision {
-            name: "index".into(),
-            non_finite_hint: "index scores are finite",
-        }
-    }
-}
-
 /// What the agent told its observer, in order.
 #[derive(Default)]
 struct Seen(Mutex<Vec<String>>);
@@ -847,7 +798,12 @@ async fn an_in_process_agent_reports_to_its_observer_and_drains_on_its_trigger()
         observer: seen.clone(),
         drain: Some(trigger),
     };
-    let agent = herd_agent::run_with(config, Arc::new(IndexScorer), hooks);
+    // example i scores (i, -i)
+    let scorer = SyntheticScorer {
+        scores: |_checkpoint, i| (f64::from(i), -f64::from(i)),
+        delay: Duration::ZERO,
+    };
+    let agent = herd_agent::run_with(config, Arc::new(scorer), hooks);
     let driver = async {
         wait_for("both leases completed", || {
             fake.recorded().completes.len() == 2

@@ -44,7 +44,9 @@ use tonic::Code;
 use connect::Client;
 use heartbeat::Shared;
 pub use observer::{NoObserver, Observer, TaskOutcome};
-pub use scorer::{LocalCheckpoint, PairScores, ScoredShard, ShardScorer, TaskFailure};
+pub use scorer::{
+    LocalCheckpoint, PairScores, ScoredShard, ShardScorer, SyntheticScorer, TaskFailure,
+};
 use sources::Sources;
 
 /// Unary calls (register, lease, complete, fail) give up after this and are retried.

@@ -3,6 +3,7 @@
 //! herd-sim with stub scores. The agent itself never touches a tensor.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use herd_rpc::v1::{Checkpoint, FailureKind, Lease, Scoring};
 use herd_rpc::CheckpointFormat;
@@ -99,4 +100,63 @@ pub struct Precision {
     /// e.g. "BFloat16"
     pub name: String,
     pub non_finite_hint: &'static str,
+}
+
+/// Scores without a model, for drivers that exercise the agent loop without an engine (herd-sim,
+/// tests): example `i` of checkpoint `c` scores `scores(c, i)` (chosen, rejected), after `delay`
+/// per example (a stand-in for a GPU's time). The "model" is the checkpoint's id.
+pub struct SyntheticScorer<F> {
+    pub scores: F,
+    pub delay: Duration,
+}
+
+impl<F> ShardScorer for SyntheticScorer<F>
+where
+    F: Fn(i64, u32) -> (f64, f64) + Send + Sync + 'static,
+{
+    type Model = i64;
+    type Examples = Vec<u32>;
+
+    fn examples(&self, lease: &Lease) -> anyhow::Result<Vec<u32>> {
+        Ok(lease.examples.iter().map(|e| e.index).collect())
+    }
+
+    fn load(&self, checkpoint: &LocalCheckpoint) -> Result<i64, TaskFailure> {
+        Ok(checkpoint.checkpoint.id)
+    }
+
+    fn score(
+        &self,
+        checkpoint: &i64,
+        indices: &Vec<u32>,
+        on_batch: &mut dyn FnMut(usize),
+    ) -> anyhow::Result<ScoredShard> {
+        if !self.delay.is_zero() {
+            std::thread::sleep(self.delay * indices.len() as u32);
+        }
+        on_batch(2 * indices.len());
+        let pairs = indices
+            .iter()
+            .map(|&index| {
+                let (chosen, rejected) = (self.scores)(*checkpoint, index);
+                PairScores {
+                    chosen: vec![chosen],
+                    rejected: vec![rejected],
+                }
+            })
+            .collect();
+        Ok(ScoredShard {
+            pairs,
+            model_type: "Seq. Classifier".into(),
+            chat_template: herd_rpc::defaults::CHAT_TEMPLATE.into(),
+            tokens: 0,
+        })
+    }
+
+    fn precision(&self) -> Precision {
+        Precision {
+            name: "synthetic".into(),
+            non_finite_hint: "the synthetic scores function returned them",
+        }
+    }
 }
