@@ -1,4 +1,4 @@
-//! Hostile model folders (issue 7): safetensors files with lying headers, config.json with
+//! Hostile model folders: safetensors files with lying headers, config.json with
 //! absurd sizes, garbage tokenizer.json. Each ends in an error that names the file and the
 //! reason, quickly and without allocating what the input asks for; none panics.
 //! (load_errors.rs covers the ordinary mistakes; easylm_format.rs the EasyLM msgpack reader.)
