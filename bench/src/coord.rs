@@ -264,8 +264,8 @@ pub fn spec(name: &str, inputs: &Inputs, shard_size: u32) -> SweepSpec {
         eval_dataset: inputs.eval_set.display().to_string(),
         scoring: Some(Scoring {
             tokenizer: inputs.tokenizer.display().to_string(),
-            chat_template: "tulu".into(),
-            max_length: 2048,
+            chat_template: herd_rpc::defaults::CHAT_TEMPLATE.into(),
+            max_length: herd_rpc::defaults::MAX_LENGTH,
             easylm: None,
         }),
         experiment_prefix: "sim".into(),

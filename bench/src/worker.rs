@@ -1,23 +1,21 @@
-//! A simulated worker speaking the real `Workers` protocol over its own tonic channel:
-//! Register, a Lease loop, a heartbeat task, StreamResults (client stream, tagged with the lease),
-//! Complete. The scoring step is a STUB (see [`stub_scores`]): it sleeps `ms_per_example` per
-//! example to stand in for a GPU and makes deterministic fake rewards. Nothing is loaded or scored.
+//! The simulated workers: each runs the real agent loop of the `worker` binary (herd-agent:
+//! Register, the Lease loop, heartbeats, StreamResults tagged with the lease, Complete, resending
+//! after errors, draining on stop) over its own connection, with a STUB scorer (see
+//! [`stub_scorer`]): it sleeps `ms_per_example` per example to stand in for a GPU and makes
+//! deterministic fake rewards. Nothing is loaded or scored. The measurements come through the
+//! agent's [`Observer`] hooks.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herd_rpc::v1::lease_response::Outcome;
-use herd_rpc::v1::workers_client::WorkersClient;
-use herd_rpc::v1::{
-    Capabilities, CompleteRequest, ExampleReward, HeartbeatRequest, Lease, LeaseRef, LeaseRequest,
-    RegisterRequest, ResultBatch,
-};
-use tokio::sync::{mpsc, Notify};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
-use tonic::Code;
+use herd_agent::{AgentConfig, Hooks, Observer, SyntheticScorer, TaskOutcome};
+use herd_rpc::security::ClientSecurity;
+use herd_rpc::v1::{ExampleReward, Lease, LeaseRef};
+use tokio::sync::{watch, Notify};
+use tonic::Status;
 
 /// How every simulated worker of a run behaves.
 #[derive(Clone, Debug)]
@@ -27,10 +25,9 @@ pub struct SimConfig {
     pub ms_per_example: f64,
     /// rewards per ResultBatch message
     pub stream_batch: usize,
-    /// messages per StreamResults call (0: one call per lease)
-    pub messages_per_call: usize,
-    /// keep every acknowledged (checkpoint, task, index range) for the state-file check
-    pub record_acks: bool,
+    /// each worker's checkpoint cache goes below this (the placeholder checkpoints are local
+    /// folders, so nothing is ever downloaded into it)
+    pub cache_root: PathBuf,
 }
 
 /// Acknowledged results: examples `start..end` of `task` (of checkpoint `checkpoint`).
@@ -42,12 +39,12 @@ pub struct AckRange {
     pub end: u32,
 }
 
-/// Shared by all workers of one run.
-#[derive(Default)]
+/// Shared by all workers of one run: the stop they drain on, and what they observed.
 pub struct Shared {
-    /// set by the driver: take no new lease, end the current StreamResults call, return
-    pub stop: AtomicBool,
-    pub stopped: Notify,
+    /// set by the driver: every agent drains (no new lease, the current one given back) and ends
+    pub stop: watch::Sender<bool>,
+    /// keep every acknowledged (checkpoint, task, index range) for the state-file check
+    record_acks: bool,
     /// Complete answered `first = true`
     pub completed_first: AtomicU64,
     pub completed_dup: AtomicU64,
@@ -74,7 +71,9 @@ pub struct Stats {
     pub leases: u64,
     pub stream_calls_ok: u64,
     pub stream_calls_failed: u64,
-    pub leases_lost: u64,
+    /// leases whose results were dropped: stale, revoked, another registration's, or the
+    /// coordinator forgot the worker
+    pub leases_dropped: u64,
     pub revoked: u64,
     pub reregistered: u64,
     pub rpc_errors: HashMap<String, u64>,
@@ -83,16 +82,116 @@ pub struct Stats {
 }
 
 impl Shared {
-    fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+    pub fn new(tasks_target: u64, record_acks: bool) -> Self {
+        Shared {
+            stop: watch::channel(false).0,
+            record_acks,
+            completed_first: AtomicU64::new(0),
+            completed_dup: AtomicU64::new(0),
+            tasks_target: AtomicU64::new(tasks_target),
+            all_done: Notify::new(),
+            done_at: Mutex::new(None),
+            stored: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            rewards_sent: AtomicU64::new(0),
+            acks: Mutex::new(Vec::new()),
+            stats: Mutex::new(Stats::default()),
+        }
+    }
+}
+
+/// Consecutive runs of `indices` as `start..end` ranges.
+fn ranges(indices: impl IntoIterator<Item = u32>) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for index in indices {
+        match out.last_mut() {
+            Some((_, end)) if *end == index => *end += 1,
+            _ => out.push((index, index + 1)),
+        }
+    }
+    out
+}
+
+impl Observer for Shared {
+    fn lease_answered(&self, asked: Instant, took: Duration, granted: bool) {
+        let us = took.as_micros() as u64;
+        let mut stats = self.stats.lock().unwrap();
+        if granted {
+            stats.lease_granted_us.push(us);
+            stats.lease_granted_at.push(asked);
+            stats.leases += 1;
+            stats.first_lease_at.get_or_insert(asked);
+        } else {
+            stats.lease_other_us.push(us);
+        }
     }
 
-    fn error(&self, what: &str, code: Code) {
+    fn rpc_failed(&self, rpc: &'static str, status: &Status) {
         let mut stats = self.stats.lock().unwrap();
         *stats
             .rpc_errors
-            .entry(format!("{what}: {code:?}"))
+            .entry(format!("{rpc}: {:?}", status.code()))
             .or_default() += 1;
+        if rpc == "StreamResults" {
+            stats.stream_calls_failed += 1;
+        }
+    }
+
+    fn registered(&self, again: bool) {
+        if again {
+            self.stats.lock().unwrap().reregistered += 1;
+        }
+    }
+
+    fn revoked(&self, _lease: &LeaseRef) {
+        self.stats.lock().unwrap().revoked += 1;
+    }
+
+    fn results_acknowledged(
+        &self,
+        lease: &Lease,
+        rewards: &[ExampleReward],
+        stored: u64,
+        duplicates: u64,
+    ) {
+        self.stored.fetch_add(stored, Ordering::Relaxed);
+        self.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+        self.rewards_sent
+            .fetch_add(rewards.len() as u64, Ordering::Relaxed);
+        {
+            let mut stats = self.stats.lock().unwrap();
+            stats.stream_calls_ok += 1;
+            stats.last_ack_at = Some(Instant::now());
+        }
+        if self.record_acks {
+            let checkpoint = lease.checkpoint.as_ref().map_or(0, |c| c.id);
+            let task = lease.lease.unwrap_or_default().task_id;
+            let acked = ranges(rewards.iter().map(|r| r.index));
+            let mut acks = self.acks.lock().unwrap();
+            acks.extend(acked.into_iter().map(|(start, end)| AckRange {
+                checkpoint,
+                task,
+                start,
+                end,
+            }));
+        }
+    }
+
+    fn task_ended(&self, _lease: &Lease, outcome: TaskOutcome) {
+        match outcome {
+            TaskOutcome::Completed => {
+                let n = self.completed_first.fetch_add(1, Ordering::SeqCst) + 1;
+                if n == self.tasks_target.load(Ordering::SeqCst) {
+                    *self.done_at.lock().unwrap() = Some(Instant::now());
+                    self.all_done.notify_waiters();
+                }
+            }
+            TaskOutcome::Duplicate => {
+                self.completed_dup.fetch_add(1, Ordering::Relaxed);
+            }
+            TaskOutcome::Dropped => self.stats.lock().unwrap().leases_dropped += 1,
+            TaskOutcome::Failed => {}
+        }
     }
 }
 
@@ -111,380 +210,43 @@ pub fn stub_scores(checkpoint: i64, index: u32) -> (f64, f64) {
     (chosen, rejected)
 }
 
-struct Held {
-    leases: Mutex<HashMap<(i64, u64), Arc<AtomicBool>>>,
-}
+/// The STUB scorer: [`stub_scores`] after `ms_per_example` per example.
+pub type StubScorer = SyntheticScorer<fn(i64, u32) -> (f64, f64)>;
 
-/// The id and secret Register answered: every later call carries both.
-#[derive(Clone, Default)]
-struct Me {
-    id: String,
-    secret: String,
-}
-
-/// Runs one simulated worker until `shared.stop` is set or the coordinator says shutdown.
-pub async fn run(n: usize, cfg: Arc<SimConfig>, shared: Arc<Shared>) -> anyhow::Result<()> {
-    // each worker has its own connection, like separate machines
-    let channel = Endpoint::from_shared(cfg.url.clone())?
-        .tcp_nodelay(true)
-        .connect_lazy();
-    let mut client = WorkersClient::new(channel.clone());
-    let name = format!("sim-worker-{n:03}");
-    let Some((mut me, hb)) = register(&mut client, &name, &shared).await else {
-        return Ok(());
-    };
-    let held = Arc::new(Held {
-        leases: Mutex::new(HashMap::new()),
-    });
-    let me_hb = Arc::new(Mutex::new(me.clone()));
-    let heartbeat = tokio::spawn(heartbeats(
-        channel.clone(),
-        me_hb.clone(),
-        held.clone(),
-        shared.clone(),
-        hb,
-    ));
-    let mut backoff = Duration::from_millis(20);
-    while !shared.stopping() {
-        let started = Instant::now();
-        let reply = client
-            .lease(LeaseRequest {
-                worker_id: me.id.clone(),
-                worker_secret: me.secret.clone(),
-                cached_checkpoints: vec![],
-            })
-            .await;
-        let us = started.elapsed().as_micros() as u64;
-        match reply {
-            Ok(reply) => {
-                backoff = Duration::from_millis(20);
-                match reply.into_inner().outcome {
-                    Some(Outcome::Lease(lease)) => {
-                        {
-                            let mut stats = shared.stats.lock().unwrap();
-                            stats.lease_granted_us.push(us);
-                            stats.lease_granted_at.push(started);
-                            stats.leases += 1;
-                            stats.first_lease_at.get_or_insert(started);
-                        }
-                        work(&mut client, &me, lease, &cfg, &shared, &held).await;
-                    }
-                    Some(Outcome::RetryAfterMs(ms)) => {
-                        shared.stats.lock().unwrap().lease_other_us.push(us);
-                        let wait = Duration::from_millis(ms.clamp(5, 1000) as u64);
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            _ = shared.stopped.notified() => {}
-                        }
-                    }
-                    Some(Outcome::Shutdown(_)) | None => {
-                        shared.stats.lock().unwrap().lease_other_us.push(us);
-                        break;
-                    }
-                }
-            }
-            Err(status) => {
-                shared.error("Lease", status.code());
-                if matches!(
-                    status.code(),
-                    Code::NotFound
-                        | Code::FailedPrecondition
-                        | Code::Unauthenticated
-                        | Code::PermissionDenied
-                        | Code::InvalidArgument
-                ) {
-                    // the coordinator does not know us (any more): register again
-                    match register(&mut client, &name, &shared).await {
-                        Some((again, _)) => {
-                            me = again;
-                            *me_hb.lock().unwrap() = me.clone();
-                            shared.stats.lock().unwrap().reregistered += 1;
-                        }
-                        None => break,
-                    }
-                } else {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
-                }
-            }
-        }
+pub fn stub_scorer(ms_per_example: f64) -> StubScorer {
+    SyntheticScorer {
+        scores: stub_scores,
+        delay: Duration::from_secs_f64(ms_per_example / 1000.0),
     }
-    heartbeat.abort();
-    Ok(())
 }
 
-async fn register(
-    client: &mut WorkersClient<Channel>,
-    name: &str,
-    shared: &Shared,
-) -> Option<(Me, Duration)> {
-    let mut backoff = Duration::from_millis(20);
-    while !shared.stopping() {
-        let reply = client
-            .register(RegisterRequest {
-                name: name.to_string(),
-                capabilities: Some(Capabilities {
-                    device: "sim".into(),
-                    gpus: 1,
-                    version: "herd-sim (stub scoring)".into(),
-                    ..Default::default()
-                }),
-            })
-            .await;
-        match reply {
-            Ok(reply) => {
-                let reply = reply.into_inner();
-                let hb = Duration::from_millis(reply.heartbeat_interval_ms.max(50) as u64);
-                let me = Me {
-                    id: reply.worker_id,
-                    secret: reply.worker_secret,
-                };
-                return Some((me, hb));
-            }
-            Err(status) => {
-                shared.error("Register", status.code());
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-            }
-        }
-    }
-    None
-}
-
-async fn heartbeats(
-    channel: Channel,
-    me: Arc<Mutex<Me>>,
-    held: Arc<Held>,
+/// Runs simulated worker `n` (the real agent loop) until the driver stops it.
+pub async fn run(
+    n: usize,
+    cfg: Arc<SimConfig>,
+    scorer: Arc<StubScorer>,
     shared: Arc<Shared>,
-    every: Duration,
-) {
-    let mut client = WorkersClient::new(channel);
-    loop {
-        tokio::time::sleep(every).await;
-        let leases: Vec<LeaseRef> = held
-            .leases
-            .lock()
-            .unwrap()
-            .keys()
-            .map(|&(task_id, epoch)| LeaseRef { task_id, epoch })
-            .collect();
-        let Me { id, secret } = me.lock().unwrap().clone();
-        match client
-            .heartbeat(HeartbeatRequest {
-                worker_id: id,
-                worker_secret: secret,
-                leases,
-                draining: false,
-                stats: None,
-            })
-            .await
-        {
-            Ok(reply) => {
-                let map = held.leases.lock().unwrap();
-                for r in reply.into_inner().revoked {
-                    if let Some(flag) = map.get(&(r.task_id, r.epoch)) {
-                        flag.store(true, Ordering::Relaxed);
-                        shared.stats.lock().unwrap().revoked += 1;
-                    }
-                }
-            }
-            Err(status) => shared.error("Heartbeat", status.code()),
-        }
-    }
-}
-
-/// One lease: STUB-score, stream, complete. Returns when done, lost, revoked or stopped.
-async fn work(
-    client: &mut WorkersClient<Channel>,
-    me: &Me,
-    lease: Lease,
-    cfg: &SimConfig,
-    shared: &Shared,
-    held: &Held,
-) {
-    let Some(lease_ref) = lease.lease else {
-        return;
+) -> anyhow::Result<()> {
+    let config = AgentConfig {
+        coordinator: cfg.url.clone(),
+        name: format!("sim-worker-{n:03}"),
+        cache_dir: cfg.cache_root.join(format!("sim-worker-{n:03}")),
+        cache_bytes: 1 << 30,
+        cuda_device: None,
+        gpus: 0,
+        stream_batch: cfg.stream_batch,
+        // on stop, the current lease is given back at once
+        drain_grace: Duration::ZERO,
+        metrics_listen: None,
+        // the simulated coordinator runs with --insecure-no-auth on loopback
+        security: ClientSecurity::default(),
     };
-    let key = (lease_ref.task_id, lease_ref.epoch);
-    let revoked = Arc::new(AtomicBool::new(false));
-    held.leases.lock().unwrap().insert(key, revoked.clone());
-    let checkpoint = lease.checkpoint.as_ref().map(|c| c.id).unwrap_or_default();
-    let ids: HashMap<u32, &str> = lease
-        .examples
-        .iter()
-        .map(|e| (e.index, e.id.as_str()))
-        .collect();
-    let indices: Vec<u32> = (lease.shard_start..lease.shard_end).collect();
-    let batches: Vec<&[u32]> = indices.chunks(cfg.stream_batch.max(1)).collect();
-    let per_call = if cfg.messages_per_call == 0 {
-        batches.len().max(1)
-    } else {
-        cfg.messages_per_call
+    let hooks = Hooks {
+        observer: shared.clone(),
+        drain: Some(shared.stop.subscribe()),
     };
-    let score_start = Instant::now();
-    let mut scored = 0usize; // examples whose STUB scoring time has elapsed
-    let mut finished = true;
-    'calls: for call in batches.chunks(per_call) {
-        let mut backoff = Duration::from_millis(20);
-        loop {
-            if revoked.load(Ordering::Relaxed) || shared.stopping() {
-                finished = false;
-                break 'calls;
-            }
-            let (tx, rx) = mpsc::channel::<ResultBatch>(4);
-            let sent: Mutex<Vec<(u32, u32)>> = Mutex::new(Vec::new());
-            let producer = async {
-                for batch in call {
-                    let (Some(&first), Some(&last)) = (batch.first(), batch.last()) else {
-                        continue;
-                    };
-                    let end_offset = (last - lease.shard_start + 1) as usize;
-                    if end_offset > scored {
-                        // STUB scoring: sleep as long as a GPU would take for these examples
-                        if cfg.ms_per_example > 0.0 {
-                            let due = score_start
-                                + Duration::from_secs_f64(
-                                    end_offset as f64 * cfg.ms_per_example / 1000.0,
-                                );
-                            tokio::time::sleep_until(due.into()).await;
-                        }
-                        scored = end_offset;
-                    }
-                    if revoked.load(Ordering::Relaxed) || shared.stopping() {
-                        break;
-                    }
-                    let rewards = batch
-                        .iter()
-                        .map(|&index| {
-                            let (c, r) = stub_scores(checkpoint, index);
-                            ExampleReward {
-                                example_id: ids
-                                    .get(&index)
-                                    .map(|s| s.to_string())
-                                    .unwrap_or_else(|| index.to_string()),
-                                scores_chosen: vec![c],
-                                scores_rejected: vec![r],
-                                index,
-                            }
-                        })
-                        .collect();
-                    let message = ResultBatch {
-                        worker_id: me.id.clone(),
-                        worker_secret: me.secret.clone(),
-                        lease: Some(lease_ref),
-                        rewards,
-                    };
-                    if tx.send(message).await.is_err() {
-                        break;
-                    }
-                    sent.lock().unwrap().push((first, last + 1));
-                }
-                drop(tx);
-            };
-            let mut call_client = client.clone();
-            let request = call_client.stream_results(ReceiverStream::new(rx));
-            let (reply, ()) = tokio::join!(request, producer);
-            let sent = sent.into_inner().unwrap();
-            match reply {
-                Ok(reply) => {
-                    let reply = reply.into_inner();
-                    let now = Instant::now();
-                    let n: u64 = sent.iter().map(|(a, b)| (b - a) as u64).sum();
-                    shared.stored.fetch_add(reply.stored, Ordering::Relaxed);
-                    shared
-                        .duplicates
-                        .fetch_add(reply.duplicates, Ordering::Relaxed);
-                    shared.rewards_sent.fetch_add(n, Ordering::Relaxed);
-                    {
-                        let mut stats = shared.stats.lock().unwrap();
-                        stats.stream_calls_ok += 1;
-                        stats.last_ack_at = Some(now);
-                    }
-                    if cfg.record_acks {
-                        let mut acks = shared.acks.lock().unwrap();
-                        acks.extend(sent.iter().map(|&(start, end)| AckRange {
-                            checkpoint,
-                            task: lease_ref.task_id,
-                            start,
-                            end,
-                        }));
-                    }
-                    let whole = sent.len() == call.len();
-                    if !whole {
-                        finished = false;
-                        break 'calls;
-                    }
-                    continue 'calls;
-                }
-                Err(status) => {
-                    shared.error("StreamResults", status.code());
-                    shared.stats.lock().unwrap().stream_calls_failed += 1;
-                    if matches!(
-                        status.code(),
-                        Code::FailedPrecondition | Code::NotFound | Code::PermissionDenied
-                    ) {
-                        // stale, unknown or another registration's lease: nothing of it is ours
-                        shared.stats.lock().unwrap().leases_lost += 1;
-                        finished = false;
-                        break 'calls;
-                    }
-                    // coordinator gone (kill -9) or overloaded: send the same results again
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
-                }
-            }
-        }
-    }
-    if finished {
-        complete(client, me, lease_ref, shared).await;
-    }
-    held.leases.lock().unwrap().remove(&key);
-}
-
-async fn complete(
-    client: &mut WorkersClient<Channel>,
-    me: &Me,
-    lease_ref: LeaseRef,
-    shared: &Shared,
-) {
-    let mut backoff = Duration::from_millis(20);
-    loop {
-        let reply = client
-            .complete(CompleteRequest {
-                worker_id: me.id.clone(),
-                worker_secret: me.secret.clone(),
-                lease: Some(lease_ref),
-                model_type: "Seq. Classifier".into(),
-                chat_template: "tulu".into(),
-            })
-            .await;
-        match reply {
-            Ok(reply) => {
-                if reply.into_inner().first {
-                    let n = shared.completed_first.fetch_add(1, Ordering::SeqCst) + 1;
-                    if n == shared.tasks_target.load(Ordering::SeqCst) {
-                        *shared.done_at.lock().unwrap() = Some(Instant::now());
-                        shared.all_done.notify_waiters();
-                    }
-                } else {
-                    shared.completed_dup.fetch_add(1, Ordering::Relaxed);
-                }
-                return;
-            }
-            Err(status) => {
-                shared.error("Complete", status.code());
-                if matches!(
-                    status.code(),
-                    Code::FailedPrecondition | Code::NotFound | Code::PermissionDenied
-                ) || shared.stopping()
-                {
-                    return;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-            }
-        }
-    }
+    herd_agent::run_with(config, scorer, hooks).await?;
+    Ok(())
 }
 
 /// p-th percentile (0..=100) of a sample, nearest rank.
@@ -494,4 +256,15 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledged_indices_collapse_into_ranges() {
+        assert_eq!(ranges([3, 4, 5, 9, 10, 2]), vec![(3, 6), (9, 11), (2, 3)]);
+        assert_eq!(ranges([]), Vec::<(u32, u32)>::new());
+    }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use herd_rpc::v1::{sweeps_server::SweepsServer, workers_server::WorkersServer};
+use herd_rpc::MAX_MESSAGE_BYTES;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -17,9 +18,6 @@ use crate::app::{now_ms, Coordinator};
 use crate::config::ServerConfig;
 use crate::service::{SweepsService, WorkersService};
 use crate::state::Store;
-
-/// Largest gRPC message either way: a lease carries a whole shard's examples.
-pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
 /// A server running in this process.
 pub struct ServerHandle {

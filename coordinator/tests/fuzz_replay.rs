@@ -10,8 +10,7 @@ use prost::Message;
 
 #[path = "../../fuzz/coordinator_driver.rs"]
 mod coordinator_driver;
-#[path = "../../fuzz/stable_replay.rs"]
-mod stable_replay;
+use herd_testkit::fuzz_seeds as stable_replay;
 
 const TARGET: &str = "coordinator_requests";
 

@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use herd_worker::easylm::checkpoint::{scan, Checkpoint, EasyLmOptions};
-use herd_worker::easylm::stream::{RecordStream, Value};
+use herd_engine::easylm::checkpoint::{scan, Checkpoint, EasyLmOptions};
+use herd_engine::easylm::stream::{RecordStream, Value};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

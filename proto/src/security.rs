@@ -253,6 +253,80 @@ impl ClientSecurity {
     }
 }
 
+/// The flag that names a file holding one role's token, with that role.
+pub trait TokenFlag: clap::Args + clap::FromArgMatches + Clone + std::fmt::Debug {
+    const ROLE: Role;
+    fn file(&self) -> Option<&Path>;
+}
+
+/// `--token-file`: the worker token, which opens the coordinator's Workers service.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct WorkerTokenFlag {
+    /// file whose first line is the worker token, which opens the coordinator's Workers service
+    /// (default: $HERD_TOKEN)
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl TokenFlag for WorkerTokenFlag {
+    const ROLE: Role = Role::Worker;
+    fn file(&self) -> Option<&Path> {
+        self.token_file.as_deref()
+    }
+}
+
+/// `--operator-token-file`: the operator token, which opens the coordinator's Sweeps service.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct OperatorTokenFlag {
+    /// file whose first line is the operator token (default: $HERD_OPERATOR_TOKEN); the worker
+    /// token ($HERD_TOKEN) is refused by the Sweeps service
+    #[arg(long, value_name = "PATH")]
+    pub operator_token_file: Option<PathBuf>,
+}
+
+impl TokenFlag for OperatorTokenFlag {
+    const ROLE: Role = Role::Operator;
+    fn file(&self) -> Option<&Path> {
+        self.operator_token_file.as_deref()
+    }
+}
+
+/// The flags of a client's transport security: its role's token file, and TLS (the CA that
+/// signed the coordinator's certificate, a client certificate for mTLS). `worker` uses it with
+/// the worker token, `coord`'s client commands with the operator token.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ClientSecurityArgs<T: TokenFlag> {
+    #[command(flatten)]
+    pub token: T,
+    /// CA (PEM) that signed the coordinator's TLS certificate (with an https:// URL)
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// client certificate (PEM), for a coordinator that requires one (mTLS)
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// the client certificate's private key (PEM)
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// `--token-file` and the TLS flags (`worker`).
+pub type WorkerSecurityArgs = ClientSecurityArgs<WorkerTokenFlag>;
+/// `--operator-token-file` and the TLS flags (`coord submit`, `status`, `results`, `cancel`).
+pub type OperatorSecurityArgs = ClientSecurityArgs<OperatorTokenFlag>;
+
+impl<T: TokenFlag> ClientSecurityArgs<T> {
+    /// The token (the file, else the role's environment variable) and the TLS files these flags
+    /// name.
+    pub fn security(&self) -> Result<ClientSecurity, String> {
+        Ok(ClientSecurity {
+            token: resolve_token(self.token.file(), T::ROLE)?,
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+        })
+    }
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))
 }
@@ -310,6 +384,39 @@ mod tests {
         ] {
             assert_eq!(Role::of_path(path), None, "{path}");
         }
+    }
+
+    #[test]
+    fn each_binary_gets_its_roles_token_flag_and_the_same_tls_flags() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Worker {
+            #[command(flatten)]
+            security: WorkerSecurityArgs,
+        }
+        #[derive(Parser)]
+        struct Operator {
+            #[command(flatten)]
+            security: OperatorSecurityArgs,
+        }
+        let worker = Worker::try_parse_from(["worker", "--token-file", "w", "--tls-ca", "ca.pem"])
+            .unwrap()
+            .security;
+        assert_eq!(worker.token.file(), Some(Path::new("w")));
+        assert_eq!(worker.tls_ca.as_deref(), Some(Path::new("ca.pem")));
+        let operator =
+            Operator::try_parse_from(["coord", "--operator-token-file", "o", "--tls-ca", "ca"])
+                .unwrap()
+                .security;
+        assert_eq!(operator.token.file(), Some(Path::new("o")));
+        // each role only its own token flag; a client certificate needs its key
+        assert!(Worker::try_parse_from(["worker", "--operator-token-file", "o"]).is_err());
+        assert!(Operator::try_parse_from(["coord", "--token-file", "w"]).is_err());
+        let error = Worker::try_parse_from(["worker", "--tls-cert", "c.pem"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("--tls-key"), "{error}");
     }
 
     #[test]

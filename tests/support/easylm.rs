@@ -11,11 +11,7 @@ const KV: u64 = 8;
 const FFN: u64 = 24;
 const LAYERS: u32 = 2;
 
-/// The EasyLM record writer of the worker's tests (no herd dependency), shared by path.
-#[path = "../../worker/tests/support/easylm_records.rs"]
-mod records;
-
-use records::{encode, llama_reward_model, LlamaShape};
+use herd_testkit::easylm_records::{encode, llama_reward_model, LlamaShape};
 
 /// The streaming_params bytes of a tiny reward model.
 pub fn tiny_reward_model(seed: u64) -> Vec<u8> {

@@ -1,4 +1,10 @@
-//! `worker`: score reward models (and, with the coordinator, serve sweeps).
+//! `worker`: score reward models (and, with the coordinator, serve sweeps). The command line
+//! wires herd-engine (the scoring) into herd-agent (the coordinator's protocol).
+
+mod allocator;
+mod easylm_cli;
+mod engine_scorer;
+mod output;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -6,15 +12,17 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use easylm_cli::{parse_bytes, run_convert, ConvertArgs, EasyLmArgs};
+use engine_scorer::{open_spec, EngineScorer};
+use herd_agent::AgentConfig;
+use herd_engine::batching::BatchLimits;
+use herd_engine::device::{DeviceChoice, DtypeChoice};
+use herd_engine::dpo::RefFreeType;
+use herd_engine::scorer::{score_pairs_with, ScoreRequest};
+use herd_rpc::defaults::{CHAT_TEMPLATE, MAX_LENGTH};
+use herd_rpc::security::WorkerSecurityArgs;
+use herd_rpc::CheckpointFormat;
 use herd_storage::hub::load_pairs_from;
-use herd_worker::agent::{self, AgentConfig};
-use herd_worker::device::{DeviceChoice, DtypeChoice};
-use herd_worker::dpo::RefFreeType;
-use herd_worker::easylm::cli::{parse_bytes, run_convert, ConvertArgs, EasyLmArgs};
-use herd_worker::models::ModelSpec;
-use herd_worker::output;
-use herd_worker::pipeline::{score_pairs, score_pairs_with, ScoreRequest};
-use herd_worker::scoring::BatchLimits;
 
 #[derive(Parser)]
 #[command(
@@ -76,19 +84,9 @@ struct AgentArgs {
     /// serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9465; default: off)
     #[arg(long, value_name = "ADDR", env = "HERD_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
-    /// file whose first line is the worker token, which opens the coordinator's Workers service
-    /// (default: $HERD_TOKEN)
-    #[arg(long, value_name = "PATH")]
-    token_file: Option<PathBuf>,
-    /// CA (PEM) that signed the coordinator's TLS certificate (with an https:// URL)
-    #[arg(long, value_name = "PEM")]
-    tls_ca: Option<PathBuf>,
-    /// client certificate (PEM), for a coordinator that requires one (mTLS)
-    #[arg(long, value_name = "PEM", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// the client certificate's private key (PEM)
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
+    /// the worker token and TLS files
+    #[command(flatten)]
+    security: WorkerSecurityArgs,
 }
 
 #[derive(Subcommand)]
@@ -122,10 +120,10 @@ struct ScoreArgs {
     #[arg(long, value_enum, default_value = "avg")]
     ref_free_type: RefFreeType,
     /// FastChat template used when the tokenizer has no chat template of its own
-    #[arg(long, default_value = "tulu")]
+    #[arg(long, default_value = CHAT_TEMPLATE)]
     chat_template: String,
     /// tokens kept per sequence (truncated from the left)
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = MAX_LENGTH as usize)]
     max_length: usize,
     /// token budget per forward pass (rows x padded length; default 2048 on CPU, 16384 on CUDA)
     #[arg(long)]
@@ -152,7 +150,7 @@ struct ScoreArgs {
 }
 
 fn main() {
-    herd_worker::allocator::tune_for_tensors();
+    allocator::tune_for_tensors();
     // stderr logs; spans exported over OTLP/gRPC when OTEL_EXPORTER_OTLP_ENDPOINT is set
     let telemetry = herd_telemetry::init("herd-worker", "info");
     let cli = Cli::parse();
@@ -184,13 +182,7 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
         ref_free_type: args.ref_free_type,
         chat_template: args.chat_template.clone(),
         max_length: args.max_length,
-        limits: {
-            let defaults = BatchLimits::for_device(device);
-            BatchLimits {
-                max_batch_tokens: args.batch_tokens.unwrap_or(defaults.max_batch_tokens),
-                max_batch_rows: args.max_batch_rows.unwrap_or(defaults.max_batch_rows),
-            }
-        },
+        limits: batch_limits(device, args.batch_tokens, args.max_batch_rows),
         share_prefix: !args.no_share_prefix,
         device,
         kind,
@@ -201,18 +193,15 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
         std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
     }
     let started = Instant::now();
-    let scored = if args.model.is_file() {
-        // an EasyLM streaming checkpoint: no Hugging Face folder, no tokenizer beside it
-        anyhow::ensure!(
-            args.tokenizer.is_some(),
-            "{} is a file (an EasyLM checkpoint?) and carries no tokenizer; pass --tokenizer DIR",
-            args.model.display()
-        );
-        let spec = ModelSpec::from_easylm(&args.model, &args.easylm.options())?;
-        score_pairs_with(&request, &spec, &pairs)?
-    } else {
-        score_pairs(&request, &pairs)?
-    };
+    let format = CheckpointFormat::of_local(None, &args.model);
+    // an EasyLM streaming checkpoint: no Hugging Face folder, no tokenizer beside it
+    anyhow::ensure!(
+        format == CheckpointFormat::HuggingFace || args.tokenizer.is_some(),
+        "{} is a file (an EasyLM checkpoint?) and carries no tokenizer; pass --tokenizer DIR",
+        args.model.display()
+    );
+    let spec = open_spec(&args.model, format, &args.easylm.options())?;
+    let scored = score_pairs_with(&request, &spec, &pairs)?;
     let seconds = started.elapsed().as_secs_f64();
     let summary = output::Summary::new(&request, &pairs, &scored);
     output::write_scores(&args.output, &pairs, &scored)
@@ -227,6 +216,15 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
         summary_path.display()
     );
     Ok(())
+}
+
+/// `--batch-tokens` and `--max-batch-rows` over the device's defaults.
+fn batch_limits(device: tch::Device, tokens: Option<usize>, rows: Option<usize>) -> BatchLimits {
+    let defaults = BatchLimits::for_device(device);
+    BatchLimits {
+        max_batch_tokens: tokens.unwrap_or(defaults.max_batch_tokens),
+        max_batch_rows: rows.unwrap_or(defaults.max_batch_rows),
+    }
 }
 
 fn host_name() -> String {
@@ -256,7 +254,6 @@ fn serve(args: AgentArgs) -> anyhow::Result<()> {
     }
     let device = args.device.resolve()?;
     let kind = args.dtype.resolve(device);
-    let defaults = BatchLimits::for_device(device);
     let cache_dir = match args.cache_dir {
         Some(dir) => dir,
         None => PathBuf::from(std::env::var("HOME").context("HOME is not set; pass --cache-dir")?)
@@ -267,26 +264,25 @@ fn serve(args: AgentArgs) -> anyhow::Result<()> {
         name: args.name.unwrap_or_else(host_name),
         cache_dir,
         cache_bytes: args.cache_bytes,
-        device,
-        kind,
-        limits: BatchLimits {
-            max_batch_tokens: args.batch_tokens.unwrap_or(defaults.max_batch_tokens),
-            max_batch_rows: args.max_batch_rows.unwrap_or(defaults.max_batch_rows),
+        cuda_device: match device {
+            tch::Device::Cuda(index) => Some(index),
+            _ => None,
         },
-        share_prefix: !args.no_share_prefix,
+        gpus: if device.is_cuda() {
+            tch::Cuda::device_count().max(0) as u32
+        } else {
+            0
+        },
         stream_batch: args.stream_batch as usize,
         drain_grace: std::time::Duration::from_secs(args.drain_grace_secs),
         metrics_listen: args.metrics_listen,
-        security: herd_rpc::security::ClientSecurity {
-            token: herd_rpc::security::resolve_token(
-                args.token_file.as_deref(),
-                herd_rpc::security::Role::Worker,
-            )
-            .map_err(anyhow::Error::msg)?,
-            tls_ca: args.tls_ca,
-            tls_cert: args.tls_cert,
-            tls_key: args.tls_key,
-        },
+        security: args.security.security().map_err(anyhow::Error::msg)?,
+    };
+    let scorer = EngineScorer {
+        device,
+        kind,
+        limits: batch_limits(device, args.batch_tokens, args.max_batch_rows),
+        share_prefix: !args.no_share_prefix,
     };
     tracing::info!(
         coordinator = %config.coordinator,
@@ -300,7 +296,7 @@ fn serve(args: AgentArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let exit = runtime.block_on(agent::run(config))?;
+    let exit = runtime.block_on(herd_agent::run(config, scorer))?;
     tracing::info!(?exit, "worker done");
     // a scoring thread abandoned by a drain must not hold the process open
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

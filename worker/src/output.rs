@@ -11,7 +11,7 @@ use serde_json::json;
 use herd_rewardbench::dataset::{ExampleId, PreferencePair};
 use herd_rewardbench::v1::{self as rewardbench, SubsetAccuracies, XstestWeighting};
 
-use crate::pipeline::{ScoreRequest, ScoredDataset};
+use herd_engine::scorer::{ScoreRequest, ScoredDataset};
 
 #[derive(Serialize)]
 struct ExampleRow<'a> {

@@ -1,5 +1,6 @@
 //! `worker --coordinator URL` against an in-test fake coordinator (a real tonic server on
-//! 127.0.0.1): the real worker binary, the tiny Llama fixture on CPU, real RewardBench rows.
+//! 127.0.0.1): the real worker binary, the tiny Llama fixture on CPU, real RewardBench rows; and
+//! the agent loop in-process with a stub scorer, as herd-sim drives it.
 
 mod support;
 
@@ -10,11 +11,13 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use herd_agent::{AgentConfig, Exit, Hooks, Observer, SyntheticScorer, TaskOutcome};
 use herd_rpc::v1::workers_server::{Workers, WorkersServer};
 use herd_rpc::v1::{
-    lease_response, Checkpoint, CompleteRequest, CompleteResponse, Example, FailRequest,
-    FailResponse, FailureKind, HeartbeatRequest, HeartbeatResponse, Lease, LeaseRef, LeaseRequest,
-    LeaseResponse, RegisterRequest, RegisterResponse, ResultBatch, Scoring, StreamResultsResponse,
+    lease_response, Checkpoint, CompleteRequest, CompleteResponse, Example, ExampleReward,
+    FailRequest, FailResponse, FailureKind, HeartbeatRequest, HeartbeatResponse, Lease, LeaseRef,
+    LeaseRequest, LeaseResponse, RegisterRequest, RegisterResponse, ResultBatch, Scoring,
+    StreamResultsResponse,
 };
 use serde_json::Value;
 use support::repo;
@@ -716,4 +719,133 @@ async fn gcs_checkpoints_go_through_the_cache_and_a_corrupt_one_is_evicted() {
     );
     let last = recorded.lease_caches.last().unwrap();
     assert!(!last.contains(&bad.to_string()), "{last:?}\n{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// the agent in-process with a stub scorer, as a driver (herd-sim) runs it
+
+/// What the agent told its observer, in order.
+#[derive(Default)]
+struct Seen(Mutex<Vec<String>>);
+
+impl Observer for Seen {
+    fn registered(&self, again: bool) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("registered again={again}"));
+    }
+
+    fn lease_answered(&self, _asked: std::time::Instant, _took: Duration, granted: bool) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("lease granted={granted}"));
+    }
+
+    fn results_acknowledged(
+        &self,
+        lease: &Lease,
+        rewards: &[ExampleReward],
+        stored: u64,
+        _duplicates: u64,
+    ) {
+        let task = lease.lease.unwrap().task_id;
+        let n = rewards.len();
+        self.0.lock().unwrap().push(format!(
+            "acknowledged task {task}: {n} rewards, {stored} stored"
+        ));
+    }
+
+    fn task_ended(&self, lease: &Lease, outcome: TaskOutcome) {
+        let task = lease.lease.unwrap().task_id;
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("task {task} ended {outcome:?}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_agent_reports_to_its_observer_and_drains_on_its_trigger() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = rows(4);
+    // any local folder: the stub scorer loads nothing
+    let uri = model_dir().display().to_string();
+    let fake = Fake::new(
+        vec![
+            lease(1, 1, &uri, "hf", examples(&rows, 0..2)),
+            lease(2, 1, &uri, "hf", examples(&rows, 2..4)),
+        ],
+        false,
+    );
+    let address = start(fake.clone()).await;
+    let config = AgentConfig {
+        coordinator: format!("http://{address}"),
+        name: "in-process".into(),
+        cache_dir: dir.path().join("cache"),
+        cache_bytes: 1 << 30,
+        cuda_device: None,
+        gpus: 0,
+        stream_batch: 1,
+        drain_grace: Duration::from_secs(1),
+        metrics_listen: None,
+        security: Default::default(),
+    };
+    let seen = Arc::new(Seen::default());
+    let (stop, trigger) = tokio::sync::watch::channel(false);
+    let hooks = Hooks {
+        observer: seen.clone(),
+        drain: Some(trigger),
+    };
+    // example i scores (i, -i)
+    let scorer = SyntheticScorer {
+        scores: |_checkpoint, i| (f64::from(i), -f64::from(i)),
+        delay: Duration::ZERO,
+    };
+    let agent = herd_agent::run_with(config, Arc::new(scorer), hooks);
+    let driver = async {
+        wait_for("both leases completed", || {
+            fake.recorded().completes.len() == 2
+        })
+        .await;
+        stop.send_replace(true);
+    };
+    let (exit, ()) = tokio::join!(agent, driver);
+    assert_eq!(exit.unwrap(), Exit::Drained);
+
+    // the stub's scores reached the coordinator, one reward per message (stream_batch 1)
+    let recorded = fake.recorded();
+    let rewards: Vec<(u32, f64, f64)> = recorded
+        .batches
+        .iter()
+        .flat_map(|batch| {
+            assert_eq!(batch.rewards.len(), 1);
+            &batch.rewards
+        })
+        .map(|r| (r.index, r.scores_chosen[0], r.scores_rejected[0]))
+        .collect();
+    let expected: Vec<(u32, f64, f64)> = (0..4).map(|i| (i, f64::from(i), -f64::from(i))).collect();
+    assert_eq!(rewards, expected);
+    // the stop drained the agent: its last heartbeat says so
+    assert!(recorded.heartbeats.last().unwrap().draining);
+
+    let seen = seen.0.lock().unwrap().clone();
+    assert_eq!(
+        seen[..7],
+        [
+            "registered again=false",
+            "lease granted=true",
+            "acknowledged task 1: 2 rewards, 2 stored",
+            "task 1 ended Completed",
+            "lease granted=true",
+            "acknowledged task 2: 2 rewards, 2 stored",
+            "task 2 ended Completed",
+        ]
+    );
+    // then only "no task yet" answers until the stop
+    assert!(
+        seen[7..].iter().all(|event| event == "lease granted=false"),
+        "{seen:?}"
+    );
 }

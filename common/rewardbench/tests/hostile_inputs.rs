@@ -280,8 +280,7 @@ fn nan_and_infinite_rewards_never_win() {
 // fuzz seeds on stable: the targets' committed seeds and byte mutations of them, through the same
 // entry points as the cargo-fuzz targets of fuzz/
 
-#[path = "../../../fuzz/stable_replay.rs"]
-mod stable_replay;
+use herd_testkit::fuzz_seeds as stable_replay;
 
 fn fuzz_seeds(target: &str) -> Vec<Vec<u8>> {
     stable_replay::seeds_and_mutations(target, stable_replay::Mutations::Text)

@@ -22,9 +22,9 @@ pub struct RunArgs {
     #[arg(long, default_value = "")]
     pub tokenizer: String,
     /// FastChat template used when the tokenizer has no chat template
-    #[arg(long, default_value = "tulu")]
+    #[arg(long, default_value = herd_rpc::defaults::CHAT_TEMPLATE)]
     pub chat_template: String,
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = herd_rpc::defaults::MAX_LENGTH)]
     pub max_length: u32,
     /// the sweep's name (and the folder its reports go to under --out)
     #[arg(long, default_value = "run")]

@@ -8,7 +8,8 @@ mod submit;
 use std::time::Duration;
 
 use anyhow::Context;
-use herd_rpc::security::{resolve_token, AuthChannel, ClientSecurity, Role};
+pub use herd_rpc::client::normalize_url;
+use herd_rpc::security::{resolve_token, AuthChannel, ClientSecurity, OperatorSecurityArgs, Role};
 use herd_rpc::v1::sweeps_client::SweepsClient;
 use tonic::transport::Endpoint;
 
@@ -28,46 +29,16 @@ pub struct ConnectArgs {
     /// the coordinator's gRPC address
     #[arg(long, env = "HERD_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
     pub coordinator: String,
-    /// file whose first line is the operator token (default: $HERD_OPERATOR_TOKEN); the worker
-    /// token ($HERD_TOKEN) is refused by the Sweeps service
-    #[arg(long, value_name = "PATH")]
-    pub operator_token_file: Option<std::path::PathBuf>,
-    /// CA (PEM) that signed the coordinator's TLS certificate (with an https:// address)
-    #[arg(long, value_name = "PEM")]
-    pub tls_ca: Option<std::path::PathBuf>,
-    /// client certificate (PEM), for a coordinator that requires one (mTLS)
-    #[arg(long, value_name = "PEM", requires = "tls_key")]
-    pub tls_cert: Option<std::path::PathBuf>,
-    /// the client certificate's private key (PEM)
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
-    pub tls_key: Option<std::path::PathBuf>,
+    /// the operator token and TLS files
+    #[command(flatten)]
+    pub security: OperatorSecurityArgs,
 }
 
 impl ConnectArgs {
-    /// The token and TLS files these flags name.
-    pub fn security(&self) -> anyhow::Result<ClientSecurity> {
-        Ok(ClientSecurity {
-            token: resolve_token(self.operator_token_file.as_deref(), Role::Operator)
-                .map_err(anyhow::Error::msg)?,
-            tls_ca: self.tls_ca.clone(),
-            tls_cert: self.tls_cert.clone(),
-            tls_key: self.tls_key.clone(),
-        })
-    }
-
     /// A `Sweeps` client for `--coordinator` with the token and TLS these flags name.
     pub async fn client(&self) -> anyhow::Result<SweepsClient<AuthChannel>> {
-        connect_with(&self.coordinator, &self.security()?).await
-    }
-}
-
-/// `host:port` gets `http://`; anything else is taken as a URL.
-pub fn normalize_url(address: &str) -> String {
-    let address = address.trim();
-    if address.contains("://") {
-        address.to_owned()
-    } else {
-        format!("http://{address}")
+        let security = self.security.security().map_err(anyhow::Error::msg)?;
+        connect_with(&self.coordinator, &security).await
     }
 }
 
@@ -103,7 +74,8 @@ pub async fn connect_with(
             CONNECT_TIMEOUT.as_secs()
         ),
     };
-    Ok(SweepsClient::new(security.intercept(channel)).max_decoding_message_size(256 << 20))
+    Ok(SweepsClient::new(security.intercept(channel))
+        .max_decoding_message_size(herd_rpc::MAX_MESSAGE_BYTES))
 }
 
 /// An RPC error as one line naming the coordinator.

@@ -10,11 +10,11 @@ mod states;
 mod status;
 mod sweep;
 
+/// one definition for the planner, the state file and the worker, which decides it for a
+/// checkpoint on disk
+pub use herd_rpc::CheckpointFormat;
 pub use lease::{ExampleScores, FailureKind, Grant, LeaseId};
-pub use states::{
-    AttemptOutcome, CheckpointFormat, CheckpointState, LeaseState, SweepState, TaskState,
-    WorkerState,
-};
+pub use states::{AttemptOutcome, CheckpointState, LeaseState, SweepState, TaskState, WorkerState};
 pub use status::{AttemptFailure, CheckpointProgress, Overview, SweepProgress, WorkerView};
 pub use sweep::{
     check_sweep_name, PlannedCheckpoint, PlannedExample, ScoredCheckpoint, StoredReward,

@@ -1,5 +1,5 @@
 //! The closed sets of states a sweep, checkpoint, task, lease, attempt and worker go through, and
-//! the checkpoint formats. Each value has one name: the text the state file keeps (see
+//! Each value has one name: the text the state file keeps (see
 //! `state::states` for how it is read back), what logs print and what `coord status` shows.
 
 /// Declares each enum with `ALL`, `as_str` (its name), `parse` (the value of a name) and
@@ -124,14 +124,6 @@ named_values! {
         /// not heard from within the lease timeout
         Lost = "lost",
     }
-
-    /// How a checkpoint is stored, which decides how a worker loads it.
-    pub enum CheckpointFormat {
-        /// an EasyLM `streaming_params` file (converted in memory by the worker)
-        EasyLm = "easylm",
-        /// a transformers folder (config.json + safetensors)
-        HuggingFace = "hf",
-    }
 }
 
 impl AttemptOutcome {
@@ -192,11 +184,6 @@ mod tests {
             AttemptOutcome::parse,
         );
         check(WorkerState::ALL, WorkerState::as_str, WorkerState::parse);
-        check(
-            CheckpointFormat::ALL,
-            CheckpointFormat::as_str,
-            CheckpointFormat::parse,
-        );
         assert_eq!(TaskState::parse("Pending"), None);
         assert_eq!(TaskState::parse(""), None);
     }

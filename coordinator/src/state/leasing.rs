@@ -10,11 +10,12 @@ use prost::Message;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::queries::{all_finished, examples_in};
+use super::states::StoredFormat;
 use super::sweeps::decode_spec;
 use super::{lock, to_i64, Result, ShardKey, Store, StoreError};
 use crate::domain::{
-    AttemptOutcome, CheckpointFormat, CheckpointState, Grant, LeaseId, LeaseState,
-    PlannedCheckpoint, PlannedExample, SweepState, TaskState,
+    AttemptOutcome, CheckpointState, Grant, LeaseId, LeaseState, PlannedCheckpoint, PlannedExample,
+    SweepState, TaskState,
 };
 
 /// Shards whose examples [`Store::shard_examples`] keeps in memory; past this it starts over.
@@ -412,11 +413,12 @@ pub(super) fn check_active_lease(
 }
 
 fn checkpoint_of(conn: &Connection, id: i64) -> Result<PlannedCheckpoint> {
-    let (uri, name, format, size): (String, String, CheckpointFormat, i64) = conn.query_row(
-        "SELECT uri, name, format, size_bytes FROM checkpoints WHERE id = ?1",
-        params![id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-    )?;
+    let (uri, name, StoredFormat(format), size): (String, String, StoredFormat, i64) = conn
+        .query_row(
+            "SELECT uri, name, format, size_bytes FROM checkpoints WHERE id = ?1",
+            params![id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
     Ok(PlannedCheckpoint {
         uri,
         name,

@@ -10,6 +10,11 @@ use crate::domain::{
     AttemptOutcome, CheckpointFormat, CheckpointState, LeaseState, SweepState, TaskState,
 };
 
+/// A checkpoint's format as the `checkpoints.format` column stores it (the format itself is
+/// herd-rpc's, shared with the worker).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct StoredFormat(pub CheckpointFormat);
+
 /// Text in a typed column that names no value of its enum.
 #[derive(Debug)]
 pub(super) struct UnknownName {
@@ -56,10 +61,25 @@ macro_rules! stored_by_name {
     )+};
 }
 
+impl StoredFormat {
+    const ALL: &'static [StoredFormat] = &[
+        StoredFormat(CheckpointFormat::EasyLm),
+        StoredFormat(CheckpointFormat::HuggingFace),
+    ];
+
+    fn as_str(self) -> &'static str {
+        self.0.as_str()
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        CheckpointFormat::parse(text).map(StoredFormat)
+    }
+}
+
 stored_by_name! {
     SweepState in "sweeps.state",
     CheckpointState in "checkpoints.state",
-    CheckpointFormat in "checkpoints.format",
+    StoredFormat in "checkpoints.format",
     TaskState in "tasks.state",
     LeaseState in "leases.state",
     AttemptOutcome in "attempts.outcome",

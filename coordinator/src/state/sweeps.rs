@@ -7,6 +7,7 @@ use herd_rpc::v1::SweepSpec;
 use prost::Message;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::states::StoredFormat;
 use super::{attempts, resubmit, to_i64, Result, Store, StoreError};
 use crate::domain::{
     check_sweep_name, AttemptOutcome, CheckpointState, PlannedCheckpoint, PlannedExample,
@@ -124,7 +125,7 @@ impl Store {
                         sweep_id,
                         c.uri,
                         c.name,
-                        c.format,
+                        StoredFormat(c.format),
                         to_i64(c.size_bytes),
                         CheckpointState::Pending
                     ],

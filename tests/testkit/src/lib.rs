@@ -1,12 +1,17 @@
 //! Test support for every crate of the workspace: where the workspace and the shared data are,
-//! and the one way a test deals with a prerequisite the machine lacks (the shared data, the GCS
-//! emulator, the Python environment).
+//! the committed fixtures ([`fixtures`]), the EasyLM record writer ([`easylm_records`]), the fuzz
+//! seeds replayed on stable ([`fuzz_seeds`]), and the one way a test deals with a prerequisite
+//! the machine lacks (the shared data, the GCS emulator, the Python environment).
 //!
 //! A missing prerequisite fails the test when `$CI` is set (to anything but empty, `0` or
 //! `false`): CI runs every test or fails. Elsewhere the test is skipped, and says so in exactly
 //! one line, `SKIPPED: <test>: <reason>`, written to stderr past the test harness's output
 //! capture (so `cargo test` shows it for a passing test too) and appended to the file
 //! `$HERD_SKIP_LOG` names, which scripts/test collects.
+
+pub mod easylm_records;
+pub mod fixtures;
+pub mod fuzz_seeds;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

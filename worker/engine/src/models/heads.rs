@@ -1,0 +1,110 @@
+//! What sits on top of the decoder: a sequence-classification score head (reward models) and
+//! a language-model head (DPO log-probs). Both read only the positions they need, so the final
+//! norm and the projection run on a handful of rows instead of the whole padded batch.
+
+use tch::{Kind, Tensor};
+
+use super::config::DecoderConfig;
+use super::decoder::Decoder;
+use crate::batching::Batch;
+use crate::error::LoadError;
+use crate::weights::VarBuilder;
+
+/// `*ForSequenceClassification`: raw logits of the pooled token.
+pub struct SequenceClassifier {
+    pub decoder: Decoder,
+    pub score: Tensor,
+}
+
+impl SequenceClassifier {
+    /// The decoder from `model.*`, the score head from `score.weight`.
+    pub fn load(config: &DecoderConfig, w: &VarBuilder) -> Result<Self, LoadError> {
+        Ok(Self {
+            decoder: Decoder::load(config, &w.pp("model"))?,
+            score: w
+                .pp("score")
+                .take("weight", &[config.num_labels, config.hidden_size])?,
+        })
+    }
+
+    /// Logits [rows, num_labels] (float32) at `pooled[r]`, a position in row r of `batch`.
+    pub fn forward(&self, batch: &Batch, pooled: &Tensor) -> Tensor {
+        let rows = Tensor::arange(batch.rows(), (Kind::Int64, batch.ids.device()));
+        self.forward_rows(batch, &rows, pooled)
+    }
+
+    /// Logits [n, num_labels] (float32) at positions `pooled[i]` of rows `rows[i]` of `batch`.
+    pub fn forward_rows(&self, batch: &Batch, rows: &Tensor, pooled: &Tensor) -> Tensor {
+        let hidden = self.decoder.forward(batch);
+        let picked = gather_rows(&hidden, rows, pooled);
+        self.decoder
+            .final_norm
+            .forward(&picked)
+            .linear(&self.score, None::<Tensor>)
+            .to_kind(Kind::Float)
+    }
+}
+
+const LOGIT_ROWS_PER_CHUNK: i64 = 512;
+
+/// `*ForCausalLM`: log-probabilities of chosen next tokens.
+pub struct CausalLm {
+    pub decoder: Decoder,
+    /// `None` when the input embeddings are tied to the output
+    pub lm_head: Option<Tensor>,
+}
+
+impl CausalLm {
+    /// The decoder from `model.*`, the LM head from `lm_head.weight` unless it is tied to the
+    /// input embeddings.
+    pub fn load(config: &DecoderConfig, w: &VarBuilder) -> Result<Self, LoadError> {
+        let decoder = Decoder::load(config, &w.pp("model"))?;
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            let shape = [config.vocab_size, config.hidden_size];
+            Some(w.pp("lm_head").take("weight", &shape)?)
+        };
+        Ok(Self { decoder, lm_head })
+    }
+
+    /// log p(targets[i] | prefix) for flat positions `positions[i]` (row * len + column) of
+    /// `batch`, in float32.
+    pub fn token_logprobs(&self, batch: &Batch, positions: &Tensor, targets: &Tensor) -> Tensor {
+        let hidden = self.decoder.forward(batch);
+        let width = hidden.size()[2];
+        let hidden = hidden.view([-1, width]);
+        let weight = self.lm_head.as_ref().unwrap_or(self.decoder.embed_tokens());
+        // vocabulary-wide logits only for a slice of positions at a time, to bound memory
+        let count = positions.size()[0];
+        let pieces: Vec<Tensor> = (0..count)
+            .step_by(LOGIT_ROWS_PER_CHUNK as usize)
+            .map(|start| {
+                let rows = (count - start).min(LOGIT_ROWS_PER_CHUNK);
+                let picked = hidden.index_select(0, &positions.narrow(0, start, rows));
+                let logits = self
+                    .decoder
+                    .final_norm
+                    .forward(&picked)
+                    .linear(weight, None::<Tensor>);
+                logits
+                    .log_softmax(-1, Kind::Float)
+                    .gather(1, &targets.narrow(0, start, rows).unsqueeze(1), false)
+                    .squeeze_dim(1)
+            })
+            .collect();
+        if pieces.is_empty() {
+            return Tensor::zeros([0], (Kind::Float, hidden.device()));
+        }
+        Tensor::cat(&pieces, 0)
+    }
+}
+
+/// hidden[rows[i], positions[i], :] for every i.
+fn gather_rows(hidden: &Tensor, rows: &Tensor, positions: &Tensor) -> Tensor {
+    let size = hidden.size();
+    let (batch, len, width) = (size[0], size[1], size[2]);
+    hidden
+        .view([batch * len, width])
+        .index_select(0, &(rows * len + positions))
+}

@@ -1,0 +1,448 @@
+//! `worker score` end to end: load the model and tokenizer, format and tokenize every pair,
+//! score in packed batches, return per-pair scores in dataset order.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use tch::{Device, Kind};
+
+use herd_rewardbench::chat::{ChatFormatter, FastChatTemplate};
+use herd_rewardbench::dataset::PreferencePair;
+
+use crate::batching::{BatchLimits, BatchSettings};
+use crate::classifier::{score_sequence_pairs, score_sequences};
+use crate::dpo::{self, DpoLimits, RefFreeType};
+use crate::encode::{classifier_inputs, format_pair, pooled_position};
+use crate::model_dir::ModelDir;
+use crate::models::{CausalLm, HeadKind, ModelSpec, SequenceClassifier};
+use crate::tokenizer::RewardTokenizer;
+
+#[derive(Clone, Debug)]
+pub struct ScoreRequest {
+    pub model: PathBuf,
+    /// defaults to the model folder
+    pub tokenizer: Option<PathBuf>,
+    /// DPO: the reference model; with a causal LM and none, scoring is reference-free
+    pub ref_model: Option<PathBuf>,
+    pub ref_free_type: RefFreeType,
+    /// FastChat template used when the tokenizer has no chat template of its own
+    pub chat_template: String,
+    pub max_length: usize,
+    pub limits: BatchLimits,
+    /// score each pair's chosen and rejected in one row, computing their shared prefix once
+    pub share_prefix: bool,
+    pub device: Device,
+    pub kind: Kind,
+}
+
+impl ScoreRequest {
+    /// How this request's rows become batches, padded with `pad_id`.
+    pub fn batching(&self, pad_id: u32) -> BatchSettings {
+        BatchSettings {
+            limits: self.limits,
+            pad_id,
+            device: self.device,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PairScores {
+    /// every label's logit (classifiers) or the one DPO reward; f64 so large DPO log-prob sums
+    /// keep their precision
+    pub chosen: Vec<f64>,
+    pub rejected: Vec<f64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ScoredDataset {
+    /// "tokenizer" when the tokenizer's own template was used, else the FastChat name
+    pub chat_template: String,
+    /// RewardBench's model_type: "Seq. Classifier", "DPO" or "DPO Ref. Free"
+    pub model_type: &'static str,
+    pub pairs: Vec<PairScores>,
+}
+
+/// RewardBench: the tokenizer's chat template wins over the requested FastChat template.
+pub fn choose_formatter(
+    tokenizer: &RewardTokenizer,
+    requested: &str,
+) -> anyhow::Result<ChatFormatter> {
+    match tokenizer.chat_template() {
+        Some(template) => {
+            tracing::info!("formatting with the tokenizer's chat template");
+            Ok(ChatFormatter::Jinja(template.clone()))
+        }
+        None => Ok(ChatFormatter::FastChat(FastChatTemplate::by_name(
+            requested,
+        )?)),
+    }
+}
+
+/// RewardBench's run_rm.py sets `add_eos_token = True` when it formats with FastChat.
+pub fn prepare_classifier_tokenizer(
+    tokenizer: &mut RewardTokenizer,
+    formatter: &ChatFormatter,
+    tokenizer_dir: &ModelDir,
+) -> anyhow::Result<()> {
+    if matches!(formatter, ChatFormatter::FastChat(_)) {
+        tokenizer.set_add_eos_token(tokenizer_dir.root())?;
+    }
+    Ok(())
+}
+
+fn progress_bar(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    let style = ProgressStyle::with_template(
+        "{msg} [{elapsed_precise}] {bar:40} {pos}/{len} ({per_sec}, eta {eta})",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(what.to_string());
+    bar
+}
+
+pub fn score_pairs(
+    request: &ScoreRequest,
+    pairs: &[PreferencePair],
+) -> anyhow::Result<ScoredDataset> {
+    let spec = ModelSpec::open(ModelDir::open(&request.model)?)?;
+    score_pairs_with(request, &spec, pairs)
+}
+
+/// [`score_pairs`] with the model already opened, e.g. an EasyLM checkpoint
+/// (`ModelSpec::from_easylm`; `request.tokenizer` must then name the tokenizer folder).
+pub fn score_pairs_with(
+    request: &ScoreRequest,
+    spec: &ModelSpec,
+    pairs: &[PreferencePair],
+) -> anyhow::Result<ScoredDataset> {
+    let (tokenizer, formatter) = prepare_text(request, spec)?;
+    match spec.head {
+        HeadKind::SequenceClassification => {
+            score_classifier(request, spec, &tokenizer, &formatter, pairs)
+        }
+        HeadKind::CausalLm => score_dpo(request, spec, &tokenizer, &formatter, pairs),
+    }
+}
+
+/// The tokenizer and chat formatter of a request, checked against the model.
+fn prepare_text(
+    request: &ScoreRequest,
+    spec: &ModelSpec,
+) -> anyhow::Result<(RewardTokenizer, ChatFormatter)> {
+    let tokenizer_dir = ModelDir::open(request.tokenizer.as_ref().unwrap_or(&request.model))?;
+    let mut tokenizer = RewardTokenizer::load(&tokenizer_dir)?;
+    if let Some(window) = spec.config.attention_window {
+        anyhow::ensure!(
+            request.max_length as i64 <= window,
+            "{}: sliding window {window} is shorter than --max-length {}; lower --max-length",
+            request.model.display(),
+            request.max_length
+        );
+    }
+    let formatter = choose_formatter(&tokenizer, &request.chat_template)?;
+    if spec.head == HeadKind::SequenceClassification {
+        anyhow::ensure!(
+            request.ref_model.is_none(),
+            "--ref-model is for DPO models, but {} is a sequence classifier",
+            request.model.display()
+        );
+        prepare_classifier_tokenizer(&mut tokenizer, &formatter, &tokenizer_dir)?;
+    }
+    Ok((tokenizer, formatter))
+}
+
+/// Why a [`Scorer`] could not be set up: the tokenizer/template side, or the model's weights.
+#[derive(Debug, thiserror::Error)]
+pub enum ScorerError {
+    /// tokenizer, chat template or request settings
+    #[error("{0:#}")]
+    Setup(anyhow::Error),
+    /// the checkpoint's weights (missing, corrupt, wrong shapes)
+    #[error("{0:#}")]
+    Model(anyhow::Error),
+}
+
+enum LoadedModel {
+    Classifier {
+        model: SequenceClassifier,
+        pooling_pad: u32,
+    },
+    /// reference-free DPO (a [`Scorer`] holds one model)
+    CausalLm(CausalLm),
+}
+
+/// A model loaded once and kept for several datasets (the agent's shards of one checkpoint):
+/// [`Scorer::score`] gives the same scores as [`score_pairs_with`] on the same request.
+pub struct Scorer {
+    request: ScoreRequest,
+    tokenizer: RewardTokenizer,
+    formatter: ChatFormatter,
+    model: LoadedModel,
+}
+
+/// What [`Scorer::score`] returns: the scores and the tokens fed to the model.
+pub struct ScoredShard {
+    pub scored: ScoredDataset,
+    pub tokens: u64,
+}
+
+impl Scorer {
+    /// Tokenizer and formatter first, then the weights on `request.device`. A DPO model is scored
+    /// reference-free (`request.ref_model` must be unset).
+    pub fn load(request: &ScoreRequest, spec: &ModelSpec) -> Result<Self, ScorerError> {
+        let (tokenizer, formatter) = prepare_text(request, spec).map_err(ScorerError::Setup)?;
+        let model = match spec.head {
+            HeadKind::SequenceClassification => LoadedModel::Classifier {
+                model: spec
+                    .load_classifier(request.device, request.kind)
+                    .map_err(|e| ScorerError::Model(e.into()))?,
+                pooling_pad: pooling_pad_id(&tokenizer, spec),
+            },
+            HeadKind::CausalLm => {
+                if request.ref_model.is_some() {
+                    return Err(ScorerError::Setup(anyhow::anyhow!(
+                        "a reference model is not supported by a reusable scorer"
+                    )));
+                }
+                LoadedModel::CausalLm(
+                    spec.load_causal_lm(request.device, request.kind)
+                        .map_err(|e| ScorerError::Model(e.into()))?,
+                )
+            }
+        };
+        Ok(Self {
+            request: request.clone(),
+            tokenizer,
+            formatter,
+            model,
+        })
+    }
+
+    pub fn request(&self) -> &ScoreRequest {
+        &self.request
+    }
+
+    /// Scores `pairs`; `on_progress` gets the number of sequences done after each batch.
+    pub fn score(
+        &self,
+        pairs: &[PreferencePair],
+        on_progress: impl FnMut(usize),
+    ) -> anyhow::Result<ScoredShard> {
+        let request = &self.request;
+        match &self.model {
+            LoadedModel::Classifier { model, pooling_pad } => {
+                let (sequences, pooled) = classifier_sequences(
+                    request,
+                    &self.tokenizer,
+                    &self.formatter,
+                    *pooling_pad,
+                    pairs,
+                )?;
+                let tokens = sequences.iter().map(|s| s.len() as u64).sum();
+                let pairs = run_classifier(
+                    request,
+                    model,
+                    &sequences,
+                    &pooled,
+                    self.tokenizer.pad_id(),
+                    on_progress,
+                )?;
+                Ok(ScoredShard {
+                    scored: ScoredDataset {
+                        chat_template: self.formatter.result_name().to_string(),
+                        model_type: "Seq. Classifier",
+                        pairs,
+                    },
+                    tokens,
+                })
+            }
+            LoadedModel::CausalLm(model) => {
+                let (sequences, pad_id) =
+                    dpo_sequences(request, &self.tokenizer, &self.formatter, pairs)?;
+                let tokens = sequences
+                    .iter()
+                    .map(|s| (s.prompt.len() + s.response.len()) as u64)
+                    .sum();
+                let policy = dpo::response_logprobs(
+                    model,
+                    &sequences,
+                    request.batching(pad_id),
+                    on_progress,
+                )?;
+                let rewards: Vec<f64> = policy
+                    .iter()
+                    .map(|p| p.reference_free(request.ref_free_type))
+                    .collect();
+                Ok(ScoredShard {
+                    scored: ScoredDataset {
+                        chat_template: self.formatter.result_name().to_string(),
+                        model_type: "DPO Ref. Free",
+                        pairs: dpo_pairs(&rewards),
+                    },
+                    tokens,
+                })
+            }
+        }
+    }
+}
+
+/// The pad id transformers pools by is `model.config.pad_token_id`, which run_rm.py sets to EOS
+/// when the tokenizer has no pad token and otherwise fills from the tokenizer only if unset.
+fn pooling_pad_id(tokenizer: &RewardTokenizer, spec: &ModelSpec) -> u32 {
+    match spec.config.pad_token_id {
+        Some(id) if tokenizer.has_pad_token() => u32::try_from(id).unwrap_or(tokenizer.pad_id()),
+        _ => tokenizer.pad_id(),
+    }
+}
+
+/// Formatted, tokenized rows (chosen, rejected, chosen, ...) and their pooled positions.
+fn classifier_sequences(
+    request: &ScoreRequest,
+    tokenizer: &RewardTokenizer,
+    formatter: &ChatFormatter,
+    pooling_pad: u32,
+    pairs: &[PreferencePair],
+) -> anyhow::Result<(Vec<Vec<u32>>, Vec<usize>)> {
+    let mut texts = Vec::with_capacity(pairs.len() * 2);
+    for pair in pairs {
+        let formatted = format_pair(formatter, pair)
+            .with_context(|| format!("formatting example {}", pair.id))?;
+        texts.push(formatted.chosen);
+        texts.push(formatted.rejected);
+    }
+    let sequences = classifier_inputs(tokenizer, texts, request.max_length)?;
+    let pooled: Vec<usize> = sequences
+        .iter()
+        .map(|ids| pooled_position(ids, pooling_pad))
+        .collect();
+    Ok((sequences, pooled))
+}
+
+fn run_classifier(
+    request: &ScoreRequest,
+    model: &SequenceClassifier,
+    sequences: &[Vec<u32>],
+    pooled: &[usize],
+    pad_id: u32,
+    progress: impl FnMut(usize),
+) -> anyhow::Result<Vec<PairScores>> {
+    let settings = request.batching(pad_id);
+    let scores = if request.share_prefix {
+        score_sequence_pairs(model, sequences, pooled, settings, progress)?
+    } else {
+        score_sequences(model, sequences, pooled, settings, progress)?
+    };
+    let mut scores = scores
+        .into_iter()
+        .map(|logits| logits.into_iter().map(f64::from).collect::<Vec<f64>>());
+    Ok(std::iter::from_fn(|| {
+        Some(PairScores {
+            chosen: scores.next()?,
+            rejected: scores.next()?,
+        })
+    })
+    .collect())
+}
+
+fn score_classifier(
+    request: &ScoreRequest,
+    spec: &ModelSpec,
+    tokenizer: &RewardTokenizer,
+    formatter: &ChatFormatter,
+    pairs: &[PreferencePair],
+) -> anyhow::Result<ScoredDataset> {
+    let pooling_pad = pooling_pad_id(tokenizer, spec);
+    let (sequences, pooled) =
+        classifier_sequences(request, tokenizer, formatter, pooling_pad, pairs)?;
+    let model = spec.load_classifier(request.device, request.kind)?;
+    let bar = progress_bar(sequences.len(), "scoring");
+    let progress = |n: usize| bar.inc(n as u64);
+    let pad_id = tokenizer.pad_id();
+    let pairs = run_classifier(request, &model, &sequences, &pooled, pad_id, progress)?;
+    bar.finish();
+    Ok(ScoredDataset {
+        chat_template: formatter.result_name().to_string(),
+        model_type: "Seq. Classifier",
+        pairs,
+    })
+}
+
+/// DPO rows (chosen, rejected, ...) and the pad id RewardBench's DPO path uses (EOS).
+fn dpo_sequences(
+    request: &ScoreRequest,
+    tokenizer: &RewardTokenizer,
+    formatter: &ChatFormatter,
+    pairs: &[PreferencePair],
+) -> anyhow::Result<(Vec<dpo::DpoSequence>, u32)> {
+    let limits = DpoLimits {
+        max_length: request.max_length,
+        ..DpoLimits::default()
+    };
+    let mut sequences = Vec::with_capacity(pairs.len() * 2);
+    for pair in pairs {
+        let [chosen, rejected] = dpo::pair_sequences(tokenizer, formatter, pair, limits)
+            .with_context(|| format!("preparing example {}", pair.id))?;
+        sequences.push(chosen);
+        sequences.push(rejected);
+    }
+    // rewardbench's DPO path pads with EOS
+    let pad_id = tokenizer.eos_id().unwrap_or(tokenizer.pad_id());
+    Ok((sequences, pad_id))
+}
+
+fn dpo_pairs(rewards: &[f64]) -> Vec<PairScores> {
+    rewards
+        .chunks_exact(2)
+        .map(|r| PairScores {
+            chosen: vec![r[0]],
+            rejected: vec![r[1]],
+        })
+        .collect()
+}
+
+fn score_dpo(
+    request: &ScoreRequest,
+    spec: &ModelSpec,
+    tokenizer: &RewardTokenizer,
+    formatter: &ChatFormatter,
+    pairs: &[PreferencePair],
+) -> anyhow::Result<ScoredDataset> {
+    let (sequences, pad_id) = dpo_sequences(request, tokenizer, formatter, pairs)?;
+    let run = |spec: &ModelSpec, what: &str| -> anyhow::Result<Vec<dpo::ResponseLogProbs>> {
+        let model = spec.load_causal_lm(request.device, request.kind)?;
+        let bar = progress_bar(sequences.len(), what);
+        let out = dpo::response_logprobs(&model, &sequences, request.batching(pad_id), |n| {
+            bar.inc(n as u64)
+        })?;
+        bar.finish();
+        Ok(out)
+    };
+    let policy = run(spec, "policy")?;
+    let (rewards, model_type): (Vec<f64>, _) = match &request.ref_model {
+        Some(ref_dir) => {
+            let ref_spec = ModelSpec::open(ModelDir::open(ref_dir)?)?;
+            let reference = run(&ref_spec, "reference")?;
+            let rewards = policy
+                .iter()
+                .zip(&reference)
+                .map(|(p, r)| p.sum - r.sum)
+                .collect();
+            (rewards, "DPO")
+        }
+        None => (
+            policy
+                .iter()
+                .map(|p| p.reference_free(request.ref_free_type))
+                .collect(),
+            "DPO Ref. Free",
+        ),
+    };
+    Ok(ScoredDataset {
+        chat_template: formatter.result_name().to_string(),
+        model_type,
+        pairs: dpo_pairs(&rewards),
+    })
+}

@@ -1,0 +1,138 @@
+//! herd-engine behind the agent's [`ShardScorer`]: a lease's examples are preference pairs, and a
+//! checkpoint is loaded once into a [`Scorer`] on this worker's device, in its precision.
+
+use std::path::Path;
+
+use anyhow::Context;
+use herd_agent::scorer::Precision;
+use herd_agent::{LocalCheckpoint, PairScores, ScoredShard, ShardScorer, TaskFailure};
+use herd_engine::batching::BatchLimits;
+use herd_engine::device::non_finite_hint;
+use herd_engine::dpo::RefFreeType;
+use herd_engine::easylm::{EasyLmOptions, Overrides};
+use herd_engine::error::LoadError;
+use herd_engine::model_dir::ModelDir;
+use herd_engine::models::ModelSpec;
+use herd_engine::scorer::{ScoreRequest, Scorer, ScorerError};
+use herd_rewardbench::dataset::PreferencePair;
+use herd_rpc::v1::{Lease, Scoring};
+use herd_rpc::CheckpointFormat;
+use tch::{Device, Kind};
+
+/// How this worker scores every lease (its command line).
+pub struct EngineScorer {
+    pub device: Device,
+    pub kind: Kind,
+    pub limits: BatchLimits,
+    /// score each pair's chosen and rejected in one row, computing their shared prefix once
+    pub share_prefix: bool,
+}
+
+/// The EasyLM config a sweep gives for checkpoints outside the size table.
+fn easylm_options(scoring: &Scoring) -> EasyLmOptions {
+    let config = scoring.easylm.clone().unwrap_or_default();
+    EasyLmOptions {
+        size: Some(config.size).filter(|s| !s.is_empty()),
+        overrides: Overrides {
+            num_heads: config.num_heads,
+            num_kv_heads: config.num_kv_heads,
+            vocab_size: config.vocab_size,
+            rope_theta: config.rope_theta,
+            rms_norm_eps: config.rms_norm_eps,
+            max_position_embeddings: config.max_position_embeddings,
+            ..Overrides::default()
+        },
+    }
+}
+
+/// The model of a local checkpoint in `format`, read as far as its config (`easylm`: how to read
+/// an EasyLM checkpoint's config).
+pub fn open_spec(
+    path: &Path,
+    format: CheckpointFormat,
+    easylm: &EasyLmOptions,
+) -> Result<ModelSpec, LoadError> {
+    match format {
+        CheckpointFormat::EasyLm => ModelSpec::from_easylm(path, easylm),
+        CheckpointFormat::HuggingFace => ModelDir::open(path).and_then(ModelSpec::open),
+    }
+}
+
+impl ShardScorer for EngineScorer {
+    type Model = Scorer;
+    type Examples = Vec<PreferencePair>;
+
+    fn examples(&self, lease: &Lease) -> anyhow::Result<Vec<PreferencePair>> {
+        lease
+            .examples
+            .iter()
+            .map(|example| {
+                serde_json::from_str(&example.pair_json).with_context(|| {
+                    format!(
+                        "example {:?} (index {}): pair_json is not a preference pair",
+                        example.id, example.index
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn load(&self, checkpoint: &LocalCheckpoint) -> Result<Scorer, TaskFailure> {
+        let scoring = &checkpoint.scoring;
+        let request = ScoreRequest {
+            model: checkpoint.path.clone(),
+            tokenizer: checkpoint.tokenizer.clone(),
+            ref_model: None,
+            ref_free_type: RefFreeType::Avg,
+            chat_template: scoring.chat_template_or_default().to_string(),
+            max_length: scoring.max_length_or_default(),
+            limits: self.limits,
+            share_prefix: self.share_prefix,
+            device: self.device,
+            kind: self.kind,
+        };
+        let spec = open_spec(
+            &checkpoint.path,
+            checkpoint.format,
+            &easylm_options(scoring),
+        )
+        .map_err(TaskFailure::checkpoint)?;
+        let own_tokenizer = checkpoint.tokenizer.is_none();
+        Scorer::load(&request, &spec).map_err(|error| match error {
+            ScorerError::Model(error) => TaskFailure::checkpoint(error),
+            // the tokenizer inside an HF checkpoint folder is part of the checkpoint
+            ScorerError::Setup(error) if own_tokenizer => TaskFailure::checkpoint(error),
+            ScorerError::Setup(error) => TaskFailure::transient(error),
+        })
+    }
+
+    fn score(
+        &self,
+        model: &Scorer,
+        pairs: &Vec<PreferencePair>,
+        on_batch: &mut dyn FnMut(usize),
+    ) -> anyhow::Result<ScoredShard> {
+        let shard = model.score(pairs, on_batch)?;
+        Ok(ScoredShard {
+            pairs: shard
+                .scored
+                .pairs
+                .into_iter()
+                .map(|p| PairScores {
+                    chosen: p.chosen,
+                    rejected: p.rejected,
+                })
+                .collect(),
+            model_type: shard.scored.model_type.to_string(),
+            chat_template: shard.scored.chat_template,
+            tokens: shard.tokens,
+        })
+    }
+
+    fn precision(&self) -> Precision {
+        Precision {
+            name: format!("{:?}", self.kind),
+            non_finite_hint: non_finite_hint(self.kind),
+        }
+    }
+}
