@@ -8,6 +8,9 @@ pub mod client;
 pub mod config;
 pub mod deploy;
 pub mod domain;
+/// the `coordinator_requests` fuzz target's driver (feature `fuzzing`)
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod observe;
 pub mod planner;
 pub mod presets;

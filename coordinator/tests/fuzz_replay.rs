@@ -1,6 +1,6 @@
 //! The `coordinator_requests` fuzz target on stable: its committed seeds (request sequences
 //! written by [`scenarios`]) and deterministic mutations of them, through the same driver and
-//! invariants (fuzz/coordinator_driver.rs).
+//! invariants (`herd_coordinator::fuzzing`).
 
 use herd_rpc::v1::{
     CancelRequest, CompleteRequest, ExampleReward, FailRequest, FailureKind, HeartbeatRequest,
@@ -8,8 +8,7 @@ use herd_rpc::v1::{
 };
 use prost::Message;
 
-#[path = "../../fuzz/coordinator_driver.rs"]
-mod coordinator_driver;
+use herd_coordinator::fuzzing as coordinator_driver;
 use herd_testkit::fuzz_seeds as stable_replay;
 
 const TARGET: &str = "coordinator_requests";

@@ -1,4 +1,4 @@
-//! Hostile datasets, chat templates and rewards (issue 7): each ends in an error that names the
+//! Hostile datasets, chat templates and rewards: each ends in an error that names the
 //! file (and row and field) or the limit, quickly, never in a panic or a runaway allocation.
 
 use std::time::{Duration, Instant};

@@ -1,33 +1,34 @@
-// The coordinator's inputs as sequences: decoded Workers/Sweeps requests driven against a real
-// Store in a temporary folder, with the invariants checked after every step. Shared by the
-// `coordinator_requests` fuzz target and its stable replay in coordinator/tests/fuzz_replay.rs.
-//
-// Input: records `<op byte><clock byte><len: u16 little-endian><len bytes of protobuf>`, repeated. The op picks
-// the request type; the bytes are that request decoded with prost (undecodable ones are skipped,
-// as tonic would refuse them). So that arbitrary bytes reach deep states, an empty worker id means
-// "the last registered worker", an empty worker secret "that worker's own secret" and a missing
-// lease "the last lease granted". As the Workers service does, a lease-bound request goes to the
-// store only after its (worker id, secret) pair is checked.
-//
-// Invariants (a violation panics):
-// - no panic anywhere in the store;
-// - no result outside a live lease's shard: every stored row lies in its task's shard, and a
-//   result call that succeeded was made under a lease that was active for that worker;
-// - no result stored twice: a (checkpoint, example) keeps the scores it was first stored with,
-//   and the rows are exactly the distinct ones acknowledged;
-// - no file outside the output folder: every finished sweep's report is written through the
-//   coordinator's report writer, and the temporary folder holds nothing but the state file and
-//   the output folder.
+//! The coordinator's inputs as sequences: decoded Workers/Sweeps requests driven against a real
+//! Store in a temporary folder, with the invariants checked after every step. Shared by the
+//! `coordinator_requests` fuzz target (fuzz/) and its stable replay in coordinator/tests/fuzz_replay.rs;
+//! compiled only with the `fuzzing` feature.
+//!
+//! Input: records `<op byte><clock byte><len: u16 little-endian><len bytes of protobuf>`, repeated. The op picks
+//! the request type; the bytes are that request decoded with prost (undecodable ones are skipped,
+//! as tonic would refuse them). So that arbitrary bytes reach deep states, an empty worker id means
+//! "the last registered worker", an empty worker secret "that worker's own secret" and a missing
+//! lease "the last lease granted". As the Workers service does, a lease-bound request goes to the
+//! store only after its (worker id, secret) pair is checked.
+//!
+//! Invariants (a violation panics):
+//! - no panic anywhere in the store;
+//! - no result outside a live lease's shard: every stored row lies in its task's shard, and a
+//!   result call that succeeded was made under a lease that was active for that worker;
+//! - no result stored twice: a (checkpoint, example) keeps the scores it was first stored with,
+//!   and the rows are exactly the distinct ones acknowledged;
+//! - no file outside the output folder: every finished sweep's report is written through the
+//!   coordinator's report writer, and the temporary folder holds nothing but the state file and
+//!   the output folder.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use herd_coordinator::domain::{
+use crate::domain::{
     CheckpointFormat, ExampleScores, FailureKind as Kind, LeaseId, PlannedCheckpoint,
     PlannedExample,
 };
-use herd_coordinator::scheduler::Policy;
-use herd_coordinator::state::{LeaseOutcome, Store};
+use crate::scheduler::Policy;
+use crate::state::{LeaseOutcome, Store};
 use herd_rewardbench::v1::SUBSETS;
 use herd_rpc::v1::{
     CancelRequest, CompleteRequest, FailRequest, FailureKind, HeartbeatRequest, LeaseRef,
@@ -293,13 +294,8 @@ impl Driver {
         let Ok(inputs) = self.store.report_inputs(sweep) else {
             return;
         };
-        if let Ok(report) = herd_coordinator::app::reports::build(&inputs) {
-            let _ = herd_coordinator::report::write_report(
-                &self.out,
-                sweep,
-                &report,
-                &inputs.spec.output_csv,
-            );
+        if let Ok(report) = crate::app::reports::build(&inputs) {
+            let _ = crate::report::write_report(&self.out, sweep, &report, &inputs.spec.output_csv);
         }
     }
 
