@@ -112,15 +112,13 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // One thread runs every agent, its connection and its timers (the STUB scoring runs on the
-    // blocking pool). The agents' futures are not `Send` (see herd-agent's prefetch), so they
-    // are local tasks; on a multi-thread runtime every wake-up of a local task crosses threads,
-    // and ingestion measured ~20% lower (300 workers: 180k vs 230k results/s).
+    // This thread runs the measurement (the coordinator process, submit, progress, the state
+    // check); the agents run on `AgentThreads`.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let agents = tokio::task::LocalSet::new();
-    runtime.block_on(agents.run_until(async {
+    let pool = AgentThreads::start()?;
+    runtime.block_on(async {
         match cli.command {
             Cmd::Sweep {
                 common,
@@ -132,6 +130,7 @@ fn main() -> anyhow::Result<()> {
                 stream_batch,
             } => {
                 sweep(
+                    &pool,
                     &common,
                     &workers,
                     checkpoints,
@@ -163,6 +162,7 @@ fn main() -> anyhow::Result<()> {
                     index: index_column.unwrap_or_default(),
                 });
                 ingest(
+                    &pool,
                     &common,
                     workers,
                     seconds,
@@ -176,7 +176,7 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
         }
-    }))
+    })
 }
 
 /// The work folder and the guard that removes it.
@@ -206,16 +206,74 @@ fn settings(common: &Common) -> CoordSettings {
     }
 }
 
+type AgentHandle = tokio::task::JoinHandle<anyhow::Result<()>>;
+type AgentJob = Box<dyn FnOnce() -> AgentHandle + Send>;
+
+/// One thread per core, each a current-thread runtime with a LocalSet, and every agent on one of
+/// them for its whole life. The agents' futures are not `Send` (see herd-agent's prefetch), so
+/// on a multi-thread runtime they would be local tasks woken across threads (ingestion measured
+/// ~20% lower); on a single thread for all of them, that thread's queue delays every answer the
+/// agents wait for, and herd-sim's Lease latency would measure its own backlog.
+struct AgentThreads {
+    jobs: Vec<
+        tokio::sync::mpsc::UnboundedSender<(AgentJob, std::sync::mpsc::SyncSender<AgentHandle>)>,
+    >,
+}
+
+impl AgentThreads {
+    fn start() -> anyhow::Result<Self> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut jobs = Vec::new();
+        for t in 0..threads {
+            let (send, mut recv) = tokio::sync::mpsc::unbounded_channel();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            std::thread::Builder::new()
+                .name(format!("herd-sim-agents-{t}"))
+                .spawn(move || {
+                    let local = tokio::task::LocalSet::new();
+                    // spawn what is sent; the agents run until the pool is dropped
+                    local.block_on(&runtime, async move {
+                        while let Some((job, reply)) = recv.recv().await {
+                            let job: AgentJob = job;
+                            let _ = std::sync::mpsc::SyncSender::send(&reply, job());
+                        }
+                    });
+                })?;
+            jobs.push(send);
+        }
+        Ok(AgentThreads { jobs })
+    }
+
+    /// Starts `make()`'s future on thread `n` modulo the thread count.
+    fn spawn<F, Fut>(&self, n: usize, make: F) -> anyhow::Result<AgentHandle>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + 'static,
+    {
+        let (reply, handle) = std::sync::mpsc::sync_channel(1);
+        let job: AgentJob = Box::new(move || tokio::task::spawn_local(make()));
+        self.jobs[n % self.jobs.len()]
+            .send((job, reply))
+            .map_err(|_| anyhow::anyhow!("agent thread {n} is gone"))?;
+        handle
+            .recv()
+            .map_err(|_| anyhow::anyhow!("agent thread {n} did not start the agent"))
+    }
+}
+
 fn spawn_workers(
+    pool: &AgentThreads,
     n: usize,
     cfg: &Arc<SimConfig>,
     shared: &Arc<Shared>,
-) -> Vec<tokio::task::JoinHandle<anyhow::Result<()>>> {
+) -> anyhow::Result<Vec<AgentHandle>> {
     let scorer = Arc::new(stub_scorer(cfg.ms_per_example));
     (0..n)
         .map(|i| {
-            let run = worker::run(i, cfg.clone(), scorer.clone(), shared.clone());
-            tokio::task::spawn_local(run)
+            let (cfg, scorer, shared) = (cfg.clone(), scorer.clone(), shared.clone());
+            pool.spawn(i, move || worker::run(i, cfg, scorer, shared))
         })
         .collect()
 }
@@ -254,6 +312,7 @@ struct SweepRow {
 
 #[allow(clippy::too_many_arguments)]
 async fn sweep(
+    pool: &AgentThreads,
     common: &Common,
     worker_counts: &[usize],
     checkpoints: usize,
@@ -289,7 +348,7 @@ async fn sweep(
             cache_root: run_dir.join("caches"),
         });
         let started = Instant::now();
-        let handles = spawn_workers(n, &cfg, &shared);
+        let handles = spawn_workers(pool, n, &cfg, &shared)?;
         let total_ms = (checkpoints * examples) as f64 * ms_per_example;
         let limit = Duration::from_secs_f64(60.0 + 5.0 * total_ms / 1000.0 / n as f64);
         let done_at = loop {
@@ -398,6 +457,7 @@ fn print_sweep(rows: &[SweepRow], ms_per_example: f64, shard_size: u32) {
 
 #[allow(clippy::too_many_arguments)]
 async fn ingest(
+    pool: &AgentThreads,
     common: &Common,
     workers: usize,
     seconds: f64,
@@ -432,7 +492,7 @@ async fn ingest(
         cache_root: dir.join("caches"),
     });
     let started = Instant::now();
-    let handles = spawn_workers(workers, &cfg, &shared);
+    let handles = spawn_workers(pool, workers, &cfg, &shared)?;
     // per-second progress (stored results acknowledged), to stderr
     let progress = {
         let shared = shared.clone();
