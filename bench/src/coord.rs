@@ -1,15 +1,12 @@
 //! The coordinator under test: a real `coord serve` child process on 127.0.0.1 with its own state
 //! file, restartable on the same port (for the kill -9 runs), plus the synthetic sweep inputs.
 
-use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use herd_rpc::v1::sweeps_client::SweepsClient;
 use herd_rpc::v1::{Scoring, StatusRequest, SubmitRequest, SubmitResponse, SweepSpec};
+use herd_testkit::process::{coord_serve, free_port, Proc};
 
 /// `coord serve` flags the simulator sets (everything else is the coordinator's default).
 #[derive(Clone, Debug)]
@@ -27,12 +24,8 @@ pub struct Coord {
     out_dir: PathBuf,
     log_dir: PathBuf,
     settings: CoordSettings,
-    child: Option<Child>,
-    starts: u32,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    /// the running process (its log is the newest `coord.N.log`)
+    proc: Option<Proc>,
 }
 
 impl Coord {
@@ -45,13 +38,12 @@ impl Coord {
         );
         let mut coord = Coord {
             bin: bin.to_path_buf(),
-            port: free_port()?,
+            port: free_port(),
             state: dir.join("state.db"),
             out_dir: dir.join("out"),
             log_dir: dir.to_path_buf(),
             settings,
-            child: None,
-            starts: 0,
+            proc: None,
         };
         coord.restart().await?;
         Ok(coord)
@@ -61,45 +53,28 @@ impl Coord {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn log_path(&self, n: u32) -> PathBuf {
-        self.log_dir.join(format!("coord.{n}.log"))
-    }
-
     /// Starts the process (again: same port, same state file) and waits until Status answers.
     pub async fn restart(&mut self) -> anyhow::Result<Duration> {
         let started = Instant::now();
-        let log = self.log_path(self.starts);
-        self.starts += 1;
-        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let err = out.try_clone()?;
         let s = &self.settings;
-        let child = Command::new(&self.bin)
-            .arg("serve")
-            .arg("--state")
-            .arg(&self.state)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--out-dir")
-            .arg(&self.out_dir)
-            .arg("--lease-timeout-ms")
-            .arg(s.lease_timeout_ms.to_string())
-            .arg("--heartbeat-interval-ms")
-            .arg(s.heartbeat_interval_ms.to_string())
-            // the simulated workers send no token, and lease as fast as the coordinator answers
+        let mut command = coord_serve(
+            &self.bin,
+            &self.state,
+            self.port,
+            &self.out_dir,
+            s.lease_timeout_ms,
+            s.heartbeat_interval_ms,
+        );
+        // the simulated workers send no token, and lease as fast as the coordinator answers
+        command
             .args(["--insecure-no-auth", "--lease-rate", "0"])
-            .args(&s.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .with_context(|| format!("starting {}", self.bin.display()))?;
-        self.child = Some(child);
+            .args(&s.extra);
+        self.proc = Some(Proc::try_spawn("coord", command, &self.log_dir)?);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    anyhow::bail!("coord serve exited ({status}):\n{}", self.log_tail(30));
+            if let Some(proc) = self.proc.as_mut() {
+                if !proc.is_running() {
+                    anyhow::bail!("coord serve exited:\n{}", self.log_tail(30));
                 }
             }
             if self.ping().await {
@@ -132,19 +107,17 @@ impl Coord {
 
     /// `kill -9`: the process gets no chance to flush or clean up.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(proc) = self.proc.as_mut() {
+            proc.kill9();
         }
     }
 
     /// The last lines of the newest log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let path = self.log_path(self.starts.saturating_sub(1));
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        let start = all.len().saturating_sub(lines);
-        format!("---- {} ----\n{}", path.display(), all[start..].join("\n"))
+        self.proc
+            .as_ref()
+            .map(|proc| proc.log_tail(lines))
+            .unwrap_or_default()
     }
 
     pub async fn submit(&self, spec: SweepSpec) -> anyhow::Result<SubmitResponse> {

@@ -1,10 +1,8 @@
 //! The processes of a sweep: `coord serve`, `worker --coordinator`, and the client commands,
 //! each with its output in a log file that a failing test prints.
 
-use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use herd_rpc::security::{AuthChannel, ClientSecurity, OPERATOR_TOKEN_ENV, TOKEN_ENV};
@@ -12,116 +10,7 @@ use herd_rpc::v1::sweeps_client::SweepsClient;
 use herd_rpc::v1::{ResultsRequest, ResultsResponse, StatusRequest, StatusResponse, SweepStatus};
 
 use crate::bins::binary;
-
-/// A child process that is killed (SIGKILL) when dropped.
-pub struct Proc {
-    pub name: String,
-    pub log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Proc {
-    pub fn spawn(name: &str, mut command: Command, log_dir: &Path) -> Proc {
-        std::fs::create_dir_all(log_dir).expect("log folder");
-        let mut n = 0;
-        let log = loop {
-            let candidate = log_dir.join(format!("{name}.{n}.log"));
-            if !candidate.exists() {
-                break candidate;
-            }
-            n += 1;
-        };
-        let out = File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err));
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Proc {
-            name: name.to_string(),
-            log,
-            child: Some(child),
-        }
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// `kill -9`: no chance to clean up.
-    pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    pub fn signal(&self, signal: i32) {
-        if let Some(pid) = self.pid() {
-            // SAFETY: sending a signal to our own child process
-            unsafe {
-                libc::kill(pid as i32, signal);
-            }
-        }
-    }
-
-    /// Waits for the process to exit on its own.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        let child = self.child.as_mut()?;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
-            None => false,
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The last lines of the log, for failure messages.
-    pub fn log_tail(&self, lines: usize) -> String {
-        let text = self.log_text();
-        let all: Vec<&str> = text.lines().collect();
-        let start = all.len().saturating_sub(lines);
-        format!(
-            "---- {} ({}) ----\n{}",
-            self.name,
-            self.log.display(),
-            all[start..].join("\n")
-        )
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// A free port on 127.0.0.1 (bound then released, so a restarted server can take it again).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub use herd_testkit::process::{coord_serve, free_port, Proc};
 
 /// Settings for a test coordinator: short leases so dead workers are noticed in seconds.
 #[derive(Clone, Debug)]
@@ -196,19 +85,15 @@ impl Coordinator {
     /// Starts (again) on the same port and state file.
     pub fn restart(&mut self) {
         let s = &self.settings;
-        let mut command = Command::new(binary("coord"));
+        let mut command = coord_serve(
+            &binary("coord"),
+            &self.state,
+            self.port,
+            &self.out_dir,
+            s.lease_timeout_ms,
+            s.heartbeat_interval_ms,
+        );
         command
-            .arg("serve")
-            .arg("--state")
-            .arg(&self.state)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--out-dir")
-            .arg(&self.out_dir)
-            .arg("--lease-timeout-ms")
-            .arg(s.lease_timeout_ms.to_string())
-            .arg("--heartbeat-interval-ms")
-            .arg(s.heartbeat_interval_ms.to_string())
             .arg("--max-attempts")
             .arg(s.max_attempts.to_string())
             .arg("--retry-backoff-ms")

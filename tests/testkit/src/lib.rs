@@ -12,6 +12,7 @@
 pub mod easylm_records;
 pub mod fixtures;
 pub mod fuzz_seeds;
+pub mod process;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
