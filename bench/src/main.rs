@@ -208,6 +208,8 @@ fn settings(common: &Common) -> CoordSettings {
 
 type AgentHandle = tokio::task::JoinHandle<anyhow::Result<()>>;
 type AgentJob = Box<dyn FnOnce() -> AgentHandle + Send>;
+/// a job and where its agent's handle goes
+type AgentRequest = (AgentJob, std::sync::mpsc::SyncSender<AgentHandle>);
 
 /// One thread per core, each a current-thread runtime with a LocalSet, and every agent on one of
 /// them for its whole life. The agents' futures are not `Send` (see herd-agent's prefetch), so
@@ -215,9 +217,7 @@ type AgentJob = Box<dyn FnOnce() -> AgentHandle + Send>;
 /// ~20% lower); on a single thread for all of them, that thread's queue delays every answer the
 /// agents wait for, and herd-sim's Lease latency would measure its own backlog.
 struct AgentThreads {
-    jobs: Vec<
-        tokio::sync::mpsc::UnboundedSender<(AgentJob, std::sync::mpsc::SyncSender<AgentHandle>)>,
-    >,
+    jobs: Vec<tokio::sync::mpsc::UnboundedSender<AgentRequest>>,
 }
 
 impl AgentThreads {
@@ -225,7 +225,7 @@ impl AgentThreads {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut jobs = Vec::new();
         for t in 0..threads {
-            let (send, mut recv) = tokio::sync::mpsc::unbounded_channel();
+            let (send, mut recv) = tokio::sync::mpsc::unbounded_channel::<AgentRequest>();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -236,8 +236,7 @@ impl AgentThreads {
                     // spawn what is sent; the agents run until the pool is dropped
                     local.block_on(&runtime, async move {
                         while let Some((job, reply)) = recv.recv().await {
-                            let job: AgentJob = job;
-                            let _ = std::sync::mpsc::SyncSender::send(&reply, job());
+                            let _ = reply.send(job());
                         }
                     });
                 })?;

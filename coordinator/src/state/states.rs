@@ -93,6 +93,23 @@ mod tests {
     use crate::state::StoreError;
 
     #[test]
+    fn every_checkpoint_format_is_stored_and_read_back() {
+        let stored: Vec<CheckpointFormat> = StoredFormat::ALL.iter().map(|f| f.0).collect();
+        assert_eq!(
+            stored,
+            CheckpointFormat::ALL,
+            "a format the state file cannot name"
+        );
+        let conn = Connection::open_in_memory().unwrap();
+        for format in CheckpointFormat::ALL {
+            let back: StoredFormat = conn
+                .query_row("SELECT ?1", params![StoredFormat(*format)], |r| r.get(0))
+                .unwrap();
+            assert_eq!(back.0, *format);
+        }
+    }
+
+    #[test]
     fn a_stored_name_reads_back_as_its_value_and_an_unknown_one_is_corrupt() {
         let conn = Connection::open_in_memory().unwrap();
         for state in TaskState::ALL {
