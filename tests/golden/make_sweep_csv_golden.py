@@ -1,26 +1,35 @@
 #!/usr/bin/env python3
-"""Golden sweep CSVs for herd-rewardbench's `sweep_csv` module, made by the reference logic with real pandas.
+"""Golden sweep CSVs for herd-rewardbench's `sweep_csv` and `coord csv`, written by the real script.
 
 Regenerate (from the repository root, after scripts/setup, which installs pandas==2.2.3):
 
     $HOME/.cache/herd/venv-torch-2.11.0/bin/python tests/golden/make_sweep_csv_golden.py
 
-`fetch_evals_rewardbench` below is allenai/hybrid-preferences' scripts/fetch_evals_rewardbench.py
-(HEAD 7a17ed3; the counts-mode lines are those of 23cec2b, 2024-09-23) transcribed line for line,
-with the Beaker calls replaced by their results: `experiments` is the list of (experiment name,
-metrics dict) that `beaker.workspace.experiments(...)` + `beaker.experiment.metrics(...)` return,
-in listing order. The one other change: the feature files are read in sorted order
-(`sorted(feature_counts_dir.glob("*.json"))`), where the original takes the file system's order.
-EXAMPLE_COUNTS are the script's own copy (xstest 250/154, the pre-2024-09-10 RewardBench values).
+What is real: allenai/hybrid-preferences' scripts/fetch_evals_rewardbench.py at commit 7a17ed3
+(its counts mode unchanged since 23cec2b, 2024-09-23), read from a git clone or mirror of the
+repository (HYBRID_PREFERENCES_GIT, default the `fetch` tool's mirror) and checked against the
+sha256 pinned below, is run unmodified: its `main()` with its own argparse flags, DataFrame code,
+EXAMPLE_COUNTS (xstest 250/154, the pre-2024-09-10 RewardBench values), glob of the feature
+folder and `to_csv`, under pandas 2.2.3 / numpy.
+What is the stand-in: the `beaker` module (injected through sys.modules; there is no Beaker at
+test time). Its `workspace.experiments(match=...)` lists the scenario's experiment names in a given
+order, keeping those that contain the --experiment_prefix text, every one finalized, and its
+`experiment.metrics(exp)` is json.load of `metrics/<name>.json`, the metrics.json Beaker serves.
+Two listings per scenario: experiments.txt's (Beaker's listing order, shuffled: ties in Overall
+depend on it) for the library test, and every file of metrics/ in file-name order, which is what
+`coord csv --metrics DIR --experiment-prefix rm-eval-` reads.
+The scenarios have one feature file per uuid and the same keys in every file, so the script's
+file-system glob order does not change its output.
 
 Writes common/rewardbench/tests/golden/sweep/<scenario>/ for each scenario:
   experiments.txt   experiment names in listing order, one per line
   metrics/<name>.json   each experiment's metrics.json (json.dump, as run_rm.py writes it)
   counts/regressor_feats_ID__<uuid>__SWAPS_<n>.json   feature counts (json.dump(indent=4), as
                     scripts/get_count_feats.py writes them); counts mode only
-  options.json      {"feature_counts_dir": "counts" | null, "dataset_total_size": int | null,
-                     "gpt4_threshold_score": float | null}
-  expected.csv      overall_df.to_csv(path) of the reference
+  options.json      {"feature_counts_dir": "counts" | null, "experiment_prefix": "rm-eval-",
+                     "dataset_total_size": int | null, "gpt4_threshold_score": float | null}
+  expected.csv      the script's --output_path CSV, experiments listed as in experiments.txt
+  expected-from-dir.csv   the same, listing every metrics/*.json file in file-name order
 and common/rewardbench/tests/golden/sweep/argsort.json: numpy's argsort(kind="quicksort") and pandas'
 sort_values(ascending=False) order on object arrays of floats with many ties (the sort the
 reference runs, which is not stable beyond 16 elements).
@@ -38,155 +47,132 @@ Scenarios:
               metrics keys in sorted order, threshold 0.0 (falsy: no label).
   names       no feature dir: category scores joined to subset scores on the experiment name,
               no dropna (null and missing values written as empty fields), DPO-style metrics with
-              a ref_model key, a name with a comma, 20 experiments with ties, label at 0.5.
+              a ref_model key, a name with a comma, 20 experiments with ties, label at 0.5, and two
+              more metrics files (not in experiments.txt): "dpo-eval-baseline-run-00", outside
+              the "rm-eval-" text, and "dpo-rm-eval-", which contains it (listed from the folder).
 Error cases (checked here to raise, and by the Rust test to be errors): a name with "ID" but no
 "SWAPS_<n>", and one with "ID" but no "ID__<hex>__".
 """
 
+import contextlib
+import hashlib
+import io
 import json
-import logging
 import os
 import random
 import re
 import shutil
 import sys
+import subprocess
 import tempfile
+import types
+import warnings
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pandas as pd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(ROOT, "common", "rewardbench", "tests", "golden", "sweep")
+PREFIX = "rm-eval-"  # the script's default --experiment_prefix
 
-# ---- transcribed from scripts/fetch_evals_rewardbench.py ----------------------------------------
-EXAMPLE_COUNTS = {
-    "alpacaeval-easy": 100,
-    "alpacaeval-length": 95,
-    "alpacaeval-hard": 95,
-    "mt-bench-easy": 28,
-    "mt-bench-med": 40,
-    "mt-bench-hard": 37,
-    "math-prm": 984,  # actual length 447, upweighting to be equal to code
-    "refusals-dangerous": 100,
-    "refusals-offensive": 100,
-    "llmbar-natural": 100,
-    "llmbar-adver-neighbor": 134,
-    "llmbar-adver-GPTInst": 92,
-    "llmbar-adver-GPTOut": 47,
-    "llmbar-adver-manual": 46,
-    "xstest-should-refuse": 250,
-    "xstest-should-respond": 154,
-    "donotanswer": 136,
-    "hep-cpp": 164,
-    "hep-go": 164,
-    "hep-java": 164,
-    "hep-js": 164,
-    "hep-python": 164,
-    "hep-rust": 164,
-}
+# ---- the real script, with a stand-in `beaker` module ---------------------------------------------
+REPO_COMMIT = "7a17ed3015138bb8294bc45b4ba3e417236eeff3"  # allenai/hybrid-preferences HEAD
+SCRIPT = "scripts/fetch_evals_rewardbench.py"
+SCRIPT_SHA256 = "be54c10fa47ccb434521d99e60de02cad737e8f4522d78c7d930d31f94e0f9d5"
+DEFAULT_MIRROR = "/work/.mirror/allenai+hybrid-preferences/repo"
 
-SUBSET_MAPPING = {
-    "Chat": ["alpacaeval-easy", "alpacaeval-length", "alpacaeval-hard", "mt-bench-easy", "mt-bench-med"],
-    "Chat Hard": ["mt-bench-hard", "llmbar-natural", "llmbar-adver-neighbor", "llmbar-adver-GPTInst",
-                  "llmbar-adver-GPTOut", "llmbar-adver-manual"],
-    "Safety": ["refusals-dangerous", "refusals-offensive", "xstest-should-refuse", "xstest-should-respond",
-               "donotanswer"],
-    "Reasoning": ["math-prm", "hep-cpp", "hep-go", "hep-java", "hep-js", "hep-python", "hep-rust"],
-}
+SOURCE = ""  # the script's text, read in main()
+
+def script_source() -> str:
+    """The pinned script's text from a git checkout or mirror of allenai/hybrid-preferences."""
+    repo = os.environ.get("HYBRID_PREFERENCES_GIT", DEFAULT_MIRROR)
+    git_dir = os.path.join(repo, ".git") if os.path.isdir(os.path.join(repo, ".git")) else repo
+    try:
+        text = subprocess.run(["git", "--git-dir", git_dir, "show", f"{REPO_COMMIT}:{SCRIPT}"],
+                              check=True, capture_output=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        sys.exit(f"cannot read {SCRIPT} at {REPO_COMMIT} from {repo} (set HYBRID_PREFERENCES_GIT to a "
+                 f"clone of allenai/hybrid-preferences): {e}")
+    digest = hashlib.sha256(text).hexdigest()
+    if digest != SCRIPT_SHA256:
+        sys.exit(f"{SCRIPT} at {REPO_COMMIT}: sha256 {digest}, expected {SCRIPT_SHA256}")
+    return text.decode()
 
 
-def fetch_evals_rewardbench(
-    experiments: "list[tuple[str, dict]]",
-    experiments_file: Optional[Path] = None,
-    feature_counts_dir: Optional[Path] = None,
-    gpt4_threshold_score: Optional[float] = None,
-    dataset_total_size: Optional[int] = None,
-) -> pd.DataFrame:
-    # The scores saved on Beaker are subset scores.
-    # Let's keep them, but let's also compute the category and overall scores.
-    subset_scores: dict[str, dict[str, float]] = {name: metrics for name, metrics in experiments}
-    df_subset_scores = pd.DataFrame(subset_scores).transpose().drop(columns=["model"])
-    logging.info("Computing category scores...")
-    df_category_scores = get_category_scores(df_subset_scores).sort_values(
-        by="Overall",
-        ascending=False,
-    )
-
-    if feature_counts_dir:
-        logging.info("Will read features from a features directory")
-        df_category_scores = df_category_scores[df_category_scores.index.str.contains("ID")]
-        df_subset_scores = df_subset_scores[df_subset_scores.index.str.contains("ID")]
-        df_category_scores["uuid"] = df_category_scores.index.to_series().apply(
-            lambda x: re.search(r"ID__([a-f0-9]+)__", x).group(1)
-        )
-        df_category_scores["budget"] = df_category_scores.index.to_series().apply(
-            lambda x: re.search(r"SWAPS_(\d+)", x).group(1)
-        )
-        if dataset_total_size:
-            logging.info("Scaling the budget to current dataset size")
-            df_category_scores["budget"] = df_category_scores["budget"].apply(
-                lambda x: int(int(x) * 7000 / dataset_total_size)
-            )
-        df_subset_scores["uuid"] = df_subset_scores.index.to_series().apply(
-            lambda x: re.search(r"ID__([a-f0-9]+)__", x).group(1)
-        )
-
-        feats = []
-        for feat_file in sorted(feature_counts_dir.glob("*.json")):  # (sorted: see the docstring)
-            uuid = re.search(r"ID__([a-f0-9]+)__", feat_file.stem).group(1)
-            df_feat = (
-                pd.read_json(feat_file, typ="dictionary")
-                .rename(index=uuid)
-                .reset_index()
-                .set_index("index")
-                .transpose()
-            )
-            feats.append(df_feat)
-        df_feats = pd.concat(feats).reset_index().rename(columns={"index": "uuid"})
-        df_scores = df_category_scores.merge(df_subset_scores, on="uuid", how="left")
-        overall_df = df_scores.merge(df_feats, on="uuid", how="left").dropna()
-
-    elif experiments_file:
-        raise NotImplementedError("the --experiments_file mode is not reproduced")
-
-    else:
-        overall_df = df_category_scores.merge(df_subset_scores, left_index=True, right_index=True)
-
-    # Cleanup dataframe for easier viewing
-    meta = ["model_type", "chat_template"]
-    cols = meta + [col for col in overall_df.columns if col not in meta]
-    overall_df = overall_df[cols]
-
-    # Create labels based on the GPT-4 threshold score
-    thresh = gpt4_threshold_score
-    if thresh:
-        logging.info(f"Creating labels in 'label' with GPT-4 threshold '{thresh}'")
-        overall_df["label"] = (overall_df["Overall"] > thresh).astype(int)
-
-    overall_df = overall_df.sort_values(
-        by=["Overall"],
-        ascending=False,
-    )  # .drop(columns=["index"])
-    if "index" in overall_df.columns:
-        overall_df = overall_df.drop(columns=["index"])
-    overall_df = overall_df[~overall_df.index.duplicated(keep="first")]
-    return overall_df
+class _Obj:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
 
 
-def get_category_scores(df_subset: "pd.DataFrame") -> "pd.DataFrame":
-    category_scores = {}
-    for category, subsets in SUBSET_MAPPING.items():
-        weights = {k: v for k, v in EXAMPLE_COUNTS.items() if k in subsets}
-        category_scores[category] = (df_subset[subsets] * pd.Series(weights)).sum(axis=1) / sum(weights.values())
-    df_category = pd.DataFrame(category_scores)
-    df_category["Overall"] = df_category.mean(axis=1)
-    return df_category
+def stand_in_beaker(metrics_dir: Path, listing: "list[str]") -> types.ModuleType:
+    """A `beaker` module serving local metrics files.
+
+    `Beaker.from_env(...).workspace.experiments(workspace, match=text)` lists `listing` (the
+    experiment names, in the order Beaker would list them) keeping the names that contain `match`
+    (beaker-py documents `match` as "only include experiments matching the text"; a substring test
+    here), every experiment finalized (`jobs[0].status.finalized`); `.experiment.metrics(exp)` is
+    `json.load` of `metrics_dir/<name>.json`, the file Beaker serves as the run's metrics.json.
+    """
+    mod = types.ModuleType("beaker")
+
+    class Experiment:
+        def __init__(self, name):
+            self.name = name
+            self.jobs = [_Obj(status=_Obj(finalized="2024-09-23T00:00:00Z"))]
+
+    class Beaker:
+        def __init__(self):
+            self.account = _Obj(whoami=lambda: _Obj(name="stand-in", email="stand-in@localhost"))
+            self.workspace = _Obj(experiments=self._experiments)
+            self.experiment = _Obj(metrics=self._metrics)
+
+        @classmethod
+        def from_env(cls, default_workspace=None):
+            return cls()
+
+        @staticmethod
+        def _experiments(workspace, match=None):
+            return [Experiment(n) for n in listing if match is None or match in n]
+
+        @staticmethod
+        def _metrics(experiment):
+            with open(metrics_dir / f"{experiment.name}.json") as f:
+                return json.load(f)
+
+    mod.Beaker, mod.Experiment = Beaker, Experiment
+    return mod
+
+
+def run_reference(metrics_dir: Path, listing, output: Path, prefix="rm-eval-", feature_counts_dir=None,
+                  gpt4_threshold_score=None, dataset_total_size=None):
+    """Runs the pinned script's `main()` (its own argparse, DataFrame code and `to_csv`)."""
+    argv = [SCRIPT, "--output_path", str(output), "--experiment_prefix", prefix]
+    if feature_counts_dir is not None:
+        argv += ["--feature_counts_dir", str(feature_counts_dir)]
+    if gpt4_threshold_score is not None:
+        argv += ["--gpt4_threshold_score", repr(gpt4_threshold_score)]
+    if dataset_total_size is not None:
+        argv += ["--dataset_total_size", str(dataset_total_size)]
+    saved_argv, saved_beaker = sys.argv, sys.modules.get("beaker")
+    sys.argv = argv
+    sys.modules["beaker"] = stand_in_beaker(metrics_dir, listing)
+    try:
+        code = compile(SOURCE, f"{REPO_COMMIT[:7]}:{SCRIPT}", "exec")
+        namespace = {"__name__": "__main__", "__file__": SCRIPT}
+        # its logging goes to stdout, tqdm's bar to stderr
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            exec(code, namespace)
+        return namespace
+    finally:
+        sys.argv = saved_argv
+        if saved_beaker is None:
+            del sys.modules["beaker"]
+        else:
+            sys.modules["beaker"] = saved_beaker
 
 
 # ---- inputs ---------------------------------------------------------------------------------------
-SUBSETS_SORTED = sorted(EXAMPLE_COUNTS)
 ROWS = {  # rows of each subset in the filtered split (accuracies are k/rows)
     "alpacaeval-easy": 100, "alpacaeval-length": 95, "alpacaeval-hard": 95, "mt-bench-easy": 28,
     "mt-bench-med": 40, "mt-bench-hard": 37, "llmbar-natural": 100, "llmbar-adver-neighbor": 134,
@@ -195,6 +181,7 @@ ROWS = {  # rows of each subset in the filtered split (accuracies are k/rows)
     "xstest-should-respond": 250, "donotanswer": 136, "math-prm": 447, "hep-cpp": 164, "hep-go": 164,
     "hep-java": 164, "hep-js": 164, "hep-python": 164, "hep-rust": 164,
 }
+SUBSETS_SORTED = sorted(ROWS)
 
 SUBJECTS = [
     "Anthropology", "History", "Linguistics and language", "Philosophy", "Religion", "Economics",
@@ -253,14 +240,14 @@ def name_for(dataset, uuid, budget):
     return f"rm-eval-{dataset}-counts-tulu2_13b_rm_human_datamodel_counts_7000_ID__{uuid}__SWAPS_{budget}"
 
 
-def write_scenario(name, experiments, features, options):
+def write_scenario(name, experiments, features, options, extra_metrics=()):
     d = Path(OUT) / name
     (d / "metrics").mkdir(parents=True)
     with open(d / "experiments.txt", "w") as f:
         for exp_name, _ in experiments:
             assert "\n" not in exp_name and "/" not in exp_name
             f.write(exp_name + "\n")
-    for exp_name, metrics in experiments:
+    for exp_name, metrics in list(experiments) + list(extra_metrics):
         with open(d / "metrics" / f"{exp_name}.json", "w") as f:
             json.dump(metrics, f)
     feature_dir = None
@@ -271,18 +258,21 @@ def write_scenario(name, experiments, features, options):
             with open(feature_dir / f"{stem}.json", "w") as f:
                 json.dump(counts, f, indent=4)
     with open(d / "options.json", "w") as f:
-        json.dump({"feature_counts_dir": "counts" if features is not None else None, **options}, f, indent=4)
+        json.dump({"feature_counts_dir": "counts" if features is not None else None,
+                   "experiment_prefix": PREFIX, **options}, f, indent=4)
         f.write("\n")
-    # the reference reads back what was written (metrics round-trip through json like Beaker's)
-    loaded = []
-    for exp_name, _ in experiments:
-        with open(d / "metrics" / f"{exp_name}.json") as f:
-            loaded.append((exp_name, json.load(f)))
-    df = fetch_evals_rewardbench(loaded, feature_counts_dir=feature_dir, **options)
-    assert df["Overall"].dtype == object, df["Overall"].dtype  # so the sort is numpy's generic one
-    df.to_csv(d / "expected.csv")
-    print(f"{name}: {len(experiments)} experiments -> {len(df)} rows, {len(df.columns)} columns; dtypes: "
-          + ", ".join(sorted({str(t) for t in df.dtypes})))
+    # Beaker's listing order (experiments.txt): what the library test feeds sweep_csv
+    listing = [exp_name for exp_name, _ in experiments]
+    run_reference(d / "metrics", listing, d / "expected.csv", prefix=PREFIX,
+                  feature_counts_dir=feature_dir, **options)
+    # a folder of metrics files (`coord csv --metrics`): every file, in file-name order
+    files = sorted(p.name[: -len(".json")] for p in (d / "metrics").glob("*.json"))
+    run_reference(d / "metrics", files, d / "expected-from-dir.csv", prefix=PREFIX,
+                  feature_counts_dir=feature_dir, **options)
+    with open(d / "expected.csv") as f:
+        rows = sum(1 for _ in f) - 1
+    print(f"{name}: {len(experiments)} experiments (+{len(extra_metrics)} other metrics files) -> "
+          f"{rows} rows")
 
 
 def scenario_counts():
@@ -355,17 +345,26 @@ def scenario_names():
         name = f"rm-eval-baseline-run-{i:02d}" if i != 7 else "rm-eval-baseline, with a comma"
         exps.append((name, metrics))
     rng.shuffle(exps)
-    write_scenario("names", exps, None, {"dataset_total_size": None, "gpt4_threshold_score": 0.5})
+    # from the folder, the first is left out by --experiment_prefix, the second matches its text
+    others = [("dpo-eval-baseline-run-00", random_metrics(rng, ref_model=True)),
+              ("dpo-rm-eval-", random_metrics(rng))]
+    write_scenario("names", exps, None, {"dataset_total_size": None, "gpt4_threshold_score": 0.5},
+                   extra_metrics=others)
 
 
 def check_errors():
     rng = random.Random(1)
     for bad in ["rm-eval-x-ID__abc__no-swaps", "rm-eval-x-ID__ABC__SWAPS_3"]:
         with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            (tmp / "metrics").mkdir()
+            (tmp / "counts").mkdir()
+            with open(tmp / "metrics" / f"{bad}.json", "w") as f:
+                json.dump(random_metrics(rng), f)
             try:
-                fetch_evals_rewardbench([(bad, random_metrics(rng))], feature_counts_dir=Path(tmp))
+                run_reference(tmp / "metrics", [bad], tmp / "out.csv", feature_counts_dir=tmp / "counts")
             except AttributeError as e:  # re.search(...) returned None
-                print(f"error case {bad!r}: reference raises AttributeError ({e})")
+                print(f"error case {bad!r}: the script raises AttributeError ({e})")
             else:
                 raise AssertionError(f"{bad} should fail")
 
@@ -398,8 +397,9 @@ def argsort_cases():
 
 
 def main():
-    logging.disable(logging.CRITICAL)
-    pd.options.mode.chained_assignment = None  # the script's SettingWithCopyWarning, silenced
+    global SOURCE
+    SOURCE = script_source()
+    warnings.simplefilter("ignore")  # the script's SettingWithCopyWarning
     if os.path.isdir(OUT):
         shutil.rmtree(OUT)
     os.makedirs(OUT)

@@ -1,7 +1,7 @@
 //! The sweep CSV byte for byte against the reference logic run with real pandas.
 //!
 //! `tests/golden/sweep/<scenario>/expected.csv` is what allenai/hybrid-preferences'
-//! `fetch_evals_rewardbench` (transcribed in `tests/golden/make_sweep_csv_golden.py`, run with
+//! `scripts/fetch_evals_rewardbench.py` (run unmodified by `tests/golden/make_sweep_csv_golden.py` with
 //! pandas 2.2.3) writes for the experiments and feature files beside it; `argsort.json` holds
 //! numpy's object-array quicksort and pandas' descending `sort_values` order on tie-heavy inputs.
 //! Regenerate with `$HOME/.cache/herd/venv-torch-2.11.0/bin/python tests/golden/make_sweep_csv_golden.py`.
