@@ -265,7 +265,13 @@ fn is_plain_dir(p: &Path) -> bool {
 }
 
 fn write_sidecar(dir: &Path, meta: &Sidecar) -> Result<(), CacheError> {
-    let tmp = dir.join(format!("{SIDECAR}.tmp"));
+    // a name of its own: workers sharing the cache root may update one entry's sidecar at once,
+    // and each must rename a complete file of its own into place
+    let tmp = dir.join(format!(
+        "{SIDECAR}.tmp-{}-{}",
+        std::process::id(),
+        STAGING_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
     let path = dir.join(SIDECAR);
     let bytes = serde_json::to_vec_pretty(meta).expect("sidecar serializes");
     let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
@@ -343,7 +349,9 @@ fn remove_temp_files(dir: &Path) {
         let name = e.file_name().to_string_lossy().into_owned();
         if m.is_dir() {
             remove_temp_files(&p);
-        } else if name.contains(crate::gcs::TEMP_MARKER) || name == format!("{SIDECAR}.tmp") {
+        } else if name.contains(crate::gcs::TEMP_MARKER)
+            || name.starts_with(&format!("{SIDECAR}.tmp"))
+        {
             let _ = fs::remove_file(&p);
         }
     }
@@ -520,6 +528,9 @@ impl Cache {
     fn lookup(&self, uri: &str, remote: Option<&[FileRecord]>) -> Option<CachedEntry> {
         let (entry, dir) = {
             let mut st = self.state();
+            if !st.entries.contains_key(uri) {
+                self.adopt_from_disk(&mut st, uri);
+            }
             let e = st.entries.get(uri)?;
             if let Some(r) = remote {
                 if !same_files(&e.meta.files, r) {
@@ -538,6 +549,71 @@ impl Cache {
                 None
             }
         }
+    }
+
+    /// An entry another process sharing this cache root published after [`Cache::open`] read the
+    /// index: taken into the index when it is complete and is this uri's.
+    fn adopt_from_disk(&self, st: &mut State, uri: &str) -> bool {
+        let dir = self.inner.entries_dir.join(digest(uri));
+        match load_entry(&dir) {
+            Ok(meta) if meta.uri == uri => {
+                st.clock = st.clock.max(meta.last_used);
+                st.entries.insert(uri.to_string(), Entry { dir, meta });
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Moves a finished download from staging to `entries/<digest>` (one rename, so an entry that
+    /// exists is complete) and returns the entry's sidecar.
+    ///
+    /// Workers sharing the cache root may download the same uri at the same time: the first
+    /// rename wins, and the next one finds a non-empty directory in its way (`ENOTEMPTY`). Then
+    /// the winner's entry is kept when it is complete and holds the same files (same
+    /// generations, sizes and CRC32C), and this copy is discarded; a damaged or different
+    /// entry in the way is moved aside and this copy takes its place. Nothing complete is lost.
+    fn publish(&self, uri: &str, staging: &Path, meta: Sidecar) -> Result<Sidecar, CacheError> {
+        let dir = self.inner.entries_dir.join(digest(uri));
+        let mut last_error = None;
+        for _ in 0..3 {
+            match fs::rename(staging, &dir) {
+                Ok(()) => {
+                    if let Ok(d) = fs::File::open(&self.inner.entries_dir) {
+                        let _ = d.sync_all();
+                    }
+                    return Ok(meta);
+                }
+                Err(e) if fs::symlink_metadata(&dir).is_ok() => {
+                    match load_entry(&dir) {
+                        Ok(theirs)
+                            if theirs.uri == uri && same_files(&theirs.files, &meta.files) =>
+                        {
+                            tracing::info!(%uri, "checkpoint cache: another worker published this entry first; using its copy");
+                            let _ = fs::remove_dir_all(staging);
+                            return Ok(theirs);
+                        }
+                        _ => {
+                            tracing::warn!(%uri, "checkpoint cache: replacing a damaged or outdated entry published by another worker");
+                            let aside = self.move_to_staging(&dir, "replaced");
+                            if let Ok(aside) = aside {
+                                let _ = fs::remove_dir_all(aside);
+                            }
+                        }
+                    }
+                    last_error = Some(e);
+                }
+                Err(e) => {
+                    last_error = Some(e);
+                    break;
+                }
+            }
+        }
+        let _ = fs::remove_dir_all(staging);
+        Err(CacheError::Io {
+            path: dir,
+            source: last_error.unwrap_or_else(|| std::io::Error::other("could not publish")),
+        })
     }
 
     /// Makes room for `size` bytes: evicts least-recently-used unpinned entries (never `keep`),
@@ -754,16 +830,7 @@ impl Cache {
         let (staging, meta) = result?;
         let dir = self.inner.entries_dir.join(digest(uri));
         let mut st = self.state();
-        if let Err(e) = fs::rename(&staging, &dir) {
-            let _ = fs::remove_dir_all(&staging);
-            return Err(CacheError::Io {
-                path: dir,
-                source: e,
-            });
-        }
-        if let Ok(d) = fs::File::open(&self.inner.entries_dir) {
-            let _ = d.sync_all();
-        }
+        let meta = self.publish(uri, &staging, meta)?;
         st.entries.insert(uri.to_string(), Entry { dir, meta });
         Ok(self.pin(&mut st, uri).expect("just inserted"))
     }
@@ -850,6 +917,59 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A finished download in staging, as `download_into_staging` leaves it.
+    fn staged(
+        cache: &Cache,
+        name: &str,
+        uri: &str,
+        bytes: &[u8],
+        generation: i64,
+    ) -> (PathBuf, Sidecar) {
+        let staging = cache.inner.staging_dir.join(name);
+        fs::create_dir_all(staging.join(DATA)).unwrap();
+        fs::write(staging.join(DATA).join("f"), bytes).unwrap();
+        let meta = Sidecar {
+            version: SIDECAR_VERSION,
+            uri: uri.into(),
+            kind: Kind::Object,
+            size: bytes.len() as u64,
+            crc32c: None,
+            generation,
+            last_used: 1,
+            files: vec![FileRecord {
+                name: "f".into(),
+                size: bytes.len() as u64,
+                crc32c: None,
+                generation,
+            }],
+        };
+        write_sidecar(&staging, &meta).unwrap();
+        (staging, meta)
+    }
+
+    #[test]
+    fn a_second_publish_of_the_same_entry_keeps_the_first() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Cache::open(root.path(), 1 << 20).unwrap();
+        let uri = "gs://b/ckpt";
+        let (first, meta) = staged(&cache, "one", uri, b"abc", 5);
+        cache.publish(uri, &first, meta).unwrap();
+        let entry = cache.inner.entries_dir.join(digest(uri));
+        // the loser of the race: same files, its rename meets a non-empty directory
+        let (second, meta) = staged(&cache, "two", uri, b"abc", 5);
+        let kept = cache.publish(uri, &second, meta).unwrap();
+        assert_eq!(kept.generation, 5);
+        assert!(!second.exists(), "the loser's copy is discarded");
+        assert_eq!(fs::read(entry.join(DATA).join("f")).unwrap(), b"abc");
+        // a newer generation replaces an outdated entry in the way
+        let (third, meta) = staged(&cache, "three", uri, b"abcd", 6);
+        let kept = cache.publish(uri, &third, meta).unwrap();
+        assert_eq!(kept.generation, 6);
+        assert_eq!(fs::read(entry.join(DATA).join("f")).unwrap(), b"abcd");
+        assert_eq!(load_entry(&entry).unwrap().generation, 6);
+        assert_eq!(fs::read_dir(&cache.inner.staging_dir).unwrap().count(), 0);
+    }
 
     #[test]
     fn relative_names() {

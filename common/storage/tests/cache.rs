@@ -436,3 +436,72 @@ async fn cached_copy_served_when_gcs_is_unreachable() {
         "{e}"
     );
 }
+
+/// Workers sharing one cache root (one `Cache` each, as separate processes have) fetch the same
+/// checkpoint and tokenizer folder at once: every fetch succeeds, all get the same complete
+/// entry, and the root ends with one entry per uri and nothing left in staging. (Before the fix,
+/// the losers' rename onto the winner's non-empty entry failed with "Directory not empty".)
+#[tokio::test]
+async fn workers_sharing_a_cache_root_fetch_the_same_uri_at_once() {
+    let data: Vec<u8> = (0..600_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let Some((_gcs, client)) = setup(&[
+        ("run/step1/streaming_params", data.clone()),
+        ("tok/tokenizer.json", b"{\"t\": 1}".to_vec()),
+        ("tok/sub/x.model", vec![3u8; 5000]),
+    ])
+    .await
+    else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let uri = "gs://bkt/run/step1/streaming_params";
+    for round in 0..3 {
+        // a fresh root each round but the first: entries published before a cache opened are
+        // adopted, entries published while it downloaded are raced
+        let root = if round == 0 {
+            root.path().to_path_buf()
+        } else {
+            let dir = root.path().join(format!("round{round}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            dir
+        };
+        let caches: Vec<Cache> = (0..6)
+            .map(|_| Cache::open_with(&root, 1 << 30, opts()).unwrap())
+            .collect();
+        let late = Cache::open_with(&root, 1 << 30, opts()).unwrap();
+        let fetches = caches.iter().map(|cache| {
+            let client = client.clone();
+            async move {
+                let object = cache.fetch_object(&client, uri, &|_| {}).await;
+                let prefix = cache.fetch_prefix(&client, "gs://bkt/tok", &|_| {}).await;
+                (object, prefix)
+            }
+        });
+        let results = futures::future::join_all(fetches).await;
+        let mut paths = std::collections::BTreeSet::new();
+        for (object, prefix) in results {
+            let object = object.unwrap_or_else(|e| panic!("round {round}: {e}"));
+            let prefix = prefix.unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert_eq!(std::fs::read(object.path()).unwrap(), data);
+            assert_eq!(
+                std::fs::read(prefix.path().join("sub/x.model")).unwrap(),
+                vec![3u8; 5000]
+            );
+            paths.insert(object.path().to_path_buf());
+        }
+        assert_eq!(paths.len(), 1, "one entry for all workers");
+        assert_eq!(std::fs::read_dir(root.join("entries")).unwrap().count(), 2);
+        assert_eq!(std::fs::read_dir(root.join("staging")).unwrap().count(), 0);
+        let reopened = Cache::open_with(&root, 1 << 30, opts()).unwrap();
+        assert_eq!(
+            reopened.cached_uris(),
+            ["gs://bkt/run/step1/streaming_params", "gs://bkt/tok/"]
+        );
+        // a cache opened before the entry existed finds it on disk instead of downloading
+        let again = late
+            .fetch_object(&client, uri, &|_| panic!("no download expected"))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(again.path()).unwrap(), data);
+    }
+}

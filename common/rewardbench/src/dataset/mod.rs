@@ -21,6 +21,7 @@
 //! (`hf://datasets/ORG/NAME`) is resolved to local files by `herd_storage::hub`.
 
 pub mod parquet;
+pub mod prior_sets;
 pub mod v2;
 
 use std::collections::HashMap;

@@ -7,6 +7,7 @@
 //! are bit-for-bit the numbers Python prints, not only close to them.
 
 pub mod bootstrap;
+pub mod prior_sets;
 
 use std::collections::BTreeMap;
 use std::fmt;
