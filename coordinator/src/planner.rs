@@ -10,8 +10,9 @@
 //! - `hf:org/name`: one HF checkpoint on the Hub (nothing is fetched at plan time).
 //!
 //! Experiment names follow hybrid-preferences' `convert_to_hf.py`: the run name is the params
-//! file's parent folder up to the first `--` (the EasyLM logger id is dropped; a path containing
-//! `llama` keeps the whole folder name with `.` replaced by `-`), an HF folder's run name is the
+//! file's parent folder up to the first `--` (the EasyLM logger id is dropped; the folder's stem,
+//! or, when the run folder or file name contains `llama`, the whole folder name with `.` replaced
+//! by `-`: see [`easylm_run_name`]), an HF folder's run name is the
 //! folder name; the experiment is `rm-eval-{experiment_prefix}-{run}` (or `{run}` without a
 //! prefix), as Beaker named the RewardBench runs that `fetch_evals_rewardbench.py` reads.
 
@@ -104,15 +105,20 @@ pub fn experiment_name(prefix: &str, run: &str) -> String {
     }
 }
 
-/// The run name of an EasyLM params file given its path (object name or local path):
-/// `params_path.parent.stem.split("--")[0]`, or, when the path contains `llama`, the parent
-/// folder name with `.` replaced by `-`. `None` when the file has no parent folder.
+/// The run name of an EasyLM params file given its path (object name or local path), as
+/// hybrid-preferences' `evals/convert_to_hf.py` (7a17ed3, lines 128-131) names it:
+/// `params_path.parts[-2].replace(".", "-").split("--")[0]` when the path contains `llama`, else
+/// `params_path.parent.stem.split("--")[0]`. The script tests the path of its download,
+/// `<--download_dir>/<run folder>/<file>` (`gsutil cp -r` of the object's folder), so `llama` is
+/// looked for in the run folder and file name only: a bucket or prefix named `llama` does not
+/// change the name. `None` when the file has no parent folder.
 pub fn easylm_run_name(params_path: &str) -> Option<String> {
     let mut parts = params_path.split('/').filter(|p| !p.is_empty());
-    let _file = parts.next_back()?;
+    let file = parts.next_back()?;
     let parent = parts.next_back()?;
-    if params_path.contains("llama") {
-        return Some(parent.replace('.', "-"));
+    if parent.contains("llama") || file.contains("llama") {
+        let name = parent.replace('.', "-");
+        return Some(name.split("--").next().unwrap_or(&name).to_owned());
     }
     // Path.stem of a folder name drops a final `.suffix`, as Python does
     let stem = match parent.rfind('.') {

@@ -19,6 +19,7 @@ use herd_rpc::v1::{
     ResultsRequest, StatusRequest, SubmitRequest, SweepSpec, SweepState, SweepStatus,
 };
 
+use crate::client::summary::write_leaderboard;
 use crate::config::ServerConfig;
 use crate::security::{RoleTokens, SecurityConfig};
 use crate::server::spawn;
@@ -31,6 +32,8 @@ pub struct LocalRun {
     /// state file, reports and worker logs go here
     pub out: PathBuf,
     pub workers: LocalWorkers,
+    /// `--ci`: bootstrap intervals in the summary
+    pub ci: crate::client::summary::CiArgs,
 }
 
 /// The local `worker` processes of a [`LocalRun`].
@@ -174,6 +177,9 @@ fn describe(status: &SweepStatus) -> String {
 pub async fn run(run: LocalRun) -> anyhow::Result<()> {
     let name = run.spec.name.clone();
     crate::domain::check_sweep_name(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    let weighting = crate::report::parse_weighting(&run.spec.xstest_weighting)
+        .map_err(|e| anyhow::anyhow!("--xstest-weighting: {e}"))?;
+    let ci = run.ci.config(weighting)?;
     std::fs::create_dir_all(&run.out).with_context(|| format!("creating {}", run.out.display()))?;
     // fresh tokens for the embedded server (loopback): its workers get the worker token through
     // $HERD_TOKEN, this process keeps the operator token for Submit/Status/Results
@@ -221,7 +227,24 @@ pub async fn run(run: LocalRun) -> anyhow::Result<()> {
         .map_err(|s| anyhow::anyhow!("results: {}", s.message()))?
         .into_inner();
     server.shutdown().await?;
-    report(&run.out.join(&name), &status, &results);
+    let dir = run.out.join(&name);
+    report(&dir, &status, &results);
+    if !results.checkpoints.is_empty() {
+        let files = write_leaderboard(&dir, &name, &results.checkpoints, weighting, ci.as_ref())?;
+        for warning in &files.summary.report.warnings {
+            eprintln!("note: {warning}");
+        }
+        let intervals = files
+            .intervals
+            .map(|p| format!(", bootstrap intervals in {}", p.display()))
+            .unwrap_or_default();
+        println!(
+            "\n{}\nsummary: {} (plot {}){intervals}",
+            files.table.trim_end(),
+            files.summary.markdown.display(),
+            files.summary.png.display()
+        );
+    }
     anyhow::ensure!(
         status.state() == SweepState::Done,
         "sweep {name} ended {}",

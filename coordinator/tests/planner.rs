@@ -56,9 +56,42 @@ fn names_follow_hybrid_preferences() {
         RUN_A
     );
     assert_eq!(easylm_run_name("streaming_params"), None);
+    // convert_to_hf.py: parts[-2].replace(".", "-").split("--")[0] when "llama" is in the path
+    // of its download (<download_dir>/<run folder>/<file>), else parent.stem.split("--")[0]
+    let llama_run = "tulu2_13b_llama3.1_rm_human_datamodel_counts_7000_ID__0d2b1c__SWAPS_3150";
+    let llama_name = "tulu2_13b_llama3-1_rm_human_datamodel_counts_7000_ID__0d2b1c__SWAPS_3150";
+    for path in [
+        format!("gs://bucket/rm_checkpoints/helpsteer2/{llama_run}--9f0e3a7c21d84b6e/streaming_params_437"),
+        format!("rm_checkpoints/helpsteer2/{llama_run}--9f0e3a7c21d84b6e/streaming_params_437"),
+        format!("/data/ckpts/{llama_run}--9f0e3a7c21d84b6e/streaming_params"),
+    ] {
+        assert_eq!(easylm_run_name(&path).unwrap(), llama_name, "{path}");
+    }
     assert_eq!(
         easylm_run_name("ckpts/llama3.1_8b_rm--abc/streaming_params").unwrap(),
-        "llama3-1_8b_rm--abc"
+        "llama3-1_8b_rm"
+    );
+    // "llama" above the run folder (bucket, family folder): the non-llama rule, Path.stem
+    // dropping the last ".suffix" of the folder name before the "--" split
+    let run = "tulu2_13b_rm_human_datamodel_counts_7000_ID__7aa9__SWAPS_0.5";
+    for path in [
+        format!(
+            "gs://llama-bucket/rm_checkpoints/llama/{run}--a6bf226b9e8e43f3/streaming_params_437"
+        ),
+        format!("/home/me/llama/ckpts/{run}--a6bf226b9e8e43f3/streaming_params"),
+    ] {
+        assert_eq!(
+            easylm_run_name(&path).unwrap(),
+            "tulu2_13b_rm_human_datamodel_counts_7000_ID__7aa9__SWAPS_0",
+            "{path}"
+        );
+    }
+    assert_eq!(
+        easylm_run_name(&format!(
+            "gs://b/rm_checkpoints/llama/{RUN_A}--a6bf226b9e8e43f387810e0da3096526/streaming_params_437"
+        ))
+        .unwrap(),
+        RUN_A
     );
     assert_eq!(
         experiment_name("helpsteer2-counts", RUN_A),

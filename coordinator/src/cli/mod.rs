@@ -2,11 +2,13 @@
 //! values (the server gets a [`crate::config::ServerConfig`], `run` a [`crate::run::LocalRun`]).
 //! The client commands (`client`) and `deploy` take their flags as their input.
 
+pub mod csv;
 pub mod run;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
 
+pub use csv::CsvArgs;
 pub use run::RunArgs;
 pub use serve::{LimitArgs, SecurityArgs, ServeArgs};
 
@@ -34,6 +36,9 @@ pub enum Command {
     Status(crate::client::StatusArgs),
     /// Write a sweep's CSV and per-checkpoint RewardBench JSON
     Results(crate::client::ResultsArgs),
+    /// Write the sweep CSV (hybrid-preferences' fetch_evals_rewardbench.py) from metrics.json
+    /// files on disk, e.g. runs downloaded from Beaker together with herd's metrics/ folders
+    Csv(csv::CsvArgs),
     /// Cancel a sweep's remaining tasks
     Cancel(crate::client::CancelArgs),
     /// Everything on this machine: an in-process coordinator, local worker processes, progress,
@@ -51,6 +56,7 @@ impl Command {
             Command::Submit(args) => crate::client::submit(args).await,
             Command::Status(args) => crate::client::status(args).await,
             Command::Results(args) => crate::client::results(args).await,
+            Command::Csv(args) => csv::csv(args),
             Command::Cancel(args) => crate::client::cancel(args).await,
             Command::Run(args) => crate::run::run(args.into_run()).await,
             Command::Deploy(args) => crate::deploy::deploy(args),

@@ -66,12 +66,15 @@ pub struct RunArgs {
     pub num_heads: Option<i64>,
     #[arg(long)]
     pub num_kv_heads: Option<i64>,
+    #[command(flatten)]
+    pub ci: crate::client::summary::CiArgs,
 }
 
 impl RunArgs {
     pub fn into_run(self) -> LocalRun {
         LocalRun {
             spec: self.spec(),
+            ci: self.ci.clone(),
             out: self.out,
             workers: LocalWorkers {
                 count: self.workers,

@@ -4,6 +4,7 @@
 mod results;
 mod status;
 mod submit;
+pub mod summary;
 
 use std::time::Duration;
 

@@ -185,6 +185,48 @@ pub fn read_feature_counts_dir(dir: &Path) -> Result<Vec<FeatureCounts>, SweepEr
     paths.iter().map(|p| FeatureCounts::read(p)).collect()
 }
 
+/// The experiments of a folder of `<experiment name>.json` metrics files (as downloaded from
+/// Beaker, or herd's `metrics/`), in file-name order, keeping the names that contain `matching`
+/// (the reference's `--experiment_prefix`, which it passes to Beaker's experiment listing as
+/// `match`: "only include experiments matching the text"). Other files are ignored; a `.json`
+/// file whose name is not UTF-8 or that is not a JSON object of metrics is an error naming it.
+pub fn read_metrics_dir(dir: &Path, matching: Option<&str>) -> Result<Vec<Experiment>, SweepError> {
+    let list_error = |source| SweepError::ListDir {
+        file: dir.display().to_string(),
+        source,
+    };
+    let mut found: Vec<(String, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(list_error)? {
+        let entry = entry.map_err(list_error)?;
+        let path = entry.path();
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str() else {
+            if file_name.to_string_lossy().ends_with(".json") {
+                return Err(SweepError::Experiment {
+                    experiment: file_name.to_string_lossy().into_owned(),
+                    reason: format!("{}: the file name is not UTF-8", path.display()),
+                });
+            }
+            continue;
+        };
+        let Some(stem) = name.strip_suffix(".json") else {
+            continue;
+        };
+        if stem.is_empty() || !path.is_file() {
+            continue;
+        }
+        if matching.is_some_and(|text| !stem.contains(text)) {
+            continue;
+        }
+        found.push((stem.to_owned(), path));
+    }
+    found.sort();
+    found
+        .into_iter()
+        .map(|(name, path)| Experiment::read(name, &path))
+        .collect()
+}
+
 /// Options of the reference script that change the table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SweepOptions {
