@@ -58,6 +58,7 @@ fn examples(n: u32) -> Vec<PlannedExample> {
             id: format!("ex{i}"),
             subset: SUBSETS[i as usize % SUBSETS.len()].into(),
             pair_json: format!(r#"{{"id":"ex{i}","prompt":"p","chosen":"c","rejected":"r"}}"#),
+            completions: None,
         })
         .collect()
 }

@@ -1,5 +1,6 @@
-//! Sweep planning: which checkpoints ([`list_checkpoints`]), which examples ([`load_examples`])
-//! and how the examples are cut into tasks ([`shard_ranges`]).
+//! Sweep planning: which checkpoints ([`list_checkpoints`]), which examples ([`load_examples`]:
+//! preference pairs, or RewardBench 2 best-of-N rows for a sweep of schema rb2) and how the
+//! examples are cut into tasks ([`shard_ranges`]).
 //!
 //! Checkpoint sources (`SweepSpec.checkpoints`):
 //! - `gs://bucket/prefix`: a recursive listing; every object whose name contains
@@ -21,10 +22,12 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use herd_rewardbench::dataset::PreferencePair;
+use herd_rewardbench::dataset::v2::BestOfNRow;
+use herd_rewardbench::dataset::{ExampleId, PreferencePair};
 use herd_rpc::v1::SweepSpec;
+use herd_rpc::EvalSchema;
 
-use crate::domain::{CheckpointFormat, PlannedCheckpoint, PlannedExample};
+use crate::domain::{CheckpointFormat, Completions, PlannedCheckpoint, PlannedExample};
 
 /// Examples per task when the spec leaves `shard_size` at 0.
 pub const DEFAULT_SHARD_SIZE: u32 = 500;
@@ -266,8 +269,9 @@ fn folder_size(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Loads the evaluation set of `spec` (a file or `hf://datasets/...` with `eval_split`). Every
-/// pair needs a subset (RewardBench scores by subset).
+/// Loads the evaluation set of `spec` (a file or `hf://datasets/...` with `eval_split`) as its
+/// schema says (`scoring.schema`): preference pairs, or RewardBench 2 best-of-N rows. Every row
+/// needs a subset (RewardBench scores by subset).
 pub fn load_examples(spec: &SweepSpec) -> anyhow::Result<Vec<PlannedExample>> {
     let source = spec.eval_dataset.trim();
     if source.is_empty() {
@@ -277,9 +281,36 @@ pub fn load_examples(spec: &SweepSpec) -> anyhow::Result<Vec<PlannedExample>> {
         );
     }
     let split = Some(spec.eval_split.trim()).filter(|s| !s.is_empty());
-    let pairs = herd_storage::hub::load_pairs_from(source, split)
-        .with_context(|| format!("cannot load the evaluation set {source}"))?;
-    examples_from_pairs(source, &pairs)
+    match sweep_schema(spec)? {
+        EvalSchema::Rb1 => match herd_storage::hub::load_pairs_from(source, split) {
+            Ok(pairs) => examples_from_pairs(source, &pairs),
+            // RewardBench 2 rows fail as pairs on their `chosen` list: say which flag reads them
+            Err(e) => match herd_storage::hub::load_best_of_n_from(source, split) {
+                Ok(_) => bail!(
+                    "cannot load the evaluation set {source} as preference pairs ({e}); its rows \
+                     read as RewardBench 2 best-of-N rows: submit it with schema rb2 (--schema \
+                     rb2, or `schema = \"rb2\"` in the preset)"
+                ),
+                Err(_) => {
+                    Err(e).with_context(|| format!("cannot load the evaluation set {source}"))
+                }
+            },
+        },
+        EvalSchema::Rb2 => {
+            let rows = herd_storage::hub::load_best_of_n_from(source, split).with_context(|| {
+                format!("cannot load the evaluation set {source} as RewardBench 2 rows (schema rb2)")
+            })?;
+            examples_from_best_of_n(source, &rows)
+        }
+    }
+}
+
+/// The evaluation-set schema of `spec` (`scoring.schema`; none: [`EvalSchema::Rb1`]).
+pub fn sweep_schema(spec: &SweepSpec) -> anyhow::Result<EvalSchema> {
+    spec.scoring
+        .as_ref()
+        .map_or(Ok(EvalSchema::Rb1), |s| s.eval_schema())
+        .map_err(|e| anyhow::anyhow!("sweep '{}': {e}", spec.name))
 }
 
 /// [`PlannedExample`]s of loaded pairs (index = position); `source` names the dataset in errors.
@@ -287,24 +318,12 @@ pub fn examples_from_pairs(
     source: &str,
     pairs: &[PreferencePair],
 ) -> anyhow::Result<Vec<PlannedExample>> {
-    if pairs.is_empty() {
-        bail!("{source}: the evaluation set has no rows");
-    }
-    if pairs.len() > u32::MAX as usize {
-        bail!("{source}: too many rows ({})", pairs.len());
-    }
+    check_row_count(source, pairs.len())?;
     pairs
         .iter()
         .enumerate()
         .map(|(i, pair)| {
-            let subset = match pair.subset.as_deref() {
-                Some(s) if !s.trim().is_empty() => s.to_owned(),
-                _ => bail!(
-                    "{source}: row {} (id {}) has no subset; RewardBench scores need one per pair",
-                    i + 1,
-                    pair.id
-                ),
-            };
+            let subset = row_subset(source, i, &pair.id, pair.subset.as_deref())?;
             let pair_json = serde_json::to_string(pair)
                 .with_context(|| format!("{source}: row {} (id {})", i + 1, pair.id))?;
             Ok(PlannedExample {
@@ -312,9 +331,74 @@ pub fn examples_from_pairs(
                 id: pair.id.to_string(),
                 subset,
                 pair_json,
+                completions: None,
             })
         })
         .collect()
+}
+
+/// [`PlannedExample`]s of RewardBench 2 rows (index = position): `pair_json` is the
+/// [`BestOfNRow`] as JSON (prompt, both completion lists, `num_correct`, subset) and
+/// `completions` its counts, which the ingest holds every result to.
+pub fn examples_from_best_of_n(
+    source: &str,
+    rows: &[BestOfNRow],
+) -> anyhow::Result<Vec<PlannedExample>> {
+    check_row_count(source, rows.len())?;
+    rows.iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let subset = row_subset(source, i, &row.id, row.subset.as_deref())?;
+            let count = |n: usize, what: &str| {
+                u32::try_from(n).with_context(|| {
+                    format!(
+                        "{source}: row {} (id {}) has too many {what} completions",
+                        i + 1,
+                        row.id
+                    )
+                })
+            };
+            let completions = Completions {
+                chosen: count(row.chosen.len(), "chosen")?,
+                rejected: count(row.rejected.len(), "rejected")?,
+            };
+            let pair_json = serde_json::to_string(row)
+                .with_context(|| format!("{source}: row {} (id {})", i + 1, row.id))?;
+            Ok(PlannedExample {
+                index: i as u32,
+                id: row.id.to_string(),
+                subset,
+                pair_json,
+                completions: Some(completions),
+            })
+        })
+        .collect()
+}
+
+fn check_row_count(source: &str, rows: usize) -> anyhow::Result<()> {
+    if rows == 0 {
+        bail!("{source}: the evaluation set has no rows");
+    }
+    if rows > u32::MAX as usize {
+        bail!("{source}: too many rows ({rows})");
+    }
+    Ok(())
+}
+
+/// Row `i`'s subset, required: RewardBench scores by subset.
+fn row_subset(
+    source: &str,
+    i: usize,
+    id: &ExampleId,
+    subset: Option<&str>,
+) -> anyhow::Result<String> {
+    match subset {
+        Some(s) if !s.trim().is_empty() => Ok(s.to_owned()),
+        _ => bail!(
+            "{source}: row {} (id {id}) has no subset; RewardBench scores need one per row",
+            i + 1
+        ),
+    }
 }
 
 /// Contiguous ranges of at most `shard_size` examples (0: [`DEFAULT_SHARD_SIZE`]) covering

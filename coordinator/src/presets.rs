@@ -15,6 +15,7 @@
 //! shard_size = 500
 //! xstest_weighting = "legacy"
 //! dataset_total_size = 10160
+//! schema = "rb1"                                 # rb1 (default) or rb2 (RewardBench 2 rows)
 //!
 //! [helpsteer2.easylm]
 //! size = "13b"
@@ -28,7 +29,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use herd_rpc::v1::{EasyLmConfig, Scoring, SweepSpec};
+use herd_rpc::EvalSchema;
 use serde::Deserialize;
+
+/// `Scoring.schema` as a spec stores it: empty for [`EvalSchema::Rb1`] (so specs stored before
+/// the field existed read the same), else the schema's name.
+pub fn schema_field(schema: EvalSchema) -> String {
+    match schema {
+        EvalSchema::Rb1 => String::new(),
+        other => other.as_str().to_owned(),
+    }
+}
 
 /// The environment variable naming the presets file.
 pub const PRESETS_ENV: &str = "HERD_PRESETS";
@@ -52,6 +63,8 @@ pub struct Preset {
     pub shard_size: Option<u32>,
     pub xstest_weighting: Option<String>,
     pub dataset_total_size: Option<u64>,
+    /// `rb1` (preference pairs, the default) or `rb2` (RewardBench 2 best-of-N rows)
+    pub schema: Option<String>,
     pub easylm: Option<EasyLmPreset>,
 }
 
@@ -113,7 +126,8 @@ impl Preset {
             experiment_prefix,
             shard_size,
             xstest_weighting,
-            dataset_total_size
+            dataset_total_size,
+            schema
         );
         self.easylm = match (self.easylm, over.easylm) {
             (Some(base), Some(over)) => Some(base.overlay(over)),
@@ -156,6 +170,8 @@ impl Preset {
             .unwrap_or_else(|| format!("{name}-counts-runs.csv"));
         crate::report::check_file_name(&output_csv, "output_csv")
             .with_context(|| format!("sweep '{name}'"))?;
+        let schema = EvalSchema::parse(self.schema.as_deref().unwrap_or_default())
+            .map_err(|e| anyhow::anyhow!("sweep '{name}': {e}"))?;
         let easylm = self.easylm.clone().unwrap_or_default();
         let easylm = (!easylm.is_empty()).then(|| EasyLmConfig {
             size: easylm.size.unwrap_or_default(),
@@ -176,6 +192,7 @@ impl Preset {
                 chat_template: self.chat_template.clone().unwrap_or_default(),
                 max_length: self.max_length.unwrap_or(0),
                 easylm,
+                schema: schema_field(schema),
             }),
             feature_counts_dir: self.feature_counts_dir.clone().unwrap_or_default(),
             output_csv,

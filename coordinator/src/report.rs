@@ -1,5 +1,10 @@
 //! RewardBench results and the sweep CSV from scored checkpoints.
 //!
+//! A sweep of schema rb2 (RewardBench 2 rows) gets RewardBench 2 results per checkpoint
+//! ([`rb2_checkpoint_results`]) and, in place of the hybrid-preferences CSV (which reads
+//! RewardBench 1 subsets and is skipped, with a note when a feature-count folder was given), the
+//! RewardBench 2 table of [`rb2_sweep_csv`]. The rest of this header is about schema rb1.
+//!
 //! Per checkpoint: wins (`rewardbench::is_win`: strictly greater, a non-finite score is a loss),
 //! per-subset accuracies, and the `metrics.json` / `eval-set/<name>.json` of RewardBench's
 //! `run_rm.py` ([`EvalSetResults`], model = the checkpoint's experiment name). Per sweep: the CSV
@@ -11,12 +16,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
+use herd_rewardbench::dataset::v2::BestOfNRow;
 use herd_rewardbench::files::EvalSetResults;
 use herd_rewardbench::sweep_csv::{
-    parse_uuid, read_feature_counts_dir, sweep_csv, Experiment, FeatureCounts, SweepOptions,
+    parse_uuid, read_feature_counts_dir, sweep_csv, Cell, Column, ColumnKind, Experiment,
+    FeatureCounts, RowLabel, SweepOptions, SweepTable,
 };
 use herd_rewardbench::v1::{is_win, subset_accuracies, XstestWeighting};
+use herd_rewardbench::v2::{rb2_scores, Rb2Scores, ScoredRow, TiesVariant};
 use herd_rpc::v1::{CheckpointResult, SweepSpec};
+use herd_rpc::EvalSchema;
 
 use crate::domain::{check_sweep_name, PlannedExample, ScoredCheckpoint};
 
@@ -44,27 +53,10 @@ pub fn checkpoint_results(
     examples: &[PlannedExample],
     scored: &ScoredCheckpoint,
 ) -> anyhow::Result<(EvalSetResults, usize)> {
-    if scored.rewards.len() != examples.len() {
-        bail!(
-            "checkpoint '{}' ({}): {} rewards stored for {} examples",
-            scored.name,
-            scored.uri,
-            scored.rewards.len(),
-            examples.len()
-        );
-    }
+    check_rewards(examples, scored)?;
     let mut non_finite = 0usize;
     let mut wins: Vec<(&str, bool)> = Vec::with_capacity(examples.len());
     for (reward, example) in scored.rewards.iter().zip(examples) {
-        if reward.index != example.index {
-            bail!(
-                "checkpoint '{}' ({}): reward for example {} where example {} was expected",
-                scored.name,
-                scored.uri,
-                reward.index,
-                example.index
-            );
-        }
         if reward.chosen.is_empty() || reward.rejected.is_empty() {
             bail!(
                 "checkpoint '{}' ({}): example {} (id {}) has no score",
@@ -94,12 +86,211 @@ pub fn checkpoint_results(
     Ok((results, non_finite))
 }
 
-/// Builds every checkpoint's results and the sweep CSV. The CSV is empty when nothing is scored.
+/// One reward per example, in index order.
+fn check_rewards(examples: &[PlannedExample], scored: &ScoredCheckpoint) -> anyhow::Result<()> {
+    if scored.rewards.len() != examples.len() {
+        bail!(
+            "checkpoint '{}' ({}): {} rewards stored for {} examples",
+            scored.name,
+            scored.uri,
+            scored.rewards.len(),
+            examples.len()
+        );
+    }
+    for (reward, example) in scored.rewards.iter().zip(examples) {
+        if reward.index != example.index {
+            bail!(
+                "checkpoint '{}' ({}): reward for example {} where example {} was expected",
+                scored.name,
+                scored.uri,
+                reward.index,
+                example.index
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The RewardBench 2 rows of a sweep's evaluation set (schema rb2), read back from the stored
+/// `pair_json` (index = position).
+pub fn best_of_n_rows(examples: &[PlannedExample]) -> anyhow::Result<Vec<BestOfNRow>> {
+    examples
+        .iter()
+        .map(|example| {
+            serde_json::from_str(&example.pair_json).with_context(|| {
+                format!(
+                    "example {} (id {}): the stored row is not a RewardBench 2 row",
+                    example.index, example.id
+                )
+            })
+        })
+        .collect()
+}
+
+/// The RewardBench 2 results of one scored checkpoint (`run_v2.py`): every completion's score
+/// regrouped by row (chosen first, as `BestOfNRow::completions`), best-of-N credit per subset
+/// and the Ties composite ([`rb2_scores`]); also the number of rows with a non-finite score.
+/// `rows` are the sweep's rows ([`best_of_n_rows`]) beside their `examples`.
+pub fn rb2_checkpoint_results(
+    examples: &[PlannedExample],
+    rows: &[BestOfNRow],
+    scored: &ScoredCheckpoint,
+) -> anyhow::Result<(EvalSetResults, Rb2Scores, usize)> {
+    check_rewards(examples, scored)?;
+    let mut non_finite = 0usize;
+    let mut scored_rows = Vec::with_capacity(rows.len());
+    for ((reward, example), row) in scored.rewards.iter().zip(examples).zip(rows) {
+        if reward.chosen.len() != row.chosen.len() || reward.rejected.len() != row.rejected.len() {
+            bail!(
+                "checkpoint '{}' ({}): example {} (id {}) has {} chosen and {} rejected scores \
+                 for {} chosen and {} rejected completions",
+                scored.name,
+                scored.uri,
+                example.index,
+                example.id,
+                reward.chosen.len(),
+                reward.rejected.len(),
+                row.chosen.len(),
+                row.rejected.len()
+            );
+        }
+        let scores = reward.completion_scores();
+        if scores.iter().any(|x| !x.is_finite()) {
+            non_finite += 1;
+        }
+        scored_rows.push(ScoredRow {
+            id: row.id.clone(),
+            subset: example.subset.clone(),
+            num_correct: row.num_correct,
+            scores,
+        });
+    }
+    let scores = rb2_scores(&scored_rows, TiesVariant::default())
+        .with_context(|| format!("checkpoint '{}' ({})", scored.name, scored.uri))?;
+    let chat_template = Some(scored.chat_template.clone()).filter(|t| !t.is_empty());
+    let results = EvalSetResults::new(
+        scored.name.clone(),
+        scored.model_type.clone(),
+        chat_template,
+        scores.subsets.clone(),
+    );
+    Ok((results, scores, non_finite))
+}
+
+/// The sweep-level table of a RewardBench 2 sweep, one row per checkpoint (row label: the
+/// experiment name): `model_type`, every subset found (sorted), and `score`, the RewardBench 2
+/// score (the mean of the six subsets; empty unless all six are present). Written as pandas'
+/// `to_csv` writes a frame ([`SweepTable::to_csv`]).
+pub fn rb2_sweep_csv(checkpoints: &[(String, String, Rb2Scores)]) -> String {
+    let subsets: BTreeSet<&str> = checkpoints
+        .iter()
+        .flat_map(|(_, _, scores)| scores.subsets.keys().map(String::as_str))
+        .collect();
+    let mut columns = vec![Column {
+        name: "model_type".into(),
+        kind: ColumnKind::Object,
+        cells: checkpoints
+            .iter()
+            .map(|(_, model_type, _)| Cell::Str(model_type.clone()))
+            .collect(),
+    }];
+    for subset in &subsets {
+        columns.push(Column {
+            name: (*subset).to_owned(),
+            kind: ColumnKind::Float64,
+            cells: checkpoints
+                .iter()
+                .map(|(_, _, scores)| {
+                    scores
+                        .subsets
+                        .get(*subset)
+                        .map_or(Cell::Missing, |x| Cell::Float(*x))
+                })
+                .collect(),
+        });
+    }
+    columns.push(Column {
+        name: "score".into(),
+        kind: ColumnKind::Float64,
+        cells: checkpoints
+            .iter()
+            .map(|(_, _, scores)| scores.score().map_or(Cell::Missing, Cell::Float))
+            .collect(),
+    });
+    SweepTable {
+        labels: checkpoints
+            .iter()
+            .map(|(name, _, _)| RowLabel::Name(name.clone()))
+            .collect(),
+        columns,
+    }
+    .to_csv()
+}
+
+/// Every checkpoint's RewardBench 2 results and the sweep's RewardBench 2 table (the
+/// hybrid-preferences CSV reads RewardBench 1 subsets and is not made: a note says so).
+fn build_rb2_report(
+    spec: &SweepSpec,
+    examples: &[PlannedExample],
+    scored: &[ScoredCheckpoint],
+) -> anyhow::Result<SweepReport> {
+    let rows = best_of_n_rows(examples)?;
+    let mut report = SweepReport::default();
+    let mut table = Vec::with_capacity(scored.len());
+    for ckpt in scored {
+        let (results, scores, non_finite) = rb2_checkpoint_results(examples, &rows, ckpt)?;
+        if non_finite > 0 {
+            report.notes.push(format!(
+                "{}: {non_finite} of {} rows had a NaN or infinite score (compared as Python \
+                 compares them)",
+                ckpt.name,
+                examples.len()
+            ));
+        }
+        if !scores.missing.is_empty() {
+            report.notes.push(format!(
+                "{}: no RewardBench 2 score: the evaluation set lacks the subset(s) {}",
+                ckpt.name,
+                scores.missing.join(", ")
+            ));
+        }
+        report.checkpoints.push(CheckpointResult {
+            name: ckpt.name.clone(),
+            experiment: ckpt.name.clone(),
+            metrics_json: results.metrics_json(),
+            eval_set_json: results.eval_set_json(),
+        });
+        table.push((ckpt.name.clone(), ckpt.model_type.clone(), scores));
+    }
+    if table.is_empty() {
+        report.notes.push(format!(
+            "sweep '{}': no checkpoint is fully scored yet",
+            spec.name
+        ));
+        return Ok(report);
+    }
+    if !spec.feature_counts_dir.trim().is_empty() {
+        report.notes.push(format!(
+            "sweep '{}': a RewardBench 2 sweep has no hybrid-preferences CSV (it reads RewardBench \
+             1 subsets); feature_counts_dir is not used, {} holds the RewardBench 2 table",
+            spec.name, spec.output_csv
+        ));
+    }
+    report.csv = rb2_sweep_csv(&table);
+    Ok(report)
+}
+
+/// Builds every checkpoint's results and the sweep-level CSV. The CSV is empty when nothing is
+/// scored. Schema rb1: RewardBench 1 results and the hybrid-preferences sweep CSV; schema rb2:
+/// RewardBench 2 results and the RewardBench 2 table ([`rb2_sweep_csv`]).
 pub fn build_report(
     spec: &SweepSpec,
     examples: &[PlannedExample],
     scored: &[ScoredCheckpoint],
 ) -> anyhow::Result<SweepReport> {
+    if crate::planner::sweep_schema(spec)? == EvalSchema::Rb2 {
+        return build_rb2_report(spec, examples, scored);
+    }
     let options = SweepOptions {
         weighting: parse_weighting(&spec.xstest_weighting)?,
         dataset_total_size: Some(spec.dataset_total_size).filter(|&n| n > 0),

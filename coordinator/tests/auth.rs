@@ -104,6 +104,7 @@ fn plan(handle: &ServerHandle, n: u32) {
             pair_json: format!(
                 r#"{{"id":"{i}","prompt":"q","chosen":"a","rejected":"b","subset":"alpacaeval-easy"}}"#
             ),
+            completions: None,
         })
         .collect();
     let spec = SweepSpec {

@@ -318,3 +318,58 @@ fn examples_from_files() {
     .unwrap_err();
     assert!(format!("{err:#}").contains("missing.jsonl"), "{err:#}");
 }
+
+/// Schema rb2: RewardBench 2 rows are loaded as best-of-N rows, each example carries its row and
+/// completion counts; read as preference pairs they fail with a pointer to the schema.
+#[test]
+fn rb2_examples_from_files() {
+    use herd_coordinator::domain::Completions;
+    use herd_rewardbench::dataset::v2::BestOfNRow;
+    use herd_rpc::v1::Scoring;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("rb2.jsonl");
+    std::fs::write(
+        &file,
+        concat!(
+            r#"{"id": "7", "prompt": "p", "chosen": ["a"], "rejected": ["b", "c", "d"], "num_correct": 1, "total_completions": 4, "subset": "Math"}"#,
+            "\n",
+            r#"{"id": "tied:3", "prompt": "q", "chosen": ["a", "e"], "rejected": ["b"], "num_correct": 2, "subset": "Ties"}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let rb2 = |schema: &str| SweepSpec {
+        name: "rb2".into(),
+        eval_dataset: file.display().to_string(),
+        scoring: Some(Scoring {
+            schema: schema.into(),
+            ..Scoring::default()
+        }),
+        ..Default::default()
+    };
+    let examples = load_examples(&rb2("rb2")).unwrap();
+    assert_eq!(examples.len(), 2);
+    assert_eq!(
+        examples[0].completions,
+        Some(Completions {
+            chosen: 1,
+            rejected: 3
+        })
+    );
+    assert_eq!(examples[1].id, "tied:3");
+    assert_eq!(examples[1].subset, "Ties");
+    let row: BestOfNRow = serde_json::from_str(&examples[1].pair_json).unwrap();
+    assert_eq!(row.chosen, ["a", "e"]);
+    assert_eq!(row.num_correct, 2);
+
+    for schema in ["", "rb1"] {
+        let err = format!("{:#}", load_examples(&rb2(schema)).unwrap_err());
+        assert!(
+            err.contains("rb2.jsonl") && err.contains("--schema rb2"),
+            "{schema:?}: {err}"
+        );
+    }
+    let err = format!("{:#}", load_examples(&rb2("v2")).unwrap_err());
+    assert!(err.contains("\"v2\"") && err.contains("'rb2'"), "{err}");
+}

@@ -167,3 +167,37 @@ fn relative_paths_follow_the_file() {
     assert_eq!(spec.eval_dataset, format!("{base}/rb.jsonl"));
     assert_eq!(spec.feature_counts_dir, format!("{base}/counts"));
 }
+
+#[test]
+fn schema_key_and_flag() {
+    let base = Preset {
+        checkpoints: Some(vec!["/ckpts".into()]),
+        eval_dataset: Some("/data/rb2.jsonl".into()),
+        ..Default::default()
+    };
+    let schema = |preset: Preset| {
+        resolve_spec("rb2sweep", None, preset)
+            .map(|spec| spec.scoring.unwrap().schema)
+            .map_err(|e| format!("{e:#}"))
+    };
+    // rb1 is stored as the empty field, as every spec before the key
+    assert_eq!(schema(base.clone()), Ok(String::new()));
+    let with = |s: &str| Preset {
+        schema: Some(s.into()),
+        ..base.clone()
+    };
+    assert_eq!(schema(with("rb1")), Ok(String::new()));
+    assert_eq!(schema(with("rb2")), Ok("rb2".into()));
+    let err = schema(with("rewardbench2")).unwrap_err();
+    assert!(
+        err.contains("rb2sweep") && err.contains("rewardbench2"),
+        "{err}"
+    );
+    let presets = Presets::parse(
+        "[rb2sweep]\ncheckpoints = [\"/c\"]\neval_dataset = \"/d.jsonl\"\nschema = \"rb2\"\n",
+        "p.toml",
+    )
+    .unwrap();
+    let spec = resolve_spec("rb2sweep", Some(&presets), Preset::default()).unwrap();
+    assert_eq!(spec.scoring.unwrap().schema, "rb2");
+}

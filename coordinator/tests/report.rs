@@ -386,3 +386,142 @@ fn write_report_files() {
     );
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
 }
+
+/// A RewardBench 2 sweep's report: each checkpoint's results are `v2::rb2_scores` of its
+/// per-completion scores (regrouped from the stored chosen / rejected lists), the sweep-level
+/// CSV is the RewardBench 2 table, and the hybrid-preferences CSV is skipped with a note.
+#[test]
+fn rb2_report_scores_every_completion() {
+    use herd_coordinator::planner::examples_from_best_of_n;
+    use herd_rewardbench::dataset::v2::BestOfNRow;
+    use herd_rewardbench::v2::{rb2_scores, ScoredRow, TiesVariant, SUBSETS_V2};
+    use herd_rpc::v1::Scoring;
+
+    let mut rows = Vec::new();
+    for (s, subset) in SUBSETS_V2.iter().enumerate() {
+        for k in 0..3usize {
+            let (id, chosen) = if *subset == "Ties" {
+                // ref prompts have one correct answer, tied prompts two
+                match k {
+                    0 => (ExampleId::Str("ref:0".into()), 1),
+                    1 => (ExampleId::Str("tied:0".into()), 2),
+                    _ => (ExampleId::Str("ref:1".into()), 1),
+                }
+            } else {
+                (ExampleId::Int((s * 10 + k) as i64), 1)
+            };
+            rows.push(BestOfNRow {
+                id,
+                prompt: Prompt::Text(format!("q{s}-{k}")),
+                chosen: (0..chosen).map(|c| format!("good {c}")).collect(),
+                rejected: (0..3).map(|r| format!("bad {r}")).collect(),
+                num_correct: chosen,
+                subset: Some(subset.to_string()),
+            });
+        }
+    }
+    let examples = examples_from_best_of_n("rb2.jsonl", &rows).unwrap();
+    assert_eq!(
+        examples[0].completions.map(|c| (c.chosen, c.rejected)),
+        Some((1, 3))
+    );
+    // checkpoint c: completion j of row i scores a value that ties now and then
+    let score = |c: usize, i: usize, j: usize| ((i * 7 + j * (c + 3)) % 5) as f64 * 0.25;
+    let scored: Vec<ScoredCheckpoint> = (0..2)
+        .map(|c| ScoredCheckpoint {
+            name: format!("rb2-run-{c}"),
+            uri: format!("/ckpts/run-{c}"),
+            model_type: "Seq. Classifier".into(),
+            chat_template: "tulu".into(),
+            rewards: rows
+                .iter()
+                .enumerate()
+                .map(|(i, row)| {
+                    let all: Vec<f64> = (0..row.total_completions())
+                        .map(|j| score(c, i, j))
+                        .collect();
+                    StoredReward {
+                        index: i as u32,
+                        chosen: all[..row.chosen.len()].to_vec(),
+                        rejected: all[row.chosen.len()..].to_vec(),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let spec = SweepSpec {
+        name: "rb2".into(),
+        scoring: Some(Scoring {
+            schema: "rb2".into(),
+            ..Scoring::default()
+        }),
+        feature_counts_dir: "/counts".into(),
+        output_csv: "rb2.csv".into(),
+        ..SweepSpec::default()
+    };
+    let report = build_report(&spec, &examples, &scored).unwrap();
+    assert_eq!(report.checkpoints.len(), 2);
+    let mut header = String::from(",model_type");
+    let mut sorted: Vec<&str> = SUBSETS_V2.to_vec();
+    sorted.sort();
+    for subset in &sorted {
+        header.push(',');
+        header.push_str(subset);
+    }
+    header.push_str(",score");
+    let mut lines = report.csv.lines();
+    assert_eq!(lines.next(), Some(header.as_str()));
+    for (c, ckpt) in scored.iter().enumerate() {
+        let expected = rb2_scores(
+            &rows
+                .iter()
+                .enumerate()
+                .map(|(i, row)| ScoredRow {
+                    id: row.id.clone(),
+                    subset: row.subset.clone().unwrap(),
+                    num_correct: row.num_correct,
+                    scores: (0..row.total_completions())
+                        .map(|j| score(c, i, j))
+                        .collect(),
+                })
+                .collect::<Vec<_>>(),
+            TiesVariant::default(),
+        )
+        .unwrap();
+        let result = &report.checkpoints[c];
+        assert_eq!(result.name, ckpt.name);
+        let metrics: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&result.metrics_json).unwrap();
+        let subsets: BTreeMap<String, f64> = metrics
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+            .collect();
+        assert_eq!(subsets, expected.subsets, "{}", result.metrics_json);
+        assert_eq!(metrics["model"], serde_json::json!(ckpt.name));
+        let line = lines.next().unwrap();
+        assert!(
+            line.starts_with(&format!("{},Seq. Classifier,", ckpt.name)),
+            "{line}"
+        );
+        let total: f64 = line.rsplit(',').next().unwrap().parse().unwrap();
+        assert_eq!(total, expected.score().unwrap(), "{line}");
+    }
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("no hybrid-preferences CSV")),
+        "{:?}",
+        report.notes
+    );
+    // a stored result that does not match the row's completions is an error naming it
+    let mut bad = scored[0].clone();
+    bad.rewards[4].rejected.pop();
+    let err = build_report(&spec, &examples, &[bad])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("example 4") && err.contains("2 rejected scores for 1 chosen and 3 rejected"),
+        "{err}"
+    );
+}

@@ -85,6 +85,7 @@ fn plan(handle: &ServerHandle, name: &str, checkpoints: &[&str], examples: u32, 
                 r#"{{"id":"{i}","prompt":"question {i}","chosen":"good","rejected":"bad","subset":"{}"}}"#,
                 subsets[i as usize % subsets.len()]
             ),
+            completions: None,
         })
         .collect();
     handle

@@ -51,6 +51,7 @@ fn examples(n: u32) -> Vec<PlannedExample> {
             id: format!("ex{i}"),
             subset: "alpacaeval-easy".into(),
             pair_json: format!(r#"{{"id":"ex{i}","prompt":"p{i}","chosen":"c","rejected":"r"}}"#),
+            completions: None,
         })
         .collect()
 }
@@ -197,6 +198,7 @@ fn resubmit_with_changed_settings_is_refused_naming_them_and_plans_nothing() {
             size: "8b".into(),
             ..EasyLmConfig::default()
         }),
+        ..Scoring::default()
     });
     f.store
         .submit(&original, &checkpoints(&["a"]), &examples(4), 1)

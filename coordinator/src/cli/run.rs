@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use herd_rpc::v1::{EasyLmConfig, Scoring, SweepSpec};
+use herd_rpc::EvalSchema;
 
 use crate::run::{LocalRun, LocalWorkers};
 
@@ -58,6 +59,10 @@ pub struct RunArgs {
     /// legacy (xstest 250/154, the reference CSV) or current
     #[arg(long, default_value = "legacy")]
     pub xstest_weighting: String,
+    /// the evaluation set's rows: rb1 (preference pairs) or rb2 (RewardBench 2 best-of-N rows:
+    /// every completion scored, RewardBench 2 results)
+    #[arg(long, default_value = "rb1", value_parser = parse_schema)]
+    pub schema: EvalSchema,
     /// EasyLM checkpoints: LLaMA size (7b, 13b, ...)
     #[arg(long, default_value = "")]
     pub size: String,
@@ -68,6 +73,11 @@ pub struct RunArgs {
     pub num_kv_heads: Option<i64>,
     #[command(flatten)]
     pub ci: crate::client::summary::CiArgs,
+}
+
+/// `--schema`: [`EvalSchema::parse`].
+fn parse_schema(text: &str) -> Result<EvalSchema, String> {
+    EvalSchema::parse(text)
 }
 
 impl RunArgs {
@@ -101,6 +111,7 @@ impl RunArgs {
                     num_kv_heads: self.num_kv_heads,
                     ..EasyLmConfig::default()
                 }),
+                schema: crate::presets::schema_field(self.schema),
             }),
             feature_counts_dir: self.feature_counts_dir.clone(),
             output_csv: if self.output_csv.is_empty() {

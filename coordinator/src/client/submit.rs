@@ -62,6 +62,10 @@ pub struct SubmitArgs {
     /// rescale budgets to a 7000-row dataset (fetch_evals_rewardbench --dataset_total_size)
     #[arg(long)]
     pub dataset_total_size: Option<u64>,
+    /// the evaluation set's rows: rb1 (preference pairs) or rb2 (RewardBench 2 best-of-N rows:
+    /// every completion scored, RewardBench 2 results) [default: rb1]
+    #[arg(long)]
+    pub schema: Option<String>,
     /// EasyLM model size (7b, 13b, ...)
     #[arg(long)]
     pub easylm_size: Option<String>,
@@ -104,6 +108,7 @@ impl SubmitArgs {
             shard_size: self.shard_size,
             xstest_weighting: self.xstest_weighting.clone(),
             dataset_total_size: self.dataset_total_size,
+            schema: self.schema.clone(),
             easylm: (easylm != EasyLmPreset::default()).then_some(easylm),
         };
         match std::env::current_dir() {

@@ -17,6 +17,6 @@ pub use lease::{ExampleScores, FailureKind, Grant, LeaseId};
 pub use states::{AttemptOutcome, CheckpointState, LeaseState, SweepState, TaskState, WorkerState};
 pub use status::{AttemptFailure, CheckpointProgress, Overview, SweepProgress, WorkerView};
 pub use sweep::{
-    check_sweep_name, PlannedCheckpoint, PlannedExample, ScoredCheckpoint, StoredReward,
-    SWEEP_NAME_RULE,
+    check_sweep_name, Completions, PlannedCheckpoint, PlannedExample, ScoredCheckpoint,
+    StoredReward, SWEEP_NAME_RULE,
 };

@@ -15,15 +15,34 @@ pub struct PlannedCheckpoint {
     pub size_bytes: u64,
 }
 
-/// One pair of the evaluation set, as stored and as sent in leases.
+/// One row of the evaluation set, as stored and as sent in leases.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedExample {
     /// position in the evaluation set; shards are ranges of it
     pub index: u32,
     pub id: String,
     pub subset: String,
-    /// `herd_rewardbench::dataset::PreferencePair` as JSON
+    /// the row as JSON: `herd_rewardbench::dataset::PreferencePair` (schema rb1) or
+    /// `herd_rewardbench::dataset::v2::BestOfNRow` (schema rb2)
     pub pair_json: String,
+    /// a RewardBench 2 row's completion counts (one score comes back per completion); `None` for
+    /// a preference pair (one score per label comes back)
+    pub completions: Option<Completions>,
+}
+
+/// How many correct (`chosen`) and incorrect (`rejected`) completions a RewardBench 2 row has:
+/// a worker's result for the row carries exactly that many scores in each list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Completions {
+    pub chosen: u32,
+    pub rejected: u32,
+}
+
+impl StoredReward {
+    /// Every completion's score, chosen first then rejected (`BestOfNRow::completions` order).
+    pub fn completion_scores(&self) -> Vec<f64> {
+        self.chosen.iter().chain(&self.rejected).copied().collect()
+    }
 }
 
 /// One stored per-example result.

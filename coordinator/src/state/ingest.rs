@@ -17,8 +17,11 @@ pub struct IngestCounts {
 
 impl Store {
     /// Stores one batch of results of a lease, in one transaction. The lease must be active and
-    /// held by `worker_id`; every reward must be inside the task's shard and name the stored
-    /// example id. On any error nothing of the batch is stored.
+    /// held by `worker_id`; every reward must be inside the task's shard, name the stored example
+    /// id and hold finite scores: one per completion for a RewardBench 2 row (as many chosen and
+    /// rejected scores as the row has completions), else as many labels as every other result of
+    /// the checkpoint (the same count chosen and rejected). On any error nothing of the batch is
+    /// stored.
     pub fn store_results(
         &self,
         worker_id: &str,
@@ -32,7 +35,8 @@ impl Store {
             let task = check_active_lease(tx, worker_id, lease)?;
             {
                 let mut id_of = tx.prepare_cached(
-                    "SELECT example_id FROM examples WHERE sweep_id = ?1 AND idx = ?2",
+                    "SELECT example_id, n_chosen, n_rejected FROM examples
+                     WHERE sweep_id = ?1 AND idx = ?2",
                 )?;
                 // every example of a checkpoint has as many labels as its first stored result
                 let mut labels: Option<usize> = tx
@@ -50,18 +54,14 @@ impl Store {
                             reward.index, task.start, task.end
                         )));
                     }
-                    let stored: String =
-                        id_of.query_row(params![task.sweep_id, reward.index], |r| r.get(0))?;
+                    let (stored, completions): (String, (Option<u32>, Option<u32>)) = id_of
+                        .query_row(params![task.sweep_id, reward.index], |r| {
+                            Ok((r.get(0)?, (r.get(1)?, r.get(2)?)))
+                        })?;
                     if stored != reward.example_id {
                         return Err(StoreError::Invalid(format!(
                             "example {} is {stored:?} in this sweep, not {:?}",
                             reward.index, reward.example_id
-                        )));
-                    }
-                    if reward.chosen.is_empty() || reward.rejected.is_empty() {
-                        return Err(StoreError::Invalid(format!(
-                            "example {} ({stored}) has no chosen or no rejected score",
-                            reward.index
                         )));
                     }
                     if let Some(x) = reward
@@ -78,6 +78,26 @@ impl Store {
                     }
                     let (chosen, rejected) =
                         (reward.chosen.len(), reward.rejected.len());
+                    if let (Some(want_chosen), Some(want_rejected)) = completions {
+                        // a RewardBench 2 row: one score per completion
+                        if chosen != want_chosen as usize || rejected != want_rejected as usize {
+                            return Err(StoreError::Invalid(format!(
+                                "example {} ({stored}) is a RewardBench 2 row with \
+                                 {want_chosen} chosen and {want_rejected} rejected completions, \
+                                 but the result has {chosen} chosen and {rejected} rejected \
+                                 scores (one per completion expected); nothing of this message \
+                                 was stored",
+                                reward.index
+                            )));
+                        }
+                        continue;
+                    }
+                    if chosen == 0 || rejected == 0 {
+                        return Err(StoreError::Invalid(format!(
+                            "example {} ({stored}) has no chosen or no rejected score",
+                            reward.index
+                        )));
+                    }
                     let expected = *labels.get_or_insert(chosen);
                     if chosen != expected || rejected != expected {
                         return Err(StoreError::Invalid(format!(
@@ -140,4 +160,124 @@ pub(super) fn decode_scores(bytes: &[u8]) -> Result<Vec<f64>> {
         .chunks_exact(8)
         .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use herd_rpc::v1::{Capabilities, Scoring, SweepSpec};
+
+    use super::super::{LeaseOutcome, Policy};
+    use super::*;
+    use crate::domain::{CheckpointFormat, Completions, PlannedCheckpoint, PlannedExample};
+
+    /// A sweep of schema rb2 with two rows: 1 chosen + 3 rejected, and 2 chosen + 1 rejected.
+    fn rb2_sweep(store: &Store) {
+        let spec = SweepSpec {
+            name: "rb2".into(),
+            scoring: Some(Scoring {
+                schema: "rb2".into(),
+                ..Scoring::default()
+            }),
+            shard_size: 2,
+            ..SweepSpec::default()
+        };
+        let checkpoint = PlannedCheckpoint {
+            uri: "/ckpts/a".into(),
+            name: "a".into(),
+            format: CheckpointFormat::HuggingFace,
+            size_bytes: 1,
+        };
+        let examples = [(1, 3), (2, 1)]
+            .iter()
+            .enumerate()
+            .map(|(i, &(chosen, rejected))| PlannedExample {
+                index: i as u32,
+                id: format!("tied:{i}"),
+                subset: "Ties".into(),
+                pair_json: "{}".into(),
+                completions: Some(Completions { chosen, rejected }),
+            })
+            .collect::<Vec<_>>();
+        store.submit(&spec, &[checkpoint], &examples, 0).unwrap();
+    }
+
+    fn reward(index: u32, chosen: &[f64], rejected: &[f64]) -> ExampleScores {
+        ExampleScores {
+            index,
+            example_id: format!("tied:{index}"),
+            chosen: chosen.to_vec(),
+            rejected: rejected.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_best_of_n_result_needs_one_score_per_completion() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db"), Policy::default()).unwrap();
+        rb2_sweep(&store);
+        let worker = store
+            .register("w", &Capabilities::default(), "secret", 0)
+            .unwrap();
+        let LeaseOutcome::Leased(grant) = store.lease(&worker, &[], 1).unwrap() else {
+            panic!("expected a lease");
+        };
+        assert_eq!(
+            grant.examples[1].completions,
+            Some(Completions {
+                chosen: 2,
+                rejected: 1
+            }),
+            "the counts are stored with the rows"
+        );
+        // one rejected score short on the second row: the whole message is refused
+        let short = [
+            reward(0, &[0.5], &[0.1, 0.2, 0.3]),
+            reward(1, &[0.4, 0.6], &[]),
+        ];
+        let err = store
+            .store_results(&worker, &grant.lease, &short, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("example 1 (tied:1)")
+                && err.contains("2 chosen and 1 rejected completions")
+                && err.contains("2 chosen and 0 rejected scores")
+                && err.contains("nothing of this message was stored"),
+            "{err}"
+        );
+        // a pair-style result (one score per side) is refused too
+        let err = store
+            .store_results(&worker, &grant.lease, &[reward(0, &[0.5], &[0.1])], 3)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("1 chosen and 3 rejected completions"), "{err}");
+        let inputs = store.report_inputs("rb2").unwrap();
+        assert!(inputs.scored.is_empty());
+        // nothing was stored: the full, right-sized batch stores both rows
+        let good = [
+            reward(0, &[0.5], &[0.1, 0.2, 0.3]),
+            reward(1, &[0.4, 0.6], &[0.7]),
+        ];
+        let counts = store
+            .store_results(&worker, &grant.lease, &good, 4)
+            .unwrap();
+        assert_eq!(
+            counts,
+            IngestCounts {
+                stored: 2,
+                duplicates: 0
+            }
+        );
+        store
+            .complete(&worker, &grant.lease, "Seq. Classifier", "tulu", 5)
+            .unwrap();
+        let inputs = store.report_inputs("rb2").unwrap();
+        assert_eq!(inputs.scored.len(), 1);
+        let rows: Vec<Vec<f64>> = inputs.scored[0]
+            .rewards
+            .iter()
+            .map(|r| r.completion_scores())
+            .collect();
+        assert_eq!(rows, [vec![0.5, 0.1, 0.2, 0.3], vec![0.4, 0.6, 0.7]]);
+    }
 }

@@ -213,6 +213,7 @@ mod tests {
                 id: format!("ex{i}"),
                 subset: "alpacaeval-easy".into(),
                 pair_json: "{}".into(),
+                completions: None,
             })
             .collect();
         (spec, checkpoints, examples)

@@ -11,9 +11,9 @@ use super::ingest::decode_scores;
 use super::sweeps::{decode_spec, sweep_id};
 use super::{to_i64, Result, Store, StoreError};
 use crate::domain::{
-    AttemptFailure, AttemptOutcome, CheckpointProgress, CheckpointState, LeaseId, LeaseState,
-    Overview, PlannedExample, ScoredCheckpoint, StoredReward, SweepProgress, SweepState, TaskState,
-    WorkerState, WorkerView,
+    AttemptFailure, AttemptOutcome, CheckpointProgress, CheckpointState, Completions, LeaseId,
+    LeaseState, Overview, PlannedExample, ScoredCheckpoint, StoredReward, SweepProgress,
+    SweepState, TaskState, WorkerState, WorkerView,
 };
 
 /// Failures shown by `status`, newest first.
@@ -334,15 +334,20 @@ pub(super) fn examples_in(
     range: Range<u32>,
 ) -> Result<Vec<PlannedExample>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT idx, example_id, subset, pair_json FROM examples
+        "SELECT idx, example_id, subset, pair_json, n_chosen, n_rejected FROM examples
          WHERE sweep_id = ?1 AND idx >= ?2 AND idx < ?3 ORDER BY idx",
     )?;
     let rows = stmt.query_map(params![sweep_id, range.start, range.end], |r| {
+        let counts: (Option<u32>, Option<u32>) = (r.get(4)?, r.get(5)?);
         Ok(PlannedExample {
             index: r.get(0)?,
             id: r.get(1)?,
             subset: r.get(2)?,
             pair_json: r.get(3)?,
+            completions: match counts {
+                (Some(chosen), Some(rejected)) => Some(Completions { chosen, rejected }),
+                _ => None,
+            },
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -85,6 +85,8 @@ pub fn changed_settings(stored: &SweepSpec, submitted: &SweepSpec) -> Vec<Change
     compare("tokenizer", &a.tokenizer, &b.tokenizer);
     compare("chat_template", &a.chat_template, &b.chat_template);
     compare("max_length", &a.max_length, &b.max_length);
+    // compared as parsed: an empty field and "rb1" are the same schema
+    compare("schema", &a.eval_schema(), &b.eval_schema());
     let no_shapes = EasyLmConfig::default();
     let (ea, eb) = (
         a.easylm.as_ref().unwrap_or(&no_shapes),

@@ -15,7 +15,11 @@ pub const SCHEMA_VERSION: i64 = 1;
 
 /// Columns added to a table after its version-1 layout shipped, as (table, column, type): a file
 /// made before is given them when opened (NULL in existing rows), so it needs no new version.
-const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("workers", "secret_digest", "BLOB")];
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("workers", "secret_digest", "BLOB"),
+    ("examples", "n_chosen", "INTEGER"),
+    ("examples", "n_rejected", "INTEGER"),
+];
 
 const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
@@ -55,13 +59,16 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 CREATE INDEX IF NOT EXISTS checkpoints_uri ON checkpoints(uri);
 
--- the evaluation set, stored once per sweep
+-- the evaluation set, stored once per sweep; n_chosen / n_rejected: a RewardBench 2 row's
+-- completion counts (NULL for a preference pair)
 CREATE TABLE IF NOT EXISTS examples (
     sweep_id   INTEGER NOT NULL REFERENCES sweeps(id),
     idx        INTEGER NOT NULL,
     example_id TEXT NOT NULL,
     subset     TEXT NOT NULL,
     pair_json  TEXT NOT NULL,
+    n_chosen   INTEGER,
+    n_rejected INTEGER,
     PRIMARY KEY (sweep_id, idx)
 ) WITHOUT ROWID;
 

@@ -89,10 +89,19 @@ impl Store {
                     )?;
                     let id = tx.last_insert_rowid();
                     let mut insert = tx.prepare_cached(
-                        "INSERT INTO examples(sweep_id, idx, example_id, subset, pair_json) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "INSERT INTO examples(sweep_id, idx, example_id, subset, pair_json, n_chosen, n_rejected)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     )?;
                     for e in examples {
-                        insert.execute(params![id, e.index, e.id, e.subset, e.pair_json])?;
+                        insert.execute(params![
+                            id,
+                            e.index,
+                            e.id,
+                            e.subset,
+                            e.pair_json,
+                            e.completions.map(|c| c.chosen),
+                            e.completions.map(|c| c.rejected)
+                        ])?;
                     }
                     (id, spec.shard_size, true, None)
                 }

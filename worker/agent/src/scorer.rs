@@ -21,7 +21,10 @@ pub struct LocalCheckpoint {
     pub scoring: Scoring,
 }
 
-/// One pair's scores: every label's logit (classifiers) or the one DPO reward.
+/// One example's scores. A preference pair (schema rb1): every label's logit (classifiers) or the
+/// one DPO reward, per side. A RewardBench 2 row (schema rb2): one score per completion,
+/// `chosen[i]` of the row's `chosen[i]` and `rejected[j]` of its `rejected[j]` (the coordinator
+/// refuses other counts).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PairScores {
     pub chosen: Vec<f64>,
