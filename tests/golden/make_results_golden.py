@@ -18,7 +18,9 @@ Writes common/rewardbench/tests/golden/results/ (checked byte for byte by common
     then the subsets in np.unique order; default separators; Beaker's /output/metrics.json)
   `out_dataset.to_dict()` is built here as the plain column dict it returns (datasets is not needed:
   to_dict() gives {column: [python values]}, and sort_keys makes the column order irrelevant).
-- run_dpo/: the same for scripts/run_dpo.py (ref_model key, "DPO Ref. Free", "_ref_free" suffix).
+- run_dpo/: the same for scripts/run_dpo.py at HEAD 05a9005 (ref_model key always written, "DPO Ref.
+  Free", "_ref_free" save_modifier, chat_template "tokenizer" in eval-set/ and args.chat_template in
+  eval-set-scores/, no id column in eval-set-scores/ (run_dpo.py removes it before to_dict())).
 - cli/: what the `rewardbench` CLI (rewardbench/rewardbench.py at HEAD) writes:
   {output_dir}{model}.json = json.dump(final_results) and os.path.join(output_dir,
   f"{model}_outputs.jsonl") via save_jsonl (scores flattened by unwrap_if_list_of_lists).
@@ -181,7 +183,11 @@ def make_inputs():
             "model": "org/dpo-model",
             "ref_model": None,
             "model_type": "DPO Ref. Free",
-            "chat_template": "tulu",
+            # run_dpo.py: `args.chat_template if not hasattr(tokenizer, "chat_template") else
+            # "tokenizer"`; every transformers tokenizer has the attribute, so "tokenizer"
+            "chat_template": "tokenizer",
+            # eval-set-scores: `scores_dict["chat_template"] = args.chat_template`
+            "scores_chat_template": "tulu",
             "accuracies": {"alpacaeval-easy": 0.75, "hep-go": 1e-05},
         },
         "rows": rows,
@@ -229,10 +235,11 @@ def write_run_dpo(inputs, out_dir):
     save_to_hub(results_grouped, spec["model"] + "_ref_free", "eval-set/", f"{out_dir}/dpo/results", True,
                 f"{out_dir}/dpo/metrics.json")
     rows = inputs["rows"]
-    scores_dict = {  # run_dpo.py: keep_columns text_chosen, text_rejected, id, prompt; scalar scores
+    # run_dpo.py: keep_columns text_chosen, text_rejected, id, prompt, then
+    # `dataset = dataset.remove_columns("id")` before out_dataset.to_dict(): no id column; scalar scores
+    scores_dict = {
         "text_chosen": [r["text_chosen"] for r in rows],
         "text_rejected": [r["text_rejected"] for r in rows],
-        "id": [r["id"] for r in rows],
         "prompt": [r["prompt"] for r in rows],
         "results": [r["result"] for r in rows],
         "subset": [r["subset"] for r in rows],
@@ -241,7 +248,7 @@ def write_run_dpo(inputs, out_dir):
     }
     scores_dict["model"] = spec["model"]
     scores_dict["model_type"] = "DPO"
-    scores_dict["chat_template"] = spec["chat_template"]
+    scores_dict["chat_template"] = spec["scores_chat_template"]
     save_to_hub(scores_dict, spec["model"] + "_ref_free", "eval-set-scores/", f"{out_dir}/dpo/results", False, None)
 
 

@@ -15,8 +15,11 @@
 //!   `./results/eval-set/{model}.json` with one score per subset ([`EvalSetResults::best_of_n`])
 //!   and `./results/eval-set-scores/{model}.json` with the rerolled rows
 //!   ([`EvalSetScores::best_of_n`]).
-//! - the `rewardbench` CLI (`rewardbench/rewardbench.py`): `{output_dir}{model}.json`
-//!   ([`CliResults`]) and `os.path.join(output_dir, f"{model}_outputs.jsonl")` ([`CliOutputs`]).
+//! - the `rewardbench` CLI (`rewardbench/rewardbench.py` of rewardbench 0.1.4):
+//!   `{output_dir}{model}.json` ([`CliResults`], preference data only),
+//!   `os.path.join(output_dir, f"{model}_outputs.jsonl")` ([`CliOutputs`], or
+//!   [`CliInstructionOutputs`] for instruction data) and, with `--save_all`,
+//!   `{output_dir}{model}_all.jsonl` ([`CliAllScores`]).
 //!
 //! The JSON text is produced by [`pyjson::dumps`], a transcription of CPython's `json` encoder
 //! (`ensure_ascii=True`, `allow_nan=True`), with floats written by [`pyjson::float_repr`]
@@ -163,6 +166,22 @@ pub fn read_py_json(path: &Path) -> Result<PyValue, ResultsError> {
 // eval-set/{model}.json and metrics.json
 // ------------------------------------------------------------------------------------------------
 
+/// `model_type` of a DPO model scored against a reference model.
+pub const MODEL_TYPE_DPO: &str = "DPO";
+/// `model_type` of a reference-free DPO run (`run_dpo.py` without `--ref_model`).
+pub const MODEL_TYPE_DPO_REF_FREE: &str = "DPO Ref. Free";
+
+/// The name a model's results are saved under (`save_to_hub(..., args.model + save_modifier,
+/// ...)`): `run_dpo.py` sets `save_modifier = "_ref_free"` for reference-free runs and `""`
+/// otherwise; `run_rm.py` saves under the model name. `model_type` is the dict's `model_type`.
+pub fn results_name(model: &str, model_type: &str) -> String {
+    if model_type == MODEL_TYPE_DPO_REF_FREE {
+        format!("{model}_ref_free")
+    } else {
+        model.to_owned()
+    }
+}
+
 /// The per-model dict of `run_rm.py` / `run_dpo.py` (`results_grouped`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct EvalSetResults {
@@ -198,6 +217,28 @@ impl EvalSetResults {
             chat_template,
             accuracies,
             extra: Vec::new(),
+        }
+    }
+
+    /// A `scripts/run_dpo.py` dict: `ref_model` always written (`null` when reference-free),
+    /// `model_type` `"DPO"` or `"DPO Ref. Free"`, and `chat_template` `"tokenizer"`: run_dpo.py
+    /// writes `args.chat_template if not hasattr(tokenizer, "chat_template") else "tokenizer"`,
+    /// and every transformers tokenizer has that attribute (`PreTrainedTokenizerBase.__init__`
+    /// sets it, `None` when the tokenizer has no template), so it is always `"tokenizer"`. Save it
+    /// under [`results_name`].
+    pub fn dpo(
+        model: impl Into<String>,
+        ref_model: Option<String>,
+        accuracies: SubsetAccuracies,
+    ) -> Self {
+        let model_type = if ref_model.is_some() {
+            MODEL_TYPE_DPO
+        } else {
+            MODEL_TYPE_DPO_REF_FREE
+        };
+        EvalSetResults {
+            ref_model: Some(ref_model),
+            ..EvalSetResults::new(model, model_type, Some("tokenizer".into()), accuracies)
         }
     }
 
@@ -442,9 +483,13 @@ impl EvalSetScores {
         }
     }
 
-    /// `run_dpo.py`: the classifier columns plus `prompt` (the templated prompt, one per pair), and
-    /// the scores as one float per row (the first element of each score list). Its
-    /// `model_type` key is always `"DPO"` (also for reference-free runs, as upstream writes it).
+    /// `scripts/run_dpo.py`: `text_chosen`, `text_rejected`, `results`, `subset`, `prompt` (the
+    /// templated prompt, one per pair) and the scores as one float per row (the first element of
+    /// each score list). No `id` column: run_dpo.py loads `keep_columns=["text_chosen",
+    /// "text_rejected", "id", "prompt"]`, copies the ids out and then `remove_columns("id")`
+    /// before `out_dataset.to_dict()`. Its `model_type` key is always `"DPO"` and its
+    /// `chat_template` is `args.chat_template` (also for reference-free runs, as upstream writes
+    /// them).
     pub fn dpo(
         pairs: &[ScoredPair],
         prompts: &[String],
@@ -452,7 +497,6 @@ impl EvalSetScores {
         chat_template: Option<String>,
     ) -> Self {
         let mut columns: Vec<(String, Vec<PyValue>)> = pair_columns(pairs).into();
-        columns.push(("id".into(), pairs.iter().map(|p| (&p.id).into()).collect()));
         columns.push((
             "prompt".into(),
             prompts.iter().map(|p| p.as_str().into()).collect(),
@@ -590,7 +634,7 @@ impl EvalSetScores {
 }
 
 // ------------------------------------------------------------------------------------------------
-// The rewardbench CLI: {model}.json and {model}_outputs.jsonl
+// The rewardbench CLI: {model}.json, {model}_outputs.jsonl and {model}_all.jsonl
 // ------------------------------------------------------------------------------------------------
 
 /// `{output_dir}{model}.json` of the `rewardbench` CLI (`final_results`).
@@ -698,32 +742,139 @@ impl CliOutputs {
             ),
         ];
         columns.extend(self.metadata.iter().cloned());
-        for (name, values) in &columns {
-            if values.len() < n {
-                return Err(ResultsError::Ragged {
-                    what: "CLI outputs".into(),
-                    column: name.clone(),
-                    len: values.len(),
-                    expected: n,
-                });
-            }
-        }
-        let mut out = String::new();
-        for i in 0..n {
-            let row: PyDict = columns
-                .iter()
-                .map(|(name, values)| (name.clone(), values[i].clone()))
-                .collect();
-            out.push_str(&pyjson::dumps(&PyValue::Dict(row), None, false));
-            out.push('\n');
-        }
-        Ok(out)
+        save_jsonl(n, &columns)
     }
 
     /// Writes [`Self::to_jsonl`] to the second of [`cli_paths`] and returns it.
     pub fn write(&self, output_dir: &str, model: &str) -> Result<PathBuf, ResultsError> {
         let (_, path) = cli_paths(output_dir, model);
         write_file(&path, &self.to_jsonl()?)?;
+        Ok(path)
+    }
+}
+
+/// `save_jsonl(save_filename, table)` of `rewardbench/rewardbench.py`: `len(table["prompt"])`
+/// rows (the first column), each `json.dump({key: table[key][i] for key in table})` plus `"\n"`.
+/// Errors if a column is shorter (where Python would raise `IndexError`).
+fn save_jsonl(n: usize, columns: &[(String, Vec<PyValue>)]) -> Result<String, ResultsError> {
+    for (name, values) in columns {
+        if values.len() < n {
+            return Err(ResultsError::Ragged {
+                what: "CLI outputs".into(),
+                column: name.clone(),
+                len: values.len(),
+                expected: n,
+            });
+        }
+    }
+    let mut out = String::new();
+    for i in 0..n {
+        let row: PyDict = columns
+            .iter()
+            .map(|(name, values)| (name.clone(), values[i].clone()))
+            .collect();
+        out.push_str(&pyjson::dumps(&PyValue::Dict(row), None, false));
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// `{model}_outputs.jsonl` of the `rewardbench` CLI for instruction data (a `messages` column,
+/// no chosen / rejected): one line per conversation with the keys `prompt`, `results` (the
+/// conversation's score, flattened by `unwrap_if_list_of_lists` as in [`CliOutputs`]), `text`,
+/// then the metadata columns. The CLI writes no `{model}.json` for such data (no accuracy).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct CliInstructionOutputs {
+    /// The `prompt` column: the first message's content, templated by FastChat when the
+    /// tokenizer has no chat template (`prepare_dialogue`), as is otherwise.
+    pub prompt: Vec<PyValue>,
+    /// Per row, `logits.tolist()`.
+    pub scores: Vec<Vec<f64>>,
+    /// The templated conversation.
+    pub text: Vec<String>,
+    pub metadata: Vec<(String, Vec<PyValue>)>,
+}
+
+impl CliInstructionOutputs {
+    /// The JSON Lines text (errors like [`CliOutputs::to_jsonl`]).
+    pub fn to_jsonl(&self) -> Result<String, ResultsError> {
+        let mut columns: Vec<(String, Vec<PyValue>)> = vec![
+            ("prompt".into(), self.prompt.clone()),
+            (
+                "results".into(),
+                self.scores
+                    .iter()
+                    .flatten()
+                    .map(|&x| PyValue::Float(x))
+                    .collect(),
+            ),
+            (
+                "text".into(),
+                self.text.iter().map(|s| s.as_str().into()).collect(),
+            ),
+        ];
+        columns.extend(self.metadata.iter().cloned());
+        save_jsonl(self.prompt.len(), &columns)
+    }
+
+    /// Writes [`Self::to_jsonl`] to the second of [`cli_paths`] and returns it.
+    pub fn write(&self, output_dir: &str, model: &str) -> Result<PathBuf, ResultsError> {
+        let (_, path) = cli_paths(output_dir, model);
+        write_file(&path, &self.to_jsonl()?)?;
+        Ok(path)
+    }
+}
+
+/// `args.output_dir + args.model + "_all.jsonl"`: what the CLI's `--save_all` writes (plain
+/// string concatenation, like [`cli_paths`]'s `{model}.json`).
+pub fn cli_all_path(output_dir: &str, model: &str) -> PathBuf {
+    PathBuf::from(format!("{output_dir}{model}_all.jsonl"))
+}
+
+/// The `--save_all` file of the `rewardbench` CLI: per pair, `json.dumps({"chosen": chosen,
+/// "rejected": rejected}) + "\n"` over the unflattened per-row scores: a classifier's
+/// `logits.tolist()` row (`[x]`), a DPO model's float.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct CliAllScores {
+    pub chosen: Vec<PyValue>,
+    pub rejected: Vec<PyValue>,
+}
+
+impl CliAllScores {
+    /// Classifier rows: each row's logits as a list.
+    pub fn classifier(chosen: &[Vec<f64>], rejected: &[Vec<f64>]) -> Self {
+        CliAllScores {
+            chosen: chosen.iter().map(|r| float_list(r)).collect(),
+            rejected: rejected.iter().map(|r| float_list(r)).collect(),
+        }
+    }
+
+    /// DPO rewards: one float per row.
+    pub fn dpo(chosen: &[f64], rejected: &[f64]) -> Self {
+        CliAllScores {
+            chosen: chosen.iter().map(|&x| PyValue::Float(x)).collect(),
+            rejected: rejected.iter().map(|&x| PyValue::Float(x)).collect(),
+        }
+    }
+
+    /// The file text (`zip` stops at the shorter column, as in Python).
+    pub fn to_jsonl(&self) -> String {
+        let mut out = String::new();
+        for (chosen, rejected) in self.chosen.iter().zip(&self.rejected) {
+            let row: PyDict = vec![
+                ("chosen".into(), chosen.clone()),
+                ("rejected".into(), rejected.clone()),
+            ];
+            out.push_str(&pyjson::dumps(&PyValue::Dict(row), None, false));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Writes [`Self::to_jsonl`] to [`cli_all_path`] and returns it.
+    pub fn write(&self, output_dir: &str, model: &str) -> Result<PathBuf, ResultsError> {
+        let path = cli_all_path(output_dir, model);
+        write_file(&path, &self.to_jsonl())?;
         Ok(path)
     }
 }

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use herd_rewardbench::dataset::ExampleId;
 use herd_rewardbench::files::{
-    cli_paths, results_path, CliOutputs, CliResults, EvalSetResults, EvalSetScores, ResultsError,
-    ResultsKind, ScoredPair,
+    cli_paths, results_name, results_path, CliOutputs, CliResults, EvalSetResults, EvalSetScores,
+    ResultsError, ResultsKind, ScoredPair,
 };
 use herd_rewardbench::pyjson::{self, dict_get, PyValue};
 use proptest::prelude::*;
@@ -148,16 +148,22 @@ fn run_dpo_files_match_python() {
     let inputs = inputs();
     let spec = get(&inputs, "dpo");
     let model = get(spec, "model").as_str().unwrap();
-    let mut results = EvalSetResults::new(
+    let results = EvalSetResults::dpo(
         model,
-        get(spec, "model_type").as_str().unwrap(),
-        opt_str(get(spec, "chat_template")),
+        opt_str(get(spec, "ref_model")),
         accuracies(get(spec, "accuracies")),
     );
-    results.ref_model = Some(opt_str(get(spec, "ref_model")));
+    assert_eq!(
+        results.model_type,
+        get(spec, "model_type").as_str().unwrap()
+    );
+    assert_eq!(results.chat_template, opt_str(get(spec, "chat_template")));
     let tmp = tempfile::tempdir().unwrap();
     let results_dir = tmp.path().join("results");
-    let name = format!("{model}_ref_free");
+    let name = results_name(model, &results.model_type);
+    assert_eq!(name, format!("{model}_ref_free"));
+    assert_eq!(results_name(model, "DPO"), model);
+    assert_eq!(results_name(model, "Seq. Classifier"), model);
     let path = results
         .write_eval_set(&results_dir, ResultsKind::EvalSet, &name)
         .unwrap();
@@ -171,7 +177,7 @@ fn run_dpo_files_match_python() {
         &pairs(&inputs),
         &prompts(&inputs),
         model,
-        opt_str(get(spec, "chat_template")),
+        opt_str(get(spec, "scores_chat_template")),
     );
     let path = scores
         .write(&results_dir, ResultsKind::EvalSetScores, &name)

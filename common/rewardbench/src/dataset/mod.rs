@@ -20,6 +20,7 @@
 //! best-of-N rows of RewardBench 2 in [`v2`]. Data on the Hugging Face Hub
 //! (`hf://datasets/ORG/NAME`) is resolved to local files by `herd_storage::hub`.
 
+pub mod generic;
 pub mod parquet;
 pub mod prior_sets;
 pub mod v2;
@@ -198,6 +199,15 @@ pub enum DatasetError {
 pub trait DatasetRow: Sized {
     /// The columns this row type reads; other columns are ignored (and not decoded from Parquet).
     const COLUMNS: &'static [&'static str];
+
+    /// Reads every column instead of [`Self::COLUMNS`] ([`generic::GenericRow`]); a column dict
+    /// then takes its row count from its first column.
+    const ALL_COLUMNS: bool = false;
+
+    /// Whether the loaders decode `column`.
+    fn reads_column(column: &str) -> bool {
+        Self::ALL_COLUMNS || Self::COLUMNS.contains(&column)
+    }
 
     /// Whether a top-level JSON object is a column dict (`Dataset.to_dict()`) rather than one row.
     fn is_column_dict(map: &Map<String, Value>) -> bool;
@@ -500,17 +510,27 @@ fn parse_column_dict<T: DatasetRow>(
     file: &str,
     map: &Map<String, Value>,
 ) -> Result<Vec<(RowLocation, T)>, DatasetError> {
-    let rows = match map.get("chosen") {
+    let length_column = if T::ALL_COLUMNS {
+        map.keys().next().map_or("chosen", String::as_str)
+    } else {
+        "chosen"
+    };
+    let rows = match map.get(length_column) {
         Some(Value::Array(values)) => values.len(),
         _ => {
             return Err(DatasetError::Layout {
                 file: file.into(),
-                reason: "column dict: column \"chosen\" must be an array".into(),
+                reason: format!("column dict: column \"{length_column}\" must be an array"),
             })
         }
     };
+    let fields: Vec<&str> = if T::ALL_COLUMNS {
+        map.keys().map(String::as_str).collect()
+    } else {
+        T::COLUMNS.to_vec()
+    };
     let mut columns: Vec<(&str, &Vec<Value>)> = Vec::new();
-    for &field in T::COLUMNS {
+    for field in fields {
         match map.get(field) {
             None => {}
             Some(Value::Array(values)) if values.len() == rows => columns.push((field, values)),
@@ -518,7 +538,7 @@ fn parse_column_dict<T: DatasetRow>(
                 return Err(DatasetError::Layout {
                     file: file.into(),
                     reason: format!(
-                        "column dict: column \"{field}\" has {} values but column \"chosen\" has {rows}",
+                        "column dict: column \"{field}\" has {} values but column \"{length_column}\" has {rows}",
                         values.len()
                     ),
                 })

@@ -58,7 +58,7 @@ pub(crate) fn read_parquet_rows<T: DatasetRow>(
     let selected: Vec<Arc<Type>> = schema
         .get_fields()
         .iter()
-        .filter(|f| T::COLUMNS.contains(&f.name()))
+        .filter(|f| T::reads_column(f.name()))
         .cloned()
         .collect();
     let total_rows = reader.metadata().file_metadata().num_rows();
@@ -85,7 +85,7 @@ pub(crate) fn read_parquet_rows<T: DatasetRow>(
                 .cloned()
                 .unwrap_or_default();
             let codec = chunk.compression();
-            if T::COLUMNS.contains(&top.as_str())
+            if T::reads_column(&top)
                 && !matches!(codec, Compression::UNCOMPRESSED | Compression::SNAPPY)
             {
                 return Err(DatasetError::Parquet {
