@@ -5,6 +5,7 @@ mod allocator;
 mod easylm_cli;
 mod engine_scorer;
 mod output;
+mod pref_sets;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -104,9 +105,10 @@ struct ScoreArgs {
     #[arg(long)]
     model: PathBuf,
     /// dataset: a JSONL, JSON or Parquet file with prompt, chosen, rejected (subset, id
-    /// optional), or hf://datasets/ORG/NAME[@REV][/PATH] (HF_HUB_OFFLINE and HF_TOKEN honoured)
-    #[arg(long)]
-    dataset: String,
+    /// optional), or hf://datasets/ORG/NAME[@REV][/PATH] (HF_HUB_OFFLINE and HF_TOKEN honoured);
+    /// with --pref-sets, the prior sets' folder or hf:// source
+    #[arg(long, required_unless_present = "pref_sets")]
+    dataset: Option<String>,
     /// split of an hf:// dataset (e.g. `filtered` for allenai/reward-bench)
     #[arg(long)]
     split: Option<String>,
@@ -147,6 +149,8 @@ struct ScoreArgs {
     output: PathBuf,
     #[command(flatten)]
     easylm: EasyLmArgs,
+    #[command(flatten)]
+    pref_sets: pref_sets::PrefSetsArgs,
 }
 
 fn main() {
@@ -173,8 +177,16 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
     }
     let device = args.device.resolve()?;
     let kind = args.dtype.resolve(device);
-    let pairs = load_pairs_from(&args.dataset, args.split.as_deref())?;
-    tracing::info!(pairs = pairs.len(), dataset = %args.dataset, ?device, ?kind, "scoring");
+    let prior_sets = args.pref_sets.pref_sets;
+    let prepared = prior_sets
+        .then(|| pref_sets::prepare(&args.pref_sets, &args.model))
+        .transpose()?;
+    let pairs = match (&args.dataset, prior_sets) {
+        (dataset, true) => pref_sets::load_pairs(dataset.as_deref())?,
+        (Some(dataset), false) => load_pairs_from(dataset, args.split.as_deref())?,
+        (None, false) => anyhow::bail!("--dataset is required"),
+    };
+    tracing::info!(pairs = pairs.len(), dataset = ?args.dataset, ?device, ?kind, "scoring");
     let request = ScoreRequest {
         model: args.model.clone(),
         tokenizer: args.tokenizer.clone(),
@@ -201,6 +213,9 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
         args.model.display()
     );
     let spec = open_spec(&args.model, format, &args.easylm.options())?;
+    if prior_sets {
+        pref_sets::check_model(&spec, &args.model)?;
+    }
     let scored = score_pairs_with(&request, &spec, &pairs)?;
     let seconds = started.elapsed().as_secs_f64();
     let summary = output::Summary::new(&request, &pairs, &scored);
@@ -209,6 +224,9 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
     output::write_summary(&summary_path, &summary)
         .with_context(|| format!("writing {}", summary_path.display()))?;
     eprint!("{}", summary.table());
+    if let Some(prepared) = prepared {
+        pref_sets::write_results(&args.pref_sets, prepared, &request, &pairs, &scored)?;
+    }
     eprintln!(
         "scored {} pairs in {seconds:.1}s -> {} and {}",
         pairs.len(),

@@ -23,6 +23,7 @@ use std::str::FromStr;
 use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Cache, Repo, RepoType};
 
+use herd_rewardbench::dataset::prior_sets::{self, PriorSetRow};
 use herd_rewardbench::dataset::v2::BestOfNRow;
 use herd_rewardbench::dataset::{load_rows, DatasetError, DatasetRow, ExampleId, PreferencePair};
 
@@ -520,25 +521,26 @@ pub const PREF_TEST_SETS: &str = "hf://datasets/allenai/pref-test-sets";
 /// RewardBench 2 on the Hub (split `test`).
 pub const REWARD_BENCH_2: &str = "hf://datasets/allenai/reward-bench-2";
 
-/// The prior preference sets as `--pref_sets` loads them: every split of
-/// [`herd_rewardbench::v1::PREF_TEST_SETS`] (`pku_better`/`pku_safer` left out), with `subset` set
-/// to the split name (the reference renames an existing `subset` column to `subsubset`; it is
-/// not kept here).
+/// The prior preference sets as `--pref_sets` loads them
+/// ([`herd_rewardbench::dataset::prior_sets`]): from a local folder in the Hub's layout, every
+/// split found there; from the Hub, every split of [`herd_rewardbench::v1::PREF_TEST_SETS`]
+/// (`pku_better`/`pku_safer` left out). Each row's `subset` is moved to `subsubset` and set to
+/// its split's name.
 pub fn load_pref_test_sets(
     source: &str,
     options: &HubOptions,
-) -> Result<(Vec<PreferencePair>, Vec<String>), DatasetError> {
-    let mut pairs = Vec::new();
+) -> Result<(Vec<PriorSetRow>, Vec<String>), DatasetError> {
+    if let DataSource::Local(dir) = DataSource::parse(source)? {
+        return Ok((prior_sets::load_dir(&dir)?, Vec::new()));
+    }
+    let mut rows = Vec::new();
     let mut warnings = Vec::new();
     for split in herd_rewardbench::v1::PREF_TEST_SETS {
-        let (rows, resolved) = load_source::<PreferencePair>(source, Some(split), options)?;
+        let (pairs, resolved) = load_source::<PreferencePair>(source, Some(split), options)?;
         warnings.extend(resolved.warnings);
-        pairs.extend(rows.into_iter().map(|mut pair| {
-            pair.subset = Some(split.to_owned());
-            pair
-        }));
+        rows.extend(prior_sets::label_split(split, pairs));
     }
-    Ok((pairs, warnings))
+    Ok((rows, warnings))
 }
 
 #[cfg(test)]

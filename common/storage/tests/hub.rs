@@ -161,8 +161,10 @@ fn pref_sets_and_rb2_from_the_cache() {
     assert!(warnings.is_empty());
     assert_eq!(pairs.len(), 2 * PREF_TEST_SETS.len());
     for (i, set) in PREF_TEST_SETS.iter().enumerate() {
-        assert_eq!(pairs[2 * i].subset.as_deref(), Some(*set));
-        assert_eq!(pairs[2 * i + 1].subset.as_deref(), Some(*set));
+        assert_eq!(pairs[2 * i].pair.subset.as_deref(), Some(*set));
+        assert_eq!(pairs[2 * i + 1].pair.subset.as_deref(), Some(*set));
+        // the fixture's own subset column became the sub-subset
+        assert_eq!(pairs[2 * i].subsubset.as_deref(), Some("helpful"));
     }
 
     // a single split; the data files of the repository hold only one: no split needed
