@@ -11,6 +11,10 @@
 //!   - `./results/eval-set-scores/{model}.json`: `out_dataset.to_dict()` plus `model`,
 //!     `model_type`, `chat_template`, again `json.dumps(indent=4, sort_keys=True)`
 //!     ([`EvalSetScores`]).
+//! - `scripts/run_v2.py` (RewardBench 2, HEAD `05a9005`), through the same `save_to_hub`:
+//!   `./results/eval-set/{model}.json` with one score per subset ([`EvalSetResults::best_of_n`])
+//!   and `./results/eval-set-scores/{model}.json` with the rerolled rows
+//!   ([`EvalSetScores::best_of_n`]).
 //! - the `rewardbench` CLI (`rewardbench/rewardbench.py`): `{output_dir}{model}.json`
 //!   ([`CliResults`]) and `os.path.join(output_dir, f"{model}_outputs.jsonl")` ([`CliOutputs`]).
 //!
@@ -31,6 +35,7 @@ use std::path::{Path, PathBuf};
 use crate::dataset::ExampleId;
 use crate::pyjson::{self, PyDict, PyJsonError, PyValue};
 use crate::v1::SubsetAccuracies;
+use crate::v2::{best_of_n_credit, Rb2Scores, ScoredRow};
 
 // ------------------------------------------------------------------------------------------------
 // Paths
@@ -210,6 +215,18 @@ impl EvalSetResults {
         }
         d.extend(self.extra.iter().cloned());
         d
+    }
+
+    /// `run_v2.py`'s `results_grouped`: `model`, `model_type` (`"Seq. Classifier"`, the only
+    /// one of `REWARD_MODEL_CONFIG["default_v2"]`), `chat_template` (`"tokenizer"` or the FastChat
+    /// name), then one score per subset present (the Ties composite for Ties).
+    pub fn best_of_n(model: impl Into<String>, chat_template: &str, scores: &Rb2Scores) -> Self {
+        EvalSetResults::new(
+            model,
+            "Seq. Classifier",
+            Some(chat_template.to_owned()),
+            scores.subsets.clone(),
+        )
     }
 
     /// `results/eval-set/{model}.json`: `json.dumps(d, indent=4, sort_keys=True)`, no newline.
@@ -455,6 +472,89 @@ impl EvalSetScores {
             model_type: "DPO".into(),
             chat_template,
         }
+    }
+
+    /// `run_v2.py`: `out_dataset.to_dict()` after `reroll_and_score_dataset`, one row per prompt
+    /// in dataset order: `text` (each completion after the chat template), `scores` (`[[x], ...]`,
+    /// one single-label logit list per completion), `results` (the best-of-N credit), `subset`,
+    /// `id`, `num_correct`; then `model`, `model_type` and `chat_template` (`"tokenizer"` or the
+    /// FastChat name). `texts[i]` are the formatted completions of `rows[i]`.
+    ///
+    /// `results` is `(1 / np.sum(scores == max)) if scores[0] == max else 0`: a float where the
+    /// chosen completion has the top score and the int 0 elsewhere, so pandas makes the column
+    /// float64 (`0.0`) if any row has credit and int64 (`0`) if none does.
+    pub fn best_of_n(
+        rows: &[ScoredRow],
+        texts: &[Vec<String>],
+        model: impl Into<String>,
+        chat_template: &str,
+    ) -> Result<Self, ResultsError> {
+        if texts.len() != rows.len() {
+            return Err(ResultsError::Ragged {
+                what: "RewardBench 2 scores".into(),
+                column: "text".into(),
+                len: texts.len(),
+                expected: rows.len(),
+            });
+        }
+        for (i, (row, text)) in rows.iter().zip(texts).enumerate() {
+            if text.len() != row.scores.len() {
+                return Err(ResultsError::Ragged {
+                    what: format!("RewardBench 2 scores, row {} (id {})", i + 1, row.id),
+                    column: "text".into(),
+                    len: text.len(),
+                    expected: row.scores.len(),
+                });
+            }
+        }
+        let credits: Vec<f64> = rows.iter().map(|r| best_of_n_credit(&r.scores)).collect();
+        let any_credit = credits.iter().any(|&c| c > 0.0);
+        let results = credits
+            .iter()
+            .map(|&c| {
+                if any_credit {
+                    PyValue::Float(c)
+                } else {
+                    PyValue::Int(0)
+                }
+            })
+            .collect();
+        let columns = vec![
+            (
+                "text".to_owned(),
+                texts
+                    .iter()
+                    .map(|t| PyValue::List(t.iter().map(|s| s.as_str().into()).collect()))
+                    .collect(),
+            ),
+            (
+                "scores".to_owned(),
+                rows.iter()
+                    .map(|r| PyValue::List(r.scores.iter().map(|&x| float_list(&[x])).collect()))
+                    .collect(),
+            ),
+            ("results".to_owned(), results),
+            (
+                "subset".to_owned(),
+                rows.iter().map(|r| r.subset.as_str().into()).collect(),
+            ),
+            (
+                "id".to_owned(),
+                rows.iter().map(|r| (&r.id).into()).collect(),
+            ),
+            (
+                "num_correct".to_owned(),
+                rows.iter()
+                    .map(|r| PyValue::Int(r.num_correct as i64))
+                    .collect(),
+            ),
+        ];
+        Ok(EvalSetScores {
+            columns,
+            model: model.into(),
+            model_type: "Seq. Classifier".into(),
+            chat_template: Some(chat_template.to_owned()),
+        })
     }
 
     /// The dict: the columns, then `model`, `model_type`, `chat_template`.

@@ -3,10 +3,11 @@
 //! row), so padding waste stays small and memory bounded; padding makes the one [`Batch`] type the
 //! heads consume.
 //!
-//! A row holds one sequence, or two that share a prefix ([`Fork`]: a preference pair's chosen and
-//! rejected texts share their prompt), `first ++ second[shared..]`, with the second's tail
-//! attending to the shared prefix and itself but not to the first's tail, and its positions
-//! continuing from the prefix. Every token then sees exactly the context it has alone.
+//! A row holds one sequence, or several that share a prefix ([`Fork`]: a preference pair's chosen
+//! and rejected texts, or a RewardBench 2 prompt's completions, share their prompt),
+//! `first ++ second[shared..] ++ third[shared..] ...`, with each tail attending to the shared
+//! prefix and itself but to no other tail, and its positions continuing from the prefix. Every
+//! token then sees exactly the context it has alone.
 
 use tch::{Device, Kind, Tensor};
 
@@ -75,39 +76,78 @@ pub fn plan(lengths: &[usize], max_batch_tokens: usize, max_batch_rows: usize) -
     batches
 }
 
-/// Two sequences sharing a prefix in one row: the first whole, then the second's tail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Sequences sharing a prefix in one row: the first whole, then each other's tail (its tokens
+/// after the shared prefix), in order. A preference pair is a group of two; a RewardBench 2
+/// prompt's completions are a group of N.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fork {
-    /// the first sequence's length (its tokens open the row)
-    pub first_len: usize,
-    /// how many leading tokens the second shares with the first
+    /// how many leading tokens every sequence of the row shares (at most the shortest length)
     pub shared: usize,
+    /// each sequence's full length, in row order
+    pub lengths: Vec<usize>,
 }
 
 impl Fork {
-    /// Position ids for `padded_len` slots: the second's tail continues from the prefix.
-    pub fn positions(self, padded_len: usize) -> impl Iterator<Item = i64> {
-        (0..padded_len).map(move |i| {
-            if i < self.first_len {
-                i as i64
-            } else {
-                (i - self.first_len + self.shared) as i64
-            }
-        })
+    /// Where each sequence's own tokens start in the row: 0 for the first, then each tail right
+    /// after the previous one.
+    fn starts(&self) -> Vec<usize> {
+        let mut starts = Vec::with_capacity(self.lengths.len());
+        let mut next = 0;
+        for (k, &len) in self.lengths.iter().enumerate() {
+            starts.push(next);
+            next += if k == 0 { len } else { len - self.shared };
+        }
+        starts
     }
 
-    /// Where position `position` of the second sequence sits in the row.
-    pub fn second_slot(self, position: usize) -> usize {
-        if position < self.shared {
+    /// Tokens in the row: the first sequence plus every other's tail.
+    pub fn tokens(&self) -> usize {
+        let tails: usize = self.lengths.iter().skip(1).map(|l| l - self.shared).sum();
+        self.lengths.first().copied().unwrap_or(0) + tails
+    }
+
+    /// Which sequence each of `padded_len` slots belongs to; padding counts as the last one's.
+    fn segments(&self, padded_len: usize) -> Vec<i64> {
+        let starts = self.starts();
+        let mut segments = Vec::with_capacity(padded_len);
+        let mut k = 0;
+        for i in 0..padded_len {
+            while k + 1 < starts.len() && i >= starts[k + 1] {
+                k += 1;
+            }
+            segments.push(k as i64);
+        }
+        segments
+    }
+
+    /// Position ids for `padded_len` slots: each tail continues from the shared prefix.
+    pub fn positions(&self, padded_len: usize) -> impl Iterator<Item = i64> {
+        let starts = self.starts();
+        let shared = self.shared;
+        self.segments(padded_len)
+            .into_iter()
+            .enumerate()
+            .map(move |(i, k)| {
+                if k == 0 {
+                    i as i64
+                } else {
+                    (i - starts[k as usize] + shared) as i64
+                }
+            })
+    }
+
+    /// Where position `position` of sequence `k` sits in the row.
+    pub fn slot(&self, k: usize, position: usize) -> usize {
+        if k == 0 || position < self.shared {
             position
         } else {
-            self.first_len + position - self.shared
+            self.starts()[k] + position - self.shared
         }
     }
 }
 
-/// A row of a batch: one sequence, or two sharing a prefix. A row type either always forks or
-/// never does.
+/// A row of a batch: one sequence, or several sharing a prefix. A row type either always forks
+/// or never does.
 pub trait Row {
     /// tokens in the row
     fn tokens(&self) -> usize;
@@ -117,7 +157,7 @@ pub trait Row {
     fn sequences(&self) -> usize {
         1
     }
-    /// the two sequences of a forked row
+    /// the sequences of a forked row
     fn fork(&self) -> Option<Fork> {
         None
     }
@@ -193,25 +233,27 @@ fn fork_positions(forks: &[Fork], padded_len: usize, device: Device) -> Tensor {
         .to_device(device)
 }
 
-/// The attention mask of forked rows: causal, except that the second sequence's tail (row
-/// positions from `first_len`) does not see the first's tail (`shared..first_len`).
+/// The attention mask of forked rows: causal, and a token past the shared prefix sees only the
+/// prefix and its own sequence's earlier tokens (one sequence's tail never sees another's).
 fn fork_mask(forks: &[Fork], padded_len: i64, device: Device) -> Tensor {
     let rows = forks.len() as i64;
-    let column = |values: Vec<i64>| {
-        Tensor::from_slice(&values)
-            .to_device(device)
-            .view([rows, 1, 1])
-    };
-    let first_len = column(forks.iter().map(|f| f.first_len as i64).collect());
-    let shared = column(forks.iter().map(|f| f.shared as i64).collect());
+    let shared: Vec<i64> = forks.iter().map(|f| f.shared as i64).collect();
+    let shared = Tensor::from_slice(&shared)
+        .to_device(device)
+        .view([rows, 1, 1]);
+    let segments: Vec<i64> = forks
+        .iter()
+        .flat_map(|f| f.segments(padded_len as usize))
+        .collect();
+    let segments = Tensor::from_slice(&segments)
+        .to_device(device)
+        .view([rows, padded_len]);
     let i = Tensor::arange(padded_len, (Kind::Int64, device)).view([1, padded_len, 1]);
     let j = Tensor::arange(padded_len, (Kind::Int64, device)).view([1, 1, padded_len]);
     let causal = j.le_tensor(&i);
-    let blocked = i
-        .ge_tensor(&first_len)
-        .logical_and(&j.ge_tensor(&shared))
-        .logical_and(&j.lt_tensor(&first_len));
-    causal.logical_and(&blocked.logical_not()).unsqueeze(1)
+    let same_sequence = segments.unsqueeze(2).eq_tensor(&segments.unsqueeze(1));
+    let visible = j.lt_tensor(&shared).logical_or(&same_sequence);
+    causal.logical_and(&visible).unsqueeze(1)
 }
 
 /// Runs `rows` through a model: plans batches under the limits, pads each on the device, runs
@@ -279,28 +321,55 @@ mod tests {
 
     #[test]
     fn a_fork_continues_the_shared_prefix() {
+        // a pair: [0 1 2 3] and [0 1 4]: row 0 1 2 3 | 4 (+ one pad)
         let fork = Fork {
-            first_len: 4,
             shared: 2,
+            lengths: vec![4, 3],
         };
+        assert_eq!(fork.tokens(), 5);
         assert_eq!(
             fork.positions(6).collect::<Vec<_>>(),
             vec![0, 1, 2, 3, 2, 3]
         );
-        assert_eq!(fork.second_slot(1), 1);
-        assert_eq!(fork.second_slot(2), 4);
+        assert_eq!(fork.slot(1, 1), 1);
+        assert_eq!(fork.slot(1, 2), 4);
+        assert_eq!(fork.slot(0, 3), 3);
     }
 
     #[test]
     fn the_second_tail_does_not_see_the_first_tail() {
         let fork = Fork {
-            first_len: 4,
             shared: 2,
+            lengths: vec![4, 3],
         };
         let mask = fork_mask(&[fork], 5, Device::Cpu);
         let mask: Vec<Vec<bool>> = Vec::try_from(&mask.view([5, 5])).unwrap();
         assert_eq!(mask[3], vec![true, true, true, true, false]); // first: causal
         assert_eq!(mask[4], vec![true, true, false, false, true]); // second's tail: prefix + itself
+    }
+
+    #[test]
+    fn a_group_of_four_keeps_every_tail_apart() {
+        // prefix of 2, then tails of 2, 1, 0 and 3 tokens (the third is the prefix alone)
+        let fork = Fork {
+            shared: 2,
+            lengths: vec![4, 3, 2, 5],
+        };
+        assert_eq!(fork.tokens(), 4 + 1 + 3);
+        assert_eq!(fork.segments(9), vec![0, 0, 0, 0, 1, 3, 3, 3, 3]);
+        assert_eq!(
+            fork.positions(9).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 2, 2, 3, 4, 5]
+        );
+        assert_eq!(fork.slot(2, 1), 1); // all prefix: pooled in the shared part
+        assert_eq!(fork.slot(3, 4), 7);
+        let mask = fork_mask(&[fork], 9, Device::Cpu);
+        let mask: Vec<Vec<bool>> = Vec::try_from(&mask.view([9, 9])).unwrap();
+        let t = true;
+        let f = false;
+        assert_eq!(mask[4], vec![t, t, f, f, t, f, f, f, f]);
+        assert_eq!(mask[6], vec![t, t, f, f, f, t, t, f, f]);
+        assert_eq!(mask[8], vec![t, t, f, f, f, t, t, t, t]); // the pad joins the last tail
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Reward models: token sequences through a sequence classifier, in the batching loop, with the
-//! logits returned in the caller's order. A preference pair's chosen and rejected sequences can
-//! share one forked row, so their common prefix (the prompt) is computed once.
+//! logits returned in the caller's order. Sequences sharing a prompt (a preference pair's chosen
+//! and rejected, a RewardBench 2 prompt's completions) can share one forked row, so their common
+//! prefix is computed once.
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::batching::{self, BatchSettings, Fork, Row};
 use crate::models::SequenceClassifier;
@@ -41,59 +42,155 @@ pub fn score_sequences(
     Ok(scores)
 }
 
-/// A preference pair packed into one row: `chosen ++ rejected[shared..]`.
-struct ForkedRow<'a> {
-    chosen: &'a [u32],
-    rejected: &'a [u32],
-    shared: usize,
+/// Most tokens a row of several sequences may hold. Attention over a row costs its length
+/// squared and its mask `rows × length²`, so a group whose sequences would make a longer row is
+/// cut into several rows (each sharing its own prefix). Two sequences of at most 2048 tokens
+/// always fit.
+pub const MAX_SHARED_ROW_TOKENS: usize = 4096;
+
+/// Sequences packed into one row: the first whole, then each other's tokens after the prefix all
+/// of them share.
+struct GroupRow<'a> {
+    sequences: Vec<&'a [u32]>,
+    /// the index of the row's first sequence in the caller's list (the rest follow in order)
+    first: usize,
+    fork: Fork,
 }
 
-impl<'a> ForkedRow<'a> {
-    fn new(chosen: &'a [u32], rejected: &'a [u32]) -> Self {
-        let shared = chosen
+/// The longest common prefix of `a` and `b`.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+impl<'a> GroupRow<'a> {
+    fn new(first: usize, sequences: Vec<&'a [u32]>) -> Self {
+        let shared = sequences
             .iter()
-            .zip(rejected)
-            .take_while(|(a, b)| a == b)
-            .count();
+            .skip(1)
+            .map(|s| common_prefix(sequences[0], s))
+            .fold(sequences[0].len(), usize::min);
+        let lengths = sequences.iter().map(|s| s.len()).collect();
         Self {
-            chosen,
-            rejected,
-            shared,
-        }
-    }
-
-    fn split(&self) -> Fork {
-        Fork {
-            first_len: self.chosen.len(),
-            shared: self.shared,
+            sequences,
+            first,
+            fork: Fork { shared, lengths },
         }
     }
 }
 
-impl Row for ForkedRow<'_> {
+impl Row for GroupRow<'_> {
     fn tokens(&self) -> usize {
-        self.chosen.len() + self.rejected.len() - self.shared
+        self.fork.tokens()
     }
 
     fn ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.chosen
+        let shared = self.fork.shared;
+        self.sequences
             .iter()
-            .chain(&self.rejected[self.shared..])
+            .enumerate()
+            .flat_map(move |(k, s)| if k == 0 { &s[..] } else { &s[shared..] })
             .copied()
     }
 
     fn sequences(&self) -> usize {
-        2
+        self.sequences.len()
     }
 
     fn fork(&self) -> Option<Fork> {
-        Some(self.split())
+        Some(self.fork.clone())
     }
 }
 
+/// Cuts each group (`group_sizes` consecutive sequences) into rows of at most `max_row_tokens`
+/// tokens, greedily in order: a sequence joins the current row unless the row would grow past
+/// the cap (a sequence longer than the cap gets a row of its own).
+fn group_rows<'a>(
+    sequences: &'a [Vec<u32>],
+    group_sizes: &[usize],
+    max_row_tokens: usize,
+) -> Vec<GroupRow<'a>> {
+    let mut rows = Vec::new();
+    let mut start = 0;
+    for &size in group_sizes {
+        let group = &sequences[start..start + size];
+        let mut first = start;
+        let mut members: Vec<&[u32]> = Vec::new();
+        for (k, seq) in group.iter().enumerate() {
+            if !members.is_empty() {
+                let mut candidate = members.clone();
+                candidate.push(seq.as_slice());
+                if GroupRow::new(first, candidate).tokens() > max_row_tokens {
+                    rows.push(GroupRow::new(first, std::mem::take(&mut members)));
+                    first = start + k;
+                }
+            }
+            members.push(seq.as_slice());
+        }
+        if !members.is_empty() {
+            rows.push(GroupRow::new(first, members));
+        }
+        start += size;
+    }
+    rows
+}
+
+/// Scores groups of sequences that share a prefix (`group_sizes[g]` consecutive sequences each,
+/// e.g. a pair's chosen and rejected, or a RewardBench 2 prompt's completions), each group in one
+/// row (cut at [`MAX_SHARED_ROW_TOKENS`]), so the shared prompt is computed once. Returns the
+/// logits in input order, like [`score_sequences`], equal to them within float noise.
+pub fn score_sequence_groups(
+    model: &SequenceClassifier,
+    sequences: &[Vec<u32>],
+    pooled: &[usize],
+    group_sizes: &[usize],
+    settings: BatchSettings,
+    on_batch: impl FnMut(usize),
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    anyhow::ensure!(
+        group_sizes.iter().sum::<usize>() == sequences.len() && pooled.len() == sequences.len(),
+        "groups of {} sequences in all, for {} sequences and {} pooled positions",
+        group_sizes.iter().sum::<usize>(),
+        sequences.len(),
+        pooled.len()
+    );
+    let rows = group_rows(sequences, group_sizes, MAX_SHARED_ROW_TOKENS);
+    let device = settings.device;
+    let mut scores = vec![Vec::new(); sequences.len()];
+    batching::run(
+        &rows,
+        settings,
+        |batch| {
+            // each row is pooled once per sequence: the first at its position, the others in
+            // their tails (or in the prefix, for a sequence that is all prefix)
+            let mut row_of_slot = Vec::new();
+            let mut slots = Vec::new();
+            for (r, &member) in batch.members.iter().enumerate() {
+                let row = &rows[member];
+                for k in 0..row.sequences.len() {
+                    row_of_slot.push(r as i64);
+                    slots.push(row.fork.slot(k, pooled[row.first + k]) as i64);
+                }
+            }
+            let row_of_slot = Tensor::from_slice(&row_of_slot).to_device(device);
+            let slots = Tensor::from_slice(&slots).to_device(device);
+            logits(model.forward_rows(batch, &row_of_slot, &slots))
+        },
+        |batch, logits| {
+            let targets = batch.members.iter().flat_map(|&member| {
+                let row = &rows[member];
+                row.first..row.first + row.sequences.len()
+            });
+            for (target, row) in targets.zip(logits) {
+                scores[target] = row;
+            }
+        },
+        on_batch,
+    )?;
+    Ok(scores)
+}
+
 /// Scores preference pairs (`sequences[2k]` chosen, `sequences[2k + 1]` rejected) with each
-/// pair in one row, so their shared prefix (the prompt) is computed once. Returns the logits in
-/// input order, like [`score_sequences`].
+/// pair in one row: [`score_sequence_groups`] with groups of two.
 pub fn score_sequence_pairs(
     model: &SequenceClassifier,
     sequences: &[Vec<u32>],
@@ -105,40 +202,8 @@ pub fn score_sequence_pairs(
         sequences.len().is_multiple_of(2),
         "pairs need an even number of sequences"
     );
-    let rows: Vec<ForkedRow> = sequences
-        .chunks_exact(2)
-        .map(|pair| ForkedRow::new(&pair[0], &pair[1]))
-        .collect();
-    let device = settings.device;
-    let mut scores = vec![Vec::new(); sequences.len()];
-    batching::run(
-        &rows,
-        settings,
-        |batch| {
-            // each row is pooled twice: chosen at its position, rejected in the row's tail
-            let slots: Vec<i64> = batch
-                .members
-                .iter()
-                .flat_map(|&pair| {
-                    let fork = rows[pair].split();
-                    [pooled[2 * pair], fork.second_slot(pooled[2 * pair + 1])]
-                })
-                .map(|slot| slot as i64)
-                .collect();
-            let row_of_slot = Tensor::arange(batch.rows(), (Kind::Int64, device))
-                .repeat_interleave_self_int(2, 0, None);
-            let slots = Tensor::from_slice(&slots).to_device(device);
-            logits(model.forward_rows(batch, &row_of_slot, &slots))
-        },
-        |batch, logits| {
-            for (slot, row) in logits.into_iter().enumerate() {
-                let pair = batch.members[slot / 2];
-                scores[2 * pair + slot % 2] = row;
-            }
-        },
-        on_batch,
-    )?;
-    Ok(scores)
+    let groups = vec![2; sequences.len() / 2];
+    score_sequence_groups(model, sequences, pooled, &groups, settings, on_batch)
 }
 
 #[cfg(test)]
@@ -146,24 +211,56 @@ mod tests {
     use super::*;
 
     #[test]
-    fn forked_row_shares_the_common_prefix() {
+    fn a_pair_shares_the_common_prefix() {
         let (chosen, rejected) = (vec![1, 2, 3, 4], vec![1, 2, 5]);
-        let row = ForkedRow::new(&chosen, &rejected);
-        assert_eq!(row.shared, 2);
+        let row = GroupRow::new(0, vec![chosen.as_slice(), rejected.as_slice()]);
+        assert_eq!(row.fork.shared, 2);
         assert_eq!(row.ids().collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
-        let fork = Fork {
-            first_len: 4,
-            shared: 2,
-        };
-        assert_eq!(row.fork(), Some(fork));
+        assert_eq!(
+            row.fork(),
+            Some(Fork {
+                shared: 2,
+                lengths: vec![4, 3]
+            })
+        );
         assert_eq!(row.sequences(), 2);
     }
 
     #[test]
     fn identical_sequences_share_everything() {
         let seq = vec![7, 8, 9];
-        let row = ForkedRow::new(&seq, &seq);
+        let row = GroupRow::new(0, vec![seq.as_slice(); 3]);
         assert_eq!(row.tokens(), 3);
-        assert_eq!(row.split().second_slot(2), 2);
+        assert_eq!(row.fork.slot(2, 2), 2);
+    }
+
+    #[test]
+    fn a_group_shares_the_prefix_of_all_its_sequences() {
+        let seqs = [vec![1, 2, 3, 4], vec![1, 2, 3, 9], vec![1, 2, 8]];
+        let row = GroupRow::new(0, seqs.iter().map(Vec::as_slice).collect());
+        assert_eq!(row.fork.shared, 2);
+        assert_eq!(row.ids().collect::<Vec<_>>(), vec![1, 2, 3, 4, 3, 9, 8]);
+    }
+
+    #[test]
+    fn groups_are_cut_at_the_row_cap() {
+        let seqs: Vec<Vec<u32>> = vec![
+            vec![1, 2, 3, 4],
+            vec![1, 2, 5, 6],
+            vec![1, 2, 7, 8],
+            vec![9; 3],
+            vec![9, 9, 1],
+        ];
+        // group 1: 4 + 2 + 2 tokens shared; a cap of 7 cuts it after two sequences
+        let rows = group_rows(&seqs, &[3, 2], 7);
+        let shape: Vec<(usize, usize, usize)> = rows
+            .iter()
+            .map(|r| (r.first, r.sequences.len(), r.tokens()))
+            .collect();
+        assert_eq!(shape, vec![(0, 2, 6), (2, 1, 4), (3, 2, 4)]);
+        // without a cap every group is one row
+        assert_eq!(group_rows(&seqs, &[3, 2], usize::MAX).len(), 2);
+        // a sequence over the cap stands alone
+        assert_eq!(group_rows(&seqs, &[3, 2], 1).len(), 5);
     }
 }

@@ -4,7 +4,7 @@
 use herd_rewardbench::chat::{rewardbench_messages, ChatFormatter};
 use herd_rewardbench::dataset::PreferencePair;
 
-use crate::tokenizer::RewardTokenizer;
+use crate::tokenizer::{RewardTokenizer, TruncationSide};
 
 /// The chosen and rejected texts of one pair after the chat template.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,8 +37,19 @@ pub fn classifier_inputs(
     texts: Vec<String>,
     max_length: usize,
 ) -> anyhow::Result<Vec<Vec<u32>>> {
+    classifier_inputs_from(tokenizer, texts, max_length, TruncationSide::Left)
+}
+
+/// [`classifier_inputs`] truncated from `side`: run_rm.py sets `truncation_side = "left"`
+/// (scripts/run_rm.py L175 at 05a9005); run_v2.py keeps the tokenizer's own side.
+pub fn classifier_inputs_from(
+    tokenizer: &RewardTokenizer,
+    texts: Vec<String>,
+    max_length: usize,
+    side: TruncationSide,
+) -> anyhow::Result<Vec<Vec<u32>>> {
     let mut encoded = tokenizer
-        .encode_truncated(texts, max_length)
+        .encode_truncated_from(texts, max_length, side)
         .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
     if let Some(bos) = tokenizer.bos_id() {
         for ids in &mut encoded {

@@ -7,13 +7,14 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::{Device, Kind};
 
-use herd_rewardbench::chat::{ChatFormatter, FastChatTemplate};
-use herd_rewardbench::dataset::PreferencePair;
+use herd_rewardbench::chat::{rewardbench_messages, ChatFormatter, FastChatTemplate};
+use herd_rewardbench::dataset::v2::BestOfNRow;
+use herd_rewardbench::dataset::{PreferencePair, Prompt};
 
 use crate::batching::{BatchLimits, BatchSettings};
-use crate::classifier::{score_sequence_pairs, score_sequences};
+use crate::classifier::{score_sequence_groups, score_sequence_pairs, score_sequences};
 use crate::dpo::{self, DpoLimits, RefFreeType};
-use crate::encode::{classifier_inputs, format_pair, pooled_position};
+use crate::encode::{classifier_inputs, classifier_inputs_from, format_pair, pooled_position};
 use crate::model_dir::ModelDir;
 use crate::models::{CausalLm, HeadKind, ModelSpec, SequenceClassifier};
 use crate::tokenizer::RewardTokenizer;
@@ -30,7 +31,8 @@ pub struct ScoreRequest {
     pub chat_template: String,
     pub max_length: usize,
     pub limits: BatchLimits,
-    /// score each pair's chosen and rejected in one row, computing their shared prefix once
+    /// score the sequences sharing a prompt (a pair's chosen and rejected, a RewardBench 2
+    /// prompt's completions) in one row, computing their shared prefix once
     pub share_prefix: bool,
     pub device: Device,
     pub kind: Kind,
@@ -125,6 +127,57 @@ pub fn score_pairs_with(
         }
         HeadKind::CausalLm => score_dpo(request, spec, &tokenizer, &formatter, pairs),
     }
+}
+
+/// RewardBench 2 (`scripts/run_v2.py`): every completion of best-of-N rows scored by a sequence
+/// classifier, the model loaded for this call only. Same scores as [`Scorer::score_best_of_n`].
+pub fn score_best_of_n_with(
+    request: &ScoreRequest,
+    spec: &ModelSpec,
+    rows: &[BestOfNRow],
+) -> anyhow::Result<ScoredBestOfN> {
+    ensure_best_of_n_model(request, spec)?;
+    let scorer = Scorer::load(request, spec)?;
+    let total = rows.iter().map(BestOfNRow::total_completions).sum();
+    let bar = progress_bar(total, "scoring");
+    let scored = scorer.score_best_of_n(rows, |n| bar.inc(n as u64))?;
+    bar.finish();
+    Ok(scored)
+}
+
+/// run_v2.py loads every model with `AutoModelForSequenceClassification` (REWARD_MODEL_CONFIG
+/// "default_v2") and has no DPO path; `reroll_and_score_dataset` compares `scores[0] == max`,
+/// which raises for more than one label, so RewardBench 2 scores single-label classifiers only.
+fn ensure_best_of_n_model(request: &ScoreRequest, spec: &ModelSpec) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        spec.head == HeadKind::SequenceClassification,
+        "{}: RewardBench 2 (run_v2.py) scores sequence classifiers only; this is a causal LM \
+         (run_v2.py has no DPO path)",
+        request.model.display()
+    );
+    anyhow::ensure!(
+        spec.config.num_labels == 1,
+        "{}: RewardBench 2 needs one reward per completion, but the model has {} labels \
+         (run_v2.py's reroll_and_score_dataset raises on multi-label scores)",
+        request.model.display(),
+        spec.config.num_labels
+    );
+    Ok(())
+}
+
+/// RewardBench 2 scores of best-of-N rows, per row in [`BestOfNRow::completions`] order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoredBestOfN {
+    /// "tokenizer" when the tokenizer's own template was used, else the FastChat name
+    pub chat_template: String,
+    /// run_v2.py's model_type: always "Seq. Classifier"
+    pub model_type: &'static str,
+    /// per row, each completion after the chat template (run_v2.py's `text` column)
+    pub texts: Vec<Vec<String>>,
+    /// per row, the logit of each completion (the model's single label)
+    pub scores: Vec<Vec<f32>>,
+    /// tokens fed to the model
+    pub tokens: u64,
 }
 
 /// The tokenizer and chat formatter of a request, checked against the model.
@@ -287,6 +340,101 @@ impl Scorer {
             }
         }
     }
+}
+
+impl Scorer {
+    /// RewardBench 2 (`scripts/run_v2.py`): scores every completion of `rows`, chosen then
+    /// rejected as `load_bon_dataset_v2` unrolls them. Each completion is formatted as one user
+    /// turn (the prompt) and one assistant turn, and tokenized with `truncation=True` from the
+    /// tokenizer's own `truncation_side` (run_v2.py does not set it, unlike run_rm.py's left).
+    /// `on_progress` gets the number of completions done after each batch. Sequence classifiers
+    /// with one label only (run_v2.py has no DPO path).
+    pub fn score_best_of_n(
+        &self,
+        rows: &[BestOfNRow],
+        on_progress: impl FnMut(usize),
+    ) -> anyhow::Result<ScoredBestOfN> {
+        let request = &self.request;
+        let LoadedModel::Classifier { model, pooling_pad } = &self.model else {
+            anyhow::bail!(
+                "{}: RewardBench 2 (run_v2.py) scores sequence classifiers only; this is a \
+                 causal LM (run_v2.py has no DPO path)",
+                request.model.display()
+            );
+        };
+        let labels = model.score.size()[0];
+        anyhow::ensure!(
+            labels == 1,
+            "{}: RewardBench 2 needs one reward per completion, but the model has {labels} labels",
+            request.model.display()
+        );
+        let texts = best_of_n_texts(&self.formatter, rows)?;
+        let flat: Vec<String> = texts.iter().flatten().cloned().collect();
+        let sequences = classifier_inputs_from(
+            &self.tokenizer,
+            flat,
+            request.max_length,
+            self.tokenizer.truncation_side(),
+        )?;
+        let pooled: Vec<usize> = sequences
+            .iter()
+            .map(|ids| pooled_position(ids, *pooling_pad))
+            .collect();
+        let tokens = sequences.iter().map(|s| s.len() as u64).sum();
+        let settings = request.batching(self.tokenizer.pad_id());
+        let logits = if request.share_prefix {
+            // a prompt's completions in one row: the prompt is computed once
+            let groups: Vec<usize> = texts.iter().map(Vec::len).collect();
+            score_sequence_groups(model, &sequences, &pooled, &groups, settings, on_progress)?
+        } else {
+            score_sequences(model, &sequences, &pooled, settings, on_progress)?
+        };
+        let mut logits = logits.into_iter();
+        let scores = texts
+            .iter()
+            .map(|row| {
+                (&mut logits)
+                    .take(row.len())
+                    .map(|l| l.first().copied().unwrap_or(f32::NAN))
+                    .collect()
+            })
+            .collect();
+        Ok(ScoredBestOfN {
+            chat_template: self.formatter.result_name().to_string(),
+            model_type: "Seq. Classifier",
+            texts,
+            scores,
+            tokens,
+        })
+    }
+}
+
+/// Each row's completions after the chat template: `[user: prompt, assistant: completion]`
+/// (`prepare_dialogue_from_tokenizer` / `prepare_dialogue` with `ift=True`).
+fn best_of_n_texts(
+    formatter: &ChatFormatter,
+    rows: &[BestOfNRow],
+) -> anyhow::Result<Vec<Vec<String>>> {
+    rows.iter()
+        .map(|row| {
+            // run_v2.py puts `prompt` in one user turn; a conversation there would be rendered
+            // as a Python list, so herd refuses it instead of guessing
+            let Prompt::Text(prompt) = &row.prompt else {
+                anyhow::bail!(
+                    "example {}: RewardBench 2 prompts are strings (run_v2.py formats the prompt \
+                     as one user turn), found a list of messages",
+                    row.id
+                );
+            };
+            row.completions()
+                .map(|completion| {
+                    let messages = rewardbench_messages(prompt.as_str(), Some(completion))?;
+                    Ok(formatter.render(&messages)?)
+                })
+                .collect::<anyhow::Result<Vec<String>>>()
+                .with_context(|| format!("formatting example {}", row.id))
+        })
+        .collect()
 }
 
 /// The pad id transformers pools by is `model.config.pad_token_id`, which run_rm.py sets to EOS

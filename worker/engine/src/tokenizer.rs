@@ -34,6 +34,26 @@ pub struct RewardTokenizer {
     /// whether tokenizer_config names a pad token (else pad_id is RewardBench's EOS fallback)
     has_pad_token: bool,
     chat_template: Option<JinjaTemplate>,
+    /// `truncation_side` of tokenizer_config.json (transformers' default: right)
+    truncation_side: TruncationSide,
+}
+
+/// Which end `tokenizer(..., truncation=True, max_length=n)` cuts: transformers'
+/// `truncation_side`, `"right"` unless tokenizer_config.json says otherwise.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TruncationSide {
+    Left,
+    #[default]
+    Right,
+}
+
+impl TruncationSide {
+    fn direction(self) -> TruncationDirection {
+        match self {
+            TruncationSide::Left => TruncationDirection::Left,
+            TruncationSide::Right => TruncationDirection::Right,
+        }
+    }
 }
 
 /// `"<s>"` or `{"content": "<s>", ...}` in tokenizer_config.json.
@@ -88,6 +108,18 @@ impl RewardTokenizer {
         };
         let chat_template = JinjaTemplate::from_tokenizer_config(&config)
             .map_err(|e| LoadError::file(dir.path("tokenizer_config.json"), e))?;
+        // PreTrainedTokenizerBase.__init__: truncation_side must be "right" or "left"
+        let truncation_side = match config.get("truncation_side") {
+            None | Some(Value::Null) => TruncationSide::Right,
+            Some(Value::String(side)) if side == "right" => TruncationSide::Right,
+            Some(Value::String(side)) if side == "left" => TruncationSide::Left,
+            Some(other) => {
+                return Err(LoadError::file(
+                    dir.path("tokenizer_config.json"),
+                    format!("truncation_side should be \"right\" or \"left\", found {other}"),
+                ))
+            }
+        };
         let mut loaded = Self {
             tokenizer,
             class: config
@@ -102,6 +134,7 @@ impl RewardTokenizer {
             pad_id,
             has_pad_token,
             chat_template,
+            truncation_side,
         };
         loaded.update_post_processor(dir.root())?;
         Ok(loaded)
@@ -121,6 +154,11 @@ impl RewardTokenizer {
 
     pub fn pad_id(&self) -> u32 {
         self.pad_id
+    }
+
+    /// The side the tokenizer truncates by default (tokenizer_config.json `truncation_side`).
+    pub fn truncation_side(&self) -> TruncationSide {
+        self.truncation_side
     }
 
     pub fn has_pad_token(&self) -> bool {
@@ -177,11 +215,22 @@ impl RewardTokenizer {
         texts: Vec<String>,
         max_length: usize,
     ) -> Result<Vec<Vec<u32>>, String> {
+        self.encode_truncated_from(texts, max_length, TruncationSide::Left)
+    }
+
+    /// Token ids of `texts`, special tokens added, truncated from `side` to `max_length`
+    /// (special tokens kept, as transformers reserves room for them).
+    pub fn encode_truncated_from(
+        &self,
+        texts: Vec<String>,
+        max_length: usize,
+        side: TruncationSide,
+    ) -> Result<Vec<Vec<u32>>, String> {
         let mut tokenizer = self.tokenizer.clone();
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length,
-                direction: TruncationDirection::Left,
+                direction: side.direction(),
                 strategy: TruncationStrategy::LongestFirst,
                 stride: 0,
             }))
