@@ -8,8 +8,9 @@ Regenerate (from the repository root, after scripts/setup):
         $HOME/.cache/herd/venv-rewardbench-0.1.4/bin/python tests/golden/make_tokenizer_goldens.py
 
 That venv is the published rewardbench 0.1.4 with the transformers it pins (4.51.0); rbref.py is
-imported first, as for every golden from that venv. pylib-spm adds the protobuf package that
-transformers' SentencePiece conversion needs (sentencepiece itself is in the venv). Everything
+imported first, as for every golden from that venv. transformers' SentencePiece conversion needs
+sentencepiece and protobuf: scripts/setup installs both there (a reference environment built
+before protobuf was on its list gets it from pylib-spm through PYTHONPATH, as above). Everything
 below is computed by the real packages; nothing is transcribed:
 
 - tests/golden/tokenizer/chat_template_files.json: for each case, a folder holding

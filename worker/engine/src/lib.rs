@@ -19,5 +19,6 @@ pub mod error;
 pub mod model_dir;
 pub mod models;
 pub mod scorer;
+pub mod sentencepiece;
 pub mod tokenizer;
 pub mod weights;

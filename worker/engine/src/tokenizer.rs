@@ -1,14 +1,18 @@
-//! A model folder's tokenizer as transformers sets it up: tokenizer.json plus the special tokens,
-//! flags and chat template of tokenizer_config.json.
+//! A model folder's tokenizer as transformers sets it up: tokenizer.json (or a Llama SentencePiece
+//! tokenizer.model, converted by [`crate::sentencepiece`]) plus the special tokens, flags and
+//! chat template of tokenizer_config.json (or chat_template.jinja).
 
 use std::path::Path;
 
 use serde_json::Value;
 use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{
+    AddedToken, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+};
 
 use crate::error::LoadError;
 use crate::model_dir::ModelDir;
+use crate::sentencepiece;
 use herd_rewardbench::chat::JinjaTemplate;
 
 /// Tokenizer classes whose `add_bos_token`/`add_eos_token` flags rebuild the post-processor in
@@ -56,6 +60,237 @@ impl TruncationSide {
     }
 }
 
+/// The classes whose folders may hold only a SentencePiece `tokenizer.model`: AutoTokenizer
+/// loads them as LlamaTokenizerFast, which converts it with LlamaConverter.
+const LLAMA_CLASSES: &[&str] = &["LlamaTokenizer", "LlamaTokenizerFast"];
+
+/// LlamaTokenizerFast.__init__'s defaults for `unk_token`, `bos_token` and `eos_token`.
+fn llama_default(name: &str) -> Option<&'static str> {
+    match name {
+        "unk_token" => Some("<unk>"),
+        "bos_token" => Some("<s>"),
+        "eos_token" => Some("</s>"),
+        _ => None,
+    }
+}
+
+/// transformers' `CHAT_TEMPLATE_FILE`: a template kept beside tokenizer_config.json.
+pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
+/// transformers' `CHAT_TEMPLATE_DIR`: named templates, read by transformers >= 4.52 only.
+pub const CHAT_TEMPLATE_DIR: &str = "additional_chat_templates";
+
+/// The chat template transformers 4.51.0 (the version rewardbench 0.1.4 pins) gives the
+/// tokenizer: `chat_template.jinja` when the folder has one, else tokenizer_config's
+/// `chat_template` (tokenization_utils_base.py `_from_pretrained`: the file "clobbers any
+/// template in the config", string or list of named templates alike). The file is read as
+/// Python's text-mode `open()` reads it: UTF-8, with `\r\n` and `\r` turned into `\n`.
+/// `additional_chat_templates/` is not read by 4.51.0 (later versions add its files as named
+/// templates), so it is ignored here too, with a warning.
+fn chat_template(dir: &ModelDir, config: &Value) -> Result<Option<JinjaTemplate>, LoadError> {
+    let config_path = dir.path("tokenizer_config.json");
+    let extra = dir.path(CHAT_TEMPLATE_DIR);
+    if extra.is_dir() {
+        tracing::warn!(
+            "{}: ignored, as transformers 4.51.0 (pinned by rewardbench 0.1.4) ignores it",
+            extra.display()
+        );
+    }
+    let file = dir.path(CHAT_TEMPLATE_FILE);
+    if !file.exists() {
+        return JinjaTemplate::from_tokenizer_config(config)
+            .map_err(|e| LoadError::file(config_path, e));
+    }
+    let bytes = std::fs::read(&file).map_err(|e| LoadError::file(&file, e))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| LoadError::file(&file, format!("not UTF-8 text: {e}")))?;
+    let source = text.replace("\r\n", "\n").replace('\r', "\n");
+    // the config still supplies the special tokens the template can use
+    let mut config = match config {
+        Value::Null => Value::Object(Default::default()),
+        other => other.clone(),
+    };
+    let Some(object) = config.as_object_mut() else {
+        return Err(LoadError::file(config_path, "expected a JSON object"));
+    };
+    object.insert("chat_template".to_string(), Value::String(source));
+    JinjaTemplate::from_tokenizer_config(&config).map_err(|e| LoadError::file(&file, e))
+}
+
+/// The fast tokenizer AutoTokenizer builds for the folder: tokenizer.json, or, for a Llama
+/// tokenizer without one (or whose config sets `add_prefix_space`, which makes
+/// LlamaTokenizerFast.__init__ convert from the slow tokenizer), the SentencePiece
+/// `tokenizer.model` converted as transformers' LlamaConverter does.
+fn backend(
+    dir: &ModelDir,
+    config: &Value,
+    special_map: &Value,
+    class: &str,
+) -> Result<Tokenizer, LoadError> {
+    let json_path = dir.path("tokenizer.json");
+    let model_path = dir.path("tokenizer.model");
+    let config_path = dir.path("tokenizer_config.json");
+    let llama = LLAMA_CLASSES.contains(&class);
+    let set = |name: &str| config.get(name).is_some_and(|v| !v.is_null());
+    let from_slow = llama
+        && (set("add_prefix_space")
+            || config.get("from_slow").and_then(Value::as_bool) == Some(true));
+    if json_path.is_file() && !(from_slow && model_path.is_file()) {
+        return Tokenizer::from_file(&json_path).map_err(|e| LoadError::file(&json_path, e));
+    }
+    if !model_path.is_file() {
+        return Err(LoadError::file(
+            &json_path,
+            "missing, and there is no SentencePiece tokenizer.model either (pass --tokenizer DIR \
+             to use another folder's)",
+        ));
+    }
+    if !llama {
+        return Err(LoadError::file(
+            &model_path,
+            format!(
+                "herd converts a SentencePiece tokenizer.model only for Llama tokenizers, and \
+                 tokenizer_config.json names tokenizer_class {class:?} (expected one of {}); add \
+                 the folder's tokenizer.json",
+                LLAMA_CLASSES.join(", ")
+            ),
+        ));
+    }
+    let config_bool = |name: &str, default: bool| -> Result<bool, LoadError> {
+        match config.get(name) {
+            None | Some(Value::Null) => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(other) => Err(LoadError::file(
+                &config_path,
+                format!("{name} must be true, false or null, not {other}"),
+            )),
+        }
+    };
+    let decoder_entries =
+        added_tokens_decoder(config).map_err(|e| LoadError::file(&config_path, e))?;
+    let first_three = [0u64, 1, 2].map(|id| {
+        decoder_entries
+            .iter()
+            .find(|(at, _)| *at == id)
+            .map(|(_, token)| token.content.clone())
+    });
+    let options = sentencepiece::LlamaOptions {
+        // LlamaTokenizerFast: `legacy=None` means the legacy behaviour
+        legacy: config_bool("legacy", true)?,
+        // the slow LlamaTokenizer's default, which LlamaConverter reads
+        add_prefix_space: config_bool("add_prefix_space", true)?,
+        first_three,
+    };
+    let proto =
+        sentencepiece::read_model(&model_path).map_err(|e| LoadError::file(&model_path, e))?;
+    let mut tokenizer = sentencepiece::llama_tokenizer(&proto, &options)
+        .map_err(|e| LoadError::file(&model_path, e))?;
+    let specials = special_tokens(
+        config,
+        special_map,
+        !decoder_entries.is_empty(),
+        &decoder_entries,
+    )
+    .map_err(|e| LoadError::file(&config_path, e))?;
+    sentencepiece::add_config_tokens(&mut tokenizer, &decoder_entries, &specials)
+        .map_err(|e| LoadError::file(&config_path, e))?;
+    Ok(tokenizer)
+}
+
+/// tokenizer_config's `added_tokens_decoder`: `{"<id>": {AddedToken fields}}`.
+fn added_tokens_decoder(config: &Value) -> Result<Vec<(u64, AddedToken)>, String> {
+    let Some(entries) = config.get("added_tokens_decoder") else {
+        return Ok(Vec::new());
+    };
+    let Some(entries) = entries.as_object() else {
+        return Err("added_tokens_decoder must be an object of id -> token".to_string());
+    };
+    entries
+        .iter()
+        .map(|(id, entry)| {
+            let id: u64 = id
+                .parse()
+                .map_err(|_| format!("added_tokens_decoder key {id:?} is not a token id"))?;
+            let token = sentencepiece::added_token(entry, false)
+                .map_err(|e| format!("added_tokens_decoder[{id}]: {e}"))?;
+            Ok((id, token))
+        })
+        .collect()
+}
+
+/// The special tokens transformers 4.51.0 hands the tokenizer, in `SPECIAL_TOKENS_ATTRIBUTES`
+/// order. Without `added_tokens_decoder` (the legacy layout) special_tokens_map.json's entries
+/// replace the config's, objects becoming special AddedTokens; with it, a token whose content
+/// has an entry there becomes that entry. LlamaTokenizerFast's defaults fill unk/bos/eos.
+fn special_tokens(
+    config: &Value,
+    special_map: &Value,
+    has_decoder: bool,
+    decoder: &[(u64, AddedToken)],
+) -> Result<Vec<sentencepiece::SpecialToken>, String> {
+    use sentencepiece::SpecialToken;
+    let one = |value: &Value, key: &str| -> Result<Option<SpecialToken>, String> {
+        let token = match value {
+            Value::Null => return Ok(None),
+            Value::String(text) => SpecialToken::Text(text.clone()),
+            Value::Object(_) => SpecialToken::Added(
+                sentencepiece::added_token(value, true).map_err(|e| format!("{key}: {e}"))?,
+            ),
+            other => {
+                return Err(format!(
+                    "{key} must be a string, a token object or null, not {other}"
+                ))
+            }
+        };
+        if has_decoder {
+            let content = match &token {
+                SpecialToken::Text(text) => text.as_str(),
+                SpecialToken::Added(added) => added.content.as_str(),
+            };
+            if let Some((_, entry)) = decoder.iter().find(|(_, t)| t.content == content) {
+                return Ok(Some(SpecialToken::Added(entry.clone())));
+            }
+        }
+        Ok(Some(token))
+    };
+    let lookup = |key: &str| -> Option<&Value> {
+        if !has_decoder {
+            if let Some(value) = special_map.get(key) {
+                return Some(value);
+            }
+        }
+        config.get(key)
+    };
+    let mut tokens = Vec::new();
+    for key in [
+        "bos_token",
+        "eos_token",
+        "unk_token",
+        "sep_token",
+        "pad_token",
+        "cls_token",
+        "mask_token",
+    ] {
+        match lookup(key) {
+            Some(value) => tokens.extend(one(value, key)?),
+            None => tokens.extend(llama_default(key).map(|t| SpecialToken::Text(t.to_string()))),
+        }
+    }
+    match lookup("additional_special_tokens") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for item in items {
+                tokens.extend(one(item, "additional_special_tokens")?);
+            }
+        }
+        Some(other) => {
+            return Err(format!(
+                "additional_special_tokens must be a list, not {other}"
+            ))
+        }
+    }
+    Ok(tokens)
+}
+
 /// `"<s>"` or `{"content": "<s>", ...}` in tokenizer_config.json.
 fn token_string(value: Option<&Value>) -> Option<String> {
     match value? {
@@ -67,24 +302,30 @@ fn token_string(value: Option<&Value>) -> Option<String> {
 
 impl RewardTokenizer {
     pub fn load(dir: &ModelDir) -> Result<Self, LoadError> {
-        let json_path = dir.path("tokenizer.json");
-        if !json_path.is_file() {
-            return Err(LoadError::file(
-                &json_path,
-                "missing (herd needs the fast-tokenizer file; pass --tokenizer DIR to use another folder's)",
-            ));
-        }
-        let tokenizer =
-            Tokenizer::from_file(&json_path).map_err(|e| LoadError::file(&json_path, e))?;
         let config = dir
             .read_optional_json("tokenizer_config.json")?
             .unwrap_or(Value::Null);
         let special_map = dir
             .read_optional_json("special_tokens_map.json")?
             .unwrap_or(Value::Null);
+        let class = config
+            .get("tokenizer_class")
+            .and_then(Value::as_str)
+            .unwrap_or("PreTrainedTokenizerFast")
+            .to_string();
+        let llama = LLAMA_CLASSES.contains(&class.as_str());
         let special = |name: &str| {
-            token_string(config.get(name)).or_else(|| token_string(special_map.get(name)))
+            token_string(config.get(name))
+                .or_else(|| token_string(special_map.get(name)))
+                .or_else(|| {
+                    // LlamaTokenizerFast's keyword defaults, for a token named nowhere
+                    let absent = config.get(name).is_none() && special_map.get(name).is_none();
+                    llama_default(name)
+                        .filter(|_| llama && absent)
+                        .map(str::to_string)
+                })
         };
+        let tokenizer = backend(dir, &config, &special_map, &class)?;
         let with_id = |name: &str| -> Result<Option<(String, u32)>, LoadError> {
             let Some(token) = special(name) else {
                 return Ok(None);
@@ -106,8 +347,7 @@ impl RewardTokenizer {
         let flag = |name: &str, default: bool| {
             config.get(name).and_then(Value::as_bool).unwrap_or(default)
         };
-        let chat_template = JinjaTemplate::from_tokenizer_config(&config)
-            .map_err(|e| LoadError::file(dir.path("tokenizer_config.json"), e))?;
+        let chat_template = chat_template(dir, &config)?;
         // PreTrainedTokenizerBase.__init__: truncation_side must be "right" or "left"
         let truncation_side = match config.get("truncation_side") {
             None | Some(Value::Null) => TruncationSide::Right,
@@ -122,11 +362,7 @@ impl RewardTokenizer {
         };
         let mut loaded = Self {
             tokenizer,
-            class: config
-                .get("tokenizer_class")
-                .and_then(Value::as_str)
-                .unwrap_or("PreTrainedTokenizerFast")
-                .to_string(),
+            class,
             add_bos_token: flag("add_bos_token", true),
             add_eos_token: flag("add_eos_token", false),
             bos,
