@@ -19,11 +19,13 @@ use herd_agent::AgentConfig;
 use herd_engine::batching::BatchLimits;
 use herd_engine::device::{DeviceChoice, DtypeChoice};
 use herd_engine::dpo::RefFreeType;
-use herd_engine::scorer::{score_pairs_with, ScoreRequest};
+use herd_engine::scorer::{request_formatter, score_pairs_with, score_texts, ScoreRequest};
+use herd_rewardbench::chat::ChatFormatter;
+use herd_rewardbench::dataset::generic::{GenericData, GenericDataset, GenericRow};
 use herd_rpc::defaults::{CHAT_TEMPLATE, MAX_LENGTH};
 use herd_rpc::security::WorkerSecurityArgs;
 use herd_rpc::CheckpointFormat;
-use herd_storage::hub::load_pairs_from;
+use herd_storage::hub::{load_source, HubOptions, REWARD_BENCH};
 
 #[derive(Parser)]
 #[command(
@@ -104,11 +106,17 @@ struct ScoreArgs {
     /// file (loaded straight into libtorch; needs --tokenizer)
     #[arg(long)]
     model: PathBuf,
-    /// dataset: a JSONL, JSON or Parquet file with prompt, chosen, rejected (subset, id
-    /// optional), or hf://datasets/ORG/NAME[@REV][/PATH] (HF_HUB_OFFLINE and HF_TOKEN honoured);
-    /// with --pref-sets, the prior sets' folder or hf:// source
+    /// dataset: a JSONL, JSON or Parquet file, or hf://datasets/ORG/NAME[@REV][/PATH]
+    /// (HF_HUB_OFFLINE and HF_TOKEN honoured), read as the rewardbench CLI reads it: preference
+    /// data (chosen / rejected as message lists, the Hugging Face format, or RewardBench rows
+    /// with prompt, chosen, rejected strings) or instruction data (messages: one score per
+    /// conversation, no accuracy); with --pref-sets, the prior sets' folder or hf:// source
     #[arg(long, required_unless_present = "pref_sets")]
     dataset: Option<String>,
+    /// score the messages column even when chosen / rejected are present (the CLI's
+    /// --prioritize_scoring)
+    #[arg(long)]
+    prioritize_scoring: bool,
     /// split of an hf:// dataset (e.g. `filtered` for allenai/reward-bench)
     #[arg(long)]
     split: Option<String>,
@@ -121,9 +129,10 @@ struct ScoreArgs {
     /// reference-free DPO aggregate, used for a causal LM without --ref-model
     #[arg(long, value_enum, default_value = "avg")]
     ref_free_type: RefFreeType,
-    /// FastChat template used when the tokenizer has no chat template of its own
-    #[arg(long, default_value = CHAT_TEMPLATE)]
-    chat_template: String,
+    /// FastChat template used when the tokenizer has no chat template of its own (default:
+    /// tulu; the result JSON records the flag as given, as the CLI does, or tulu when it was used)
+    #[arg(long)]
+    chat_template: Option<String>,
     /// tokens kept per sequence (truncated from the left)
     #[arg(long, default_value_t = MAX_LENGTH as usize)]
     max_length: usize,
@@ -144,9 +153,18 @@ struct ScoreArgs {
     /// CPU threads for libtorch (default: libtorch's choice)
     #[arg(long)]
     threads: Option<i32>,
-    /// per-example scores (JSONL); a summary `<stem>.json` is written beside it
-    #[arg(short, long)]
-    output: PathBuf,
+    /// where the rewardbench CLI's files go: `{DIR}{model}.json`, `{DIR}{model}_outputs.jsonl`
+    /// (and `{DIR}{model}_all.jsonl` with --save-all), DIR and the model path joined as the CLI
+    /// joins them [default: results/, or none with -o]
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<String>,
+    /// also write the CLI's `{model}_all.jsonl` (every pair's chosen and rejected scores)
+    #[arg(long)]
+    save_all: bool,
+    /// herd's own per-example scores (JSONL, every logit per row, ids) with a summary
+    /// `<stem>.json` beside it (subset and section accuracies); preference data only
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
     #[command(flatten)]
     easylm: EasyLmArgs,
     #[command(flatten)]
@@ -177,32 +195,50 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
     }
     let device = args.device.resolve()?;
     let kind = args.dtype.resolve(device);
-    let prior_sets = args.pref_sets.pref_sets;
-    let prepared = prior_sets
-        .then(|| pref_sets::prepare(&args.pref_sets, &args.model))
-        .transpose()?;
-    let pairs = match (&args.dataset, prior_sets) {
-        (dataset, true) => pref_sets::load_pairs(dataset.as_deref())?,
-        (Some(dataset), false) => load_pairs_from(dataset, args.split.as_deref())?,
-        (None, false) => anyhow::bail!("--dataset is required"),
+    let request = score_request(&args, device, kind);
+    if args.pref_sets.pref_sets {
+        return score_prior_sets(&args, &request);
+    }
+    let source = args
+        .dataset
+        .as_deref()
+        .context("--dataset is required (or --pref-sets)")?;
+    let (rows, resolved) =
+        load_source::<GenericRow>(source, args.split.as_deref(), &HubOptions::from_env())?;
+    for warning in &resolved.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let dataset = GenericDataset::from_rows(source, rows, args.prioritize_scoring)?;
+    // the CLI's files: with -o only when --output-dir is given too
+    let cli = match (&args.output_dir, &args.output) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, None) => Some(output::DEFAULT_OUTPUT_DIR.to_string()),
+        (None, Some(_)) => None,
     };
-    tracing::info!(pairs = pairs.len(), dataset = ?args.dataset, ?device, ?kind, "scoring");
-    let request = ScoreRequest {
-        model: args.model.clone(),
-        tokenizer: args.tokenizer.clone(),
-        ref_model: args.ref_model.clone(),
-        ref_free_type: args.ref_free_type,
-        chat_template: args.chat_template.clone(),
-        max_length: args.max_length,
-        limits: batch_limits(device, args.batch_tokens, args.max_batch_rows),
-        share_prefix: !args.no_share_prefix,
-        device,
-        kind,
-    };
-    // fail before hours of scoring, not after, if the output cannot be written
-    let summary_path = output::summary_path(&args.output);
-    for path in [&args.output, &summary_path] {
-        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let names = output::CliNames::new(
+        &args.model,
+        args.ref_model.as_deref(),
+        args.tokenizer.as_deref(),
+    )?;
+    let instruction = matches!(dataset.data, GenericData::Instruction(_));
+    anyhow::ensure!(
+        !(instruction && args.output.is_some()),
+        "{}: instruction data (messages) has no chosen / rejected; -o is for preference data \
+         (the per-conversation scores go to --output-dir)",
+        source
+    );
+    // fail before hours of scoring, not after, if the output cannot be written (the CLI's
+    // folders are made as the CLI makes them; -o's folder must exist)
+    if let Some(dir) = &cli {
+        for path in names.paths(dir, instruction, args.save_all) {
+            output::check_writable(&path)?;
+        }
+    }
+    if let Some(path) = &args.output {
+        for path in [path.clone(), output::summary_path(path)] {
+            std::fs::File::create(&path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
     }
     let started = Instant::now();
     let format = CheckpointFormat::of_local(None, &args.model);
@@ -213,26 +249,124 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
         args.model.display()
     );
     let spec = open_spec(&args.model, format, &args.easylm.options())?;
-    if prior_sets {
-        pref_sets::check_model(&spec, &args.model)?;
+    let formatter = request_formatter(&request, &spec)?;
+    // the CLI records `args.chat_template`; herd also records the FastChat template it fell
+    // back to (where the CLI would stop: no template and no --chat_template)
+    let chat_template = match (&args.chat_template, &formatter) {
+        (Some(name), _) => Some(name.clone()),
+        (None, ChatFormatter::FastChat(t)) => Some(t.name().to_string()),
+        (None, ChatFormatter::Jinja(_)) => None,
+    };
+    let extra_results = source.trim_end_matches('/') == REWARD_BENCH;
+    let run = output::CliRun {
+        names: &names,
+        chat_template,
+        extra_results,
+        save_all: args.save_all,
+    };
+    match &dataset.data {
+        GenericData::Preference(pairs) => {
+            tracing::info!(pairs = pairs.len(), dataset = %source, ?device, ?kind, "scoring");
+            let scored = score_pairs_with(&request, &spec, pairs)?;
+            let seconds = started.elapsed().as_secs_f64();
+            let mut written = Vec::new();
+            if let Some(dir) = &cli {
+                let texts = output::PairTexts::new(&formatter, pairs)?;
+                written.extend(run.write_preference(dir, &dataset, pairs, &texts, &scored)?);
+            }
+            if let Some(path) = &args.output {
+                let summary_path = output::summary_path(path);
+                let summary = output::Summary::new(&request, pairs, &scored);
+                output::write_scores(path, pairs, &scored)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                output::write_summary(&summary_path, &summary)
+                    .with_context(|| format!("writing {}", summary_path.display()))?;
+                eprint!("{}", summary.table());
+                written.extend([path.clone(), summary_path]);
+            }
+            eprintln!("scored {} pairs in {seconds:.1}s", pairs.len());
+            for path in written {
+                eprintln!("wrote {}", path.display());
+            }
+        }
+        GenericData::Instruction(conversations) => {
+            tracing::info!(
+                conversations = conversations.len(),
+                dataset = %source,
+                ?device,
+                ?kind,
+                "scoring"
+            );
+            let texts = output::InstructionTexts::new(&formatter, conversations)?;
+            let scores = score_texts(&request, &spec, texts.text.clone())?;
+            let seconds = started.elapsed().as_secs_f64();
+            eprintln!(
+                "scored {} conversations in {seconds:.1}s",
+                conversations.len()
+            );
+            if let Some(dir) = &cli {
+                let path = run.write_instruction(dir, &dataset, texts, scores)?;
+                eprintln!("wrote {}", path.display());
+            }
+        }
     }
-    let scored = score_pairs_with(&request, &spec, &pairs)?;
-    let seconds = started.elapsed().as_secs_f64();
-    let summary = output::Summary::new(&request, &pairs, &scored);
-    output::write_scores(&args.output, &pairs, &scored)
-        .with_context(|| format!("writing {}", args.output.display()))?;
-    output::write_summary(&summary_path, &summary)
-        .with_context(|| format!("writing {}", summary_path.display()))?;
-    eprint!("{}", summary.table());
-    if let Some(prepared) = prepared {
-        pref_sets::write_results(&args.pref_sets, prepared, &request, &pairs, &scored)?;
+    Ok(())
+}
+
+/// The engine request `worker score`'s flags describe.
+fn score_request(args: &ScoreArgs, device: tch::Device, kind: tch::Kind) -> ScoreRequest {
+    ScoreRequest {
+        model: args.model.clone(),
+        tokenizer: args.tokenizer.clone(),
+        ref_model: args.ref_model.clone(),
+        ref_free_type: args.ref_free_type,
+        chat_template: args
+            .chat_template
+            .clone()
+            .unwrap_or_else(|| CHAT_TEMPLATE.to_string()),
+        max_length: args.max_length,
+        limits: batch_limits(device, args.batch_tokens, args.max_batch_rows),
+        share_prefix: !args.no_share_prefix,
+        device,
+        kind,
     }
-    eprintln!(
-        "scored {} pairs in {seconds:.1}s -> {} and {}",
-        pairs.len(),
-        args.output.display(),
-        summary_path.display()
+}
+
+/// `worker score --pref-sets`: the prior sets scored as run_rm.py --pref_sets does, their
+/// pref-sets/ files and, with -o, herd's own per-example scores and summary.
+fn score_prior_sets(args: &ScoreArgs, request: &ScoreRequest) -> anyhow::Result<()> {
+    let prepared = pref_sets::prepare(&args.pref_sets, &args.model)?;
+    let pairs = pref_sets::load_pairs(args.dataset.as_deref())?;
+    tracing::info!(pairs = pairs.len(), dataset = ?args.dataset, "scoring the prior sets");
+    // fail before hours of scoring, not after, if -o cannot be written
+    if let Some(path) = &args.output {
+        for path in [path.clone(), output::summary_path(path)] {
+            std::fs::File::create(&path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    let started = Instant::now();
+    let format = CheckpointFormat::of_local(None, &args.model);
+    anyhow::ensure!(
+        format == CheckpointFormat::HuggingFace || args.tokenizer.is_some(),
+        "{} is a file (an EasyLM checkpoint?) and carries no tokenizer; pass --tokenizer DIR",
+        args.model.display()
     );
+    let spec = open_spec(&args.model, format, &args.easylm.options())?;
+    pref_sets::check_model(&spec, &args.model)?;
+    let scored = score_pairs_with(request, &spec, &pairs)?;
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(path) = &args.output {
+        let summary_path = output::summary_path(path);
+        let summary = output::Summary::new(request, &pairs, &scored);
+        output::write_scores(path, &pairs, &scored)
+            .with_context(|| format!("writing {}", path.display()))?;
+        output::write_summary(&summary_path, &summary)
+            .with_context(|| format!("writing {}", summary_path.display()))?;
+        eprintln!("wrote {} and {}", path.display(), summary_path.display());
+    }
+    pref_sets::write_results(&args.pref_sets, prepared, request, &spec, &pairs, &scored)?;
+    eprintln!("scored {} pairs in {seconds:.1}s", pairs.len());
     Ok(())
 }
 

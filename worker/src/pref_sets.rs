@@ -9,10 +9,8 @@ use anyhow::Context;
 use clap::Args;
 
 use herd_engine::encode::format_pair;
-use herd_engine::model_dir::ModelDir;
 use herd_engine::models::{HeadKind, ModelSpec};
-use herd_engine::scorer::{choose_formatter, ScoreRequest, ScoredDataset};
-use herd_engine::tokenizer::RewardTokenizer;
+use herd_engine::scorer::{request_formatter, ScoreRequest, ScoredDataset};
 use herd_rewardbench::dataset::PreferencePair;
 use herd_rewardbench::files::{EvalSetResults, ScoredPair};
 use herd_rewardbench::v1::prior_sets::{overall, pref_sets_results, write_pref_sets, PrefSetsRun};
@@ -121,13 +119,12 @@ pub fn write_results(
     args: &PrefSetsArgs,
     prepared: Prepared,
     request: &ScoreRequest,
+    spec: &ModelSpec,
     pairs: &[PreferencePair],
     scored: &ScoredDataset,
 ) -> anyhow::Result<()> {
-    // the texts the scores file carries: the same formatter the scorer chose
-    let tokenizer_dir = ModelDir::open(request.tokenizer.as_ref().unwrap_or(&request.model))?;
-    let tokenizer = RewardTokenizer::load(&tokenizer_dir)?;
-    let formatter = choose_formatter(&tokenizer, &request.chat_template)?;
+    // the texts the scores file carries: the formatter the scorer chose
+    let formatter = request_formatter(request, spec)?;
     let mut rows = Vec::with_capacity(pairs.len());
     for (pair, scores) in pairs.iter().zip(&scored.pairs) {
         let texts = format_pair(&formatter, pair)?;

@@ -207,6 +207,53 @@ fn prepare_text(
     Ok((tokenizer, formatter))
 }
 
+/// The chat formatter a request formats with (the tokenizer's template, else the FastChat
+/// template): what the result files' texts and `prompt` column are rendered with.
+pub fn request_formatter(
+    request: &ScoreRequest,
+    spec: &ModelSpec,
+) -> anyhow::Result<ChatFormatter> {
+    prepare_text(request, spec).map(|(_, formatter)| formatter)
+}
+
+/// Scores already formatted conversations one by one with a sequence classifier (the
+/// `rewardbench` CLI on instruction data): each text's logits, in order. DPO models score
+/// pairs only, as in the CLI (`NotImplementedError("DPO only implemented for pairwise
+/// preference data.")`).
+pub fn score_texts(
+    request: &ScoreRequest,
+    spec: &ModelSpec,
+    texts: Vec<String>,
+) -> anyhow::Result<Vec<Vec<f64>>> {
+    anyhow::ensure!(
+        spec.head == HeadKind::SequenceClassification,
+        "{}: DPO is only implemented for pairwise preference data (chosen / rejected), not \
+         instruction data (messages)",
+        request.model.display()
+    );
+    let (tokenizer, _) = prepare_text(request, spec)?;
+    let pooling_pad = pooling_pad_id(&tokenizer, spec);
+    let sequences = classifier_inputs(&tokenizer, texts, request.max_length)?;
+    let pooled: Vec<usize> = sequences
+        .iter()
+        .map(|ids| pooled_position(ids, pooling_pad))
+        .collect();
+    let model = spec.load_classifier(request.device, request.kind)?;
+    let bar = progress_bar(sequences.len(), "scoring");
+    let scores = score_sequences(
+        &model,
+        &sequences,
+        &pooled,
+        request.batching(tokenizer.pad_id()),
+        |n| bar.inc(n as u64),
+    )?;
+    bar.finish();
+    Ok(scores
+        .into_iter()
+        .map(|logits| logits.into_iter().map(f64::from).collect())
+        .collect())
+}
+
 /// Why a [`Scorer`] could not be set up: the tokenizer/template side, or the model's weights.
 #[derive(Debug, thiserror::Error)]
 pub enum ScorerError {
