@@ -1,7 +1,8 @@
 //! A RewardBench 2 sweep (schema rb2) of two tiny EasyLM checkpoints, scored by two real worker
 //! processes through a real `coord serve`: every completion of every row is scored, and each
-//! checkpoint's RewardBench 2 results are herd-rewardbench's `v2` scoring of that checkpoint's
-//! per-completion scores as `worker score` computes them on its own.
+//! checkpoint's RewardBench 2 results are herd-rewardbench's `v2` scoring (the Ties composite as
+//! run_v2.py at HEAD) of that checkpoint's per-completion scores as `worker score` computes them
+//! on its own, each completion as the chosen side of a preference pair.
 //!
 //! The evaluation set is built from real rows of ../shared/data (RewardBench's LLMBar file):
 //! each row's prompt and chosen answer, its rejected answer plus answers borrowed from other rows
@@ -39,8 +40,17 @@ fn rb2_rows(llmbar: &Path) -> Vec<Row> {
         .unwrap()
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        // short rows only: no text reaches --max-length, where the pair scorer of the
+        // independent check (truncating from the left, as run_rm.py) and RewardBench 2 (the
+        // tokenizer's own side, as run_v2.py) would cut differently
+        .filter(|row| {
+            ["prompt", "chosen", "rejected"]
+                .iter()
+                .all(|f| row[*f].as_str().is_some_and(|t| t.len() < 600))
+        })
         .collect();
+    assert!(source.len() > 40, "{} short LLMBar rows", source.len());
     let text = |k: usize, field: &str| source[k % source.len()][field].as_str().unwrap().to_owned();
     let mut rows = Vec::new();
     let mut k = 0;
@@ -223,7 +233,7 @@ fn independent_scores(
         })
         .collect();
     assert!(next.next().is_none(), "one score per completion");
-    rb2_scores(&scored, TiesVariant::default()).unwrap().subsets
+    rb2_scores(&scored, TiesVariant::Head).unwrap().subsets
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

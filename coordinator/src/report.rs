@@ -165,15 +165,10 @@ pub fn rb2_checkpoint_results(
             scores,
         });
     }
-    let scores = rb2_scores(&scored_rows, TiesVariant::default())
+    let scores = rb2_scores(&scored_rows, TiesVariant::Head)
         .with_context(|| format!("checkpoint '{}' ({})", scored.name, scored.uri))?;
-    let chat_template = Some(scored.chat_template.clone()).filter(|t| !t.is_empty());
-    let results = EvalSetResults::new(
-        scored.name.clone(),
-        scored.model_type.clone(),
-        chat_template,
-        scores.subsets.clone(),
-    );
+    // run_v2.py's `results_grouped` (model_type "Seq. Classifier", its only model type)
+    let results = EvalSetResults::best_of_n(scored.name.clone(), &scored.chat_template, &scores);
     Ok((results, scores, non_finite))
 }
 

@@ -485,7 +485,7 @@ fn rb2_report_scores_every_completion() {
                         .collect(),
                 })
                 .collect::<Vec<_>>(),
-            TiesVariant::default(),
+            TiesVariant::Head,
         )
         .unwrap();
         let result = &report.checkpoints[c];

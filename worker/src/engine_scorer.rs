@@ -16,7 +16,7 @@ use herd_engine::model_dir::ModelDir;
 use herd_engine::models::ModelSpec;
 use herd_engine::scorer::{ScoreRequest, Scorer, ScorerError};
 use herd_rewardbench::dataset::v2::BestOfNRow;
-use herd_rewardbench::dataset::{ExampleId, PreferencePair};
+use herd_rewardbench::dataset::PreferencePair;
 use herd_rpc::v1::{Lease, Scoring};
 use herd_rpc::{CheckpointFormat, EvalSchema};
 use tch::{Device, Kind};
@@ -87,57 +87,19 @@ fn parse_examples<T: serde::de::DeserializeOwned>(
         .collect()
 }
 
-/// The texts scored for RewardBench 2 rows: every completion of every row, two to a pair
-/// (`chosen` = completion `2k`, `rejected` = `2k + 1`; an odd last completion is paired with
-/// itself), so the pair scorer gives each completion its own score, formatted and truncated as a
-/// pair's side is (the prompt as the user turn, the completion as the assistant turn).
-fn completion_pairs(rows: &[BestOfNRow]) -> Vec<PreferencePair> {
-    let mut pairs = Vec::new();
-    for row in rows {
-        let completions: Vec<&str> = row.completions().collect();
-        for (k, two) in completions.chunks(2).enumerate() {
-            pairs.push(PreferencePair {
-                id: ExampleId::Str(format!("{}#{k}", row.id)),
-                prompt: row.prompt.clone(),
-                chosen: two[0].to_owned(),
-                rejected: two.get(1).copied().unwrap_or(two[0]).to_owned(),
-                subset: row.subset.clone(),
-                chosen_model: None,
-                rejected_model: None,
-            });
-        }
-    }
-    pairs
-}
-
-/// Every row's completion scores back from the scored [`completion_pairs`]: the first logit of
-/// each side (the reference's `score[0]`), split into the row's chosen and rejected completions.
-fn row_scores(rows: &[BestOfNRow], pairs: &[PairScores]) -> anyhow::Result<Vec<PairScores>> {
-    let mut sides = pairs.iter().flat_map(|p| [&p.chosen, &p.rejected]);
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let total = row.total_completions();
-        let mut scores = Vec::with_capacity(total);
-        for _ in 0..total {
-            let side = sides
-                .next()
-                .with_context(|| format!("row {}: fewer scores than completions", row.id))?;
-            let first = side
-                .first()
-                .with_context(|| format!("row {}: a completion has no score", row.id))?;
-            scores.push(*first);
-        }
-        if total % 2 == 1 {
-            // the odd completion's second scoring (paired with itself)
-            sides.next();
-        }
-        let rejected = scores.split_off(row.chosen.len());
-        out.push(PairScores {
-            chosen: scores,
-            rejected,
-        });
-    }
-    Ok(out)
+/// A row's completion scores (`completions()` order, one logit each) split into its chosen and
+/// rejected completions, as the wire carries them.
+fn split_row(row: &BestOfNRow, scores: Vec<f32>) -> anyhow::Result<PairScores> {
+    anyhow::ensure!(
+        scores.len() == row.total_completions(),
+        "row {}: {} scores for {} completions",
+        row.id,
+        scores.len(),
+        row.total_completions()
+    );
+    let mut chosen: Vec<f64> = scores.into_iter().map(f64::from).collect();
+    let rejected = chosen.split_off(row.chosen.len());
+    Ok(PairScores { chosen, rejected })
 }
 
 impl ShardScorer for EngineScorer {
@@ -193,33 +155,45 @@ impl ShardScorer for EngineScorer {
         examples: &LeaseExamples,
         on_batch: &mut dyn FnMut(usize),
     ) -> anyhow::Result<ScoredShard> {
-        let expanded;
-        let pairs = match examples {
-            LeaseExamples::Pairs(pairs) => pairs,
-            LeaseExamples::BestOfN(rows) => {
-                expanded = completion_pairs(rows);
-                &expanded
+        match examples {
+            LeaseExamples::Pairs(pairs) => {
+                let shard = model.score(pairs, on_batch)?;
+                Ok(ScoredShard {
+                    pairs: shard
+                        .scored
+                        .pairs
+                        .into_iter()
+                        .map(|p| PairScores {
+                            chosen: p.chosen,
+                            rejected: p.rejected,
+                        })
+                        .collect(),
+                    model_type: shard.scored.model_type.to_string(),
+                    chat_template: shard.scored.chat_template,
+                    tokens: shard.tokens,
+                })
             }
-        };
-        let shard = model.score(pairs, on_batch)?;
-        let scored: Vec<PairScores> = shard
-            .scored
-            .pairs
-            .into_iter()
-            .map(|p| PairScores {
-                chosen: p.chosen,
-                rejected: p.rejected,
-            })
-            .collect();
-        Ok(ScoredShard {
-            pairs: match examples {
-                LeaseExamples::Pairs(_) => scored,
-                LeaseExamples::BestOfN(rows) => row_scores(rows, &scored)?,
-            },
-            model_type: shard.scored.model_type.to_string(),
-            chat_template: shard.scored.chat_template,
-            tokens: shard.tokens,
-        })
+            // run_v2.py's scoring, as `worker score --schema rb2` does it
+            LeaseExamples::BestOfN(rows) => {
+                let scored = model.score_best_of_n(rows, on_batch)?;
+                anyhow::ensure!(
+                    scored.scores.len() == rows.len(),
+                    "{} rows scored for {} rows",
+                    scored.scores.len(),
+                    rows.len()
+                );
+                Ok(ScoredShard {
+                    pairs: rows
+                        .iter()
+                        .zip(scored.scores)
+                        .map(|(row, scores)| split_row(row, scores))
+                        .collect::<anyhow::Result<_>>()?,
+                    model_type: scored.model_type.to_string(),
+                    chat_template: scored.chat_template,
+                    tokens: scored.tokens,
+                })
+            }
+        }
     }
 
     fn precision(&self) -> Precision {
@@ -232,51 +206,27 @@ impl ShardScorer for EngineScorer {
 
 #[cfg(test)]
 mod tests {
-    use herd_rewardbench::dataset::Prompt;
+    use herd_rewardbench::dataset::{ExampleId, Prompt};
 
     use super::*;
 
-    fn row(id: &str, chosen: &[&str], rejected: &[&str]) -> BestOfNRow {
-        BestOfNRow {
-            id: ExampleId::Str(id.into()),
-            prompt: Prompt::Text(format!("prompt of {id}")),
-            chosen: chosen.iter().map(|s| s.to_string()).collect(),
-            rejected: rejected.iter().map(|s| s.to_string()).collect(),
-            num_correct: chosen.len(),
-            subset: Some("Ties".into()),
-        }
-    }
-
     #[test]
-    fn every_completion_gets_its_own_score_back_in_row_order() {
-        let rows = [
-            row("ref:1", &["a"], &["b", "c", "d"]),
-            row("tied:1", &["e", "f"], &["g"]),
-        ];
-        let pairs = completion_pairs(&rows);
-        let texts: Vec<(&str, &str)> = pairs
-            .iter()
-            .map(|p| (p.chosen.as_str(), p.rejected.as_str()))
-            .collect();
-        assert_eq!(texts, [("a", "b"), ("c", "d"), ("e", "f"), ("g", "g")]);
-        assert!(pairs[..2]
-            .iter()
-            .all(|p| p.prompt == Prompt::Text("prompt of ref:1".into())));
-        // score of a text: its letter's position; a two-label model's second logit is ignored
-        let score = |t: &str| vec![(t.as_bytes()[0] - b'a') as f64, -1.0];
-        let scored: Vec<PairScores> = pairs
-            .iter()
-            .map(|p| PairScores {
-                chosen: score(&p.chosen),
-                rejected: score(&p.rejected),
-            })
-            .collect();
-        let back = row_scores(&rows, &scored).unwrap();
-        assert_eq!(back[0].chosen, [0.0]);
-        assert_eq!(back[0].rejected, [1.0, 2.0, 3.0]);
-        assert_eq!(back[1].chosen, [4.0, 5.0]);
-        assert_eq!(back[1].rejected, [6.0]);
-        // fewer scored pairs than completions is an error, not a short result
-        assert!(row_scores(&rows, &scored[..3]).is_err());
+    fn a_rows_scores_split_into_chosen_and_rejected() {
+        let row = BestOfNRow {
+            id: ExampleId::Str("tied:1".into()),
+            prompt: Prompt::Text("q".into()),
+            chosen: vec!["a".into(), "b".into()],
+            rejected: vec!["c".into()],
+            num_correct: 2,
+            subset: Some("Ties".into()),
+        };
+        let split = split_row(&row, vec![0.5, -1.25, 2.0]).unwrap();
+        assert_eq!(split.chosen, [0.5, -1.25]);
+        assert_eq!(split.rejected, [2.0]);
+        let err = split_row(&row, vec![0.5]).unwrap_err().to_string();
+        assert!(
+            err.contains("tied:1") && err.contains("1 scores for 3"),
+            "{err}"
+        );
     }
 }
