@@ -5,6 +5,7 @@ mod allocator;
 mod easylm_cli;
 mod engine_scorer;
 mod output;
+mod rb2;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -22,7 +23,7 @@ use herd_engine::scorer::{score_pairs_with, ScoreRequest};
 use herd_rpc::defaults::{CHAT_TEMPLATE, MAX_LENGTH};
 use herd_rpc::security::WorkerSecurityArgs;
 use herd_rpc::CheckpointFormat;
-use herd_storage::hub::load_pairs_from;
+use rb2::{Loaded, Schema};
 
 #[derive(Parser)]
 #[command(
@@ -91,7 +92,8 @@ struct AgentArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Score every preference pair of a dataset with a reward model (or a DPO model).
+    /// Score every preference pair of a dataset with a reward model (or a DPO model), or every
+    /// completion of a RewardBench 2 dataset as run_v2.py does (--schema rb2).
     Score(ScoreArgs),
     /// Convert an EasyLM streaming checkpoint into a Hugging Face folder (sharded safetensors).
     Convert(ConvertArgs),
@@ -107,9 +109,14 @@ struct ScoreArgs {
     /// optional), or hf://datasets/ORG/NAME[@REV][/PATH] (HF_HUB_OFFLINE and HF_TOKEN honoured)
     #[arg(long)]
     dataset: String,
-    /// split of an hf:// dataset (e.g. `filtered` for allenai/reward-bench)
+    /// split of an hf:// dataset (e.g. `filtered` for allenai/reward-bench, `test` for
+    /// allenai/reward-bench-2)
     #[arg(long)]
     split: Option<String>,
+    /// what the dataset holds: preference pairs, or RewardBench 2 best-of-N rows (chosen and
+    /// rejected lists, scored as scripts/run_v2.py does); auto tells them apart by the columns
+    #[arg(long, value_enum, default_value = "auto")]
+    schema: Schema,
     /// folder with tokenizer.json / tokenizer_config.json (default: the model folder)
     #[arg(long)]
     tokenizer: Option<PathBuf>,
@@ -122,7 +129,8 @@ struct ScoreArgs {
     /// FastChat template used when the tokenizer has no chat template of its own
     #[arg(long, default_value = CHAT_TEMPLATE)]
     chat_template: String,
-    /// tokens kept per sequence (truncated from the left)
+    /// tokens kept per sequence (pairs: truncated from the left, as run_rm.py; rb2: from the
+    /// tokenizer's truncation_side, right by default, as run_v2.py)
     #[arg(long, default_value_t = MAX_LENGTH as usize)]
     max_length: usize,
     /// token budget per forward pass (rows x padded length; default 2048 on CPU, 16384 on CUDA)
@@ -142,7 +150,9 @@ struct ScoreArgs {
     /// CPU threads for libtorch (default: libtorch's choice)
     #[arg(long)]
     threads: Option<i32>,
-    /// per-example scores (JSONL); a summary `<stem>.json` is written beside it
+    /// pairs: per-example scores (JSONL), with a summary `<stem>.json` beside it; rb2: the
+    /// results folder (run_v2.py's ./results) that gets eval-set/<model>.json and
+    /// eval-set-scores/<model>.json, <model> being --model as given
     #[arg(short, long)]
     output: PathBuf,
     #[command(flatten)]
@@ -173,20 +183,12 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
     }
     let device = args.device.resolve()?;
     let kind = args.dtype.resolve(device);
-    let pairs = load_pairs_from(&args.dataset, args.split.as_deref())?;
-    tracing::info!(pairs = pairs.len(), dataset = %args.dataset, ?device, ?kind, "scoring");
-    let request = ScoreRequest {
-        model: args.model.clone(),
-        tokenizer: args.tokenizer.clone(),
-        ref_model: args.ref_model.clone(),
-        ref_free_type: args.ref_free_type,
-        chat_template: args.chat_template.clone(),
-        max_length: args.max_length,
-        limits: batch_limits(device, args.batch_tokens, args.max_batch_rows),
-        share_prefix: !args.no_share_prefix,
-        device,
-        kind,
+    let pairs = match rb2::load(&args.dataset, args.split.as_deref(), args.schema)? {
+        Loaded::Pairs(pairs) => pairs,
+        Loaded::Rb2(rows) => return score_rb2(&args, device, kind, &rows),
     };
+    tracing::info!(pairs = pairs.len(), dataset = %args.dataset, ?device, ?kind, "scoring");
+    let request = score_request(&args, device, kind);
     // fail before hours of scoring, not after, if the output cannot be written
     let summary_path = output::summary_path(&args.output);
     for path in [&args.output, &summary_path] {
@@ -214,6 +216,64 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
         pairs.len(),
         args.output.display(),
         summary_path.display()
+    );
+    Ok(())
+}
+
+/// The request `worker score` builds from its flags.
+fn score_request(args: &ScoreArgs, device: tch::Device, kind: tch::Kind) -> ScoreRequest {
+    ScoreRequest {
+        model: args.model.clone(),
+        tokenizer: args.tokenizer.clone(),
+        ref_model: args.ref_model.clone(),
+        ref_free_type: args.ref_free_type,
+        chat_template: args.chat_template.clone(),
+        max_length: args.max_length,
+        limits: batch_limits(device, args.batch_tokens, args.max_batch_rows),
+        share_prefix: !args.no_share_prefix,
+        device,
+        kind,
+    }
+}
+
+/// `worker score` on RewardBench 2 rows: run_v2.py's scores and files.
+fn score_rb2(
+    args: &ScoreArgs,
+    device: tch::Device,
+    kind: tch::Kind,
+    rows: &[herd_rewardbench::dataset::v2::BestOfNRow],
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.ref_model.is_none(),
+        "--ref-model: RewardBench 2 (run_v2.py) scores sequence classifiers only"
+    );
+    let request = score_request(args, device, kind);
+    tracing::info!(rows = rows.len(), dataset = %args.dataset, ?device, ?kind, "scoring RewardBench 2");
+    let started = Instant::now();
+    let format = CheckpointFormat::of_local(None, &args.model);
+    anyhow::ensure!(
+        format == CheckpointFormat::HuggingFace || args.tokenizer.is_some(),
+        "{} is a file (an EasyLM checkpoint?) and carries no tokenizer; pass --tokenizer DIR",
+        args.model.display()
+    );
+    let spec = open_spec(&args.model, format, &args.easylm.options())?;
+    let model_name = args.model.to_string_lossy();
+    let run = rb2::score_and_write(
+        &request,
+        &spec,
+        &args.dataset,
+        rows,
+        &model_name,
+        &args.output,
+    )?;
+    eprint!("{}", rb2::table(&run.scores));
+    eprintln!(
+        "scored {} completions of {} prompts in {:.1}s -> {} and {}",
+        run.completions,
+        rows.len(),
+        started.elapsed().as_secs_f64(),
+        run.eval_set.display(),
+        run.eval_set_scores.display()
     );
     Ok(())
 }
