@@ -6,6 +6,7 @@ mod easylm_cli;
 mod engine_scorer;
 mod output;
 mod pref_sets;
+mod rb2;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -21,11 +22,12 @@ use herd_engine::device::{DeviceChoice, DtypeChoice};
 use herd_engine::dpo::RefFreeType;
 use herd_engine::scorer::{request_formatter, score_pairs_with, score_texts, ScoreRequest};
 use herd_rewardbench::chat::ChatFormatter;
-use herd_rewardbench::dataset::generic::{GenericData, GenericDataset, GenericRow};
+use herd_rewardbench::dataset::generic::GenericData;
 use herd_rpc::defaults::{CHAT_TEMPLATE, MAX_LENGTH};
 use herd_rpc::security::WorkerSecurityArgs;
 use herd_rpc::CheckpointFormat;
-use herd_storage::hub::{load_source, HubOptions, REWARD_BENCH};
+use herd_storage::hub::REWARD_BENCH;
+use rb2::{Loaded, Schema};
 
 #[derive(Parser)]
 #[command(
@@ -94,7 +96,8 @@ struct AgentArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Score every preference pair of a dataset with a reward model (or a DPO model).
+    /// Score every preference pair of a dataset with a reward model (or a DPO model), or every
+    /// completion of a RewardBench 2 dataset as run_v2.py does (--schema rb2).
     Score(ScoreArgs),
     /// Convert an EasyLM streaming checkpoint into a Hugging Face folder (sharded safetensors).
     Convert(ConvertArgs),
@@ -117,9 +120,15 @@ struct ScoreArgs {
     /// --prioritize_scoring)
     #[arg(long)]
     prioritize_scoring: bool,
-    /// split of an hf:// dataset (e.g. `filtered` for allenai/reward-bench)
+    /// split of an hf:// dataset (e.g. `filtered` for allenai/reward-bench, `test` for
+    /// allenai/reward-bench-2)
     #[arg(long)]
     split: Option<String>,
+    /// what the dataset holds: preference or instruction data as the rewardbench CLI reads it,
+    /// or RewardBench 2 best-of-N rows (chosen and rejected lists of strings, scored as
+    /// scripts/run_v2.py does); auto tells them apart by the columns
+    #[arg(long, value_enum, default_value = "auto")]
+    schema: Schema,
     /// folder with tokenizer.json / tokenizer_config.json (default: the model folder)
     #[arg(long)]
     tokenizer: Option<PathBuf>,
@@ -133,7 +142,8 @@ struct ScoreArgs {
     /// tulu; the result JSON records the flag as given, as the CLI does, or tulu when it was used)
     #[arg(long)]
     chat_template: Option<String>,
-    /// tokens kept per sequence (truncated from the left)
+    /// tokens kept per sequence (pairs: truncated from the left, as run_rm.py; rb2: from the
+    /// tokenizer's truncation_side, right by default, as run_v2.py)
     #[arg(long, default_value_t = MAX_LENGTH as usize)]
     max_length: usize,
     /// token budget per forward pass (rows x padded length; default 2048 on CPU, 16384 on CUDA)
@@ -155,14 +165,16 @@ struct ScoreArgs {
     threads: Option<i32>,
     /// where the rewardbench CLI's files go: `{DIR}{model}.json`, `{DIR}{model}_outputs.jsonl`
     /// (and `{DIR}{model}_all.jsonl` with --save-all), DIR and the model path joined as the CLI
-    /// joins them [default: results/, or none with -o]
+    /// joins them [default: results/, or none with -o]; rb2: run_v2.py's ./results folder, which
+    /// gets eval-set/<model>.json and eval-set-scores/<model>.json (<model>: --model as given)
     #[arg(long, value_name = "DIR")]
     output_dir: Option<String>,
     /// also write the CLI's `{model}_all.jsonl` (every pair's chosen and rejected scores)
     #[arg(long)]
     save_all: bool,
     /// herd's own per-example scores (JSONL, every logit per row, ids) with a summary
-    /// `<stem>.json` beside it (subset and section accuracies); preference data only
+    /// `<stem>.json` beside it (subset and section accuracies); preference data only (rb2: the
+    /// results folder, as --output-dir)
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     #[command(flatten)]
@@ -203,12 +215,15 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
         .dataset
         .as_deref()
         .context("--dataset is required (or --pref-sets)")?;
-    let (rows, resolved) =
-        load_source::<GenericRow>(source, args.split.as_deref(), &HubOptions::from_env())?;
-    for warning in &resolved.warnings {
-        eprintln!("warning: {warning}");
-    }
-    let dataset = GenericDataset::from_rows(source, rows, args.prioritize_scoring)?;
+    let dataset = match rb2::load(
+        source,
+        args.split.as_deref(),
+        args.schema,
+        args.prioritize_scoring,
+    )? {
+        Loaded::Generic(dataset) => dataset,
+        Loaded::Rb2(rows) => return score_rb2(&args, &request, source, &rows),
+    };
     // the CLI's files: with -o only when --output-dir is given too
     let cli = match (&args.output_dir, &args.output) {
         (Some(dir), _) => Some(dir.clone()),
@@ -330,6 +345,45 @@ fn score_request(args: &ScoreArgs, device: tch::Device, kind: tch::Kind) -> Scor
         device,
         kind,
     }
+}
+
+/// `worker score` on RewardBench 2 rows: run_v2.py's scores and files.
+fn score_rb2(
+    args: &ScoreArgs,
+    request: &ScoreRequest,
+    source: &str,
+    rows: &[herd_rewardbench::dataset::v2::BestOfNRow],
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.ref_model.is_none(),
+        "--ref-model: RewardBench 2 (run_v2.py) scores sequence classifiers only"
+    );
+    tracing::info!(rows = rows.len(), dataset = %source, device = ?request.device, kind = ?request.kind, "scoring RewardBench 2");
+    let started = Instant::now();
+    let format = CheckpointFormat::of_local(None, &args.model);
+    anyhow::ensure!(
+        format == CheckpointFormat::HuggingFace || args.tokenizer.is_some(),
+        "{} is a file (an EasyLM checkpoint?) and carries no tokenizer; pass --tokenizer DIR",
+        args.model.display()
+    );
+    let spec = open_spec(&args.model, format, &args.easylm.options())?;
+    let model_name = args.model.to_string_lossy();
+    let results_dir = match (&args.output, &args.output_dir) {
+        (Some(path), _) => path.clone(),
+        (None, Some(dir)) => PathBuf::from(dir),
+        (None, None) => PathBuf::from(output::DEFAULT_OUTPUT_DIR),
+    };
+    let run = rb2::score_and_write(request, &spec, source, rows, &model_name, &results_dir)?;
+    eprint!("{}", rb2::table(&run.scores));
+    eprintln!(
+        "scored {} completions of {} prompts in {:.1}s -> {} and {}",
+        run.completions,
+        rows.len(),
+        started.elapsed().as_secs_f64(),
+        run.eval_set.display(),
+        run.eval_set_scores.display()
+    );
+    Ok(())
 }
 
 /// `worker score --pref-sets`: the prior sets scored as run_rm.py --pref_sets does, their
