@@ -7,7 +7,8 @@
 //!
 //! Per checkpoint: wins (`rewardbench::is_win`: strictly greater, a non-finite score is a loss),
 //! per-subset accuracies, and the `metrics.json` / `eval-set/<name>.json` of RewardBench's
-//! `run_rm.py` ([`EvalSetResults`], model = the checkpoint's experiment name). Per sweep: the CSV
+//! `run_rm.py` ([`EvalSetResults`], model = the checkpoint's experiment name), or of `run_dpo.py`
+//! for reference-free DPO checkpoints (saved as `<name>_ref_free`, [`results_name`]). Per sweep: the CSV
 //! of hybrid-preferences' `fetch_evals_rewardbench.py` ([`sweep_csv`]) joined with the
 //! feature-count files of `spec.feature_counts_dir` (no folder: name mode).
 
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
 use herd_rewardbench::dataset::v2::BestOfNRow;
-use herd_rewardbench::files::EvalSetResults;
+use herd_rewardbench::files::{results_name, EvalSetResults, MODEL_TYPE_DPO_REF_FREE};
 use herd_rewardbench::sweep_csv::{
     parse_uuid, read_feature_counts_dir, sweep_csv, Cell, Column, ColumnKind, Experiment,
     FeatureCounts, RowLabel, SweepOptions, SweepTable,
@@ -76,13 +77,19 @@ pub fn checkpoint_results(
         }
         wins.push((&example.subset, is_win(&reward.chosen, &reward.rejected)));
     }
-    let chat_template = Some(scored.chat_template.clone()).filter(|t| !t.is_empty());
-    let results = EvalSetResults::new(
-        scored.name.clone(),
-        scored.model_type.clone(),
-        chat_template,
-        subset_accuracies(wins),
-    );
+    let results = if scored.model_type == MODEL_TYPE_DPO_REF_FREE {
+        // a sweep scores DPO checkpoints reference-free: run_dpo.py's dict (ref_model null,
+        // chat_template "tokenizer")
+        EvalSetResults::dpo(scored.name.clone(), None, subset_accuracies(wins))
+    } else {
+        let chat_template = Some(scored.chat_template.clone()).filter(|t| !t.is_empty());
+        EvalSetResults::new(
+            scored.name.clone(),
+            scored.model_type.clone(),
+            chat_template,
+            subset_accuracies(wins),
+        )
+    };
     Ok((results, non_finite))
 }
 
@@ -303,7 +310,9 @@ pub fn build_report(
             ));
         }
         report.checkpoints.push(CheckpointResult {
-            name: ckpt.name.clone(),
+            // the file name RewardBench saves the results under (`<name>_ref_free` for
+            // reference-free DPO)
+            name: results_name(&ckpt.name, &results.model_type),
             experiment: ckpt.name.clone(),
             metrics_json: results.metrics_json(),
             eval_set_json: results.eval_set_json(),

@@ -525,3 +525,30 @@ fn rb2_report_scores_every_completion() {
         "{err}"
     );
 }
+
+#[test]
+fn reference_free_dpo_checkpoints_are_saved_as_run_dpo_saves_them() {
+    let Some(examples) = real_examples() else {
+        return;
+    };
+    let spec = SweepSpec {
+        name: "s".into(),
+        ..Default::default()
+    };
+    let mut dpo = scored(0, &examples, None);
+    dpo.model_type = "DPO Ref. Free".into();
+    let report =
+        build_report(&spec, &examples, &[dpo.clone(), scored(1, &examples, None)]).unwrap();
+    // run_dpo.py: save_to_hub(results_grouped, args.model + "_ref_free", ...), ref_model null,
+    // chat_template "tokenizer"; a classifier keeps its own name
+    assert_eq!(report.checkpoints[0].name, format!("{}_ref_free", name(0)));
+    assert_eq!(report.checkpoints[0].experiment, name(0));
+    assert_eq!(report.checkpoints[1].name, name(1));
+    let results = EvalSetResults::dpo(name(0), None, accuracies(&dpo, &examples));
+    assert_eq!(report.checkpoints[0].eval_set_json, results.eval_set_json());
+    let json: serde_json::Value =
+        serde_json::from_str(&report.checkpoints[0].metrics_json).unwrap();
+    assert_eq!(json["ref_model"], serde_json::Value::Null);
+    assert_eq!(json["chat_template"], "tokenizer");
+    assert_eq!(json["model_type"], "DPO Ref. Free");
+}
