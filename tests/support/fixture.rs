@@ -67,7 +67,7 @@ impl SweepFixture {
             }
         }
         // the shared data covers 11 of the 23 subsets; the CSV needs every section, so the
-        // others get short synthetic pairs
+        // others get short placeholder pairs (chosen_model/rejected_model "placeholder")
         let present: Vec<String> = lines
             .iter()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -85,6 +85,9 @@ impl SweepFixture {
                         "prompt": format!("Question {k} for {subset}: how do I keep a sourdough starter alive?"),
                         "chosen": format!("Feed it flour and water every day, keep it warm, and discard half before feeding ({k})."),
                         "rejected": format!("Put it in the freezer ({k})."),
+                        // marked: not RewardBench data
+                        "chosen_model": "placeholder",
+                        "rejected_model": "placeholder",
                     });
                     lines.push(serde_json::to_string(&row)?);
                 }

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 
 use herd_rewardbench::chat::{rewardbench_messages, FastChatTemplate};
 use herd_rewardbench::dataset::prior_sets::load_dir;
-use herd_rewardbench::pyjson::{self, PyValue};
 use herd_rewardbench::files::{
     read_py_json, results_path, EvalSetResults, ResultsKind, ScoredPair,
 };
+use herd_rewardbench::pyjson::{self, PyValue};
 use herd_rewardbench::v1::prior_sets::{overall, write_pref_sets, PrefSetsRun};
 use herd_rewardbench::v1::{is_win, XstestWeighting, PREF_TEST_SETS};
 
