@@ -240,6 +240,7 @@ pub fn spec(name: &str, inputs: &Inputs, shard_size: u32) -> SweepSpec {
             chat_template: herd_rpc::defaults::CHAT_TEMPLATE.into(),
             max_length: herd_rpc::defaults::MAX_LENGTH,
             easylm: None,
+            ..Default::default()
         }),
         experiment_prefix: "sim".into(),
         shard_size,

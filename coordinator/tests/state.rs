@@ -197,6 +197,7 @@ fn resubmit_with_changed_settings_is_refused_naming_them_and_plans_nothing() {
             size: "8b".into(),
             ..EasyLmConfig::default()
         }),
+        ..Scoring::default()
     });
     f.store
         .submit(&original, &checkpoints(&["a"]), &examples(4), 1)

@@ -321,6 +321,7 @@ fn lease(task: i64, epoch: u64, uri: &str, format: &str, examples: Vec<Example>)
             chat_template: "tulu".into(),
             max_length: MAX_LENGTH,
             easylm: None,
+            ..Scoring::default()
         }),
         shard_start: examples.first().map_or(0, |e| e.index),
         shard_end: examples.last().map_or(0, |e| e.index + 1),

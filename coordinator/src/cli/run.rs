@@ -98,6 +98,7 @@ impl RunArgs {
                     num_kv_heads: self.num_kv_heads,
                     ..EasyLmConfig::default()
                 }),
+                ..Scoring::default()
             }),
             feature_counts_dir: self.feature_counts_dir.clone(),
             output_csv: if self.output_csv.is_empty() {

@@ -62,6 +62,16 @@ pub struct SubmitArgs {
     /// rescale budgets to a 7000-row dataset (fetch_evals_rewardbench --dataset_total_size)
     #[arg(long)]
     pub dataset_total_size: Option<u64>,
+    /// the tokenizer's own chat template: use (when it has one, as RewardBench) or ignore
+    #[arg(long, value_name = "use|ignore")]
+    pub tokenizer_template: Option<String>,
+    /// pad id of batches and pooling: tokenizer (its pad token, else EOS), eos, or a token id
+    #[arg(long, value_name = "tokenizer|eos|ID")]
+    pub pad: Option<String>,
+    /// classifier pooling: current (rightmost non-pad) or legacy (transformers 4.43 over
+    /// RewardBench's batches of 8; shard size a multiple of 8)
+    #[arg(long, value_name = "current|legacy")]
+    pub pooling: Option<String>,
     /// EasyLM model size (7b, 13b, ...)
     #[arg(long)]
     pub easylm_size: Option<String>,
@@ -77,6 +87,10 @@ pub struct SubmitArgs {
     pub easylm_rms_norm_eps: Option<f64>,
     #[arg(long)]
     pub easylm_max_position_embeddings: Option<i64>,
+    /// EasyLM LLaMA-1/2 defaults: training (rope_theta 10000) or converter-2024 (rope_theta
+    /// 100000, max_position_embeddings 8192, as the fork's converter wrote them)
+    #[arg(long, value_name = "training|converter-2024")]
+    pub easylm_compat: Option<String>,
 }
 
 impl SubmitArgs {
@@ -90,6 +104,7 @@ impl SubmitArgs {
             rope_theta: self.easylm_rope_theta,
             rms_norm_eps: self.easylm_rms_norm_eps,
             max_position_embeddings: self.easylm_max_position_embeddings,
+            compat: self.easylm_compat.clone(),
         };
         let preset = Preset {
             checkpoints: (!self.checkpoints.is_empty()).then(|| self.checkpoints.clone()),
@@ -104,6 +119,9 @@ impl SubmitArgs {
             shard_size: self.shard_size,
             xstest_weighting: self.xstest_weighting.clone(),
             dataset_total_size: self.dataset_total_size,
+            tokenizer_template: self.tokenizer_template.clone(),
+            pad: self.pad.clone(),
+            pooling: self.pooling.clone(),
             easylm: (easylm != EasyLmPreset::default()).then_some(easylm),
         };
         match std::env::current_dir() {

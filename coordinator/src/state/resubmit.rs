@@ -85,6 +85,13 @@ pub fn changed_settings(stored: &SweepSpec, submitted: &SweepSpec) -> Vec<Change
     compare("tokenizer", &a.tokenizer, &b.tokenizer);
     compare("chat_template", &a.chat_template, &b.chat_template);
     compare("max_length", &a.max_length, &b.max_length);
+    compare(
+        "tokenizer_template",
+        &a.tokenizer_template,
+        &b.tokenizer_template,
+    );
+    compare("pad", &a.pad, &b.pad);
+    compare("pooling", &a.pooling, &b.pooling);
     let no_shapes = EasyLmConfig::default();
     let (ea, eb) = (
         a.easylm.as_ref().unwrap_or(&no_shapes),
@@ -101,6 +108,7 @@ pub fn changed_settings(stored: &SweepSpec, submitted: &SweepSpec) -> Vec<Change
         &ea.max_position_embeddings,
         &eb.max_position_embeddings,
     );
+    compare("easylm.compat", &ea.compat, &eb.compat);
     compare(
         "feature_counts_dir",
         &stored.feature_counts_dir,
