@@ -16,10 +16,19 @@
 //! xstest_weighting = "legacy"
 //! dataset_total_size = 10160
 //! schema = "rb1"                                 # rb1 (default) or rb2 (RewardBench 2 rows)
+//! tokenizer_template = "ignore"                   # use | ignore
+//! pad = "eos"                                     # tokenizer | eos | <id>
+//! pooling = "legacy"                              # current | legacy
 //!
 //! [helpsteer2.easylm]
 //! size = "13b"
+//! compat = "converter-2024"                       # training | converter-2024
 //! ```
+//!
+//! `tokenizer_template`, `pad`, `pooling` and `easylm.compat` travel in [`Scoring`] to the
+//! worker, which parses them (herd-engine `provenance`, `pooling`, `easylm::sizes::Compat`);
+//! [`check_scoring`] refuses other values, and legacy pooling with a shard size that is not a
+//! multiple of [`LEGACY_BATCH`], at submit time.
 //!
 //! Unknown keys are errors naming the key and the file. Relative local paths in a presets file
 //! are relative to the file's folder.
@@ -65,6 +74,12 @@ pub struct Preset {
     pub dataset_total_size: Option<u64>,
     /// `rb1` (preference pairs, the default) or `rb2` (RewardBench 2 best-of-N rows)
     pub schema: Option<String>,
+    /// `use` (the tokenizer's own chat template when it has one) or `ignore`
+    pub tokenizer_template: Option<String>,
+    /// `tokenizer`, `eos` or a token id
+    pub pad: Option<String>,
+    /// `current` or `legacy`
+    pub pooling: Option<String>,
     pub easylm: Option<EasyLmPreset>,
 }
 
@@ -79,6 +94,8 @@ pub struct EasyLmPreset {
     pub rope_theta: Option<f64>,
     pub rms_norm_eps: Option<f64>,
     pub max_position_embeddings: Option<i64>,
+    /// `training` or `converter-2024`
+    pub compat: Option<String>,
 }
 
 macro_rules! overlay {
@@ -99,7 +116,8 @@ impl EasyLmPreset {
             vocab_size,
             rope_theta,
             rms_norm_eps,
-            max_position_embeddings
+            max_position_embeddings,
+            compat
         );
         self
     }
@@ -127,7 +145,10 @@ impl Preset {
             shard_size,
             xstest_weighting,
             dataset_total_size,
-            schema
+            schema,
+            tokenizer_template,
+            pad,
+            pooling
         );
         self.easylm = match (self.easylm, over.easylm) {
             (Some(base), Some(over)) => Some(base.overlay(over)),
@@ -181,8 +202,9 @@ impl Preset {
             rope_theta: easylm.rope_theta,
             rms_norm_eps: easylm.rms_norm_eps,
             max_position_embeddings: easylm.max_position_embeddings,
+            compat: easylm.compat.unwrap_or_default(),
         });
-        Ok(SweepSpec {
+        let spec = SweepSpec {
             name: name.to_owned(),
             checkpoints,
             eval_dataset,
@@ -193,6 +215,9 @@ impl Preset {
                 max_length: self.max_length.unwrap_or(0),
                 easylm,
                 schema: schema_field(schema),
+                tokenizer_template: self.tokenizer_template.clone().unwrap_or_default(),
+                pad: self.pad.clone().unwrap_or_default(),
+                pooling: self.pooling.clone().unwrap_or_default(),
             }),
             feature_counts_dir: self.feature_counts_dir.clone().unwrap_or_default(),
             output_csv,
@@ -203,7 +228,9 @@ impl Preset {
             shard_size: self.shard_size.unwrap_or(0),
             xstest_weighting,
             dataset_total_size: self.dataset_total_size.unwrap_or(0),
-        })
+        };
+        check_scoring(&spec).with_context(|| format!("sweep '{name}'"))?;
+        Ok(spec)
     }
 
     /// Relative local paths (checkpoints, eval_dataset, tokenizer, feature_counts_dir) made
@@ -229,6 +256,58 @@ impl Preset {
         }
         self
     }
+}
+
+/// Examples per RewardBench batch, which legacy pooling replays (herd-engine
+/// `pooling::REFERENCE_BATCH`): shards must not cut one.
+pub const LEGACY_BATCH: u32 = 8;
+
+/// Refuses scoring settings the worker would reject, before any checkpoint is planned: unknown
+/// `tokenizer_template`, `pad`, `pooling` or `easylm.compat` values, and legacy pooling on shards
+/// that do not start at multiples of [`LEGACY_BATCH`] examples. Empty values are the defaults.
+pub fn check_scoring(spec: &SweepSpec) -> anyhow::Result<()> {
+    let none = Scoring::default();
+    let scoring = spec.scoring.as_ref().unwrap_or(&none);
+    let one_of = |key: &str, value: &str, allowed: &[&str]| -> anyhow::Result<()> {
+        if value.is_empty() || allowed.contains(&value) {
+            Ok(())
+        } else {
+            bail!(
+                "{key} = {value:?}: expected {}",
+                allowed
+                    .iter()
+                    .map(|a| format!("{a:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )
+        }
+    };
+    one_of(
+        "tokenizer_template",
+        &scoring.tokenizer_template,
+        &["use", "ignore"],
+    )?;
+    if scoring.pad.parse::<u32>().is_err() {
+        one_of("pad", &scoring.pad, &["tokenizer", "eos", "<token id>"])?;
+    }
+    one_of("pooling", &scoring.pooling, &["current", "legacy"])?;
+    if let Some(easylm) = &scoring.easylm {
+        one_of(
+            "easylm.compat",
+            &easylm.compat,
+            &["training", "converter-2024"],
+        )?;
+    }
+    let shard_size = crate::planner::effective_shard_size(spec.shard_size);
+    if scoring.pooling == "legacy" && shard_size % LEGACY_BATCH != 0 {
+        bail!(
+            "pooling = \"legacy\" replays RewardBench's batches of {LEGACY_BATCH} examples, so \
+             every shard must start at a multiple of {LEGACY_BATCH}; shard_size {shard_size} is \
+             not a multiple of {LEGACY_BATCH} (e.g. {})",
+            shard_size.div_ceil(LEGACY_BATCH) * LEGACY_BATCH
+        );
+    }
+    Ok(())
 }
 
 /// A local path (not `gs://`, `hf:`, `hf://`, nor empty).

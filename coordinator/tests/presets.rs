@@ -2,11 +2,13 @@
 
 use std::path::Path;
 
-use herd_coordinator::presets::{resolve_spec, EasyLmPreset, Preset, Presets};
+use herd_coordinator::presets::{check_scoring, resolve_spec, EasyLmPreset, Preset, Presets};
 
 fn shipped() -> Presets {
     Presets::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("presets.toml")).unwrap()
 }
+
+const FAMILIES: [&str; 4] = ["alpacafarm", "chatarena", "helpsteer2", "multipref"];
 
 #[test]
 fn shipped_presets_cover_the_four_families() {
@@ -14,9 +16,15 @@ fn shipped_presets_cover_the_four_families() {
     let names: Vec<&str> = presets.presets.keys().map(String::as_str).collect();
     assert_eq!(
         names,
-        ["alpacafarm", "chatarena", "helpsteer2", "multipref"]
+        [
+            "alpacafarm",
+            "chatarena",
+            "helpsteer2",
+            "llama3.1-8b",
+            "multipref"
+        ]
     );
-    for name in names {
+    for name in FAMILIES {
         let spec = resolve_spec(name, Some(&presets), Preset::default()).unwrap();
         assert_eq!(spec.name, name);
         assert_eq!(
@@ -33,7 +41,16 @@ fn shipped_presets_cover_the_four_families() {
         let scoring = spec.scoring.unwrap();
         assert_eq!(scoring.chat_template, "tulu");
         assert_eq!(scoring.max_length, 2048);
-        assert_eq!(scoring.easylm.unwrap().size, "13b");
+        // as the counts runs were scored: EasyLM's converter's tokenizer folder (no template, no
+        // pad token), transformers 4.43's pooling, the converter's rope_theta
+        assert_eq!(scoring.tokenizer_template, "ignore");
+        assert_eq!(scoring.pad, "eos");
+        assert_eq!(scoring.pooling, "legacy");
+        assert_eq!(spec.shard_size % 8, 0);
+        let easylm = scoring.easylm.unwrap();
+        assert_eq!(easylm.size, "13b");
+        assert_eq!(easylm.compat, "converter-2024");
+        assert_eq!(easylm.rope_theta, None);
         // relative to the presets file's folder
         assert!(spec
             .feature_counts_dir
@@ -200,4 +217,131 @@ fn schema_key_and_flag() {
     .unwrap();
     let spec = resolve_spec("rb2sweep", Some(&presets), Preset::default()).unwrap();
     assert_eq!(spec.scoring.unwrap().schema, "rb2");
+}
+
+#[test]
+fn llama31_preset_needs_checkpoints_and_uses_the_tokenizer_as_it_is() {
+    let presets = shipped();
+    let err = resolve_spec("llama3.1-8b", Some(&presets), Preset::default()).unwrap_err();
+    assert!(err.to_string().contains("--checkpoints"), "{err}");
+    let overrides = Preset {
+        checkpoints: Some(vec!["gs://bucket/llama31/".into()]),
+        ..Default::default()
+    };
+    let spec = resolve_spec("llama3.1-8b", Some(&presets), overrides).unwrap();
+    assert_eq!(spec.output_csv, "llama3.1-8b-counts-runs.csv");
+    let scoring = spec.scoring.unwrap();
+    assert_eq!(scoring.tokenizer, "hf:meta-llama/Llama-3.1-8B");
+    assert_eq!(scoring.tokenizer_template, "use");
+    assert_eq!(scoring.pad, "tokenizer");
+    assert_eq!(scoring.pooling, "current");
+    let easylm = scoring.easylm.unwrap();
+    assert_eq!(easylm.size, "8b31");
+    assert_eq!(easylm.compat, "");
+}
+
+#[test]
+fn provenance_pooling_and_compat_flags_override_the_preset() {
+    let presets = shipped();
+    let overrides = Preset {
+        tokenizer_template: Some("use".into()),
+        pad: Some("0".into()),
+        pooling: Some("current".into()),
+        shard_size: Some(500),
+        easylm: Some(EasyLmPreset {
+            compat: Some("training".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let spec = resolve_spec("chatarena", Some(&presets), overrides).unwrap();
+    let scoring = spec.scoring.unwrap();
+    assert_eq!(
+        (
+            scoring.tokenizer_template.as_str(),
+            scoring.pad.as_str(),
+            scoring.pooling.as_str()
+        ),
+        ("use", "0", "current")
+    );
+    let easylm = scoring.easylm.unwrap();
+    assert_eq!(
+        (easylm.size.as_str(), easylm.compat.as_str()),
+        ("13b", "training")
+    );
+}
+
+#[test]
+fn legacy_pooling_needs_shards_aligned_to_batches_of_eight() {
+    let presets = shipped();
+    let with_shards = |shard_size: Option<u32>| Preset {
+        shard_size,
+        ..Default::default()
+    };
+    for bad in [Some(500), Some(4)] {
+        let err = resolve_spec("helpsteer2", Some(&presets), with_shards(bad))
+            .map(|_| ())
+            .unwrap_err();
+        let text = format!("{err:#}");
+        let size = bad.unwrap();
+        assert!(
+            text.contains("helpsteer2")
+                && text.contains(&format!("shard_size {size}"))
+                && text.contains("multiple of 8"),
+            "{text}"
+        );
+    }
+    for good in [8, 504, 1000] {
+        let spec = resolve_spec("helpsteer2", Some(&presets), with_shards(Some(good))).unwrap();
+        assert_eq!(spec.shard_size, good);
+    }
+    // current pooling takes any shard size
+    let current = Preset {
+        pooling: Some("current".into()),
+        shard_size: Some(500),
+        ..Default::default()
+    };
+    assert!(resolve_spec("helpsteer2", Some(&presets), current).is_ok());
+    // unset, the shard size is the default 500
+    let unset = Presets::parse(
+        "[s]\ncheckpoints = [\"/c\"]\neval_dataset = \"/d\"\npooling = \"legacy\"\n",
+        "p.toml",
+    )
+    .unwrap();
+    let err = resolve_spec("s", Some(&unset), Preset::default()).unwrap_err();
+    assert!(format!("{err:#}").contains("shard_size 500"), "{err:#}");
+    // the coordinator's own check (what `submit` runs on specs from any client)
+    let mut spec = resolve_spec("helpsteer2", Some(&presets), Preset::default()).unwrap();
+    spec.shard_size = 0;
+    assert!(check_scoring(&spec).is_err());
+}
+
+#[test]
+fn unknown_provenance_pooling_and_compat_values_are_refused() {
+    let base = "checkpoints = [\"/c\"]\neval_dataset = \"/d\"\n";
+    for (line, key) in [
+        ("tokenizer_template = \"drop\"", "tokenizer_template"),
+        ("pad = \"-1\"", "pad"),
+        ("pad = \"unk\"", "pad"),
+        ("pooling = \"last\"", "pooling"),
+        ("[s.easylm]\ncompat = \"2023\"", "easylm.compat"),
+    ] {
+        let text = format!("[s]\n{base}{line}\n");
+        let presets = Presets::parse(&text, "p.toml").unwrap();
+        let err = resolve_spec("s", Some(&presets), Preset::default()).unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.contains(key), "{line}: {message}");
+    }
+    for line in [
+        "pad = \"2\"",
+        "pad = \"eos\"",
+        "tokenizer_template = \"use\"",
+    ] {
+        let text = format!("[s]\n{base}{line}\n");
+        let presets = Presets::parse(&text, "p.toml").unwrap();
+        assert!(
+            resolve_spec("s", Some(&presets), Preset::default()).is_ok(),
+            "{line}"
+        );
+    }
 }

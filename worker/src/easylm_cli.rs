@@ -6,7 +6,7 @@ use clap::Args;
 
 use herd_engine::easylm::checkpoint::EasyLmOptions;
 use herd_engine::easylm::convert::{self, ConvertOptions, OutputDtype, DEFAULT_SHARD_BYTES};
-use herd_engine::easylm::sizes::{parse_rope_scaling, Overrides};
+use herd_engine::easylm::sizes::{parse_rope_scaling, Compat, Overrides};
 use herd_engine::models::config::RopeScaling;
 
 fn rope_scaling_flag(text: &str) -> Result<RopeScaling, String> {
@@ -51,6 +51,15 @@ pub struct EasyLmArgs {
     /// eos token id for config.json (default 2 for LLaMA-1/2, 128001 for LLaMA-3)
     #[arg(long)]
     pub eos_token_id: Option<i64>,
+    /// LLaMA-1/2 defaults: `training` (rope_theta 10000, as EasyLM trained) or `converter-2024`
+    /// (rope_theta 100000, max_position_embeddings 8192, as the EasyLM fork's converter wrote
+    /// them from 2024; reproduces scores of models converted by it)
+    #[arg(
+        long,
+        value_name = "training|converter-2024",
+        default_value = "training"
+    )]
+    pub easylm_compat: Compat,
 }
 
 impl EasyLmArgs {
@@ -68,6 +77,7 @@ impl EasyLmArgs {
                 pad_token_id: self.pad_token_id,
                 bos_token_id: self.bos_token_id,
                 eos_token_id: self.eos_token_id,
+                compat: self.easylm_compat,
             },
         }
     }

@@ -10,10 +10,12 @@ use herd_agent::{LocalCheckpoint, PairScores, ScoredShard, ShardScorer, TaskFail
 use herd_engine::batching::BatchLimits;
 use herd_engine::device::non_finite_hint;
 use herd_engine::dpo::RefFreeType;
-use herd_engine::easylm::{EasyLmOptions, Overrides};
+use herd_engine::easylm::{Compat, EasyLmOptions, Overrides};
 use herd_engine::error::LoadError;
 use herd_engine::model_dir::ModelDir;
 use herd_engine::models::ModelSpec;
+use herd_engine::pooling::{Pooling, REFERENCE_BATCH};
+use herd_engine::provenance::{PadChoice, Provenance, TemplateSource};
 use herd_engine::scorer::{ScoreRequest, Scorer, ScorerError};
 use herd_rewardbench::dataset::v2::BestOfNRow;
 use herd_rewardbench::dataset::PreferencePair;
@@ -31,9 +33,13 @@ pub struct EngineScorer {
 }
 
 /// The EasyLM config a sweep gives for checkpoints outside the size table.
-fn easylm_options(scoring: &Scoring) -> EasyLmOptions {
+fn easylm_options(scoring: &Scoring) -> anyhow::Result<EasyLmOptions> {
     let config = scoring.easylm.clone().unwrap_or_default();
-    EasyLmOptions {
+    let compat = config
+        .compat
+        .parse::<Compat>()
+        .map_err(|e: String| anyhow::anyhow!("the sweep's easylm.compat: {e}"))?;
+    Ok(EasyLmOptions {
         size: Some(config.size).filter(|s| !s.is_empty()),
         overrides: Overrides {
             num_heads: config.num_heads,
@@ -42,9 +48,31 @@ fn easylm_options(scoring: &Scoring) -> EasyLmOptions {
             rope_theta: config.rope_theta,
             rms_norm_eps: config.rms_norm_eps,
             max_position_embeddings: config.max_position_embeddings,
+            compat,
             ..Overrides::default()
         },
-    }
+    })
+}
+
+/// The sweep's template and pad provenance and its pooling.
+fn text_settings(scoring: &Scoring) -> anyhow::Result<(Provenance, Pooling)> {
+    let sweep = |what: &str, e: String| anyhow::anyhow!("the sweep's {what}: {e}");
+    Ok((
+        Provenance {
+            template: scoring
+                .tokenizer_template
+                .parse::<TemplateSource>()
+                .map_err(|e| sweep("tokenizer_template", e))?,
+            pad: scoring
+                .pad
+                .parse::<PadChoice>()
+                .map_err(|e| sweep("pad", e))?,
+        },
+        scoring
+            .pooling
+            .parse::<Pooling>()
+            .map_err(|e| sweep("pooling", e))?,
+    ))
 }
 
 /// The model of a local checkpoint in `format`, read as far as its config (`easylm`: how to read
@@ -107,11 +135,19 @@ impl ShardScorer for EngineScorer {
     type Examples = LeaseExamples;
 
     fn examples(&self, lease: &Lease) -> anyhow::Result<LeaseExamples> {
-        let schema = lease
-            .scoring
-            .as_ref()
+        let scoring = lease.scoring.as_ref();
+        let schema = scoring
             .map_or(Ok(EvalSchema::Rb1), |s| s.eval_schema())
             .map_err(|e| anyhow::anyhow!("lease of sweep {}: {e}", lease.sweep))?;
+        let legacy = scoring.is_some_and(|s| s.pooling.parse::<Pooling>() == Ok(Pooling::Legacy));
+        // legacy pooling replays RewardBench's batches of 8 from the shard's first example
+        anyhow::ensure!(
+            !legacy || (lease.shard_start as usize).is_multiple_of(REFERENCE_BATCH),
+            "the shard starts at example {}, not a multiple of {REFERENCE_BATCH}: legacy pooling \
+             reproduces RewardBench's batches of {REFERENCE_BATCH} only on aligned shards (submit \
+             the sweep with a shard_size that is a multiple of {REFERENCE_BATCH})",
+            lease.shard_start
+        );
         Ok(match schema {
             EvalSchema::Rb1 => LeaseExamples::Pairs(parse_examples(lease, "a preference pair")?),
             EvalSchema::Rb2 => {
@@ -122,6 +158,7 @@ impl ShardScorer for EngineScorer {
 
     fn load(&self, checkpoint: &LocalCheckpoint) -> Result<Scorer, TaskFailure> {
         let scoring = &checkpoint.scoring;
+        let (provenance, pooling) = text_settings(scoring).map_err(TaskFailure::checkpoint)?;
         let request = ScoreRequest {
             model: checkpoint.path.clone(),
             tokenizer: checkpoint.tokenizer.clone(),
@@ -133,13 +170,12 @@ impl ShardScorer for EngineScorer {
             share_prefix: self.share_prefix,
             device: self.device,
             kind: self.kind,
+            provenance,
+            pooling,
         };
-        let spec = open_spec(
-            &checkpoint.path,
-            checkpoint.format,
-            &easylm_options(scoring),
-        )
-        .map_err(TaskFailure::checkpoint)?;
+        let easylm = easylm_options(scoring).map_err(TaskFailure::checkpoint)?;
+        let spec = open_spec(&checkpoint.path, checkpoint.format, &easylm)
+            .map_err(TaskFailure::checkpoint)?;
         let own_tokenizer = checkpoint.tokenizer.is_none();
         Scorer::load(&request, &spec).map_err(|error| match error {
             ScorerError::Model(error) => TaskFailure::checkpoint(error),

@@ -20,6 +20,8 @@ use herd_agent::AgentConfig;
 use herd_engine::batching::BatchLimits;
 use herd_engine::device::{DeviceChoice, DtypeChoice};
 use herd_engine::dpo::RefFreeType;
+use herd_engine::pooling::Pooling;
+use herd_engine::provenance::{PadChoice, Provenance, TemplateSource};
 use herd_engine::scorer::{request_formatter, score_pairs_with, score_texts, ScoreRequest};
 use herd_rewardbench::chat::ChatFormatter;
 use herd_rewardbench::dataset::generic::GenericData;
@@ -146,6 +148,19 @@ struct ScoreArgs {
     /// tokenizer's truncation_side, right by default, as run_v2.py)
     #[arg(long, default_value_t = MAX_LENGTH as usize)]
     max_length: usize,
+    /// the tokenizer's own chat template: `use` it when it has one (RewardBench) or `ignore` it
+    /// (always --chat-template, with EOS appended, as for a tokenizer without one)
+    #[arg(long, value_name = "use|ignore", default_value = "use")]
+    tokenizer_template: TemplateSource,
+    /// the pad id of batches and of classifier pooling: `tokenizer` (its pad token, else EOS, as
+    /// RewardBench), `eos`, or a token id
+    #[arg(long, value_name = "tokenizer|eos|ID", default_value = "tokenizer")]
+    pad: PadChoice,
+    /// where a classifier's score is read: `current` (the rightmost non-pad token, transformers
+    /// >= 4.47) or `legacy` (transformers 4.43: first pad - 1 over RewardBench's left-padded
+    /// batches of 8 examples in dataset order, chosen and rejected apart)
+    #[arg(long, value_name = "current|legacy", default_value = "current")]
+    pooling: Pooling,
     /// token budget per forward pass (rows x padded length; default 2048 on CPU, 16384 on CUDA)
     #[arg(long)]
     batch_tokens: Option<usize>,
@@ -344,6 +359,11 @@ fn score_request(args: &ScoreArgs, device: tch::Device, kind: tch::Kind) -> Scor
         share_prefix: !args.no_share_prefix,
         device,
         kind,
+        provenance: Provenance {
+            template: args.tokenizer_template,
+            pad: args.pad,
+        },
+        pooling: args.pooling,
     }
 }
 

@@ -28,6 +28,8 @@ impl Coordinator {
             examples = tracing::field::Empty,
         );
         telemetry::set_parent(&submit_span, parent);
+        // settings a worker would refuse, refused before any checkpoint is listed
+        crate::presets::check_scoring(&spec).map_err(|e| AppError::Plan(format!("{e:#}")))?;
         let plan_span = tracing::info_span!(parent: &submit_span, "plan", sweep = %spec.name);
         let checkpoints = crate::planner::list_checkpoints(&spec)
             .instrument(plan_span.clone())

@@ -112,6 +112,7 @@ impl RunArgs {
                     ..EasyLmConfig::default()
                 }),
                 schema: crate::presets::schema_field(self.schema),
+                ..Scoring::default()
             }),
             feature_counts_dir: self.feature_counts_dir.clone(),
             output_csv: if self.output_csv.is_empty() {

@@ -66,6 +66,16 @@ pub struct SubmitArgs {
     /// every completion scored, RewardBench 2 results) [default: rb1]
     #[arg(long)]
     pub schema: Option<String>,
+    /// the tokenizer's own chat template: use (when it has one, as RewardBench) or ignore
+    #[arg(long, value_name = "use|ignore")]
+    pub tokenizer_template: Option<String>,
+    /// pad id of batches and pooling: tokenizer (its pad token, else EOS), eos, or a token id
+    #[arg(long, value_name = "tokenizer|eos|ID")]
+    pub pad: Option<String>,
+    /// classifier pooling: current (rightmost non-pad) or legacy (transformers 4.43 over
+    /// RewardBench's batches of 8; shard size a multiple of 8)
+    #[arg(long, value_name = "current|legacy")]
+    pub pooling: Option<String>,
     /// EasyLM model size (7b, 13b, ...)
     #[arg(long)]
     pub easylm_size: Option<String>,
@@ -81,6 +91,10 @@ pub struct SubmitArgs {
     pub easylm_rms_norm_eps: Option<f64>,
     #[arg(long)]
     pub easylm_max_position_embeddings: Option<i64>,
+    /// EasyLM LLaMA-1/2 defaults: training (rope_theta 10000) or converter-2024 (rope_theta
+    /// 100000, max_position_embeddings 8192, as the fork's converter wrote them)
+    #[arg(long, value_name = "training|converter-2024")]
+    pub easylm_compat: Option<String>,
 }
 
 impl SubmitArgs {
@@ -94,6 +108,7 @@ impl SubmitArgs {
             rope_theta: self.easylm_rope_theta,
             rms_norm_eps: self.easylm_rms_norm_eps,
             max_position_embeddings: self.easylm_max_position_embeddings,
+            compat: self.easylm_compat.clone(),
         };
         let preset = Preset {
             checkpoints: (!self.checkpoints.is_empty()).then(|| self.checkpoints.clone()),
@@ -109,6 +124,9 @@ impl SubmitArgs {
             xstest_weighting: self.xstest_weighting.clone(),
             dataset_total_size: self.dataset_total_size,
             schema: self.schema.clone(),
+            tokenizer_template: self.tokenizer_template.clone(),
+            pad: self.pad.clone(),
+            pooling: self.pooling.clone(),
             easylm: (easylm != EasyLmPreset::default()).then_some(easylm),
         };
         match std::env::current_dir() {

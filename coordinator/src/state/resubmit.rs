@@ -87,6 +87,13 @@ pub fn changed_settings(stored: &SweepSpec, submitted: &SweepSpec) -> Vec<Change
     compare("max_length", &a.max_length, &b.max_length);
     // compared as parsed: an empty field and "rb1" are the same schema
     compare("schema", &a.eval_schema(), &b.eval_schema());
+    compare(
+        "tokenizer_template",
+        &a.tokenizer_template,
+        &b.tokenizer_template,
+    );
+    compare("pad", &a.pad, &b.pad);
+    compare("pooling", &a.pooling, &b.pooling);
     let no_shapes = EasyLmConfig::default();
     let (ea, eb) = (
         a.easylm.as_ref().unwrap_or(&no_shapes),
@@ -103,6 +110,7 @@ pub fn changed_settings(stored: &SweepSpec, submitted: &SweepSpec) -> Vec<Change
         &ea.max_position_embeddings,
         &eb.max_position_embeddings,
     );
+    compare("easylm.compat", &ea.compat, &eb.compat);
     compare(
         "feature_counts_dir",
         &stored.feature_counts_dir,

@@ -48,17 +48,30 @@ pub fn classifier_inputs_from(
     max_length: usize,
     side: TruncationSide,
 ) -> anyhow::Result<Vec<Vec<u32>>> {
+    Ok(classifier_inputs_masked(tokenizer, texts, max_length, side)?.0)
+}
+
+/// [`classifier_inputs_from`] and, per row, how many leading tokens RewardBench masks that were
+/// dropped (0 or 1): its padded batches are still that much wider (`pooling::Pooling::Legacy`).
+pub fn classifier_inputs_masked(
+    tokenizer: &RewardTokenizer,
+    texts: Vec<String>,
+    max_length: usize,
+    side: TruncationSide,
+) -> anyhow::Result<(Vec<Vec<u32>>, Vec<usize>)> {
     let mut encoded = tokenizer
         .encode_truncated_from(texts, max_length, side)
         .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
+    let mut masked = vec![0; encoded.len()];
     if let Some(bos) = tokenizer.bos_id() {
-        for ids in &mut encoded {
+        for (ids, masked) in encoded.iter_mut().zip(&mut masked) {
             if ids.len() >= 2 && ids[0] == bos && ids[1] == bos {
                 ids.remove(0);
+                *masked = 1;
             }
         }
     }
-    Ok(encoded)
+    Ok((encoded, masked))
 }
 
 /// Where transformers' `*ForSequenceClassification` reads the score: the rightmost token that

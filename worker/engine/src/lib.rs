@@ -18,6 +18,8 @@ pub mod encode;
 pub mod error;
 pub mod model_dir;
 pub mod models;
+pub mod pooling;
+pub mod provenance;
 pub mod scorer;
 pub mod sentencepiece;
 pub mod tokenizer;

@@ -14,10 +14,14 @@ use herd_rewardbench::dataset::{PreferencePair, Prompt};
 use crate::batching::{BatchLimits, BatchSettings};
 use crate::classifier::{score_sequence_groups, score_sequence_pairs, score_sequences};
 use crate::dpo::{self, DpoLimits, RefFreeType};
-use crate::encode::{classifier_inputs, classifier_inputs_from, format_pair, pooled_position};
+use crate::encode::{
+    classifier_inputs_from, classifier_inputs_masked, format_pair, pooled_position,
+};
 use crate::model_dir::ModelDir;
 use crate::models::{CausalLm, HeadKind, ModelSpec, SequenceClassifier};
-use crate::tokenizer::RewardTokenizer;
+use crate::pooling::Pooling;
+use crate::provenance::{Pads, Provenance, TemplateSource};
+use crate::tokenizer::{RewardTokenizer, TruncationSide};
 
 #[derive(Clone, Debug)]
 pub struct ScoreRequest {
@@ -36,6 +40,10 @@ pub struct ScoreRequest {
     pub share_prefix: bool,
     pub device: Device,
     pub kind: Kind,
+    /// whether the tokenizer's own chat template is used, and which pad id
+    pub provenance: Provenance,
+    /// where a classifier's score is read (legacy: `pairs` start at a multiple of 8 examples)
+    pub pooling: Pooling,
 }
 
 impl ScoreRequest {
@@ -71,7 +79,20 @@ pub fn choose_formatter(
     tokenizer: &RewardTokenizer,
     requested: &str,
 ) -> anyhow::Result<ChatFormatter> {
-    match tokenizer.chat_template() {
+    choose_formatter_with(tokenizer, requested, TemplateSource::Use)
+}
+
+/// [`choose_formatter`], unless `source` says to ignore the tokenizer's template.
+pub fn choose_formatter_with(
+    tokenizer: &RewardTokenizer,
+    requested: &str,
+    source: TemplateSource,
+) -> anyhow::Result<ChatFormatter> {
+    let own = match source {
+        TemplateSource::Use => tokenizer.chat_template(),
+        TemplateSource::Ignore => None,
+    };
+    match own {
         Some(template) => {
             tracing::info!("formatting with the tokenizer's chat template");
             Ok(ChatFormatter::Jinja(template.clone()))
@@ -195,7 +216,17 @@ fn prepare_text(
             request.max_length
         );
     }
-    let formatter = choose_formatter(&tokenizer, &request.chat_template)?;
+    let formatter = choose_formatter_with(
+        &tokenizer,
+        &request.chat_template,
+        request.provenance.template,
+    )?;
+    anyhow::ensure!(
+        request.pooling == Pooling::Current || spec.head == HeadKind::SequenceClassification,
+        "pooling {} is for sequence classifiers, but {} is a causal LM (DPO)",
+        request.pooling,
+        request.model.display()
+    );
     if spec.head == HeadKind::SequenceClassification {
         anyhow::ensure!(
             request.ref_model.is_none(),
@@ -232,19 +263,17 @@ pub fn score_texts(
         request.model.display()
     );
     let (tokenizer, _) = prepare_text(request, spec)?;
-    let pooling_pad = pooling_pad_id(&tokenizer, spec);
-    let sequences = classifier_inputs(&tokenizer, texts, request.max_length)?;
-    let pooled: Vec<usize> = sequences
-        .iter()
-        .map(|ids| pooled_position(ids, pooling_pad))
-        .collect();
+    let pads = classifier_pads(request, &tokenizer, spec)?;
+    let (sequences, masked) =
+        classifier_inputs_masked(&tokenizer, texts, request.max_length, TruncationSide::Left)?;
+    let pooled = request.pooling.positions(&sequences, &masked, pads.pooling);
     let model = spec.load_classifier(request.device, request.kind)?;
     let bar = progress_bar(sequences.len(), "scoring");
     let scores = score_sequences(
         &model,
         &sequences,
         &pooled,
-        request.batching(tokenizer.pad_id()),
+        request.batching(pads.batch),
         |n| bar.inc(n as u64),
     )?;
     bar.finish();
@@ -268,7 +297,7 @@ pub enum ScorerError {
 enum LoadedModel {
     Classifier {
         model: SequenceClassifier,
-        pooling_pad: u32,
+        pads: Pads,
     },
     /// reference-free DPO (a [`Scorer`] holds one model)
     CausalLm(CausalLm),
@@ -295,12 +324,16 @@ impl Scorer {
     pub fn load(request: &ScoreRequest, spec: &ModelSpec) -> Result<Self, ScorerError> {
         let (tokenizer, formatter) = prepare_text(request, spec).map_err(ScorerError::Setup)?;
         let model = match spec.head {
-            HeadKind::SequenceClassification => LoadedModel::Classifier {
-                model: spec
-                    .load_classifier(request.device, request.kind)
-                    .map_err(|e| ScorerError::Model(e.into()))?,
-                pooling_pad: pooling_pad_id(&tokenizer, spec),
-            },
+            HeadKind::SequenceClassification => {
+                let pads =
+                    classifier_pads(request, &tokenizer, spec).map_err(ScorerError::Setup)?;
+                LoadedModel::Classifier {
+                    model: spec
+                        .load_classifier(request.device, request.kind)
+                        .map_err(|e| ScorerError::Model(e.into()))?,
+                    pads,
+                }
+            }
             HeadKind::CausalLm => {
                 if request.ref_model.is_some() {
                     return Err(ScorerError::Setup(anyhow::anyhow!(
@@ -333,23 +366,17 @@ impl Scorer {
     ) -> anyhow::Result<ScoredShard> {
         let request = &self.request;
         match &self.model {
-            LoadedModel::Classifier { model, pooling_pad } => {
+            LoadedModel::Classifier { model, pads } => {
                 let (sequences, pooled) = classifier_sequences(
                     request,
                     &self.tokenizer,
                     &self.formatter,
-                    *pooling_pad,
+                    pads.pooling,
                     pairs,
                 )?;
                 let tokens = sequences.iter().map(|s| s.len() as u64).sum();
-                let pairs = run_classifier(
-                    request,
-                    model,
-                    &sequences,
-                    &pooled,
-                    self.tokenizer.pad_id(),
-                    on_progress,
-                )?;
+                let pairs =
+                    run_classifier(request, model, &sequences, &pooled, pads.batch, on_progress)?;
                 Ok(ScoredShard {
                     scored: ScoredDataset {
                         chat_template: self.formatter.result_name().to_string(),
@@ -402,7 +429,7 @@ impl Scorer {
         on_progress: impl FnMut(usize),
     ) -> anyhow::Result<ScoredBestOfN> {
         let request = &self.request;
-        let LoadedModel::Classifier { model, pooling_pad } = &self.model else {
+        let LoadedModel::Classifier { model, pads } = &self.model else {
             anyhow::bail!(
                 "{}: RewardBench 2 (run_v2.py) scores sequence classifiers only; this is a \
                  causal LM (run_v2.py has no DPO path)",
@@ -415,6 +442,13 @@ impl Scorer {
             "{}: RewardBench 2 needs one reward per completion, but the model has {labels} labels",
             request.model.display()
         );
+        // run_v2.py runs on current transformers: the rightmost non-pad token
+        anyhow::ensure!(
+            request.pooling == Pooling::Current,
+            "{}: legacy pooling reproduces RewardBench 1 batches of 8 pairs; RewardBench 2 uses \
+             current pooling",
+            request.model.display()
+        );
         let texts = best_of_n_texts(&self.formatter, rows)?;
         let flat: Vec<String> = texts.iter().flatten().cloned().collect();
         let sequences = classifier_inputs_from(
@@ -425,10 +459,10 @@ impl Scorer {
         )?;
         let pooled: Vec<usize> = sequences
             .iter()
-            .map(|ids| pooled_position(ids, *pooling_pad))
+            .map(|ids| pooled_position(ids, pads.pooling))
             .collect();
         let tokens = sequences.iter().map(|s| s.len() as u64).sum();
-        let settings = request.batching(self.tokenizer.pad_id());
+        let settings = request.batching(pads.batch);
         let logits = if request.share_prefix {
             // a prompt's completions in one row: the prompt is computed once
             let groups: Vec<usize> = texts.iter().map(Vec::len).collect();
@@ -484,13 +518,27 @@ fn best_of_n_texts(
         .collect()
 }
 
-/// The pad id transformers pools by is `model.config.pad_token_id`, which run_rm.py sets to EOS
-/// when the tokenizer has no pad token and otherwise fills from the tokenizer only if unset.
-fn pooling_pad_id(tokenizer: &RewardTokenizer, spec: &ModelSpec) -> u32 {
-    match spec.config.pad_token_id {
-        Some(id) if tokenizer.has_pad_token() => u32::try_from(id).unwrap_or(tokenizer.pad_id()),
-        _ => tokenizer.pad_id(),
-    }
+/// The pad ids of a classifier run: the request's choice (RewardBench's by default) for this
+/// tokenizer and model config.
+fn classifier_pads(
+    request: &ScoreRequest,
+    tokenizer: &RewardTokenizer,
+    spec: &ModelSpec,
+) -> anyhow::Result<Pads> {
+    request
+        .provenance
+        .pad
+        .resolve(tokenizer, spec.config.pad_token_id)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e}",
+                request
+                    .tokenizer
+                    .as_ref()
+                    .unwrap_or(&request.model)
+                    .display()
+            )
+        })
 }
 
 /// Formatted, tokenized rows (chosen, rejected, chosen, ...) and their pooled positions.
@@ -508,11 +556,9 @@ fn classifier_sequences(
         texts.push(formatted.chosen);
         texts.push(formatted.rejected);
     }
-    let sequences = classifier_inputs(tokenizer, texts, request.max_length)?;
-    let pooled: Vec<usize> = sequences
-        .iter()
-        .map(|ids| pooled_position(ids, pooling_pad))
-        .collect();
+    let (sequences, masked) =
+        classifier_inputs_masked(tokenizer, texts, request.max_length, TruncationSide::Left)?;
+    let pooled = request.pooling.positions(&sequences, &masked, pooling_pad);
     Ok((sequences, pooled))
 }
 
@@ -549,14 +595,13 @@ fn score_classifier(
     formatter: &ChatFormatter,
     pairs: &[PreferencePair],
 ) -> anyhow::Result<ScoredDataset> {
-    let pooling_pad = pooling_pad_id(tokenizer, spec);
+    let pads = classifier_pads(request, tokenizer, spec)?;
     let (sequences, pooled) =
-        classifier_sequences(request, tokenizer, formatter, pooling_pad, pairs)?;
+        classifier_sequences(request, tokenizer, formatter, pads.pooling, pairs)?;
     let model = spec.load_classifier(request.device, request.kind)?;
     let bar = progress_bar(sequences.len(), "scoring");
     let progress = |n: usize| bar.inc(n as u64);
-    let pad_id = tokenizer.pad_id();
-    let pairs = run_classifier(request, &model, &sequences, &pooled, pad_id, progress)?;
+    let pairs = run_classifier(request, &model, &sequences, &pooled, pads.batch, progress)?;
     bar.finish();
     Ok(ScoredDataset {
         chat_template: formatter.result_name().to_string(),

@@ -401,6 +401,11 @@ impl RewardTokenizer {
         self.has_pad_token
     }
 
+    /// Whether `id` is in the vocabulary (added tokens included).
+    pub fn has_id(&self, id: u32) -> bool {
+        self.tokenizer.id_to_token(id).is_some()
+    }
+
     fn flag_driven(&self) -> bool {
         FLAG_DRIVEN_CLASSES.contains(&self.class.as_str())
     }

@@ -76,6 +76,8 @@ fn request(golden: &Value, model: &str, kind: Kind, limits: BatchLimits) -> Scor
         share_prefix: false,
         device: Device::Cpu,
         kind,
+        provenance: Default::default(),
+        pooling: Default::default(),
     }
 }
 

@@ -52,6 +52,8 @@ fn request(golden: &Value, share_prefix: bool, limits: BatchLimits) -> ScoreRequ
         share_prefix,
         device: Device::Cpu,
         kind: Kind::Float,
+        provenance: Default::default(),
+        pooling: Default::default(),
     }
 }
 

@@ -32,7 +32,7 @@ use crate::error::LoadError;
 
 pub use checkpoint::{Checkpoint, EasyLmOptions};
 pub use convert::{convert, ConvertOptions, ConvertReport, OutputDtype};
-pub use sizes::Overrides;
+pub use sizes::{Compat, Overrides};
 
 #[derive(Debug, Error)]
 pub enum EasyLmError {

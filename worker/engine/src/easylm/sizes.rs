@@ -8,6 +8,13 @@
 //! Tulu runs padded, 128255 for LLaMA-3 as the fork's tokenizer writer does), bos/eos of the
 //! family's tokenizer, max_position_embeddings 4096 (LLaMA-1/2), 8192 (LLaMA-3), 131072 with llama3
 //! rope scaling (LLaMA-3.1). Every one of them can be overridden.
+//!
+//! [`Compat::Converter2024`] (`--easylm-compat converter-2024`) gives LLaMA-1/2 sizes the config
+//! the fork's `convert_easylm_to_hf.py` wrote instead: `rope_theta=params.get("rope_theta",
+//! 100000)` since d0d987a (2024-06-26) and `max_position_embeddings=params.get(..., 8192)` since
+//! 2024-08 (HEAD dbf2212). The 2024 sweeps' reward models were scored through that converter, so
+//! reproducing their numbers needs it; 10000 stays the default because it is what EasyLM trained
+//! with (`LLaMAConfig.rope_theta`).
 
 use serde_json::{json, Map, Value};
 
@@ -35,19 +42,60 @@ pub enum Family {
     Llama31,
 }
 
+/// Whose defaults a LLaMA-1/2 size gets where EasyLM's training and the fork's converter
+/// disagree (rope_theta, max_position_embeddings); LLaMA-3 sizes are the same under both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compat {
+    /// as EasyLM trained: rope_theta 10000, max_position_embeddings 4096
+    #[default]
+    Training,
+    /// as the fork's converter wrote from 2024: rope_theta 100000, max_position_embeddings 8192
+    Converter2024,
+}
+
+impl std::str::FromStr for Compat {
+    type Err = String;
+
+    /// `training` (or empty) and `converter-2024`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "" | "training" => Ok(Self::Training),
+            "converter-2024" => Ok(Self::Converter2024),
+            other => Err(format!(
+                "EasyLM compat {other:?}: expected `training` (rope_theta 10000, as EasyLM \
+                 trained LLaMA-1/2) or `converter-2024` (rope_theta 100000 and \
+                 max_position_embeddings 8192, as the fork's convert_easylm_to_hf wrote them)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Compat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Training => "training",
+            Self::Converter2024 => "converter-2024",
+        })
+    }
+}
+
 impl Family {
-    fn rope_theta(self) -> f64 {
-        match self {
-            Self::Llama2 => 10000.0,
-            Self::Llama3 | Self::Llama31 => 500000.0,
+    fn rope_theta(self, compat: Compat) -> f64 {
+        match (self, compat) {
+            (Self::Llama2, Compat::Training) => 10000.0,
+            // hamishivi/EasyLM convert_easylm_to_hf.py: rope_theta=params.get("rope_theta", 100000)
+            (Self::Llama2, Compat::Converter2024) => 100000.0,
+            (Self::Llama3 | Self::Llama31, _) => 500000.0,
         }
     }
 
-    fn max_position_embeddings(self) -> i64 {
-        match self {
-            Self::Llama2 => 4096,
-            Self::Llama3 => 8192,
-            Self::Llama31 => 131072,
+    fn max_position_embeddings(self, compat: Compat) -> i64 {
+        match (self, compat) {
+            (Self::Llama2, Compat::Training) => 4096,
+            // convert_easylm_to_hf.py: max_position_embeddings=params.get(..., 8192)
+            (Self::Llama2, Compat::Converter2024) => 8192,
+            (Self::Llama3, _) => 8192,
+            (Self::Llama31, _) => 131072,
         }
     }
 
@@ -143,6 +191,8 @@ pub struct Overrides {
     pub pad_token_id: Option<i64>,
     pub bos_token_id: Option<i64>,
     pub eos_token_id: Option<i64>,
+    /// the defaults of LLaMA-1/2 sizes (the explicit values above win over it)
+    pub compat: Compat,
 }
 
 /// What the checkpoint's shapes say (see `checkpoint::Inventory`).
@@ -306,14 +356,16 @@ pub fn resolve(
         rms_norm_eps: overrides
             .rms_norm_eps
             .unwrap_or(spec.map_or(1e-6, |s| s.rms_norm_eps)),
-        rope_theta: overrides.rope_theta.unwrap_or(family.rope_theta()),
+        rope_theta: overrides
+            .rope_theta
+            .unwrap_or(family.rope_theta(overrides.compat)),
         rope_scaling: overrides
             .rope_scaling
             .clone()
             .unwrap_or(family.rope_scaling()),
         max_position_embeddings: overrides
             .max_position_embeddings
-            .unwrap_or(family.max_position_embeddings()),
+            .unwrap_or(family.max_position_embeddings(overrides.compat)),
         bos_token_id: overrides.bos_token_id.unwrap_or(bos),
         eos_token_id: overrides.eos_token_id.unwrap_or(eos),
         pad_token_id: overrides.pad_token_id.unwrap_or(pad),
@@ -589,6 +641,91 @@ mod tests {
         let config = resolve(&shapes, None, &heads).unwrap();
         assert_eq!((config.head_dim, config.num_kv_heads), (8, 2));
         assert_eq!(config.rope_theta, 10000.0);
+    }
+
+    #[test]
+    fn compat_changes_only_the_llama2_defaults_it_names() {
+        let training = Overrides::default();
+        let converter = Overrides {
+            compat: Compat::Converter2024,
+            ..Overrides::default()
+        };
+        let thirteen = shapes_of(lookup("13b").unwrap());
+        let a = resolve(&thirteen, Some("13b"), &training).unwrap();
+        let b = resolve(&thirteen, Some("13b"), &converter).unwrap();
+        assert_eq!((a.rope_theta, a.max_position_embeddings), (10000.0, 4096));
+        assert_eq!((b.rope_theta, b.max_position_embeddings), (100000.0, 8192));
+        // everything else as trained, also in the config.json `worker convert` writes
+        assert_eq!(
+            ModelConfig {
+                rope_theta: a.rope_theta,
+                max_position_embeddings: a.max_position_embeddings,
+                ..b.clone()
+            },
+            a
+        );
+        let json = b.hf_config_json("bfloat16");
+        assert_eq!(json["rope_theta"], json!(100000.0));
+        assert_eq!(json["max_position_embeddings"], json!(8192));
+        assert_eq!(json["rms_norm_eps"], json!(1e-6));
+        assert_eq!(b.decoder_config().rope_theta, 100000.0);
+        // explicit values win over the profile
+        let pinned = Overrides {
+            rope_theta: Some(10000.0),
+            ..converter.clone()
+        };
+        assert_eq!(
+            resolve(&thirteen, Some("13b"), &pinned).unwrap().rope_theta,
+            10000.0
+        );
+        // LLaMA-3.1 is the same under both
+        let llama31 = shapes_of(lookup("8b31").unwrap());
+        assert_eq!(
+            resolve(&llama31, Some("8b31"), &training).unwrap(),
+            resolve(&llama31, Some("8b31"), &converter).unwrap()
+        );
+        assert_eq!("converter-2024".parse(), Ok(Compat::Converter2024));
+        assert_eq!("".parse(), Ok(Compat::Training));
+        assert_eq!(Compat::Converter2024.to_string(), "converter-2024");
+        let err = "2024".parse::<Compat>().unwrap_err();
+        assert!(err.contains("converter-2024"), "{err}");
+    }
+
+    #[test]
+    fn llama31_8b_has_the_llama31_shapes_and_rope() {
+        // meta-llama/Llama-3.1-8B config.json
+        let spec = lookup("8b31").unwrap();
+        assert_eq!(
+            (
+                spec.hidden,
+                spec.intermediate,
+                spec.layers,
+                spec.heads,
+                spec.kv_heads
+            ),
+            (4096, 14336, 32, 32, 8)
+        );
+        let config = resolve(&shapes_of(spec), Some("8b31"), &Overrides::default()).unwrap();
+        assert_eq!(config.vocab_size, 128256);
+        assert_eq!(config.rope_theta, 500000.0);
+        assert_eq!(config.max_position_embeddings, 131072);
+        assert_eq!(
+            config.rope_scaling,
+            RopeScaling::Llama3 {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 8192.0,
+            }
+        );
+        assert_eq!(
+            (
+                config.bos_token_id,
+                config.eos_token_id,
+                config.pad_token_id
+            ),
+            (128000, 128001, 128255)
+        );
     }
 
     #[test]
