@@ -86,6 +86,7 @@ fn plan(handle: &ServerHandle) {
                 pair_json: format!(
                     r#"{{"id":"{i}","prompt":"q {i}","chosen":"good","rejected":"bad","subset":"{subset}"}}"#
                 ),
+                completions: None,
             });
         }
     }
