@@ -20,6 +20,7 @@ use herd_agent::AgentConfig;
 use herd_engine::batching::BatchLimits;
 use herd_engine::device::{DeviceChoice, DtypeChoice};
 use herd_engine::dpo::RefFreeType;
+use herd_engine::models::ModelSpec;
 use herd_engine::pooling::Pooling;
 use herd_engine::provenance::{PadChoice, Provenance, TemplateSource};
 use herd_engine::scorer::{request_formatter, score_pairs_with, score_texts, ScoreRequest};
@@ -271,14 +272,7 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
         }
     }
     let started = Instant::now();
-    let format = CheckpointFormat::of_local(None, &args.model);
-    // an EasyLM streaming checkpoint: no Hugging Face folder, no tokenizer beside it
-    anyhow::ensure!(
-        format == CheckpointFormat::HuggingFace || args.tokenizer.is_some(),
-        "{} is a file (an EasyLM checkpoint?) and carries no tokenizer; pass --tokenizer DIR",
-        args.model.display()
-    );
-    let spec = open_spec(&args.model, format, &args.easylm.options())?;
+    let spec = open_model(&args)?;
     let formatter = request_formatter(&request, &spec)?;
     // the CLI records `args.chat_template`; herd also records the FastChat template it fell
     // back to (where the CLI would stop: no template and no --chat_template)
@@ -380,13 +374,7 @@ fn score_rb2(
     );
     tracing::info!(rows = rows.len(), dataset = %source, device = ?request.device, kind = ?request.kind, "scoring RewardBench 2");
     let started = Instant::now();
-    let format = CheckpointFormat::of_local(None, &args.model);
-    anyhow::ensure!(
-        format == CheckpointFormat::HuggingFace || args.tokenizer.is_some(),
-        "{} is a file (an EasyLM checkpoint?) and carries no tokenizer; pass --tokenizer DIR",
-        args.model.display()
-    );
-    let spec = open_spec(&args.model, format, &args.easylm.options())?;
+    let spec = open_model(args)?;
     let model_name = args.model.to_string_lossy();
     let results_dir = match (&args.output, &args.output_dir) {
         (Some(path), _) => path.clone(),
@@ -420,13 +408,7 @@ fn score_prior_sets(args: &ScoreArgs, request: &ScoreRequest) -> anyhow::Result<
         }
     }
     let started = Instant::now();
-    let format = CheckpointFormat::of_local(None, &args.model);
-    anyhow::ensure!(
-        format == CheckpointFormat::HuggingFace || args.tokenizer.is_some(),
-        "{} is a file (an EasyLM checkpoint?) and carries no tokenizer; pass --tokenizer DIR",
-        args.model.display()
-    );
-    let spec = open_spec(&args.model, format, &args.easylm.options())?;
+    let spec = open_model(args)?;
     pref_sets::check_model(&spec, &args.model)?;
     let scored = score_pairs_with(request, &spec, &pairs)?;
     let seconds = started.elapsed().as_secs_f64();
@@ -442,6 +424,18 @@ fn score_prior_sets(args: &ScoreArgs, request: &ScoreRequest) -> anyhow::Result<
     pref_sets::write_results(&args.pref_sets, prepared, request, &spec, &pairs, &scored)?;
     eprintln!("scored {} pairs in {seconds:.1}s", pairs.len());
     Ok(())
+}
+
+/// `--model` opened as a Hugging Face folder or an EasyLM streaming checkpoint file.
+fn open_model(args: &ScoreArgs) -> anyhow::Result<ModelSpec> {
+    let format = CheckpointFormat::of_local(None, &args.model);
+    // an EasyLM streaming checkpoint: no Hugging Face folder, no tokenizer beside it
+    anyhow::ensure!(
+        format == CheckpointFormat::HuggingFace || args.tokenizer.is_some(),
+        "{} is a file (an EasyLM checkpoint?) and carries no tokenizer; pass --tokenizer DIR",
+        args.model.display()
+    );
+    Ok(open_spec(&args.model, format, &args.easylm.options())?)
 }
 
 /// `--batch-tokens` and `--max-batch-rows` over the device's defaults.
