@@ -299,7 +299,7 @@ pub fn check_scoring(spec: &SweepSpec) -> anyhow::Result<()> {
         )?;
     }
     let shard_size = crate::planner::effective_shard_size(spec.shard_size);
-    if scoring.pooling == "legacy" && shard_size % LEGACY_BATCH != 0 {
+    if scoring.pooling == "legacy" && !shard_size.is_multiple_of(LEGACY_BATCH) {
         bail!(
             "pooling = \"legacy\" replays RewardBench's batches of {LEGACY_BATCH} examples, so \
              every shard must start at a multiple of {LEGACY_BATCH}; shard_size {shard_size} is \

@@ -138,7 +138,7 @@ fn rb2_errors_name_the_input() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("rb2-tiny.jsonl: row 1: field \"chosen\""),
+        stderr.contains("rb2-tiny.jsonl: row 1: field \"chosen[0]\""),
         "{stderr}"
     );
 
@@ -155,8 +155,8 @@ fn rb2_errors_name_the_input() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("neither preference pairs nor RewardBench 2 rows")
-            && stderr.contains("as pairs: ")
+        stderr.contains("neither preference / instruction data nor RewardBench 2 rows")
+            && stderr.contains("as preference data: ")
             && stderr.contains("as RewardBench 2 rows: ")
             && stderr.contains("row 2"),
         "{stderr}"
