@@ -101,9 +101,9 @@ struct AgentArgs {
 enum Command {
     /// Score every preference pair of a dataset with a reward model (or a DPO model), or every
     /// completion of a RewardBench 2 dataset as run_v2.py does (--schema rb2).
-    Score(ScoreArgs),
+    Score(Box<ScoreArgs>),
     /// Convert an EasyLM streaming checkpoint into a Hugging Face folder (sharded safetensors).
-    Convert(ConvertArgs),
+    Convert(Box<ConvertArgs>),
 }
 
 #[derive(Args)]
@@ -157,9 +157,9 @@ struct ScoreArgs {
     /// RewardBench), `eos`, or a token id
     #[arg(long, value_name = "tokenizer|eos|ID", default_value = "tokenizer")]
     pad: PadChoice,
-    /// where a classifier's score is read: `current` (the rightmost non-pad token, transformers
-    /// >= 4.47) or `legacy` (transformers 4.43: first pad - 1 over RewardBench's left-padded
-    /// batches of 8 examples in dataset order, chosen and rejected apart)
+    /// where a classifier's score is read: `current` (the rightmost non-pad token, as
+    /// transformers 4.47 and later) or `legacy` (transformers 4.43: first pad - 1 over
+    /// RewardBench's left-padded batches of 8 examples in dataset order, chosen and rejected apart)
     #[arg(long, value_name = "current|legacy", default_value = "current")]
     pooling: Pooling,
     /// token budget per forward pass (rows x padded length; default 2048 on CPU, 16384 on CUDA)
@@ -205,7 +205,7 @@ fn main() {
     let telemetry = herd_telemetry::init("herd-worker", "info");
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Score(args)) => score(args),
+        Some(Command::Score(args)) => score(*args),
         Some(Command::Convert(args)) => run_convert(&args),
         None => serve(cli.agent),
     };

@@ -177,7 +177,7 @@ fn fixture_model(golden: &Value) -> PathBuf {
 #[test]
 fn legacy_positions_are_where_transformers_4_43_read() {
     let golden = golden("legacy-pooling");
-    let dir = ModelDir::open(&fixture_model(&golden)).unwrap();
+    let dir = ModelDir::open(fixture_model(&golden)).unwrap();
     let mut tokenizer = RewardTokenizer::load(&dir).unwrap();
     let formatter = choose_formatter_with(&tokenizer, "tulu", TemplateSource::Use).unwrap();
     prepare_classifier_tokenizer(&mut tokenizer, &formatter, &dir).unwrap();
