@@ -2,7 +2,8 @@
 //! processes through a real `coord serve`: every completion of every row is scored, and each
 //! checkpoint's RewardBench 2 results are herd-rewardbench's `v2` scoring (the Ties composite as
 //! run_v2.py at HEAD) of that checkpoint's per-completion scores as `worker score` computes them
-//! on its own, each completion as the chosen side of a preference pair.
+//! on its own, each completion as the chosen side of a preference pair; and they equal the
+//! subset scores of run_v2.py's files that `worker score --schema rb2` writes for it.
 //!
 //! The evaluation set is built from real rows of ../shared/data (RewardBench's LLMBar file):
 //! each row's prompt and chosen answer, its rejected answer plus answers borrowed from other rows
@@ -236,6 +237,45 @@ fn independent_scores(
     rb2_scores(&scored, TiesVariant::Head).unwrap().subsets
 }
 
+/// What `worker score --schema rb2` writes for `model` on the evaluation set: run_v2.py's
+/// `eval-set/<model>.json` (the model named by its file name, run from its folder), parsed.
+fn worker_score_rb2(eval_set: &Path, model: &Path, tokenizer: &Path, out: &Path) -> Value {
+    let file_name = model.file_name().unwrap();
+    let status = Command::new(binary("worker"))
+        .current_dir(model.parent().unwrap())
+        .arg("score")
+        .arg("--model")
+        .arg(file_name)
+        .arg("--tokenizer")
+        .arg(tokenizer)
+        .arg("--num-heads")
+        .arg(NUM_HEADS.to_string())
+        .arg("--dataset")
+        .arg(eval_set)
+        .args([
+            "--schema",
+            "rb2",
+            "--chat-template",
+            "tulu",
+            "--max-length",
+            "512",
+            "--device",
+            "cpu",
+            "-o",
+        ])
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "worker score --schema rb2 failed");
+    let path = out
+        .join("eval-set")
+        .join(format!("{}.json", file_name.to_string_lossy()));
+    serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewardbench_2_sweep_scores_every_completion_of_every_row() {
     let (Some(llmbar), Some(tokenizer)) = (
@@ -329,6 +369,21 @@ async fn a_rewardbench_2_sweep_scores_every_completion_of_every_row() {
             assert!(
                 (got - expected).abs() <= tolerance,
                 "{name} {subset}: sweep {got} vs worker score {expected}"
+            );
+        }
+        // the same checkpoint through `worker score --schema rb2` (run_v2.py's files): the
+        // same subset scores
+        let files = worker_score_rb2(
+            &eval_set,
+            model,
+            &tokenizer,
+            &tmp.path().join(format!("rb2-{name}")),
+        );
+        for subset in SUBSETS_V2 {
+            let (got, file) = (metrics[subset].as_f64(), files[subset].as_f64());
+            assert!(
+                matches!((got, file), (Some(a), Some(b)) if (a - b).abs() <= 1e-6),
+                "{name} {subset}: sweep {got:?} vs worker score --schema rb2 {file:?}"
             );
         }
         overall.push(alone.values().sum::<f64>() / 6.0);
