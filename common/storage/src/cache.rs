@@ -371,6 +371,20 @@ fn is_unreachable(e: &GcsError) -> bool {
     }
 }
 
+/// Whether the process that named a staging directory (`<what>-<pid>-<n>`) is still running
+/// on this machine (`/proc/<pid>` exists; where there is no /proc, none is taken as running).
+/// This process's own leftovers cannot exist yet when the cache opens.
+fn staging_owner_alive(name: &str) -> bool {
+    let mut parts = name.rsplit('-');
+    let (Some(_counter), Some(pid)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    match pid.parse::<u32>() {
+        Ok(pid) if pid != std::process::id() => Path::new("/proc").join(pid.to_string()).exists(),
+        _ => false,
+    }
+}
+
 impl Cache {
     /// Opens (creating) the cache at `root` with a budget of `max_bytes`, rebuilding the index
     /// from the sidecars on disk. Half-written downloads and incomplete or unsafe entries
@@ -396,12 +410,17 @@ impl Cache {
                 });
             }
         }
-        // everything in staging is an interrupted download or an unfinished deletion
+        // staging holds interrupted downloads and unfinished deletions, and, on a root shared by
+        // several workers, the downloads in progress of the others: a name ends in
+        // `-<pid>-<n>`, and what a live process is writing is left to it
         for e in fs::read_dir(&staging_dir)
             .map_err(io_err(&staging_dir))?
             .flatten()
         {
             let p = e.path();
+            if staging_owner_alive(&e.file_name().to_string_lossy()) {
+                continue;
+            }
             let r = if is_plain_dir(&p) {
                 fs::remove_dir_all(&p)
             } else {
@@ -946,6 +965,25 @@ mod tests {
         };
         write_sidecar(&staging, &meta).unwrap();
         (staging, meta)
+    }
+
+    #[test]
+    fn opening_keeps_the_downloads_of_live_workers_on_a_shared_root() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Cache::open(root.path(), 1 << 20).unwrap();
+        let staging = cache.inner.staging_dir.clone();
+        // another worker on this machine (this process's parent stands in for it), mid-download
+        let live = staging.join(format!("abc-{}-7", std::os::unix::process::parent_id()));
+        fs::create_dir_all(live.join(DATA)).unwrap();
+        fs::write(live.join(DATA).join("part"), b"bytes").unwrap();
+        // a worker that died mid-download (pid 0 is never a process), and a name of no process
+        let dead = staging.join("abc-0-3");
+        fs::create_dir_all(&dead).unwrap();
+        let odd = staging.join("leftover");
+        fs::write(&odd, b"x").unwrap();
+        Cache::open(root.path(), 1 << 20).unwrap();
+        assert_eq!(fs::read(live.join(DATA).join("part")).unwrap(), b"bytes");
+        assert!(!dead.exists() && !odd.exists());
     }
 
     #[test]
