@@ -15,7 +15,7 @@ What is the real package and what is not:
   writes `{model}.json`, `{model}_outputs.jsonl` and `{model}_all.jsonl` for preference data and
   `{model}_outputs.jsonl` alone for instruction data.
 - The inputs tests/golden/cli/data/*.jsonl are made here (not by the package): a SUBSET of the
-  real rows of /work/shared/data (rewardbench-llmbar.jsonl and rewardbench-hep.jsonl: the
+  real rows of ../shared/data (rewardbench-llmbar.jsonl and rewardbench-hep.jsonl: the
   SHORT_ROWS shortest rows of each file by characters, to keep the goldens small and every
   sequence far below any truncation), converted to the Hugging Face message-list format the
   CLI's `--load_json` path needs (rewardbench/utils.py::load_and_process_dataset):
@@ -46,9 +46,7 @@ sys.path.insert(0, HERE)
 
 import rbref  # noqa: E402  (applies the documented runtime patches)
 
-SHARED = os.path.join(ROOT, "..", "shared", "data")
-if not os.path.isdir(SHARED):
-    SHARED = "/work/shared/data"
+SHARED = os.path.join(os.environ.get("HERD_SHARED", os.path.join(ROOT, "..", "shared")), "data")
 OUT = os.path.join(HERE, "cli")
 MODELS = "tests/golden/fixtures/models"
 SHORT_ROWS = 10

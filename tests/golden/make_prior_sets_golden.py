@@ -13,7 +13,7 @@ Writes common/rewardbench/tests/golden/prior-sets/:
    (`data/<split>-00000-of-00001.parquet`, one file per split, the nine splits of the real
    dataset, pku_better and pku_safer included). The real prior-set data cannot be reached from
    this machine, so the rows are NOT the prior sets: they are real RewardBench rows from
-   /work/shared/data (LLMBar and HumanEvalPack, see its README), repackaged in the prior sets'
+   ../shared/data (LLMBar and HumanEvalPack, see its README), repackaged in the prior sets'
    columns: `prompt` as a list of {content, role} messages, `chosen`, `rejected`, `subset` (the
    row's RewardBench subset, standing in for the sub-subset some prior sets carry) and `id`
    (restarting at 0 in every split, as split-local ids do). One row per split is a three-turn
@@ -68,9 +68,7 @@ from rewardbench import utils  # noqa: E402
 from rewardbench.constants import EXAMPLE_COUNTS, SUBSET_MAPPING  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(HERE))
-SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
-if not os.path.isdir(SHARED):
-    SHARED = "/work/shared/data"
+SHARED = os.path.join(os.environ.get("HERD_SHARED", os.path.join(os.path.dirname(ROOT), "shared")), "data")
 OUT = os.path.join(ROOT, "common", "rewardbench", "tests", "golden", "prior-sets")
 FIXTURE = os.path.join(OUT, "pref-test-sets")
 
@@ -147,7 +145,7 @@ def make_fixture():
             "# A FIXTURE in the layout of allenai/pref-test-sets, NOT its data\n\n"
             "Made by tests/golden/make_prior_sets_golden.py. The real prior preference sets cannot\n"
             "be reached offline, so every split here holds real RewardBench rows from\n"
-            "/work/shared/data (LLMBar, HumanEvalPack) in the prior sets' columns (prompt as\n"
+            "../shared/data (LLMBar, HumanEvalPack) in the prior sets' columns (prompt as\n"
             "{content, role} messages, chosen, rejected, subset, id). The `subset` column holds the\n"
             "row's RewardBench subset; ids restart at 0 in every split. Row 1 of every split is a\n"
             "three-turn conversation stitched from two real rows.\n"

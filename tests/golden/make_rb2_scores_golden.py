@@ -22,7 +22,7 @@ What is real and what is transcribed:
   transcription `head_ties` of tests/golden/make_rb2_golden.py.
 
 The fixture (tests/golden/fixtures/rb2/rb2-tiny.jsonl) is built here from real rows of
-/work/shared/data/rewardbench-llmbar.jsonl (LLMBar, MIT): every prompt and completion is LLMBar
+../shared/data/rewardbench-llmbar.jsonl (LLMBar, MIT): every prompt and completion is LLMBar
 text, but the six RewardBench 2 subset names, the extra rejected completions and the Ties
 grouping are ARTIFICIAL: completions are BORROWED from other LLMBar rows (each row's
 `additional_metadata.note` says which), so the "correct" labels only mean what the fixture says.
@@ -65,7 +65,8 @@ from rewardbench import (  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(HERE))
 MODELS = os.path.join(HERE, "fixtures", "models")
 OUT = os.path.join(HERE, "fixtures", "rb2")
-LLMBAR = "/work/shared/data/rewardbench-llmbar.jsonl"
+SHARED = os.environ.get("HERD_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
+LLMBAR = os.path.join(SHARED, "data", "rewardbench-llmbar.jsonl")
 
 CASES = [
     # (case, model, chat_template, max_length)
