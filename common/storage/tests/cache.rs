@@ -214,12 +214,13 @@ async fn restart_rebuilds_index_and_removes_temp_files() {
             .unwrap();
         (a.path().to_path_buf(), p.path().to_path_buf())
     };
-    // leftovers of a crash: a half-written download in staging, a partial file inside an entry,
-    // an entry directory without its sidecar, a sidecar temp file, and a symlinked entry
+    // leftovers of a crash: a half-written download in staging (its writer, pid 0, is gone), a
+    // partial file inside an entry, an entry directory without its sidecar, a sidecar temp file,
+    // and a symlinked entry
     let staging = root.path().join("staging");
-    std::fs::create_dir_all(staging.join("deadbeef-1-1/data")).unwrap();
+    std::fs::create_dir_all(staging.join("deadbeef-0-1/data")).unwrap();
     std::fs::write(
-        staging.join("deadbeef-1-1/data/.x.herd-partial-1-1"),
+        staging.join("deadbeef-0-1/data/.x.herd-partial-1-1"),
         b"half",
     )
     .unwrap();
