@@ -7,7 +7,8 @@ Regenerate (from the repository root, after scripts/setup, which installs pandas
 
 What is real: allenai/hybrid-preferences' scripts/fetch_evals_rewardbench.py at commit 7a17ed3
 (its counts mode unchanged since 23cec2b, 2024-09-23), read from a git clone or mirror of the
-repository (HYBRID_PREFERENCES_GIT, default the `fetch` tool's mirror) and checked against the
+repository (HYBRID_PREFERENCES_GIT, default ../hybrid-preferences beside this checkout, as
+../shared is) and checked against the
 sha256 pinned below, is run unmodified: its `main()` with its own argparse flags, DataFrame code,
 EXAMPLE_COUNTS (xstest 250/154, the pre-2024-09-10 RewardBench values), glob of the feature
 folder and `to_csv`, under pandas 2.2.3 / numpy.
@@ -80,7 +81,7 @@ PREFIX = "rm-eval-"  # the script's default --experiment_prefix
 REPO_COMMIT = "7a17ed3015138bb8294bc45b4ba3e417236eeff3"  # allenai/hybrid-preferences HEAD
 SCRIPT = "scripts/fetch_evals_rewardbench.py"
 SCRIPT_SHA256 = "be54c10fa47ccb434521d99e60de02cad737e8f4522d78c7d930d31f94e0f9d5"
-DEFAULT_MIRROR = "/work/.mirror/allenai+hybrid-preferences/repo"
+DEFAULT_MIRROR = os.path.join(os.path.dirname(ROOT), "hybrid-preferences")
 
 SOURCE = ""  # the script's text, read in main()
 
