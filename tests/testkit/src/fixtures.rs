@@ -58,11 +58,15 @@ pub fn easylm_dir() -> PathBuf {
     repo().join("tests/golden/easylm")
 }
 
+/// A committed JSON golden, read whole (a test fails naming the file it could not read).
+pub fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// The golden of an EasyLM fixture checkpoint (tests/golden/easylm/{name}.json).
 pub fn golden(name: &str) -> Value {
-    let path = easylm_dir().join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
+    read_json(&easylm_dir().join(format!("{name}.json")))
 }
 
 /// The checkpoint file an EasyLM golden describes.

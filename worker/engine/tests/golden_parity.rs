@@ -30,8 +30,7 @@ fn fixtures() -> PathBuf {
 
 fn golden(case: &str) -> Value {
     let path = fixtures().join(format!("{case}.json"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
+    herd_testkit::fixtures::read_json(&path)
 }
 
 fn pairs(golden: &Value) -> Vec<PreferencePair> {

@@ -30,8 +30,7 @@ const FP32_TOLERANCE: f64 = 1e-4;
 
 fn golden(name: &str) -> Value {
     let path = herd_testkit::workspace_root().join(format!("tests/golden/presets/{name}.json"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
+    herd_testkit::fixtures::read_json(&path)
 }
 
 fn pairs(golden: &Value) -> Vec<PreferencePair> {

@@ -7,6 +7,7 @@
 //! without the shared prompt (which must agree within fp32 noise, 1e-5), in packed batches and
 //! one row per batch, and with right truncation at 80 tokens.
 
+use herd_testkit::fixtures::read_json;
 use std::path::PathBuf;
 
 use herd_engine::batching::BatchLimits;
@@ -23,11 +24,6 @@ const SHARING_NOISE: f64 = 1e-5;
 
 fn fixtures() -> PathBuf {
     herd_testkit::workspace_root().join("tests/golden/fixtures")
-}
-
-fn read_json(path: PathBuf) -> Value {
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
 }
 
 fn rows() -> Vec<BestOfNRow> {
@@ -68,10 +64,10 @@ const ONE_ROW: BatchLimits = BatchLimits {
 };
 
 fn check_against_golden(case: &str, scored: &ScoredBestOfN, what: &str) {
-    let golden = read_json(fixtures().join(format!("rb2/{case}.json")));
+    let golden = read_json(&fixtures().join(format!("rb2/{case}.json")));
     let files = fixtures().join(format!("rb2/{case}/results/eval-set-scores"));
     let model = golden["model"].as_str().unwrap();
-    let scores_file = read_json(files.join(format!("{model}.json")));
+    let scores_file = read_json(&files.join(format!("{model}.json")));
     let expected: Vec<Vec<f64>> = golden["scores"]
         .as_array()
         .unwrap()
@@ -115,7 +111,7 @@ fn max_difference(a: &ScoredBestOfN, b: &ScoredBestOfN) -> f64 {
 }
 
 fn check_case(case: &str) {
-    let golden = read_json(fixtures().join(format!("rb2/{case}.json")));
+    let golden = read_json(&fixtures().join(format!("rb2/{case}.json")));
     let rows = rows();
     let req = request(&golden, false, PACKED);
     let spec = ModelSpec::open(ModelDir::open(&req.model).unwrap()).unwrap();
@@ -170,7 +166,7 @@ fn rb2_right_truncation() {
 
 #[test]
 fn rb2_refuses_a_causal_lm() {
-    let golden = read_json(fixtures().join("rb2/llama-gqa-rm.json"));
+    let golden = read_json(&fixtures().join("rb2/llama-gqa-rm.json"));
     let mut req = request(&golden, true, PACKED);
     req.model = fixtures().join("models/llama-policy");
     let spec = ModelSpec::open(ModelDir::open(&req.model).unwrap()).unwrap();

@@ -22,8 +22,7 @@ fn golden(name: &str) -> Value {
     let path = herd_testkit::workspace_root()
         .join("tests/golden/tokenizer")
         .join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
+    herd_testkit::fixtures::read_json(&path)
 }
 
 fn llama2() -> Option<PathBuf> {
