@@ -436,7 +436,7 @@ impl Scorer {
                 request.model.display()
             );
         };
-        let labels = model.score.size()[0];
+        let labels = model.num_labels;
         anyhow::ensure!(
             labels == 1,
             "{}: RewardBench 2 needs one reward per completion, but the model has {labels} labels",
@@ -463,7 +463,7 @@ impl Scorer {
             .collect();
         let tokens = sequences.iter().map(|s| s.len() as u64).sum();
         let settings = request.batching(pads.batch);
-        let logits = if request.share_prefix {
+        let logits = if request.share_prefix && model.backbone.causal() {
             // a prompt's completions in one row: the prompt is computed once
             let groups: Vec<usize> = texts.iter().map(Vec::len).collect();
             score_sequence_groups(model, &sequences, &pooled, &groups, settings, on_progress)?
@@ -571,7 +571,9 @@ fn run_classifier(
     progress: impl FnMut(usize),
 ) -> anyhow::Result<Vec<PairScores>> {
     let settings = request.batching(pad_id);
-    let scores = if request.share_prefix {
+    // sequences share a row only where attention is causal (a bidirectional encoder would
+    // let the prefix see every tail)
+    let scores = if request.share_prefix && model.backbone.causal() {
         score_sequence_pairs(model, sequences, pooled, settings, progress)?
     } else {
         score_sequences(model, sequences, pooled, settings, progress)?

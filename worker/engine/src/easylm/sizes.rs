@@ -455,6 +455,7 @@ impl ModelConfig {
     /// `models::llama::config` reads from the config.json [`Self::hf_config_json`] writes.
     pub fn decoder_config(&self) -> DecoderConfig {
         DecoderConfig {
+            family: crate::models::Family::Llama,
             architecture: self.architecture().to_string(),
             vocab_size: self.vocab_size,
             hidden_size: self.hidden_size,

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::Family;
 use crate::error::LoadError;
 
 /// How rotary position frequencies are derived.
@@ -33,6 +34,8 @@ pub struct Biases {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecoderConfig {
+    /// which backbone runs this shape (`backbone::load` dispatches on it)
+    pub family: Family,
     pub architecture: String,
     pub vocab_size: i64,
     pub hidden_size: i64,
@@ -192,7 +195,12 @@ impl ConfigJson<'_> {
     }
 
     /// The fields every Llama-family config shares; architectures adjust biases and windows.
-    pub fn decoder(&self, architecture: &str, biases: Biases) -> Result<DecoderConfig, LoadError> {
+    pub fn decoder(
+        &self,
+        family: Family,
+        architecture: &str,
+        biases: Biases,
+    ) -> Result<DecoderConfig, LoadError> {
         let hidden_size = self.int("hidden_size")?;
         let num_heads = self.int("num_attention_heads")?;
         let head_dim = match self.optional_int("head_dim")? {
@@ -211,6 +219,7 @@ impl ConfigJson<'_> {
             None => 0,
         };
         let config = DecoderConfig {
+            family,
             architecture: architecture.to_string(),
             vocab_size: self.int("vocab_size")?,
             hidden_size,

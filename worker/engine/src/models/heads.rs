@@ -1,29 +1,63 @@
-//! What sits on top of the decoder: a sequence-classification score head (reward models) and
+//! What sits on top of a backbone: a sequence-classification score head (reward models) and
 //! a language-model head (DPO log-probs). Both read only the positions they need, so the final
 //! norm and the projection run on a handful of rows instead of the whole padded batch.
 
 use tch::{Kind, Tensor};
 
+use super::backbone::{self, Backbone};
 use super::config::DecoderConfig;
-use super::decoder::Decoder;
 use crate::batching::Batch;
 use crate::error::LoadError;
 use crate::weights::VarBuilder;
 
-/// `*ForSequenceClassification`: raw logits of the pooled token.
+/// What turns the final-normed hidden state at a pooled position into the reward logits.
+pub trait RewardHead: Send {
+    /// Logits [n, num_labels] in float32 of hidden rows [n, hidden].
+    fn forward(&self, hidden: &Tensor) -> Tensor;
+}
+
+/// transformers' `score` head of `*ForSequenceClassification`: one linear layer, no bias.
+pub struct LinearHead {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl LinearHead {
+    /// `weight` [num_labels, hidden] (and `bias` when `bias` is set) of `w`.
+    pub fn load(config: &DecoderConfig, w: &VarBuilder, bias: bool) -> Result<Self, LoadError> {
+        let weight = w.take("weight", &[config.num_labels, config.hidden_size])?;
+        let bias = if bias {
+            Some(w.take("bias", &[config.num_labels])?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+}
+
+impl RewardHead for LinearHead {
+    fn forward(&self, hidden: &Tensor) -> Tensor {
+        hidden
+            .linear(&self.weight, self.bias.as_ref())
+            .to_kind(Kind::Float)
+    }
+}
+
+/// `*ForSequenceClassification` and the custom reward models: raw logits of the pooled token.
 pub struct SequenceClassifier {
-    pub decoder: Decoder,
-    pub score: Tensor,
+    pub backbone: Box<dyn Backbone>,
+    pub head: Box<dyn RewardHead>,
+    /// the width of the head's logits
+    pub num_labels: i64,
 }
 
 impl SequenceClassifier {
-    /// The decoder from `model.*`, the score head from `score.weight`.
+    /// The config's backbone and the `score.weight` head of `*ForSequenceClassification`.
     pub fn load(config: &DecoderConfig, w: &VarBuilder) -> Result<Self, LoadError> {
         Ok(Self {
-            decoder: Decoder::load(config, &w.pp("model"))?,
-            score: w
-                .pp("score")
-                .take("weight", &[config.num_labels, config.hidden_size])?,
+            backbone: backbone::load(config, w)?,
+            head: Box::new(LinearHead::load(config, &w.pp("score"), false)?),
+            num_labels: config.num_labels,
         })
     }
 
@@ -35,13 +69,9 @@ impl SequenceClassifier {
 
     /// Logits [n, num_labels] (float32) at positions `pooled[i]` of rows `rows[i]` of `batch`.
     pub fn forward_rows(&self, batch: &Batch, rows: &Tensor, pooled: &Tensor) -> Tensor {
-        let hidden = self.decoder.forward(batch);
+        let hidden = self.backbone.forward(batch);
         let picked = gather_rows(&hidden, rows, pooled);
-        self.decoder
-            .final_norm
-            .forward(&picked)
-            .linear(&self.score, None::<Tensor>)
-            .to_kind(Kind::Float)
+        self.head.forward(&self.backbone.final_norm(&picked))
     }
 }
 
@@ -49,32 +79,32 @@ const LOGIT_ROWS_PER_CHUNK: i64 = 512;
 
 /// `*ForCausalLM`: log-probabilities of chosen next tokens.
 pub struct CausalLm {
-    pub decoder: Decoder,
+    pub backbone: Box<dyn Backbone>,
     /// `None` when the input embeddings are tied to the output
     pub lm_head: Option<Tensor>,
 }
 
 impl CausalLm {
-    /// The decoder from `model.*`, the LM head from `lm_head.weight` unless it is tied to the
-    /// input embeddings.
+    /// The config's backbone, the LM head from `lm_head.weight` unless it is tied to the input
+    /// embeddings.
     pub fn load(config: &DecoderConfig, w: &VarBuilder) -> Result<Self, LoadError> {
-        let decoder = Decoder::load(config, &w.pp("model"))?;
+        let backbone = backbone::load(config, w)?;
         let lm_head = if config.tie_word_embeddings {
             None
         } else {
             let shape = [config.vocab_size, config.hidden_size];
             Some(w.pp("lm_head").take("weight", &shape)?)
         };
-        Ok(Self { decoder, lm_head })
+        Ok(Self { backbone, lm_head })
     }
 
     /// log p(targets[i] | prefix) for flat positions `positions[i]` (row * len + column) of
     /// `batch`, in float32.
     pub fn token_logprobs(&self, batch: &Batch, positions: &Tensor, targets: &Tensor) -> Tensor {
-        let hidden = self.decoder.forward(batch);
+        let hidden = self.backbone.forward(batch);
         let width = hidden.size()[2];
         let hidden = hidden.view([-1, width]);
-        let weight = self.lm_head.as_ref().unwrap_or(self.decoder.embed_tokens());
+        let weight = self.lm_head.as_ref().unwrap_or(self.backbone.embed_tokens());
         // vocabulary-wide logits only for a slice of positions at a time, to bound memory
         let count = positions.size()[0];
         let pieces: Vec<Tensor> = (0..count)
@@ -83,9 +113,8 @@ impl CausalLm {
                 let rows = (count - start).min(LOGIT_ROWS_PER_CHUNK);
                 let picked = hidden.index_select(0, &positions.narrow(0, start, rows));
                 let logits = self
-                    .decoder
-                    .final_norm
-                    .forward(&picked)
+                    .backbone
+                    .final_norm(&picked)
                     .linear(weight, None::<Tensor>);
                 logits
                     .log_softmax(-1, Kind::Float)

@@ -2,6 +2,7 @@
 
 use serde_json::Value;
 
+use super::Family;
 use super::config::{Biases, ConfigJson, DecoderConfig};
 use crate::error::LoadError;
 
@@ -14,5 +15,5 @@ pub fn config(json: &Value, architecture: &str) -> Result<DecoderConfig, LoadErr
         output: attention_bias,
         mlp: json.bool_or("mlp_bias", false)?,
     };
-    json.decoder(architecture, biases)
+    json.decoder(Family::Llama, architecture, biases)
 }

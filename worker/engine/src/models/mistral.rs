@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use super::Family;
 use super::config::{Biases, ConfigJson, DecoderConfig};
 use crate::error::LoadError;
 
@@ -14,7 +15,7 @@ pub fn config(json: &Value, architecture: &str) -> Result<DecoderConfig, LoadErr
         output: false,
         mlp: false,
     };
-    let mut config = json.decoder(architecture, no_biases)?;
+    let mut config = json.decoder(Family::Mistral, architecture, no_biases)?;
     config.attention_window = json.optional_int("sliding_window")?;
     Ok(config)
 }

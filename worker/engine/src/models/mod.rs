@@ -1,6 +1,7 @@
 //! Llama-family models in libtorch. One module per architecture turns its config.json into the
 //! shared decoder shape; `decoder` and `heads` hold the computation.
 
+pub mod backbone;
 pub mod config;
 pub mod decoder;
 pub mod heads;
@@ -16,7 +17,8 @@ use crate::error::LoadError;
 use crate::model_dir::ModelDir;
 use crate::weights::Weights;
 use config::DecoderConfig;
-pub use heads::{CausalLm, SequenceClassifier};
+pub use backbone::Backbone;
+pub use heads::{CausalLm, LinearHead, RewardHead, SequenceClassifier};
 
 /// The architectures herd runs. Each module turns its config.json into the shared decoder shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::Family;
 use super::config::{Biases, ConfigJson, DecoderConfig};
 use crate::error::LoadError;
 
@@ -13,7 +14,7 @@ pub fn config(json: &Value, architecture: &str) -> Result<DecoderConfig, LoadErr
         output: false,
         mlp: false,
     };
-    let mut config = json.decoder(architecture, biases)?;
+    let mut config = json.decoder(Family::Qwen2, architecture, biases)?;
     if json.bool_or("use_sliding_window", false)? {
         config.attention_window = json.optional_int("sliding_window")?;
     }
