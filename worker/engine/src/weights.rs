@@ -51,6 +51,8 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
         Dtype::F16 => Kind::Half,
         Dtype::F32 => Kind::Float,
         Dtype::F64 => Kind::Double,
+        // integer buffers (BatchNorm's `num_batches_tracked`) keep their dtype
+        Dtype::I64 => Kind::Int64,
         _ => return None,
     })
 }
@@ -134,7 +136,10 @@ fn load_file(
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let host = Tensor::f_from_data_size(view.data(), &shape, stored)
             .map_err(|e| LoadError::file(path, format!("tensor {name:?}: {e}")))?;
-        let tensor = host.to_device(device).to_kind(kind);
+        let tensor = match stored != Kind::Int64 {
+            true => host.to_device(device).to_kind(kind),
+            false => host.to_device(device),
+        };
         if into.insert(name.clone(), tensor).is_some() {
             return Err(LoadError::file(
                 path,

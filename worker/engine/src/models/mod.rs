@@ -4,6 +4,7 @@
 pub mod backbone;
 pub mod config;
 pub mod decoder;
+pub mod gated;
 pub mod heads;
 pub mod llama;
 pub mod mistral;
@@ -16,8 +17,8 @@ use tch::{Device, Kind};
 use crate::error::LoadError;
 use crate::model_dir::ModelDir;
 use crate::weights::Weights;
-use config::DecoderConfig;
 pub use backbone::Backbone;
+use config::DecoderConfig;
 pub use heads::{CausalLm, LinearHead, RewardHead, SequenceClassifier};
 
 /// The architectures herd runs. Each module turns its config.json into the shared decoder shape.
