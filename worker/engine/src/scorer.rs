@@ -18,6 +18,7 @@ use crate::encode::{
     classifier_inputs_from, classifier_inputs_masked, format_pair, pooled_position,
 };
 use crate::model_dir::ModelDir;
+use crate::models::registry::{Quirks, CLASSIFIER};
 use crate::models::{CausalLm, HeadKind, ModelSpec, SequenceClassifier};
 use crate::pooling::Pooling;
 use crate::provenance::{Pads, Provenance, TemplateSource};
@@ -177,6 +178,13 @@ fn ensure_best_of_n_model(request: &ScoreRequest, spec: &ModelSpec) -> anyhow::R
         request.model.display()
     );
     anyhow::ensure!(
+        spec.entry.quirks == CLASSIFIER,
+        "{}: RewardBench 2 (run_v2.py) loads every model with AutoModelForSequenceClassification; \
+         {} is scored by a custom pipeline",
+        request.model.display(),
+        spec.entry.architecture
+    );
+    anyhow::ensure!(
         spec.config.num_labels == 1,
         "{}: RewardBench 2 needs one reward per completion, but the model has {} labels \
          (run_v2.py's reroll_and_score_dataset raises on multi-label scores)",
@@ -264,9 +272,14 @@ pub fn score_texts(
     );
     let (tokenizer, _) = prepare_text(request, spec)?;
     let pads = classifier_pads(request, &tokenizer, spec)?;
-    let (sequences, masked) =
-        classifier_inputs_masked(&tokenizer, texts, request.max_length, TruncationSide::Left)?;
-    let pooled = request.pooling.positions(&sequences, &masked, pads.pooling);
+    let (sequences, pooled) = classifier_rows(
+        request,
+        &tokenizer,
+        spec.entry.quirks,
+        pads.pooling,
+        texts,
+        TruncationSide::Left,
+    )?;
     let model = spec.load_classifier(request.device, request.kind)?;
     let bar = progress_bar(sequences.len(), "scoring");
     let scores = score_sequences(
@@ -298,6 +311,8 @@ enum LoadedModel {
     Classifier {
         model: SequenceClassifier,
         pads: Pads,
+        /// the registry's pipeline quirks (pooling, BOS handling)
+        quirks: Quirks,
     },
     /// reference-free DPO (a [`Scorer`] holds one model)
     CausalLm(CausalLm),
@@ -332,6 +347,7 @@ impl Scorer {
                         .load_classifier(request.device, request.kind)
                         .map_err(|e| ScorerError::Model(e.into()))?,
                     pads,
+                    quirks: spec.entry.quirks,
                 }
             }
             HeadKind::CausalLm => {
@@ -366,11 +382,16 @@ impl Scorer {
     ) -> anyhow::Result<ScoredShard> {
         let request = &self.request;
         match &self.model {
-            LoadedModel::Classifier { model, pads } => {
+            LoadedModel::Classifier {
+                model,
+                pads,
+                quirks,
+            } => {
                 let (sequences, pooled) = classifier_sequences(
                     request,
                     &self.tokenizer,
                     &self.formatter,
+                    *quirks,
                     pads.pooling,
                     pairs,
                 )?;
@@ -429,13 +450,24 @@ impl Scorer {
         on_progress: impl FnMut(usize),
     ) -> anyhow::Result<ScoredBestOfN> {
         let request = &self.request;
-        let LoadedModel::Classifier { model, pads } = &self.model else {
+        let LoadedModel::Classifier {
+            model,
+            pads,
+            quirks,
+        } = &self.model
+        else {
             anyhow::bail!(
                 "{}: RewardBench 2 (run_v2.py) scores sequence classifiers only; this is a \
                  causal LM (run_v2.py has no DPO path)",
                 request.model.display()
             );
         };
+        anyhow::ensure!(
+            *quirks == CLASSIFIER,
+            "{}: RewardBench 2 (run_v2.py) loads every model with \
+             AutoModelForSequenceClassification; this model is scored by a custom pipeline",
+            request.model.display()
+        );
         let labels = model.num_labels;
         anyhow::ensure!(
             labels == 1,
@@ -541,11 +573,40 @@ fn classifier_pads(
         })
 }
 
+/// Tokenized classifier rows and their pooled positions, as the model's pipeline (`quirks`)
+/// tokenizes and pools them (`pooling_pad`: the pad id the model pools by).
+fn classifier_rows(
+    request: &ScoreRequest,
+    tokenizer: &RewardTokenizer,
+    quirks: Quirks,
+    pooling_pad: u32,
+    texts: Vec<String>,
+    side: TruncationSide,
+) -> anyhow::Result<(Vec<Vec<u32>>, Vec<usize>)> {
+    let (mut sequences, mut masked) =
+        classifier_inputs_masked(tokenizer, texts, request.max_length, side)?;
+    if !quirks.masks_double_bos {
+        // custom pipelines forward the duplicated BOS that RewardBenchPipeline masks
+        if let Some(bos) = tokenizer.bos_id() {
+            for (ids, masked) in sequences.iter_mut().zip(&mut masked) {
+                for _ in 0..std::mem::take(masked) {
+                    ids.insert(0, bos);
+                }
+            }
+        }
+    }
+    let pooled = quirks
+        .pooled
+        .positions(request.pooling, &sequences, &masked, pooling_pad);
+    Ok((sequences, pooled))
+}
+
 /// Formatted, tokenized rows (chosen, rejected, chosen, ...) and their pooled positions.
 fn classifier_sequences(
     request: &ScoreRequest,
     tokenizer: &RewardTokenizer,
     formatter: &ChatFormatter,
+    quirks: Quirks,
     pooling_pad: u32,
     pairs: &[PreferencePair],
 ) -> anyhow::Result<(Vec<Vec<u32>>, Vec<usize>)> {
@@ -556,10 +617,14 @@ fn classifier_sequences(
         texts.push(formatted.chosen);
         texts.push(formatted.rejected);
     }
-    let (sequences, masked) =
-        classifier_inputs_masked(tokenizer, texts, request.max_length, TruncationSide::Left)?;
-    let pooled = request.pooling.positions(&sequences, &masked, pooling_pad);
-    Ok((sequences, pooled))
+    classifier_rows(
+        request,
+        tokenizer,
+        quirks,
+        pooling_pad,
+        texts,
+        TruncationSide::Left,
+    )
 }
 
 fn run_classifier(
@@ -598,8 +663,14 @@ fn score_classifier(
     pairs: &[PreferencePair],
 ) -> anyhow::Result<ScoredDataset> {
     let pads = classifier_pads(request, tokenizer, spec)?;
-    let (sequences, pooled) =
-        classifier_sequences(request, tokenizer, formatter, pads.pooling, pairs)?;
+    let (sequences, pooled) = classifier_sequences(
+        request,
+        tokenizer,
+        formatter,
+        spec.entry.quirks,
+        pads.pooling,
+        pairs,
+    )?;
     let model = spec.load_classifier(request.device, request.kind)?;
     let bar = progress_bar(sequences.len(), "scoring");
     let progress = |n: usize| bar.inc(n as u64);

@@ -2,10 +2,12 @@
 //! a language-model head (DPO log-probs). Both read only the positions they need, so the final
 //! norm and the projection run on a handful of rows instead of the whole padded batch.
 
+use serde_json::Value;
 use tch::{Kind, Tensor};
 
 use super::backbone::{self, Backbone};
 use super::config::DecoderConfig;
+use super::registry::{Entry, Head, HeadContext, HeadDtype};
 use crate::batching::Batch;
 use crate::error::LoadError;
 use crate::weights::VarBuilder;
@@ -74,6 +76,55 @@ impl SequenceClassifier {
         })
     }
 
+    /// The model `entry` describes: its backbone under `entry.body`, its head, the head's dtype
+    /// and sign (`json`: the raw config.json, for custom heads).
+    pub fn load_entry(
+        entry: &Entry,
+        config: &DecoderConfig,
+        json: &Value,
+        w: &VarBuilder,
+    ) -> Result<Self, LoadError> {
+        let backbone = backbone::load_at(config, w, entry.body)?;
+        let float32 = entry.quirks.head_dtype == HeadDtype::Float32;
+        let head: Box<dyn RewardHead> = match entry.head {
+            Head::Score => {
+                let mut head = LinearHead::load(config, &w.pp("score"), false)?;
+                if float32 {
+                    head.weight = head.weight.to_kind(Kind::Float);
+                }
+                Box::new(head)
+            }
+            Head::Custom(load) => load(&HeadContext {
+                config,
+                json,
+                w,
+                float32,
+            })?,
+            Head::LanguageModel => {
+                return Err(LoadError::Config {
+                    field: "architectures".to_string(),
+                    reason: format!(
+                        "{} is a language model, not a reward model",
+                        entry.architecture
+                    ),
+                })
+            }
+        };
+        let head: Box<dyn RewardHead> = match (float32, entry.quirks.negate) {
+            (false, false) => head,
+            (float32, negate) => Box::new(Adjusted {
+                head,
+                float32,
+                negate,
+            }),
+        };
+        Ok(Self {
+            backbone,
+            head,
+            num_labels: config.num_labels,
+        })
+    }
+
     /// Logits [rows, num_labels] (float32) at `pooled[r]`, a position in row r of `batch`.
     pub fn forward(&self, batch: &Batch, pooled: &Tensor) -> Tensor {
         let rows = Tensor::arange(batch.rows(), (Kind::Int64, batch.ids.device()));
@@ -119,6 +170,28 @@ impl SequenceClassifier {
             }
         }
         Ok(Some(positions))
+    }
+}
+
+/// A head fed float32 hidden states and/or negated (a registry entry's `head_dtype`, `negate`).
+struct Adjusted {
+    head: Box<dyn RewardHead>,
+    float32: bool,
+    negate: bool,
+}
+
+impl RewardHead for Adjusted {
+    fn forward(&self, hidden: &Tensor) -> Tensor {
+        let logits = if self.float32 {
+            self.head.forward(&hidden.to_kind(Kind::Float))
+        } else {
+            self.head.forward(hidden)
+        };
+        if self.negate {
+            -logits
+        } else {
+            logits
+        }
     }
 }
 
