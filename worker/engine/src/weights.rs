@@ -51,7 +51,8 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
         Dtype::F16 => Kind::Half,
         Dtype::F32 => Kind::Float,
         Dtype::F64 => Kind::Double,
-        // integer buffers (safe-rlhf's `normalizer.count`) are kept as they are
+        // integer buffers (safe-rlhf's `normalizer.count`, BatchNorm's `num_batches_tracked`) keep
+        // their dtype
         Dtype::I64 => Kind::Int64,
         Dtype::I32 => Kind::Int,
         _ => return None,

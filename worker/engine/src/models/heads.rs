@@ -16,6 +16,19 @@ use crate::weights::VarBuilder;
 pub trait RewardHead: Send {
     /// Logits [n, num_labels] in float32 of hidden rows [n, hidden].
     fn forward(&self, hidden: &Tensor) -> Tensor;
+
+    /// A head that also reads a second position of each sequence (a gate conditioned on the
+    /// prompt) finds it in the sequence's token ids; `Ok(None)`: the head reads only the pooled
+    /// position. An error says why the sequence has no such position.
+    fn gate_position(&self, _ids: &[u32]) -> Result<Option<usize>, String> {
+        Ok(None)
+    }
+
+    /// Logits of pooled rows `hidden` given the final-normed rows `gate` [n, hidden] at the
+    /// positions [`RewardHead::gate_position`] named.
+    fn forward_gated(&self, hidden: &Tensor, _gate: &Tensor) -> Tensor {
+        self.forward(hidden)
+    }
 }
 
 /// transformers' `score` head of `*ForSequenceClassification`: one linear layer, no bias.
@@ -120,9 +133,43 @@ impl SequenceClassifier {
 
     /// Logits [n, num_labels] (float32) at positions `pooled[i]` of rows `rows[i]` of `batch`.
     pub fn forward_rows(&self, batch: &Batch, rows: &Tensor, pooled: &Tensor) -> Tensor {
+        self.forward_rows_gated(batch, rows, pooled, None)
+    }
+
+    /// [`SequenceClassifier::forward_rows`] with the head's gate read at `gate[i]` of row
+    /// `rows[i]` (see [`SequenceClassifier::gate_positions`]).
+    pub fn forward_rows_gated(
+        &self,
+        batch: &Batch,
+        rows: &Tensor,
+        pooled: &Tensor,
+        gate: Option<&Tensor>,
+    ) -> Tensor {
         let hidden = self.backbone.forward(batch);
-        let picked = gather_rows(&hidden, rows, pooled);
-        self.head.forward(&self.backbone.final_norm(&picked))
+        let picked = self
+            .backbone
+            .final_norm(&gather_rows(&hidden, rows, pooled));
+        match gate {
+            None => self.head.forward(&picked),
+            Some(gate) => {
+                let gated = self.backbone.final_norm(&gather_rows(&hidden, rows, gate));
+                self.head.forward_gated(&picked, &gated)
+            }
+        }
+    }
+
+    /// The position the head's gate reads in each sequence, when it has a gate; an error names
+    /// the first sequence (by index) without one.
+    pub fn gate_positions(&self, sequences: &[Vec<u32>]) -> anyhow::Result<Option<Vec<usize>>> {
+        let mut positions = Vec::with_capacity(sequences.len());
+        for (i, ids) in sequences.iter().enumerate() {
+            match self.head.gate_position(ids) {
+                Ok(Some(position)) => positions.push(position),
+                Ok(None) => return Ok(None),
+                Err(reason) => anyhow::bail!("sequence {i}: {reason}"),
+            }
+        }
+        Ok(Some(positions))
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod backbone;
 pub mod config;
 pub mod decoder;
+pub mod gated;
 pub mod heads;
 pub mod llama;
 pub mod mistral;
