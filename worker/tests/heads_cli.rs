@@ -69,6 +69,59 @@ fn compare_jsonl(what: &str, golden: &str, ours: &str, scores: &[&str]) -> f64 {
     worst
 }
 
+/// `worker score` from the heads fixtures folder; the `_outputs.jsonl` text.
+fn run_worker(model: &str, dataset: &str, dtype: &str, tokenizer: &Path) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .current_dir(heads())
+        .args([
+            "score",
+            "--device",
+            "cpu",
+            "--dtype",
+            dtype,
+            "--threads",
+            "1",
+        ])
+        .args([
+            "--model",
+            model,
+            "--dataset",
+            dataset,
+            "--chat-template",
+            "tulu",
+        ])
+        .arg("--tokenizer")
+        .arg(tokenizer)
+        .arg("--output-dir")
+        .arg(format!("{}/", tmp.path().display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    read(&tmp.path().join(format!("{model}_outputs.jsonl")))
+}
+
+#[test]
+fn auto_dtype_is_the_one_rewardbench_fixes_for_the_model() {
+    let Some(tokenizer) = herd_testkit::shared_path("data/tokenizers/llama2") else {
+        return;
+    };
+    let dataset = "../../cli/data/preference.jsonl";
+    let run = |model: &str, dtype: &str| run_worker(model, dataset, dtype, &tokenizer);
+    // REWARD_MODEL_CONFIG loads INF-ORM in bfloat16 whatever --torch_dtype says
+    let inform = "infly/INF-ORM-Llama3.1-70B";
+    let auto = run(inform, "auto");
+    assert_eq!(auto, run(inform, "bf16"));
+    assert_ne!(auto, run(inform, "fp32"));
+    // a model without a fixed dtype: auto is fp32 on the CPU
+    let ultra = "openbmb/UltraRM-13b";
+    assert_eq!(run(ultra, "auto"), run(ultra, "fp32"));
+}
+
 #[test]
 fn worker_score_runs_starling_as_the_rewardbench_cli_does() {
     let golden = heads().join("cli");
