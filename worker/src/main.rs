@@ -452,7 +452,12 @@ fn open_model(args: &ScoreArgs) -> anyhow::Result<ModelSpec> {
         "{} is a file (an EasyLM checkpoint?) and carries no tokenizer; pass --tokenizer DIR",
         args.model.display()
     );
-    Ok(open_spec(&args.model, format, &args.easylm.options())?)
+    Ok(open_spec(
+        &args.model,
+        format,
+        &args.easylm.options(),
+        None,
+    )?)
 }
 
 /// `--batch-tokens` and `--max-batch-rows` over the device's defaults.
