@@ -189,3 +189,64 @@ fn worker_score_runs_starling_as_the_rewardbench_cli_does() {
     }
     println!("Starling-RM-34B via worker score: max |diff| {worst:.2e}");
 }
+
+/// `--pref-sets` writes run_rm.py's scores file: StarlingPipeline's rewards are one float per row
+/// there (`rewards.float().cpu().numpy().tolist()` of a `[batch]` tensor), UltraRM's `[x]`.
+#[test]
+fn prior_set_scores_keep_the_pipelines_shape() {
+    let Some(tokenizer) = herd_testkit::shared_path("data/tokenizers/llama2") else {
+        return;
+    };
+    let prior_sets = repo().join("common/rewardbench/tests/golden/prior-sets/pref-test-sets");
+    for (model, scalar) in [
+        ("Nexusflow/Starling-RM-34B", true),
+        ("openbmb/UltraRM-13b", false),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
+        command
+            .current_dir(heads())
+            .args([
+                "score",
+                "--device",
+                "cpu",
+                "--dtype",
+                "fp32",
+                "--threads",
+                "1",
+            ])
+            .args(["--pref-sets", "--model", model, "--chat-template", "tulu"])
+            .arg("--dataset")
+            .arg(&prior_sets)
+            .arg("--results-dir")
+            .arg(tmp.path());
+        if !scalar {
+            command.arg("--tokenizer").arg(&tokenizer);
+        }
+        let out = command.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{model}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = tmp.path().join(format!("pref-sets-scores/{model}.json"));
+        let scores = pyjson::loads(&read(&path)).unwrap();
+        let scores = scores.as_dict().unwrap();
+        for key in ["scores_chosen", "scores_rejected"] {
+            let PyValue::List(rows) = pyjson::dict_get(scores, key).unwrap() else {
+                panic!("{model}: {key}")
+            };
+            assert!(!rows.is_empty());
+            for row in rows {
+                match row {
+                    PyValue::Float(_) => assert!(scalar, "{model}: {key} holds floats"),
+                    PyValue::List(items) => {
+                        assert!(!scalar, "{model}: {key} holds lists");
+                        assert_eq!(items.len(), 1);
+                    }
+                    other => panic!("{model}: {key}: {other:?}"),
+                }
+            }
+        }
+    }
+}
