@@ -37,6 +37,13 @@ herd's bf16 must keep 2x its largest score difference and its win flips + 2 (as 
 
 Examples: the first 2 rows of each llmbar and hep subset of ../shared/data (22 pairs), embedded.
 
+The real `rewardbench` CLI on one custom-head fixture (tests/golden/fixtures/heads/cli/): `rbref.run_cli`
+run from tests/golden/fixtures/heads with `--model Nexusflow/Starling-RM-34B` (so that `args.model in
+REWARD_MODEL_CONFIG` picks StarlingPipeline, as for the hub model), the CLI goldens' preference data
+(tests/golden/cli/data/preference.jsonl, made by make_cli_goldens.py; read, not rewritten),
+`--load_json --not_quantized --torch_dtype float32 --save_all --chat_template tulu`; its result files are
+copied to cli/results/ and the arguments to cli/manifest.json (worker/tests/heads_cli.rs replays them).
+
 Regenerate (from the repository root):
     ~/.cache/herd/venv-rewardbench-0.1.4/bin/python tests/golden/make_heads_goldens.py
 """
@@ -289,6 +296,40 @@ def main():
         print(f"{name}: {config['architectures'][0]}, {size} bytes, accuracy {sum(wins)}/{len(wins)}, "
               f"smallest |margin| {min(margins):.2e}, bf16 max diff {worst:.4f}, flips {flips}")
     dump_json(OUT / "heads.json", golden)
+    cli_golden()
+
+
+CLI_MODEL = "Nexusflow/Starling-RM-34B"
+
+
+def cli_golden():
+    """The `rewardbench` CLI on the Starling fixture, run from OUT with the REWARD_MODEL_CONFIG key."""
+    import tempfile
+
+    dest = OUT / "cli"
+    if dest.exists():
+        shutil.rmtree(dest)
+    dataset = os.path.relpath(HERE / "cli" / "data" / "preference.jsonl", OUT)
+    extra = ["--chat_template", "tulu"]
+    cwd = os.getcwd()
+    os.chdir(OUT)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            output_dir = os.path.join(tmp, "results") + "/"
+            argv = ["--model", CLI_MODEL, "--dataset", dataset, "--load_json", "--not_quantized",
+                    "--torch_dtype", "float32", "--save_all", "--output_dir", output_dir, *extra]
+            rbref.run_cli(argv)
+            shutil.copytree(os.path.join(tmp, "results"), dest / "results")
+    finally:
+        os.chdir(cwd)
+    dump_json(dest / "manifest.json", {
+        "reference": rbref.REFERENCE,
+        "model": CLI_MODEL,
+        "dataset": dataset,
+        "extra": extra,
+        "cli_argv": ["OUTPUT_DIR/" if a == output_dir else a for a in argv],
+    })
+    print(f"CLI golden: {sorted(str(p.relative_to(dest)) for p in dest.rglob('*') if p.is_file())}")
 
 
 if __name__ == "__main__":

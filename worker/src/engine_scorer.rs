@@ -76,15 +76,23 @@ fn text_settings(scoring: &Scoring) -> anyhow::Result<(Provenance, Pooling)> {
 }
 
 /// The model of a local checkpoint in `format`, read as far as its config (`easylm`: how to read
-/// an EasyLM checkpoint's config).
+/// an EasyLM checkpoint's config). `name` is what the model registry matches RewardBench's model
+/// names against (the checkpoint's URI, e.g. `hf:Nexusflow/Starling-RM-34B`); `None`: `path`.
 pub fn open_spec(
     path: &Path,
     format: CheckpointFormat,
     easylm: &EasyLmOptions,
+    name: Option<&str>,
 ) -> Result<ModelSpec, LoadError> {
     match format {
         CheckpointFormat::EasyLm => ModelSpec::from_easylm(path, easylm),
-        CheckpointFormat::HuggingFace => ModelDir::open(path).and_then(ModelSpec::open),
+        CheckpointFormat::HuggingFace => {
+            let dir = ModelDir::open(path)?;
+            match name {
+                Some(name) => ModelSpec::open_named(dir, Some(name)),
+                None => ModelSpec::open(dir),
+            }
+        }
     }
 }
 
@@ -174,7 +182,10 @@ impl ShardScorer for EngineScorer {
             pooling,
         };
         let easylm = easylm_options(scoring).map_err(TaskFailure::checkpoint)?;
-        let spec = open_spec(&checkpoint.path, checkpoint.format, &easylm)
+        // the lease's URI names the model for the registry (a hub id keeps its RewardBench
+        // name; the local cache path would not)
+        let uri = checkpoint.checkpoint.uri.as_str();
+        let spec = open_spec(&checkpoint.path, checkpoint.format, &easylm, Some(uri))
             .map_err(TaskFailure::checkpoint)?;
         let own_tokenizer = checkpoint.tokenizer.is_none();
         Scorer::load(&request, &spec).map_err(|error| match error {
@@ -245,6 +256,34 @@ mod tests {
     use herd_rewardbench::dataset::{ExampleId, Prompt};
 
     use super::*;
+
+    #[test]
+    fn a_leases_uri_names_the_model_for_the_registry() {
+        // the Starling fixture as the agent's cache holds it: a folder named by a hash
+        let fixture = herd_testkit::workspace_root()
+            .join("tests/golden/fixtures/heads/Nexusflow/Starling-RM-34B");
+        let cache = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            fixture.join("config.json"),
+            cache.path().join("config.json"),
+        )
+        .unwrap();
+        let open = |name| {
+            open_spec(
+                cache.path(),
+                CheckpointFormat::HuggingFace,
+                &EasyLmOptions::default(),
+                name,
+            )
+            .unwrap()
+        };
+        let by_uri = open(Some("hf:Nexusflow/Starling-RM-34B"));
+        assert_eq!(by_uri.entry.names, ["Nexusflow/Starling-RM-34B"]);
+        assert_eq!(by_uri.entry.body, "transformer");
+        // by the cache path alone it is transformers' LlamaForSequenceClassification
+        assert!(open(None).entry.names.is_empty());
+        assert_eq!(open(None).entry.body, "model");
+    }
 
     #[test]
     fn a_rows_scores_split_into_chosen_and_rejected() {

@@ -174,6 +174,8 @@ struct ScoreArgs {
     /// auto, cpu, cuda or cuda:N
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
+    /// auto: the dtype RewardBench fixes for the model (bf16 for INF-ORM), else bf16 on CUDA and
+    /// fp32 on CPU
     #[arg(long, value_enum, default_value = "auto")]
     dtype: DtypeChoice,
     /// CPU threads for libtorch (default: libtorch's choice)
@@ -222,7 +224,7 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
         tch::set_num_threads(threads);
     }
     let device = args.device.resolve()?;
-    let kind = args.dtype.resolve(device);
+    let kind = score_kind(&args, device);
     let request = score_request(&args, device, kind);
     if args.pref_sets.pref_sets {
         return score_prior_sets(&args, &request);
@@ -426,6 +428,21 @@ fn score_prior_sets(args: &ScoreArgs, request: &ScoreRequest) -> anyhow::Result<
     Ok(())
 }
 
+/// `--dtype`, where `auto` takes the dtype RewardBench fixes for the model (REWARD_MODEL_CONFIG's
+/// `torch_dtype`, e.g. bfloat16 for INF-ORM) before the device's default. A model that does not
+/// open is left to the scoring path, which reports why.
+fn score_kind(args: &ScoreArgs, device: tch::Device) -> tch::Kind {
+    if args.dtype == DtypeChoice::Auto {
+        let fixed = open_model(args)
+            .ok()
+            .and_then(|spec| spec.entry.quirks.dtype);
+        if fixed == Some("bfloat16") {
+            return tch::Kind::BFloat16;
+        }
+    }
+    args.dtype.resolve(device)
+}
+
 /// `--model` opened as a Hugging Face folder or an EasyLM streaming checkpoint file.
 fn open_model(args: &ScoreArgs) -> anyhow::Result<ModelSpec> {
     let format = CheckpointFormat::of_local(None, &args.model);
@@ -435,7 +452,12 @@ fn open_model(args: &ScoreArgs) -> anyhow::Result<ModelSpec> {
         "{} is a file (an EasyLM checkpoint?) and carries no tokenizer; pass --tokenizer DIR",
         args.model.display()
     );
-    Ok(open_spec(&args.model, format, &args.easylm.options())?)
+    Ok(open_spec(
+        &args.model,
+        format,
+        &args.easylm.options(),
+        None,
+    )?)
 }
 
 /// `--batch-tokens` and `--max-batch-rows` over the device's defaults.

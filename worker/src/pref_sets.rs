@@ -143,6 +143,7 @@ pub fn write_results(
         model_type: scored.model_type.to_owned(),
         chat_template_used: scored.chat_template.clone(),
         chat_template_arg: request.chat_template.clone(),
+        scalar_scores: scored.scalar,
     };
     let (results_file, scores_file) = write_pref_sets(&args.results_dir, &run, &rows)?;
     eprintln!(

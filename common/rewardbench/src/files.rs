@@ -483,6 +483,24 @@ impl EvalSetScores {
         }
     }
 
+    /// The same file for a pipeline returning one float per row (`[batch]` tensors:
+    /// StarlingPipeline, GRMPipeline): every one-element `scores_chosen` / `scores_rejected` list
+    /// becomes its float, as `rewards.float().cpu().numpy().tolist()` gives them to run_rm.py.
+    pub fn with_scalar_scores(mut self) -> Self {
+        for (name, values) in &mut self.columns {
+            if name == "scores_chosen" || name == "scores_rejected" {
+                for value in values.iter_mut() {
+                    if let PyValue::List(items) = value {
+                        if let [single] = items.as_slice() {
+                            *value = single.clone();
+                        }
+                    }
+                }
+            }
+        }
+        self
+    }
+
     /// `scripts/run_dpo.py`: `text_chosen`, `text_rejected`, `results`, `subset`, `prompt` (the
     /// templated prompt, one per pair) and the scores as one float per row (the first element of
     /// each score list). No `id` column: run_dpo.py loads `keep_columns=["text_chosen",
@@ -909,5 +927,41 @@ mod tests {
             cli_paths("out", "m").1,
             PathBuf::from("out/m_outputs.jsonl")
         );
+    }
+
+    #[test]
+    fn scalar_pipelines_write_one_float_per_row() {
+        let pair = ScoredPair {
+            id: ExampleId::Int(3),
+            subset: "s".into(),
+            text_chosen: "c".into(),
+            text_rejected: "r".into(),
+            win: true,
+            scores_chosen: vec![0.5],
+            scores_rejected: vec![0.25],
+        };
+        let rows = EvalSetScores::classifier(&[pair], "m", "Seq. Classifier", None);
+        let scalar = rows.clone().with_scalar_scores();
+        let column = |scores: &EvalSetScores, name: &str| {
+            scores
+                .columns
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, values)| values.clone())
+                .unwrap()
+        };
+        let list = |x: f64| PyValue::List(vec![PyValue::Float(x)]);
+        assert_eq!(column(&rows, "scores_chosen"), vec![list(0.5)]);
+        assert_eq!(column(&scalar, "scores_chosen"), vec![PyValue::Float(0.5)]);
+        assert_eq!(
+            column(&scalar, "scores_rejected"),
+            vec![PyValue::Float(0.25)]
+        );
+        // every other column as it was
+        for (name, values) in &rows.columns {
+            if !name.starts_with("scores_") {
+                assert_eq!(&column(&scalar, name), values, "{name}");
+            }
+        }
     }
 }

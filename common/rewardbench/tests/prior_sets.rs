@@ -94,6 +94,7 @@ fn result_files_match_the_reference() {
         model_type: "Seq. Classifier".into(),
         chat_template_used: "tulu".into(),
         chat_template_arg: "tulu".into(),
+        scalar_scores: false,
     };
     let dir = tempfile::tempdir().unwrap();
     let (results, scores) = write_pref_sets(dir.path(), &run, &pairs).unwrap();

@@ -34,6 +34,9 @@ pub struct PrefSetsRun {
     pub chat_template_used: String,
     /// The scores file's `chat_template`: the `--chat_template` argument as given.
     pub chat_template_arg: String,
+    /// The pipeline returns one float per row (StarlingPipeline, GRMPipeline): the scores file
+    /// holds `x` where a `[batch, labels]` pipeline's holds `[x]`.
+    pub scalar_scores: bool,
 }
 
 /// `results_grouped` of a run on the prior sets: one accuracy per split found in `pairs`.
@@ -49,12 +52,17 @@ pub fn pref_sets_results(run: &PrefSetsRun, pairs: &[ScoredPair]) -> EvalSetResu
 
 /// The per-example scores file of a run on the prior sets (`run_rm.py`'s columns).
 pub fn pref_sets_scores(run: &PrefSetsRun, pairs: &[ScoredPair]) -> EvalSetScores {
-    EvalSetScores::classifier(
+    let scores = EvalSetScores::classifier(
         pairs,
         run.model.clone(),
         run.model_type.clone(),
         Some(run.chat_template_arg.clone()),
-    )
+    );
+    if run.scalar_scores {
+        scores.with_scalar_scores()
+    } else {
+        scores
+    }
 }
 
 /// The two files of a run, written under `results_dir` as `save_to_hub` names them
@@ -135,6 +143,7 @@ mod tests {
             model_type: "Seq. Classifier".into(),
             chat_template_used: "tokenizer".into(),
             chat_template_arg: "tulu".into(),
+            scalar_scores: false,
         };
         let pairs = [
             pair("shp", true),

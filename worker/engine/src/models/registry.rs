@@ -115,7 +115,8 @@ pub struct Quirks {
     /// RewardBenchPipeline masks the first of two leading BOS tokens; the custom pipelines
     /// tokenize and forward as is, the duplicate included
     pub masks_double_bos: bool,
-    /// the `torch_dtype` REWARD_MODEL_CONFIG fixes for the model (`None`: the run's choice)
+    /// the `torch_dtype` REWARD_MODEL_CONFIG fixes for the model (`None`: the run's choice);
+    /// `worker score --dtype auto` takes it (only "bfloat16" occurs there)
     pub dtype: Option<&'static str>,
 }
 
