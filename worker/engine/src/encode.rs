@@ -53,6 +53,11 @@ pub fn classifier_inputs_from(
 
 /// [`classifier_inputs_from`] and, per row, how many leading tokens RewardBench masks that were
 /// dropped (0 or 1): its padded batches are still that much wider (`pooling::Pooling::Legacy`).
+///
+/// With a reward token (InternLM2) every row not already ending with it gets it appended, after
+/// truncation, as RewardBench's InternLMPipeline does (rewardbench/models/internlm.py: encode
+/// without special tokens, the template writing BOS, then `torch.cat` the reward token; that
+/// pipeline does not truncate, so a row cut at `max_length` is one token longer here).
 pub fn classifier_inputs_masked(
     tokenizer: &RewardTokenizer,
     texts: Vec<String>,
@@ -68,6 +73,13 @@ pub fn classifier_inputs_masked(
             if ids.len() >= 2 && ids[0] == bos && ids[1] == bos {
                 ids.remove(0);
                 *masked = 1;
+            }
+        }
+    }
+    if let Some(token) = tokenizer.reward_token() {
+        for ids in &mut encoded {
+            if ids.last() != Some(&token) {
+                ids.push(token);
             }
         }
     }

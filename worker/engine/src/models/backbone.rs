@@ -34,9 +34,12 @@ pub trait Backbone: Send {
 /// module knows its own prefix: `model`, `transformer`, `gpt_neox`, ...).
 pub fn load(config: &DecoderConfig, w: &VarBuilder) -> Result<Box<dyn Backbone>, LoadError> {
     match config.family {
-        Family::Llama | Family::Mistral | Family::Qwen2 => {
-            Ok(Box::new(Decoder::load(config, &w.pp("model"))?))
-        }
+        Family::Llama
+        | Family::Mistral
+        | Family::Qwen2
+        | Family::Qwen3
+        | Family::Olmo2
+        | Family::InternLM2 => Ok(Box::new(Decoder::load(config, &w.pp("model"))?)),
     }
 }
 

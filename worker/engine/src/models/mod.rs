@@ -5,9 +5,12 @@ pub mod backbone;
 pub mod config;
 pub mod decoder;
 pub mod heads;
+pub mod internlm2;
 pub mod llama;
 pub mod mistral;
+pub mod olmo2;
 pub mod qwen2;
+pub mod qwen3;
 pub mod rope;
 
 use serde_json::Value;
@@ -17,6 +20,7 @@ use crate::error::LoadError;
 use crate::model_dir::ModelDir;
 use crate::weights::Weights;
 use config::DecoderConfig;
+use decoder::{NormPlacement, QkNorm};
 pub use backbone::Backbone;
 pub use heads::{CausalLm, LinearHead, RewardHead, SequenceClassifier};
 
@@ -26,10 +30,20 @@ pub enum Family {
     Llama,
     Mistral,
     Qwen2,
+    Qwen3,
+    Olmo2,
+    InternLM2,
 }
 
 impl Family {
-    pub const ALL: [Family; 3] = [Family::Llama, Family::Mistral, Family::Qwen2];
+    pub const ALL: [Family; 6] = [
+        Family::Llama,
+        Family::Mistral,
+        Family::Qwen2,
+        Family::Qwen3,
+        Family::Olmo2,
+        Family::InternLM2,
+    ];
 
     /// The prefix of the family's transformers classes (`LlamaForSequenceClassification`).
     pub fn name(self) -> &'static str {
@@ -37,6 +51,37 @@ impl Family {
             Family::Llama => "Llama",
             Family::Mistral => "Mistral",
             Family::Qwen2 => "Qwen2",
+            Family::Qwen3 => "Qwen3",
+            Family::Olmo2 => "Olmo2",
+            Family::InternLM2 => "InternLM2",
+        }
+    }
+
+    /// The class of this family with `head`: `{family}{suffix}`, except InternLM2's reward model,
+    /// which the hub's remote code calls `InternLM2ForRewardModel`.
+    fn class(self, head: HeadKind) -> String {
+        match (self, head) {
+            (Family::InternLM2, HeadKind::SequenceClassification) => {
+                "InternLM2ForRewardModel".to_string()
+            }
+            _ => format!("{}{}", self.name(), head.class_suffix()),
+        }
+    }
+
+    /// Whether and how queries and keys are normalised before rotary.
+    pub fn qk_norm(self) -> QkNorm {
+        match self {
+            Family::Qwen3 => QkNorm::PerHead,
+            Family::Olmo2 => QkNorm::FullWidth,
+            _ => QkNorm::None,
+        }
+    }
+
+    /// Where a decoder layer's norms sit.
+    pub fn norm_placement(self) -> NormPlacement {
+        match self {
+            Family::Olmo2 => NormPlacement::After,
+            _ => NormPlacement::Before,
         }
     }
 
@@ -46,6 +91,9 @@ impl Family {
             Family::Llama => llama::config(json, architecture),
             Family::Mistral => mistral::config(json, architecture),
             Family::Qwen2 => qwen2::config(json, architecture),
+            Family::Qwen3 => qwen3::config(json, architecture),
+            Family::Olmo2 => olmo2::config(json, architecture),
+            Family::InternLM2 => internlm2::config(json, architecture),
         }
     }
 }
@@ -90,13 +138,9 @@ impl Architecture {
                 reason: "missing; expected e.g. [\"LlamaForSequenceClassification\"]".to_string(),
             })?;
         let supported = Family::ALL.iter().flat_map(|family| {
-            HeadKind::ALL.iter().map(move |head| {
-                (
-                    *family,
-                    *head,
-                    format!("{}{}", family.name(), head.class_suffix()),
-                )
-            })
+            HeadKind::ALL
+                .iter()
+                .map(move |head| (*family, *head, family.class(*head)))
         });
         let mut listed = Vec::new();
         for (family, head, class) in supported {
@@ -128,6 +172,9 @@ pub struct ModelSpec {
     pub dir: ModelDir,
     pub config: DecoderConfig,
     pub head: HeadKind,
+    /// A token the reward model reads its score at, appended to every input that does not end
+    /// with it (InternLM2's `reward_token_id`); `None` for the others.
+    pub reward_token: Option<u32>,
     /// set when the weights come from an EasyLM streaming checkpoint instead of `dir`
     easylm: Option<crate::easylm::Checkpoint>,
 }
@@ -137,10 +184,17 @@ impl ModelSpec {
         let json = dir.read_json("config.json")?;
         let arch = Architecture::of(&dir, &json)?;
         let config = arch.decoder_config(&json)?;
+        let reward_token = match (arch.family, arch.head) {
+            (Family::InternLM2, HeadKind::SequenceClassification) => {
+                Some(internlm2::reward_token(&json, &config)?)
+            }
+            _ => None,
+        };
         Ok(Self {
             dir,
             config,
             head: arch.head,
+            reward_token,
             easylm: None,
         })
     }
@@ -167,6 +221,7 @@ impl ModelSpec {
         Ok(Self {
             dir: ModelDir::open(folder)?,
             head: checkpoint.head(),
+            reward_token: None,
             config,
             easylm: Some(checkpoint),
         })
@@ -197,7 +252,12 @@ impl ModelSpec {
         if let Some(checkpoint) = &self.easylm {
             return checkpoint.load_weights(device, kind);
         }
-        Weights::load(&self.dir.safetensors_files()?, device, kind)
+        let weights = Weights::load(&self.dir.safetensors_files()?, device, kind)?;
+        match self.config.family {
+            // fused and differently named: renamed and split into the shared decoder's layout
+            Family::InternLM2 => internlm2::rename_weights(weights, &self.config),
+            _ => Ok(weights),
+        }
     }
 
     pub fn load_classifier(
@@ -241,7 +301,7 @@ mod tests {
     fn every_supported_class_names_its_family_and_head() {
         for family in Family::ALL {
             for head in HeadKind::ALL {
-                let name = format!("{}{}", family.name(), head.class_suffix());
+                let name = family.class(head);
                 let arch = architecture(&name).unwrap();
                 assert_eq!((arch.family, arch.head), (family, head), "{name}");
             }
