@@ -33,13 +33,23 @@ pub trait Backbone: Send {
 /// The backbone `config` describes, its weights taken from the checkpoint's root scope `w` (each
 /// module knows its own prefix: `model`, `transformer`, `gpt_neox`, ...).
 pub fn load(config: &DecoderConfig, w: &VarBuilder) -> Result<Box<dyn Backbone>, LoadError> {
+    load_at(config, w, "model")
+}
+
+/// [`load`] with the backbone's weights under `scope` of the root (a registry entry's `body`:
+/// `model` for transformers' classes, `transformer` for Starling-RM-34B's custom class).
+pub fn load_at(
+    config: &DecoderConfig,
+    w: &VarBuilder,
+    scope: &str,
+) -> Result<Box<dyn Backbone>, LoadError> {
     match config.family {
         Family::Llama
         | Family::Mistral
         | Family::Qwen2
         | Family::Qwen3
         | Family::Olmo2
-        | Family::InternLM2 => Ok(Box::new(Decoder::load(config, &w.pp("model"))?)),
+        | Family::InternLM2 => Ok(Box::new(Decoder::load(config, &w.pp(scope))?)),
     }
 }
 

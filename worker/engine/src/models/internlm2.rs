@@ -6,7 +6,8 @@
 //! every input ends with the reward token `reward_token_id` (92527), which RewardBench's
 //! InternLMPipeline appends when the text does not already end with it
 //! (rewardbench/models/internlm.py, rewardbench 0.1.4); herd does the same in
-//! `encode::classifier_inputs_masked` through [`ModelSpec::reward_token`](super::ModelSpec).
+//! `encode::classifier_inputs_masked` through [`ModelSpec::reward_token`](super::ModelSpec)
+//! (the registry entry's `appends_reward_token`).
 
 use std::collections::HashMap;
 
@@ -14,6 +15,9 @@ use serde_json::Value;
 use tch::Tensor;
 
 use super::config::{Biases, ConfigJson, DecoderConfig};
+use super::heads::RewardHead;
+use super::registry::HeadContext;
+use super::reward_heads::Mlp;
 use super::Family;
 use crate::error::LoadError;
 use crate::weights::Weights;
@@ -45,10 +49,6 @@ pub fn config(json: &Value, architecture: &str) -> Result<DecoderConfig, LoadErr
         mlp: false,
     };
     let mut config = json.decoder(Family::InternLM2, architecture, biases)?;
-    if architecture.ends_with("ForRewardModel") {
-        // one reward per sequence, whatever num_labels/id2label say (v_head is hidden -> 1)
-        config.num_labels = 1;
-    }
     if dynamic {
         // one slot is kept for the appended reward token
         config.attention_window = Some(config.max_position_embeddings - 1);
@@ -81,6 +81,11 @@ pub fn reward_token(json: &Value, config: &DecoderConfig) -> Result<u32, LoadErr
     Ok(id as u32)
 }
 
+/// `InternLM2ForRewardModel.v_head`: hidden -> 1, no bias (the registry fixes one label).
+pub fn load_v_head(ctx: &HeadContext) -> Result<Box<dyn RewardHead>, LoadError> {
+    Ok(Box::new(Mlp::linear(ctx, &ctx.w.pp("v_head"), 1, false)?))
+}
+
 /// The shared decoder's name for an InternLM2 tensor name (`None`: `wqkv`, which is split, or a
 /// name it does not know, kept as is and reported unused).
 fn renamed(name: &str) -> Option<String> {
@@ -88,7 +93,7 @@ fn renamed(name: &str) -> Option<String> {
         ("model.tok_embeddings.weight", "model.embed_tokens.weight"),
         ("model.norm.weight", "model.norm.weight"),
         ("output.weight", "lm_head.weight"),
-        ("v_head.weight", "score.weight"),
+        ("v_head.weight", "v_head.weight"),
     ];
     if let Some((_, to)) = TOP.iter().find(|(from, _)| *from == name) {
         return Some(to.to_string());
@@ -190,7 +195,7 @@ mod tests {
     fn wqkv_rows_split_per_kv_head() {
         // rows are numbered so each part's rows can be checked: head_dim 2, 2 groups of 2 queries
         let c = config();
-        assert_eq!((c.head_dim, c.num_labels), (2, 1));
+        assert_eq!(c.head_dim, 2);
         assert_eq!(c.attention_window, Some(63));
         let fused = Tensor::arange(16 * 8, (Kind::Float, Device::Cpu)).view([16, 8]);
         let [q, k, v] = split_wqkv("wqkv", &fused, &c).unwrap();
@@ -223,7 +228,7 @@ mod tests {
             renamed("model.layers.0.ffn_norm.weight").as_deref(),
             Some("model.layers.0.post_attention_layernorm.weight")
         );
-        assert_eq!(renamed("v_head.weight").as_deref(), Some("score.weight"));
+        assert_eq!(renamed("output.weight").as_deref(), Some("lm_head.weight"));
         assert_eq!(renamed("model.layers.x.ffn_norm.weight"), None);
         assert_eq!(renamed("something.else"), None);
     }

@@ -4,6 +4,7 @@
 pub mod backbone;
 pub mod config;
 pub mod decoder;
+pub mod gated;
 pub mod heads;
 pub mod internlm2;
 pub mod llama;
@@ -11,6 +12,8 @@ pub mod mistral;
 pub mod olmo2;
 pub mod qwen2;
 pub mod qwen3;
+pub mod registry;
+pub mod reward_heads;
 pub mod rope;
 
 use serde_json::Value;
@@ -19,10 +22,11 @@ use tch::{Device, Kind};
 use crate::error::LoadError;
 use crate::model_dir::ModelDir;
 use crate::weights::Weights;
+pub use backbone::Backbone;
 use config::DecoderConfig;
 use decoder::{NormPlacement, QkNorm};
-pub use backbone::Backbone;
 pub use heads::{CausalLm, LinearHead, RewardHead, SequenceClassifier};
+pub use registry::Entry;
 
 /// The architectures herd runs. Each module turns its config.json into the shared decoder shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,17 +61,6 @@ impl Family {
         }
     }
 
-    /// The class of this family with `head`: `{family}{suffix}`, except InternLM2's reward model,
-    /// which the hub's remote code calls `InternLM2ForRewardModel`.
-    fn class(self, head: HeadKind) -> String {
-        match (self, head) {
-            (Family::InternLM2, HeadKind::SequenceClassification) => {
-                "InternLM2ForRewardModel".to_string()
-            }
-            _ => format!("{}{}", self.name(), head.class_suffix()),
-        }
-    }
-
     /// Whether and how queries and keys are normalised before rotary.
     pub fn qk_norm(self) -> QkNorm {
         match self {
@@ -98,73 +91,11 @@ impl Family {
     }
 }
 
-/// What a checkpoint's `architectures` entry asks for.
+/// What the scorer does with a model: read a reward, or DPO log-probs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeadKind {
     SequenceClassification,
     CausalLm,
-}
-
-impl HeadKind {
-    pub const ALL: [HeadKind; 2] = [HeadKind::SequenceClassification, HeadKind::CausalLm];
-
-    /// The suffix of the transformers classes with this head (`LlamaForCausalLM`).
-    fn class_suffix(self) -> &'static str {
-        match self {
-            HeadKind::SequenceClassification => "ForSequenceClassification",
-            HeadKind::CausalLm => "ForCausalLM",
-        }
-    }
-}
-
-/// A transformers class herd runs: `{family}{head suffix}`.
-struct Architecture {
-    name: String,
-    family: Family,
-    head: HeadKind,
-}
-
-impl Architecture {
-    /// The first `architectures` entry of a config.json; anything but a supported class is an
-    /// error naming it and the supported ones.
-    fn of(dir: &ModelDir, json: &Value) -> Result<Self, LoadError> {
-        let name = json
-            .get("architectures")
-            .and_then(Value::as_array)
-            .and_then(|list| list.first())
-            .and_then(Value::as_str)
-            .ok_or_else(|| LoadError::Config {
-                field: "architectures".to_string(),
-                reason: "missing; expected e.g. [\"LlamaForSequenceClassification\"]".to_string(),
-            })?;
-        let supported = Family::ALL.iter().flat_map(|family| {
-            HeadKind::ALL
-                .iter()
-                .map(move |head| (*family, *head, family.class(*head)))
-        });
-        let mut listed = Vec::new();
-        for (family, head, class) in supported {
-            if class == name {
-                return Ok(Architecture {
-                    name: class,
-                    family,
-                    head,
-                });
-            }
-            listed.push(class);
-        }
-        Err(LoadError::UnsupportedArchitecture {
-            path: dir.path("config.json"),
-            architecture: name.to_string(),
-            supported: listed.join(", "),
-        })
-    }
-
-    fn decoder_config(&self, json: &Value) -> Result<DecoderConfig, LoadError> {
-        let config = self.family.decoder_config(json, &self.name)?;
-        config.validate()?;
-        Ok(config)
-    }
 }
 
 /// A model folder read as far as its config: cheap, no weights touched.
@@ -172,28 +103,59 @@ pub struct ModelSpec {
     pub dir: ModelDir,
     pub config: DecoderConfig,
     pub head: HeadKind,
+    /// how this model is scored (registry entry: head, pooling, sign)
+    pub entry: &'static Entry,
+    /// the raw config.json (`Null` for an EasyLM checkpoint), for the fields a custom head reads
+    json: Value,
     /// A token the reward model reads its score at, appended to every input that does not end
-    /// with it (InternLM2's `reward_token_id`); `None` for the others.
+    /// with it (the entry's `appends_reward_token`: InternLM2's `reward_token_id`).
     pub reward_token: Option<u32>,
     /// set when the weights come from an EasyLM streaming checkpoint instead of `dir`
     easylm: Option<crate::easylm::Checkpoint>,
 }
 
 impl ModelSpec {
+    /// The folder's model, named by its path as given (RewardBench's `--model`).
     pub fn open(dir: ModelDir) -> Result<Self, LoadError> {
+        let name = dir.root().to_string_lossy().into_owned();
+        Self::open_named(dir, Some(&name))
+    }
+
+    /// The folder's model, looked up in the registry under `name` (a RewardBench model name such
+    /// as `Nexusflow/Starling-RM-34B`, or a path ending in one) and its config.json
+    /// `architectures`.
+    pub fn open_named(dir: ModelDir, name: Option<&str>) -> Result<Self, LoadError> {
         let json = dir.read_json("config.json")?;
-        let arch = Architecture::of(&dir, &json)?;
-        let config = arch.decoder_config(&json)?;
-        let reward_token = match (arch.family, arch.head) {
-            (Family::InternLM2, HeadKind::SequenceClassification) => {
-                Some(internlm2::reward_token(&json, &config)?)
+        let architectures = registry::architectures(&json);
+        let entry = registry::lookup(&dir.path("config.json"), &architectures, name)?;
+        if let Some(model_type) = json.get("model_type").and_then(Value::as_str) {
+            let expected = registry::model_types(entry.family);
+            if !expected.contains(&model_type) {
+                return Err(LoadError::Config {
+                    field: "model_type".to_string(),
+                    reason: format!(
+                        "{model_type:?}, but {} is scored on a {} backbone (model_type {})",
+                        entry.architecture,
+                        entry.family.name(),
+                        expected.join(" or ")
+                    ),
+                });
             }
-            _ => None,
+        }
+        let mut config = entry.family.decoder_config(&json, entry.architecture)?;
+        config.num_labels = entry.labels.resolve(&json, config.num_labels)?;
+        config.validate()?;
+        let reward_token = if entry.quirks.appends_reward_token {
+            Some(internlm2::reward_token(&json, &config)?)
+        } else {
+            None
         };
         Ok(Self {
             dir,
             config,
-            head: arch.head,
+            head: entry.task,
+            entry,
+            json,
             reward_token,
             easylm: None,
         })
@@ -218,11 +180,20 @@ impl ModelSpec {
             architecture = %config.architecture,
             "EasyLM checkpoint scanned"
         );
+        let head = checkpoint.head();
+        let entry = registry::generic(config.family, head).ok_or_else(|| {
+            LoadError::file(
+                path,
+                format!("no registry entry for a {head:?} {}", config.architecture),
+            )
+        })?;
         Ok(Self {
             dir: ModelDir::open(folder)?,
-            head: checkpoint.head(),
-            reward_token: None,
+            head,
+            entry,
             config,
+            json: Value::Null,
+            reward_token: None,
             easylm: Some(checkpoint),
         })
     }
@@ -267,7 +238,8 @@ impl ModelSpec {
     ) -> Result<SequenceClassifier, LoadError> {
         self.expect_head(HeadKind::SequenceClassification)?;
         let weights = self.weights(device, kind)?;
-        let model = SequenceClassifier::load(&self.config, &weights.root())?;
+        let model =
+            SequenceClassifier::load_entry(self.entry, &self.config, &self.json, &weights.root())?;
         warn_unused(&self.dir, &weights);
         Ok(model)
     }
@@ -285,43 +257,5 @@ fn warn_unused(dir: &ModelDir, weights: &Weights) {
     let unused = weights.unused();
     if !unused.is_empty() {
         tracing::warn!(model = %dir.root().display(), ?unused, "checkpoint tensors not used by the model");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn architecture(name: &str) -> Result<Architecture, LoadError> {
-        let dir = ModelDir::open(std::env::temp_dir()).unwrap();
-        Architecture::of(&dir, &serde_json::json!({ "architectures": [name] }))
-    }
-
-    #[test]
-    fn every_supported_class_names_its_family_and_head() {
-        for family in Family::ALL {
-            for head in HeadKind::ALL {
-                let name = family.class(head);
-                let arch = architecture(&name).unwrap();
-                assert_eq!((arch.family, arch.head), (family, head), "{name}");
-            }
-        }
-    }
-
-    #[test]
-    fn an_unknown_class_is_named_with_the_supported_ones() {
-        // a known family prefix with an unknown head, and an unknown family: no fall-through
-        for name in [
-            "Qwen2ForTokenClassification",
-            "GPTNeoXForSequenceClassification",
-        ] {
-            let error = architecture(name).err().unwrap().to_string();
-            assert!(error.contains(name), "{error}");
-            assert!(
-                error.contains("LlamaForSequenceClassification, LlamaForCausalLM, Mistral"),
-                "{error}"
-            );
-            assert!(error.contains("Qwen2ForCausalLM"), "{error}");
-        }
     }
 }
