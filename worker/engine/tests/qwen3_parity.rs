@@ -280,6 +280,29 @@ fn internlm2_fused_wqkv_reward_token_v_head() {
     check_fp32("internlm2-rm");
 }
 
+/// A row longer than `max_length` is cut from the left and still ends with the reward token (the
+/// reference pipeline does not truncate; rows that fit are exact, see above).
+#[test]
+fn internlm2_rows_cut_to_max_length_keep_the_reward_token() {
+    let golden = golden("internlm2-rm");
+    let reward = golden["reward_token_id"].as_u64().unwrap() as u32;
+    let dir = ModelDir::open(fixtures().join("models/internlm2-rm")).unwrap();
+    let spec = ModelSpec::open(ModelDir::open(dir.root()).unwrap()).unwrap();
+    assert_eq!(spec.reward_token, Some(reward));
+    let mut tokenizer = RewardTokenizer::load(&dir).unwrap();
+    tokenizer.set_reward_token(spec.reward_token);
+    let example = &examples(&golden)[0];
+    let full = ids(&example["input_ids_chosen"]);
+    let text = example["text_chosen"].as_str().unwrap().to_string();
+    let cut = classifier_inputs(&tokenizer, vec![text.clone()], 16).unwrap();
+    assert_eq!(cut[0].len(), 16);
+    assert_eq!(cut[0][..15], full[full.len() - 16..full.len() - 1]);
+    assert_eq!(cut[0][15], reward);
+    // uncut, the row is the reference pipeline's
+    let ends = classifier_inputs(&tokenizer, vec![text], 1 << 20).unwrap();
+    assert_eq!(ends[0], full);
+}
+
 #[test]
 fn bf16_within_the_references_own_bf16_spread() {
     for case in ["qwen3-rm", "olmo2-rm", "internlm2-rm"] {

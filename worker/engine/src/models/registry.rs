@@ -218,9 +218,9 @@ pub static ENTRIES: &[Entry] = &[
     classifier("InternLM2ForSequenceClassification", Family::InternLM2),
     causal_lm("InternLM2ForCausalLM", Family::InternLM2),
     // internlm/internlm2-{1_8b,7b,20b}-reward: InternLMPipeline (rewardbench/models/internlm.py)
-    // appends the reward token, the reward is `v_head` at the last token, one float per row.
-    // That pipeline encodes without special tokens while the chat template writes BOS; herd's
-    // tokenizer adds BOS and drops the duplicate (masks_double_bos), which gives the same ids
+    // encodes without special tokens (the chat template writes BOS) and appends the reward
+    // token (encode::classifier_inputs_masked); the reward is `v_head` at the last token, one
+    // float per row
     Entry {
         head: Head::Custom(super::internlm2::load_v_head),
         labels: Labels::Fixed(1),
