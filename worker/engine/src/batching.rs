@@ -206,6 +206,12 @@ impl Batch {
             .view([count as i64, len as i64])
             .to_device(device);
         let forks: Option<Vec<Fork>> = plan.members.iter().map(|&m| rows[m].fork()).collect();
+        // A batch whose forked rows each hold one sequence is plain causal attention (positions
+        // 0..len, nothing to hide): it takes the unmasked path, whose fused SDPA kernels need no
+        // [rows, len, len] mask and stay linear in memory. Rows longer than the classifier's
+        // MAX_SHARED_ROW_TOKENS always hold one sequence, so long inputs never build the mask
+        // when they are alone in their batch.
+        let forks = forks.filter(|forks| forks.iter().any(|f| f.lengths.len() > 1));
         let layout = match forks {
             Some(forks) => Layout::Masked {
                 positions: fork_positions(&forks, len, device),

@@ -241,6 +241,28 @@ mod tests {
     }
 
     #[test]
+    fn rows_of_one_sequence_take_the_unmasked_causal_path() {
+        use crate::batching::{Batch, Layout, Plan};
+        let long: Vec<u32> = (0..9).collect();
+        let (chosen, rejected) = (vec![1, 2, 3], vec![1, 2, 4]);
+        // a sequence past the cap is a row of its own: no [rows, len, len] mask for it
+        let sequences = [long, vec![5, 6]];
+        let rows = group_rows(&sequences, &[2], 8);
+        assert_eq!(rows.len(), 2);
+        let plan = |members: Vec<usize>, padded_len| Plan {
+            members,
+            padded_len,
+        };
+        let alone = Batch::pad(&rows, plan(vec![0, 1], 9), 0, tch::Device::Cpu);
+        assert!(matches!(alone.layout, Layout::Causal));
+        // a row holding two sequences still needs the mask, and so does its batch
+        let pair = GroupRow::new(2, vec![chosen.as_slice(), rejected.as_slice()]);
+        let mixed = vec![GroupRow::new(0, vec![&[7, 8, 9][..]]), pair];
+        let batch = Batch::pad(&mixed, plan(vec![0, 1], 4), 0, tch::Device::Cpu);
+        assert!(matches!(batch.layout, Layout::Masked { .. }));
+    }
+
+    #[test]
     fn identical_sequences_share_everything() {
         let seq = vec![7, 8, 9];
         let row = GroupRow::new(0, vec![seq.as_slice(); 3]);

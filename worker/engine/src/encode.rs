@@ -53,12 +53,38 @@ pub fn classifier_inputs_from(
 
 /// [`classifier_inputs_from`] and, per row, how many leading tokens RewardBench masks that were
 /// dropped (0 or 1): its padded batches are still that much wider (`pooling::Pooling::Legacy`).
+///
+/// With a reward token (InternLM2) the rows are RewardBench's InternLMPipeline's instead
+/// (rewardbench/models/internlm.py, rewardbench 0.1.4): encoded without special tokens (the chat
+/// template writes BOS), the reward token appended unless the row already ends with it. That
+/// pipeline does not truncate; herd cuts a longer row from `side` to `max_length` with the reward
+/// token, so rows that fit are exact.
 pub fn classifier_inputs_masked(
     tokenizer: &RewardTokenizer,
     texts: Vec<String>,
     max_length: usize,
     side: TruncationSide,
 ) -> anyhow::Result<(Vec<Vec<u32>>, Vec<usize>)> {
+    if let Some(token) = tokenizer.reward_token() {
+        let mut encoded = tokenizer
+            .encode_plain(texts)
+            .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
+        let keep = max_length.max(1) - 1;
+        for ids in &mut encoded {
+            if ids.last() == Some(&token) {
+                ids.pop();
+            }
+            if ids.len() > keep {
+                match side {
+                    TruncationSide::Left => drop(ids.drain(..ids.len() - keep)),
+                    TruncationSide::Right => ids.truncate(keep),
+                }
+            }
+            ids.push(token);
+        }
+        let masked = vec![0; encoded.len()];
+        return Ok((encoded, masked));
+    }
     let mut encoded = tokenizer
         .encode_truncated_from(texts, max_length, side)
         .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;

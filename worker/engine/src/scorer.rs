@@ -245,6 +245,16 @@ fn prepare_text(
             request.model.display()
         );
         prepare_classifier_tokenizer(&mut tokenizer, &formatter, &tokenizer_dir)?;
+        if let Some(token) = spec.reward_token {
+            anyhow::ensure!(
+                tokenizer.has_id(token),
+                "{}: the model reads its reward at token {token} (reward_token_id), which the \
+                 tokenizer in {} does not have",
+                request.model.display(),
+                tokenizer_dir.root().display()
+            );
+            tokenizer.set_reward_token(Some(token));
+        }
     }
     Ok((tokenizer, formatter))
 }

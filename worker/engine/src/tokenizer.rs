@@ -40,6 +40,9 @@ pub struct RewardTokenizer {
     chat_template: Option<JinjaTemplate>,
     /// `truncation_side` of tokenizer_config.json (transformers' default: right)
     truncation_side: TruncationSide,
+    /// a token a reward model reads its score at, appended to classifier inputs that do not end
+    /// with it (`ModelSpec::reward_token`, InternLM2)
+    reward_token: Option<u32>,
 }
 
 /// Which end `tokenizer(..., truncation=True, max_length=n)` cuts: transformers'
@@ -371,6 +374,7 @@ impl RewardTokenizer {
             has_pad_token,
             chat_template,
             truncation_side,
+            reward_token: None,
         };
         loaded.update_post_processor(dir.root())?;
         Ok(loaded)
@@ -408,6 +412,15 @@ impl RewardTokenizer {
 
     fn flag_driven(&self) -> bool {
         FLAG_DRIVEN_CLASSES.contains(&self.class.as_str())
+    }
+
+    /// The token every classifier input must end with (see `encode::classifier_inputs_masked`).
+    pub fn reward_token(&self) -> Option<u32> {
+        self.reward_token
+    }
+
+    pub fn set_reward_token(&mut self, token: Option<u32>) {
+        self.reward_token = token;
     }
 
     /// RewardBench sets `tokenizer.add_eos_token = True` when it formats with FastChat

@@ -74,6 +74,12 @@ impl Weights {
         }
     }
 
+    /// Every tensor by name, for a family whose checkpoint names and fuses its weights its own way
+    /// (`models::internlm2`) to rename them before the model takes them.
+    pub fn into_tensors(self) -> HashMap<String, Tensor> {
+        self.tensors.into_inner()
+    }
+
     /// The scope every tensor name starts from.
     pub fn root(&self) -> VarBuilder<'_> {
         VarBuilder {

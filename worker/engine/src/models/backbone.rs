@@ -44,9 +44,12 @@ pub fn load_at(
     scope: &str,
 ) -> Result<Box<dyn Backbone>, LoadError> {
     match config.family {
-        Family::Llama | Family::Mistral | Family::Qwen2 => {
-            Ok(Box::new(Decoder::load(config, &w.pp(scope))?))
-        }
+        Family::Llama
+        | Family::Mistral
+        | Family::Qwen2
+        | Family::Qwen3
+        | Family::Olmo2
+        | Family::InternLM2 => Ok(Box::new(Decoder::load(config, &w.pp(scope))?)),
     }
 }
 

@@ -1,5 +1,6 @@
-//! The Llama-family decoder stack shared by Llama, Mistral and Qwen2 (they differ only in
-//! config: biases, rotary scaling, windows). It runs a padded [`Batch`]: right padding with causal
+//! The Llama-family decoder stack shared by Llama, Mistral, Qwen2, Qwen3, OLMo2 and InternLM2
+//! (they differ only in config: biases, rotary scaling, windows, q/k norms, where the norms sit;
+//! InternLM2's fused weights are renamed and split at load, see internlm2.rs). It runs a padded [`Batch`]: right padding with causal
 //! attention needs no padding mask, so SDPA may use its fused kernels while the outputs at real
 //! positions stay exact; a batch of forked rows (two sequences sharing a prefix, see
 //! `batching`) brings explicit positions and a mask, and the shared prefix is computed once at no
@@ -38,6 +39,10 @@ impl Linear {
 pub struct RmsNorm {
     weight: Tensor,
     eps: f64,
+    /// OLMo2's variant scales in float32 and casts the product back (`(self.weight *
+    /// hidden_states).to(input_dtype)`, modeling_olmo2.py Olmo2RMSNorm) instead of scaling the
+    /// cast-back value: the same in float32, a different rounding in bf16
+    scale_in_float32: bool,
 }
 
 impl RmsNorm {
@@ -45,7 +50,20 @@ impl RmsNorm {
         Ok(Self {
             weight: w.take("weight", &[dim])?,
             eps,
+            scale_in_float32: false,
         })
+    }
+
+    /// The norm `family` uses (OLMo2's scales in float32).
+    fn load_for(
+        family: super::Family,
+        w: &VarBuilder,
+        dim: i64,
+        eps: f64,
+    ) -> Result<Self, LoadError> {
+        let mut norm = Self::load(w, dim, eps)?;
+        norm.scale_in_float32 = family == super::Family::Olmo2;
+        Ok(norm)
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
@@ -53,7 +71,44 @@ impl RmsNorm {
         let x32 = x.to_kind(Kind::Float);
         let variance = x32.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
         let normed = x32 * (variance + self.eps).rsqrt();
+        if self.scale_in_float32 {
+            return (self.weight.to_kind(Kind::Float) * normed).to_kind(kind);
+        }
         &self.weight * normed.to_kind(kind)
+    }
+}
+
+/// Where a family normalises queries and keys (before rotary), if at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QkNorm {
+    None,
+    /// Qwen3: an RMSNorm over each head's `head_dim` (`q_norm(q_proj(x).view(..., head_dim))`)
+    PerHead,
+    /// OLMo2: an RMSNorm over the whole projection, `num_heads * head_dim`, before the heads split
+    FullWidth,
+}
+
+/// `q_norm` and `k_norm` of a layer's attention and the width they normalise.
+struct QkNorms {
+    q: RmsNorm,
+    k: RmsNorm,
+    kind: QkNorm,
+}
+
+impl QkNorms {
+    fn load(c: &DecoderConfig, w: &VarBuilder) -> Result<Option<Self>, LoadError> {
+        let kind = c.family.qk_norm();
+        let (q_dim, k_dim) = match kind {
+            QkNorm::None => return Ok(None),
+            QkNorm::PerHead => (c.head_dim, c.head_dim),
+            QkNorm::FullWidth => (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim),
+        };
+        let norm = |name: &str, dim| RmsNorm::load_for(c.family, &w.pp(name), dim, c.rms_norm_eps);
+        Ok(Some(Self {
+            q: norm("q_norm", q_dim)?,
+            k: norm("k_norm", k_dim)?,
+            kind,
+        }))
     }
 }
 
@@ -62,6 +117,7 @@ struct Attention {
     k: Linear,
     v: Linear,
     o: Linear,
+    qk_norms: Option<QkNorms>,
     num_heads: i64,
     num_kv_heads: i64,
     head_dim: i64,
@@ -78,6 +134,7 @@ impl Attention {
             k: Linear::load(&w.pp("k_proj"), kv_dim, hidden, b.qkv)?,
             v: Linear::load(&w.pp("v_proj"), kv_dim, hidden, b.qkv)?,
             o: Linear::load(&w.pp("o_proj"), hidden, q_dim, b.output)?,
+            qk_norms: QkNorms::load(c, w)?,
             num_heads: c.num_heads,
             num_kv_heads: c.num_kv_heads,
             head_dim: c.head_dim,
@@ -87,9 +144,22 @@ impl Attention {
     fn forward(&self, x: &Tensor, rotary: &RotaryTables, mask: Option<&Tensor>) -> Tensor {
         let size = x.size(); // [batch, len, hidden]
         let (batch, len) = (size[0], size[1]);
-        let heads = |t: Tensor, n: i64| t.view([batch, len, n, self.head_dim]).transpose(1, 2);
-        let q = rotary.apply(&heads(self.q.forward(x), self.num_heads));
-        let k = rotary.apply(&heads(self.k.forward(x), self.num_kv_heads));
+        let split = |t: Tensor, n: i64| t.view([batch, len, n, self.head_dim]);
+        let (mut q, mut k) = (self.q.forward(x), self.k.forward(x));
+        if let Some(norms) = self
+            .qk_norms
+            .as_ref()
+            .filter(|n| n.kind == QkNorm::FullWidth)
+        {
+            (q, k) = (norms.q.forward(&q), norms.k.forward(&k));
+        }
+        let (mut q, mut k) = (split(q, self.num_heads), split(k, self.num_kv_heads));
+        if let Some(norms) = self.qk_norms.as_ref().filter(|n| n.kind == QkNorm::PerHead) {
+            (q, k) = (norms.q.forward(&q), norms.k.forward(&k));
+        }
+        let heads = |t: Tensor, n: i64| split(t, n).transpose(1, 2);
+        let q = rotary.apply(&q.transpose(1, 2));
+        let k = rotary.apply(&k.transpose(1, 2));
         let v = heads(self.v.forward(x), self.num_kv_heads);
         let grouped = self.num_kv_heads != self.num_heads;
         let attended = Tensor::scaled_dot_product_attention(
@@ -132,10 +202,24 @@ impl Mlp {
     }
 }
 
+/// Where a layer's norms sit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormPlacement {
+    /// Llama: `x + attn(input_norm(x))`, then `x + mlp(post_attention_norm(x))`
+    Before,
+    /// OLMo2: `x + post_attention_norm(attn(x))`, then `x + post_feedforward_norm(mlp(x))`
+    /// (modeling_olmo2.py Olmo2DecoderLayer.forward); no input norms
+    After,
+}
+
 struct Layer {
-    input_norm: RmsNorm,
+    /// the norm before attention (`Before`) or none (`After`)
+    input_norm: Option<RmsNorm>,
     attention: Attention,
+    /// before the MLP (`Before`) or after attention (`After`)
     post_attention_norm: RmsNorm,
+    /// after the MLP (`After` only)
+    post_feedforward_norm: Option<RmsNorm>,
     mlp: Mlp,
 }
 
@@ -152,11 +236,22 @@ impl Layer {
     /// One decoder layer from `w` (`model.layers.N`).
     fn load(c: &DecoderConfig, w: &VarBuilder) -> Result<Self, LoadError> {
         let (hidden, eps) = (c.hidden_size, c.rms_norm_eps);
+        let norm = |name: &str| RmsNorm::load_for(c.family, &w.pp(name), hidden, eps);
+        let after = c.family.norm_placement() == NormPlacement::After;
         Ok(Self {
             attention: Attention::load(c, &w.pp("self_attn"))?,
             mlp: Mlp::load(c, &w.pp("mlp"))?,
-            input_norm: RmsNorm::load(&w.pp("input_layernorm"), hidden, eps)?,
-            post_attention_norm: RmsNorm::load(&w.pp("post_attention_layernorm"), hidden, eps)?,
+            input_norm: if after {
+                None
+            } else {
+                Some(norm("input_layernorm")?)
+            },
+            post_attention_norm: norm("post_attention_layernorm")?,
+            post_feedforward_norm: if after {
+                Some(norm("post_feedforward_layernorm")?)
+            } else {
+                None
+            },
         })
     }
 }
@@ -171,7 +266,7 @@ impl Decoder {
         let layers = (0..c.num_layers)
             .map(|i| Layer::load(c, &w.pp("layers").pp(i)))
             .collect::<Result<Vec<_>, _>>()?;
-        let final_norm = RmsNorm::load(&w.pp("norm"), c.hidden_size, c.rms_norm_eps)?;
+        let final_norm = RmsNorm::load_for(c.family, &w.pp("norm"), c.hidden_size, c.rms_norm_eps)?;
         let inv_freq = inverse_frequencies(c, embed_tokens.device());
         Ok(Self {
             embed_tokens,
@@ -198,9 +293,18 @@ impl Decoder {
             ),
         };
         for layer in &self.layers {
-            let attended = layer
-                .attention
-                .forward(&layer.input_norm.forward(&x), &rotary, mask);
+            if let Some(post_feedforward_norm) = &layer.post_feedforward_norm {
+                let attended = layer.attention.forward(&x, &rotary, mask);
+                x += layer.post_attention_norm.forward(&attended);
+                let mlp_out = layer.mlp.forward(&x);
+                x += post_feedforward_norm.forward(&mlp_out);
+                continue;
+            }
+            let input = match &layer.input_norm {
+                Some(norm) => norm.forward(&x),
+                None => x.shallow_clone(),
+            };
+            let attended = layer.attention.forward(&input, &rotary, mask);
             x += attended;
             let mlp_out = layer.mlp.forward(&layer.post_attention_norm.forward(&x));
             x += mlp_out;

@@ -6,9 +6,12 @@ pub mod config;
 pub mod decoder;
 pub mod gated;
 pub mod heads;
+pub mod internlm2;
 pub mod llama;
 pub mod mistral;
+pub mod olmo2;
 pub mod qwen2;
+pub mod qwen3;
 pub mod registry;
 pub mod reward_heads;
 pub mod rope;
@@ -21,6 +24,7 @@ use crate::model_dir::ModelDir;
 use crate::weights::Weights;
 pub use backbone::Backbone;
 use config::DecoderConfig;
+use decoder::{NormPlacement, QkNorm};
 pub use heads::{CausalLm, LinearHead, RewardHead, SequenceClassifier};
 pub use registry::Entry;
 
@@ -30,10 +34,20 @@ pub enum Family {
     Llama,
     Mistral,
     Qwen2,
+    Qwen3,
+    Olmo2,
+    InternLM2,
 }
 
 impl Family {
-    pub const ALL: [Family; 3] = [Family::Llama, Family::Mistral, Family::Qwen2];
+    pub const ALL: [Family; 6] = [
+        Family::Llama,
+        Family::Mistral,
+        Family::Qwen2,
+        Family::Qwen3,
+        Family::Olmo2,
+        Family::InternLM2,
+    ];
 
     /// The prefix of the family's transformers classes (`LlamaForSequenceClassification`).
     pub fn name(self) -> &'static str {
@@ -41,6 +55,26 @@ impl Family {
             Family::Llama => "Llama",
             Family::Mistral => "Mistral",
             Family::Qwen2 => "Qwen2",
+            Family::Qwen3 => "Qwen3",
+            Family::Olmo2 => "Olmo2",
+            Family::InternLM2 => "InternLM2",
+        }
+    }
+
+    /// Whether and how queries and keys are normalised before rotary.
+    pub fn qk_norm(self) -> QkNorm {
+        match self {
+            Family::Qwen3 => QkNorm::PerHead,
+            Family::Olmo2 => QkNorm::FullWidth,
+            _ => QkNorm::None,
+        }
+    }
+
+    /// Where a decoder layer's norms sit.
+    pub fn norm_placement(self) -> NormPlacement {
+        match self {
+            Family::Olmo2 => NormPlacement::After,
+            _ => NormPlacement::Before,
         }
     }
 
@@ -50,6 +84,9 @@ impl Family {
             Family::Llama => llama::config(json, architecture),
             Family::Mistral => mistral::config(json, architecture),
             Family::Qwen2 => qwen2::config(json, architecture),
+            Family::Qwen3 => qwen3::config(json, architecture),
+            Family::Olmo2 => olmo2::config(json, architecture),
+            Family::InternLM2 => internlm2::config(json, architecture),
         }
     }
 }
@@ -70,6 +107,9 @@ pub struct ModelSpec {
     pub entry: &'static Entry,
     /// the raw config.json (`Null` for an EasyLM checkpoint), for the fields a custom head reads
     json: Value,
+    /// A token the reward model reads its score at, appended to every input that does not end
+    /// with it (the entry's `appends_reward_token`: InternLM2's `reward_token_id`).
+    pub reward_token: Option<u32>,
     /// set when the weights come from an EasyLM streaming checkpoint instead of `dir`
     easylm: Option<crate::easylm::Checkpoint>,
 }
@@ -105,12 +145,18 @@ impl ModelSpec {
         let mut config = entry.family.decoder_config(&json, entry.architecture)?;
         config.num_labels = entry.labels.resolve(&json, config.num_labels)?;
         config.validate()?;
+        let reward_token = if entry.quirks.appends_reward_token {
+            Some(internlm2::reward_token(&json, &config)?)
+        } else {
+            None
+        };
         Ok(Self {
             dir,
             config,
             head: entry.task,
             entry,
             json,
+            reward_token,
             easylm: None,
         })
     }
@@ -147,6 +193,7 @@ impl ModelSpec {
             entry,
             config,
             json: Value::Null,
+            reward_token: None,
             easylm: Some(checkpoint),
         })
     }
@@ -176,7 +223,12 @@ impl ModelSpec {
         if let Some(checkpoint) = &self.easylm {
             return checkpoint.load_weights(device, kind);
         }
-        Weights::load(&self.dir.safetensors_files()?, device, kind)
+        let weights = Weights::load(&self.dir.safetensors_files()?, device, kind)?;
+        match self.config.family {
+            // fused and differently named: renamed and split into the shared decoder's layout
+            Family::InternLM2 => internlm2::rename_weights(weights, &self.config),
+            _ => Ok(weights),
+        }
     }
 
     pub fn load_classifier(

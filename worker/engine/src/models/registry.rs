@@ -118,6 +118,9 @@ pub struct Quirks {
     /// the `torch_dtype` REWARD_MODEL_CONFIG fixes for the model (`None`: the run's choice);
     /// `worker score --dtype auto` takes it (only "bfloat16" occurs there)
     pub dtype: Option<&'static str>,
+    /// the pipeline appends the model's reward token (config.json `reward_token_id`,
+    /// `ModelSpec::reward_token`) to every input that does not end with it: InternLM2
+    pub appends_reward_token: bool,
 }
 
 /// `*ForSequenceClassification` through RewardBenchPipeline: the registry's default quirks.
@@ -128,6 +131,7 @@ pub const CLASSIFIER: Quirks = Quirks {
     head_dtype: HeadDtype::Model,
     masks_double_bos: true,
     dtype: None,
+    appends_reward_token: false,
 };
 
 /// One way of scoring a model.
@@ -206,6 +210,29 @@ pub static ENTRIES: &[Entry] = &[
     causal_lm("MistralForCausalLM", Family::Mistral),
     classifier("Qwen2ForSequenceClassification", Family::Qwen2),
     causal_lm("Qwen2ForCausalLM", Family::Qwen2),
+    classifier("Qwen3ForSequenceClassification", Family::Qwen3),
+    causal_lm("Qwen3ForCausalLM", Family::Qwen3),
+    classifier("Olmo2ForSequenceClassification", Family::Olmo2),
+    causal_lm("Olmo2ForCausalLM", Family::Olmo2),
+    // the classes of the hub's remote modeling_internlm2.py (weights renamed at load, see
+    // models/internlm2.rs)
+    classifier("InternLM2ForSequenceClassification", Family::InternLM2),
+    causal_lm("InternLM2ForCausalLM", Family::InternLM2),
+    // internlm/internlm2-{1_8b,7b,20b}-reward: InternLMPipeline (rewardbench/models/internlm.py)
+    // encodes without special tokens (the chat template writes BOS) and appends the reward
+    // token (encode::classifier_inputs_masked); the reward is `v_head` at the last token, one
+    // float per row
+    Entry {
+        head: Head::Custom(super::internlm2::load_v_head),
+        labels: Labels::Fixed(1),
+        quirks: Quirks {
+            pooled: Pooled::LastToken,
+            output: Output::Scalar,
+            appends_reward_token: true,
+            ..CLASSIFIER
+        },
+        ..classifier("InternLM2ForRewardModel", Family::InternLM2)
+    },
     // infly/INF-ORM-Llama3.1-70B: RewardBenchPipeline, torch_dtype bfloat16
     Entry {
         head: Head::Custom(reward_heads::inform::load),
@@ -306,6 +333,7 @@ pub const CUSTOM_PIPELINE: Quirks = Quirks {
     head_dtype: HeadDtype::Model,
     masks_double_bos: false,
     dtype: None,
+    appends_reward_token: false,
 };
 
 /// The config.json `model_type`s a family's backbone reads (a class such as `GRewardModel` or
@@ -315,6 +343,9 @@ pub fn model_types(family: Family) -> &'static [&'static str] {
         Family::Llama => &["llama"],
         Family::Mistral => &["mistral"],
         Family::Qwen2 => &["qwen2"],
+        Family::Qwen3 => &["qwen3"],
+        Family::Olmo2 => &["olmo2"],
+        Family::InternLM2 => &["internlm2"],
     }
 }
 
