@@ -18,7 +18,8 @@ use herd_engine::classifier::{score_sequence_pairs, score_sequences};
 use herd_engine::encode::pooled_position;
 use herd_engine::model_dir::ModelDir;
 use herd_engine::models::gated::{self, LLAMA3_GATE_PATTERN};
-use herd_engine::models::SequenceClassifier;
+use herd_engine::models::registry::{HeadDtype, Output, Pooled};
+use herd_engine::models::{ModelSpec, SequenceClassifier};
 use serde_json::Value;
 use tch::{Device, Kind};
 
@@ -33,14 +34,15 @@ fn golden(case: &str) -> Value {
     herd_testkit::fixtures::read_json(&fixtures().join(format!("{case}.json")))
 }
 
+fn spec(golden: &Value) -> ModelSpec {
+    let dir = fixtures()
+        .join("models")
+        .join(golden["model"].as_str().unwrap());
+    ModelSpec::open(ModelDir::open(dir).unwrap()).unwrap()
+}
+
 fn model(golden: &Value, kind: Kind) -> SequenceClassifier {
-    let dir = ModelDir::open(
-        fixtures()
-            .join("models")
-            .join(golden["model"].as_str().unwrap()),
-    )
-    .unwrap();
-    gated::load_dir(&dir, Device::Cpu, kind).unwrap()
+    spec(golden).load_classifier(Device::Cpu, kind).unwrap()
 }
 
 fn ids(value: &Value) -> Vec<u32> {
@@ -240,12 +242,33 @@ fn a_sequence_without_the_prompt_end_pattern_is_an_error_naming_it() {
 }
 
 #[test]
-fn a_plain_classifier_folder_is_not_a_gated_model() {
-    let dir = herd_testkit::workspace_root().join("tests/golden/fixtures/models/llama-gqa-rm");
-    let error = gated::load_dir(&ModelDir::open(dir).unwrap(), Device::Cpu, Kind::Float)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(error.contains("LlamaForSequenceClassification"), "{error}");
-    assert!(error.contains("LlamaForRewardModelWithGating31"), "{error}");
+fn the_registry_gives_each_class_its_pipeline() {
+    for case in CASES {
+        let golden = golden(case);
+        let spec = spec(&golden);
+        let class = golden["class"].as_str().unwrap();
+        assert_eq!(spec.entry.architecture, class);
+        assert_eq!(spec.config.num_labels, 1, "{case}");
+        let quirks = spec.entry.quirks;
+        // the remote code pools by its own first-pad rule, whatever transformers does
+        assert_eq!(quirks.pooled, Pooled::FirstPadMinusOne, "{case}");
+        let armo = class == "LlamaForRewardModelWithGating";
+        // ArmoRMPipeline returns logits [B] and forwards the tokens as they are; QRM goes
+        // through RewardBenchPipeline ([B, 1], duplicated BOS masked) with a float32 head
+        assert_eq!(
+            quirks.output,
+            if armo { Output::Scalar } else { Output::Row },
+            "{case}"
+        );
+        assert_eq!(quirks.masks_double_bos, !armo, "{case}");
+        assert_eq!(
+            quirks.head_dtype,
+            if armo {
+                HeadDtype::Model
+            } else {
+                HeadDtype::Float32
+            },
+            "{case}"
+        );
+    }
 }

@@ -180,18 +180,38 @@ struct Adjusted {
     negate: bool,
 }
 
-impl RewardHead for Adjusted {
-    fn forward(&self, hidden: &Tensor) -> Tensor {
-        let logits = if self.float32 {
-            self.head.forward(&hidden.to_kind(Kind::Float))
+impl Adjusted {
+    fn input(&self, hidden: &Tensor) -> Tensor {
+        if self.float32 {
+            hidden.to_kind(Kind::Float)
         } else {
-            self.head.forward(hidden)
-        };
+            hidden.shallow_clone()
+        }
+    }
+
+    fn output(&self, logits: Tensor) -> Tensor {
         if self.negate {
             -logits
         } else {
             logits
         }
+    }
+}
+
+impl RewardHead for Adjusted {
+    fn forward(&self, hidden: &Tensor) -> Tensor {
+        self.output(self.head.forward(&self.input(hidden)))
+    }
+
+    fn gate_position(&self, ids: &[u32]) -> Result<Option<usize>, String> {
+        self.head.gate_position(ids)
+    }
+
+    fn forward_gated(&self, hidden: &Tensor, gate: &Tensor) -> Tensor {
+        self.output(
+            self.head
+                .forward_gated(&self.input(hidden), &self.input(gate)),
+        )
     }
 }
 

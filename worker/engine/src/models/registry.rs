@@ -15,6 +15,7 @@ use serde_json::Value;
 use tch::{Kind, Tensor};
 
 use super::config::DecoderConfig;
+use super::gated;
 use super::heads::RewardHead;
 use super::{Family, HeadKind};
 use crate::error::LoadError;
@@ -173,6 +174,21 @@ const fn causal_lm(architecture: &'static str, family: Family) -> Entry {
     }
 }
 
+/// A gated multi-objective reward model on a Llama backbone (models/gated.rs): one score per
+/// sequence.
+const fn gated(architecture: &'static str, head: HeadLoader, quirks: Quirks) -> Entry {
+    Entry {
+        architecture,
+        names: &[],
+        family: Family::Llama,
+        task: HeadKind::SequenceClassification,
+        body: "model",
+        head: Head::Custom(head),
+        labels: Some(1),
+        quirks,
+    }
+}
+
 /// Every model herd runs, in the order the supported list names them.
 pub static ENTRIES: &[Entry] = &[
     classifier("LlamaForSequenceClassification", Family::Llama),
@@ -181,6 +197,21 @@ pub static ENTRIES: &[Entry] = &[
     causal_lm("MistralForCausalLM", Family::Mistral),
     classifier("Qwen2ForSequenceClassification", Family::Qwen2),
     causal_lm("Qwen2ForCausalLM", Family::Qwen2),
+    gated(
+        "LlamaForRewardModelWithGating",
+        gated::load_armorm,
+        gated::quirks::ARMORM,
+    ),
+    gated(
+        "LlamaForRewardModelWithGating3",
+        gated::load_qrm3,
+        gated::quirks::QRM,
+    ),
+    gated(
+        "LlamaForRewardModelWithGating31",
+        gated::load_qrm31,
+        gated::quirks::QRM,
+    ),
 ];
 
 /// The entry for a model with config.json `architectures` and, when known, the name it is run
