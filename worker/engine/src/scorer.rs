@@ -18,7 +18,7 @@ use crate::encode::{
     classifier_inputs_from, classifier_inputs_masked, format_pair, pooled_position,
 };
 use crate::model_dir::ModelDir;
-use crate::models::registry::{Quirks, CLASSIFIER};
+use crate::models::registry::{Output, Quirks, CLASSIFIER};
 use crate::models::{CausalLm, HeadKind, ModelSpec, SequenceClassifier};
 use crate::pooling::Pooling;
 use crate::provenance::{Pads, Provenance, TemplateSource};
@@ -73,6 +73,9 @@ pub struct ScoredDataset {
     /// RewardBench's model_type: "Seq. Classifier", "DPO" or "DPO Ref. Free"
     pub model_type: &'static str,
     pub pairs: Vec<PairScores>,
+    /// the pipeline returns one float per sequence rather than a row of logits (DPO rewards,
+    /// and custom pipelines such as StarlingPipeline): result files then hold `x`, not `[x]`
+    pub scalar: bool,
 }
 
 /// RewardBench: the tokenizer's chat template wins over the requested FastChat template.
@@ -403,6 +406,7 @@ impl Scorer {
                         chat_template: self.formatter.result_name().to_string(),
                         model_type: "Seq. Classifier",
                         pairs,
+                        scalar: quirks.output == Output::Scalar,
                     },
                     tokens,
                 })
@@ -429,6 +433,7 @@ impl Scorer {
                         chat_template: self.formatter.result_name().to_string(),
                         model_type: "DPO Ref. Free",
                         pairs: dpo_pairs(&rewards),
+                        scalar: true,
                     },
                     tokens,
                 })
@@ -680,6 +685,7 @@ fn score_classifier(
         chat_template: formatter.result_name().to_string(),
         model_type: "Seq. Classifier",
         pairs,
+        scalar: spec.entry.quirks.output == Output::Scalar,
     })
 }
 
@@ -757,5 +763,6 @@ fn score_dpo(
         chat_template: formatter.result_name().to_string(),
         model_type,
         pairs: dpo_pairs(&rewards),
+        scalar: true,
     })
 }

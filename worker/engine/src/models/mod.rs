@@ -10,6 +10,7 @@ pub mod llama;
 pub mod mistral;
 pub mod qwen2;
 pub mod registry;
+pub mod reward_heads;
 pub mod rope;
 
 use serde_json::Value;
@@ -87,10 +88,22 @@ impl ModelSpec {
         let json = dir.read_json("config.json")?;
         let architectures = registry::architectures(&json);
         let entry = registry::lookup(&dir.path("config.json"), &architectures, name)?;
-        let mut config = entry.family.decoder_config(&json, entry.architecture)?;
-        if let Some(labels) = entry.labels {
-            config.num_labels = labels;
+        if let Some(model_type) = json.get("model_type").and_then(Value::as_str) {
+            let expected = registry::model_types(entry.family);
+            if !expected.contains(&model_type) {
+                return Err(LoadError::Config {
+                    field: "model_type".to_string(),
+                    reason: format!(
+                        "{model_type:?}, but {} is scored on a {} backbone (model_type {})",
+                        entry.architecture,
+                        entry.family.name(),
+                        expected.join(" or ")
+                    ),
+                });
+            }
         }
+        let mut config = entry.family.decoder_config(&json, entry.architecture)?;
+        config.num_labels = entry.labels.resolve(&json, config.num_labels)?;
         config.validate()?;
         Ok(Self {
             dir,

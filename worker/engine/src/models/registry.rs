@@ -17,7 +17,7 @@ use tch::{Kind, Tensor};
 use super::config::DecoderConfig;
 use super::gated;
 use super::heads::RewardHead;
-use super::{Family, HeadKind};
+use super::{reward_heads, Family, HeadKind};
 use crate::error::LoadError;
 use crate::pooling::Pooling;
 use crate::weights::VarBuilder;
@@ -143,9 +143,33 @@ pub struct Entry {
     /// the scope of the backbone's weights (`model`; Starling-RM-34B's `transformer`)
     pub body: &'static str,
     pub head: Head,
-    /// the width of the head's output; `None`: the config's `num_labels`
-    pub labels: Option<i64>,
+    /// the width of the head's output
+    pub labels: Labels,
     pub quirks: Quirks,
+}
+
+/// Where the width of a head's output comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Labels {
+    /// config.json `num_labels` (or `id2label`), as transformers reads it
+    Config,
+    /// always this many
+    Fixed(i64),
+    /// this config.json integer field, `default` when absent (Beaver's `score_dim`)
+    Field(&'static str, i64),
+}
+
+impl Labels {
+    /// The width for config.json `json` whose `num_labels` reads `config_labels`.
+    pub fn resolve(self, json: &Value, config_labels: i64) -> Result<i64, LoadError> {
+        Ok(match self {
+            Labels::Config => config_labels,
+            Labels::Fixed(n) => n,
+            Labels::Field(field, default) => super::config::ConfigJson(json)
+                .optional_int(field)?
+                .unwrap_or(default),
+        })
+    }
 }
 
 const fn classifier(architecture: &'static str, family: Family) -> Entry {
@@ -156,7 +180,7 @@ const fn classifier(architecture: &'static str, family: Family) -> Entry {
         task: HeadKind::SequenceClassification,
         body: "model",
         head: Head::Score,
-        labels: None,
+        labels: Labels::Config,
         quirks: CLASSIFIER,
     }
 }
@@ -169,7 +193,7 @@ const fn causal_lm(architecture: &'static str, family: Family) -> Entry {
         task: HeadKind::CausalLm,
         body: "model",
         head: Head::LanguageModel,
-        labels: None,
+        labels: Labels::Config,
         quirks: CLASSIFIER,
     }
 }
@@ -184,7 +208,7 @@ const fn gated(architecture: &'static str, head: HeadLoader, quirks: Quirks) -> 
         task: HeadKind::SequenceClassification,
         body: "model",
         head: Head::Custom(head),
-        labels: Some(1),
+        labels: Labels::Fixed(1),
         quirks,
     }
 }
@@ -197,6 +221,95 @@ pub static ENTRIES: &[Entry] = &[
     causal_lm("MistralForCausalLM", Family::Mistral),
     classifier("Qwen2ForSequenceClassification", Family::Qwen2),
     causal_lm("Qwen2ForCausalLM", Family::Qwen2),
+    // infly/INF-ORM-Llama3.1-70B: RewardBenchPipeline, torch_dtype bfloat16
+    Entry {
+        head: Head::Custom(reward_heads::inform::load),
+        labels: Labels::Fixed(1),
+        quirks: Quirks {
+            pooled: Pooled::FirstPadMinusOne,
+            dtype: Some("bfloat16"),
+            ..CLASSIFIER
+        },
+        ..classifier("INFORMForSequenceClassification", Family::Llama)
+    },
+    // openbmb/UltraRM-13b: OpenBMBPipeline
+    Entry {
+        head: Head::Custom(reward_heads::ultrarm::load),
+        labels: Labels::Fixed(1),
+        quirks: CUSTOM_PIPELINE,
+        ..classifier("LlamaRewardModel", Family::Llama)
+    },
+    // PKU-Alignment/beaver-7b-v{1,2}.0-reward: BeaverPipeline (end_scores)
+    Entry {
+        head: Head::Custom(reward_heads::beaver::load),
+        labels: Labels::Field("score_dim", 1),
+        quirks: CUSTOM_PIPELINE,
+        ..classifier("LlamaForScore", Family::Llama)
+    },
+    // the cost models: BeaverCostPipeline returns -end_scores
+    Entry {
+        names: &[
+            "PKU-Alignment/beaver-7b-v1.0-cost",
+            "PKU-Alignment/beaver-7b-v2.0-cost",
+        ],
+        head: Head::Custom(reward_heads::beaver::load),
+        labels: Labels::Field("score_dim", 1),
+        quirks: Quirks {
+            negate: true,
+            ..CUSTOM_PIPELINE
+        },
+        ..classifier("LlamaForScore", Family::Llama)
+    },
+    // Nexusflow/Starling-RM-34B: starling.py's own LlamaForSequenceClassification, StarlingPipeline
+    Entry {
+        names: &["Nexusflow/Starling-RM-34B"],
+        body: "transformer",
+        head: Head::Custom(reward_heads::starling::load),
+        labels: Labels::Fixed(1),
+        quirks: Quirks {
+            pooled: Pooled::BeforeFirstId(0),
+            output: Output::Scalar,
+            ..CUSTOM_PIPELINE
+        },
+        ..classifier("LlamaForSequenceClassification", Family::Llama)
+    },
+    // Ray2333/GRM-*-sftreg on a Llama backbone: GRewardModel, GRMPipeline
+    Entry {
+        head: Head::Custom(reward_heads::grm::load),
+        labels: Labels::Fixed(1),
+        quirks: Quirks {
+            output: Output::Scalar,
+            ..CUSTOM_PIPELINE
+        },
+        ..classifier("GRewardModel", Family::Llama)
+    },
+    // the same models when their config.json names the causal LM they were built from
+    Entry {
+        names: &[
+            "Ray2333/GRM-llama3-8B-sftreg",
+            "Ray2333/GRM-llama3.2-3B-sftreg",
+        ],
+        head: Head::Custom(reward_heads::grm::load),
+        labels: Labels::Fixed(1),
+        quirks: Quirks {
+            output: Output::Scalar,
+            ..CUSTOM_PIPELINE
+        },
+        ..classifier("LlamaForCausalLM", Family::Llama)
+    },
+    // nvidia/Llama-3.1-Nemotron-70B-Reward-HF: the lm_head logit of token 0 at the last token
+    // (model card; RewardBench 0.1.4 has no entry), one float per conversation
+    Entry {
+        names: &["nvidia/Llama-3.1-Nemotron-70B-Reward-HF"],
+        head: Head::Custom(reward_heads::nemotron::load),
+        labels: Labels::Fixed(1),
+        quirks: Quirks {
+            pooled: Pooled::LastToken,
+            output: Output::Scalar,
+            ..CLASSIFIER
+        },
+        ..classifier("LlamaForCausalLM", Family::Llama)
+    },
     gated(
         "LlamaForRewardModelWithGating",
         gated::load_armorm,
@@ -213,6 +326,27 @@ pub static ENTRIES: &[Entry] = &[
         gated::quirks::QRM,
     ),
 ];
+
+/// The custom pipelines (OpenBMB, Beaver, GRM, Starling): the tokenizer's batch straight into
+/// the model (no double-BOS masking), the reward at the last token the mask keeps.
+pub const CUSTOM_PIPELINE: Quirks = Quirks {
+    pooled: Pooled::LastToken,
+    negate: false,
+    output: Output::Row,
+    head_dtype: HeadDtype::Model,
+    masks_double_bos: false,
+    dtype: None,
+};
+
+/// The config.json `model_type`s a family's backbone reads (a class such as `GRewardModel` or
+/// `LlamaRewardModel` names no family; its model_type must then be the entry's).
+pub fn model_types(family: Family) -> &'static [&'static str] {
+    match family {
+        Family::Llama => &["llama"],
+        Family::Mistral => &["mistral"],
+        Family::Qwen2 => &["qwen2"],
+    }
+}
 
 /// The entry for a model with config.json `architectures` and, when known, the name it is run
 /// under (RewardBench's `--model`: a hub id, or a folder whose last path components are one).
