@@ -9,17 +9,22 @@
 //! The goldens are token ids in the Llama-3 chat layout (no Llama-3 tokenizer is available), so
 //! these tests start at the ids: gate positions, then scores one sequence per batch, packed
 //! batches, and pairs sharing their prompt in one forked row, each fp32 score within 1e-4 of the
-//! reference and no win flipped; bf16 within the golden's bound.
+//! reference and no win flipped; bf16 within the golden's bound. The goldens' `cli` block then
+//! checks the text path: the package's formatting and pipelines over a stand-in Llama-3 tokenizer
+//! in each model folder, against herd's scorer from the pairs' texts.
 
 use std::path::PathBuf;
 
 use herd_engine::batching::{BatchLimits, BatchSettings};
 use herd_engine::classifier::{score_sequence_pairs, score_sequences};
+use herd_engine::dpo::RefFreeType;
 use herd_engine::encode::pooled_position;
 use herd_engine::model_dir::ModelDir;
 use herd_engine::models::gated::{self, LLAMA3_GATE_PATTERN};
 use herd_engine::models::registry::{HeadDtype, Output, Pooled};
 use herd_engine::models::{ModelSpec, SequenceClassifier};
+use herd_engine::scorer::{score_pairs_with, ScoreRequest};
+use herd_rewardbench::dataset::PreferencePair;
 use serde_json::Value;
 use tch::{Device, Kind};
 
@@ -270,5 +275,81 @@ fn the_registry_gives_each_class_its_pipeline() {
             },
             "{case}"
         );
+    }
+}
+
+fn cli_request(golden: &Value, share_prefix: bool) -> ScoreRequest {
+    ScoreRequest {
+        model: fixtures()
+            .join("models")
+            .join(golden["model"].as_str().unwrap()),
+        tokenizer: None,
+        ref_model: None,
+        ref_free_type: RefFreeType::Avg,
+        // the tokenizer's own (Llama-3) template wins, as in RewardBench
+        chat_template: "tulu".to_string(),
+        // the CLI does not truncate; every example is far shorter
+        max_length: 8192,
+        limits: packed(),
+        share_prefix,
+        device: Device::Cpu,
+        kind: Kind::Float,
+        provenance: Default::default(),
+        pooling: Default::default(),
+    }
+}
+
+#[test]
+fn the_text_path_matches_the_packages_pipelines() {
+    for case in CASES {
+        let golden = golden(case);
+        let cli = &golden["cli"];
+        let examples = cli["examples"].as_array().unwrap();
+        let pairs: Vec<PreferencePair> = examples
+            .iter()
+            .map(|e| {
+                let mut pair = e.clone();
+                for field in ["text_chosen", "text_rejected", "input_ids_chosen"] {
+                    pair.as_object_mut().unwrap().remove(field);
+                }
+                for field in ["input_ids_rejected", "scores_chosen", "scores_rejected"] {
+                    pair.as_object_mut().unwrap().remove(field);
+                }
+                serde_json::from_value(pair).unwrap()
+            })
+            .collect();
+        let theirs: Vec<f64> = examples
+            .iter()
+            .flat_map(|e| {
+                [
+                    e["scores_chosen"].as_f64().unwrap(),
+                    e["scores_rejected"].as_f64().unwrap(),
+                ]
+            })
+            .collect();
+        let spec = spec(&golden);
+        for share_prefix in [false, true] {
+            let scored =
+                score_pairs_with(&cli_request(&golden, share_prefix), &spec, &pairs).unwrap();
+            assert_eq!(scored.chat_template, "tokenizer", "{case}");
+            // ArmoRMPipeline returns logits [B] (one float per sequence), QRM's [B, 1]
+            assert_eq!(scored.scalar, cli["pipeline"] == "ArmoRMPipeline", "{case}");
+            assert_eq!(scored.pairs.len(), pairs.len(), "{case}");
+            let ours: Vec<f64> = scored
+                .pairs
+                .iter()
+                .flat_map(|p| {
+                    assert_eq!((p.chosen.len(), p.rejected.len()), (1, 1), "{case}");
+                    [p.chosen[0], p.rejected[0]]
+                })
+                .collect();
+            let (worst, flips) = agreement(&ours, &theirs);
+            println!(
+                "{case} text path (share prefix {share_prefix}): max |diff| {worst:.2e}, \
+                 {flips} win flips"
+            );
+            assert!(worst < FP32_TOLERANCE, "{case}: max |diff| {worst}");
+            assert_eq!(flips, 0, "{case}");
+        }
     }
 }
