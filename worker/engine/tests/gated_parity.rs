@@ -353,3 +353,23 @@ fn the_text_path_matches_the_packages_pipelines() {
         }
     }
 }
+
+#[test]
+fn a_text_without_the_llama3_layout_names_its_example() {
+    // a Llama-2 tokenizer without a chat template: herd formats with FastChat's tulu template,
+    // which has no Llama-3 assistant header for the gate to read
+    let golden = golden("armorm");
+    let mut request = cli_request(&golden, true);
+    request.tokenizer =
+        Some(herd_testkit::workspace_root().join("tests/golden/fixtures/models/llama-gqa-rm"));
+    let pair: PreferencePair = serde_json::from_value(serde_json::json!({
+        "id": 4242, "prompt": "Hi?", "chosen": "Hello.", "rejected": "Go away."
+    }))
+    .unwrap();
+    let error = score_pairs_with(&request, &spec(&golden), &[pair])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("example 4242 (chosen text)"), "{error}");
+    assert!(error.contains("<|start_header_id|>assistant"), "{error}");
+}
