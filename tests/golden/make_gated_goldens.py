@@ -39,6 +39,19 @@ sequence contains, so the remote code's `argmax(ids == pad) - 1 (mod L)` pools t
 The score is `outputs.logits` (ArmoRM [B], QRM [B, 1]); the CLI writes `.float().tolist()`,
 flattening QRM's one-element lists, so both write one float per sequence.
 
+Text level (the "cli" block of each golden). To also test herd's text path for these models, each
+model folder gets a stand-in Llama-3 tokenizer (tokenizer.json written here, NOT Meta's): a
+word-level vocabulary of the example texts, with Llama-3's ids and contents for the special tokens
+(<|begin_of_text|> 128000, <|end_of_text|> 128001 as pad, <|start_header_id|> 128006,
+<|end_header_id|> 128007, <|eot_id|> 128009), "user" 882, "assistant" 78191 and "\n\n" 271, a
+`<|begin_of_text|> $A` post-processor as Llama-3's tokenizer.json has, and
+Meta-Llama-3-8B-Instruct's chat template (transcribed, LLAMA3_TEMPLATE). The texts are formatted by
+the package's `prepare_dialogue_from_tokenizer` and scored by the package's pipelines
+(`ArmoRMPipeline`, and `RewardBenchPipeline` for QRM, as REWARD_MODEL_CONFIG names them) in the
+CLI's batches of 8 with its `reward_pipeline_kwargs` (left padding, no truncation), fp32. The
+template's `bos_token` plus the post-processor give every text two leading BOS ids:
+RewardBenchPipeline masks the first, ArmoRMPipeline forwards both.
+
 Runs per case: fp32 at batch size 1 (the golden scores), fp32 in the CLI's padded batches of 8
 (chosen and rejected texts in separate calls), and bf16 (the folder loaded in bfloat16) in both
 ways, with the bf16 bound derived as in make_fixtures.py (factor x the largest |bf16 - fp32| of the
@@ -53,6 +66,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -307,6 +321,123 @@ def examples(tok: Tokenizer):
     return out
 
 
+# Meta-Llama-3-8B-Instruct's tokenizer_config.json chat_template (transcribed)
+LLAMA3_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    "+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+SPECIAL = {
+    "<|begin_of_text|>": BEGIN_OF_TEXT, "<|end_of_text|>": END_OF_TEXT,
+    "<|start_header_id|>": START_HEADER, "<|end_header_id|>": END_HEADER, "<|eot_id|>": EOT,
+}
+# words: runs of non-space characters; "\n\n" and single whitespace characters are tokens too
+WORD_PATTERN = r"\n\n|\S+|\s"
+
+
+def write_tokenizer(folder: Path, exs) -> None:
+    """The stand-in Llama-3 tokenizer described in the module docstring."""
+    import re
+    from tokenizers import AddedToken, Regex, models, pre_tokenizers, processors
+
+    vocab = {"[UNK]": 0, "user": USER, "assistant": ASSISTANT, "\n\n": NEWLINES, **SPECIAL}
+    texts = [t for e in exs for t in (e["prompt"], e["chosen"], e["rejected"])]
+    texts += ["What is 2 + 2?", "4.", "And times 3?"]
+    next_id = 1000
+    for text in texts:
+        for word in re.findall(WORD_PATTERN, text):
+            if word not in vocab:
+                while next_id in vocab.values() or next_id in (USER, ASSISTANT, NEWLINES):
+                    next_id += 1
+                vocab[word] = next_id
+                next_id += 1
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated")
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+        special_tokens=[("<|begin_of_text|>", BEGIN_OF_TEXT)])
+    for token, id_ in SPECIAL.items():
+        assert tok.token_to_id(token) == id_, token
+    with warnings.catch_warnings():
+        # tokenizers warns that a vocabulary with unused ids "could be corrupted": the ids are
+        # sparse on purpose (Llama-3's special ids), and the reload below checks them
+        warnings.simplefilter("ignore")
+        tok.save(str(folder / "tokenizer.json"))
+    reloaded = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    assert all(reloaded.token_to_id(t) == i for t, i in vocab.items()), folder
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|begin_of_text|>",
+        "eos_token": "<|eot_id|>", "pad_token": "<|end_of_text|>", "unk_token": "[UNK]",
+        "model_max_length": 8192, "clean_up_tokenization_spaces": False,
+        "model_input_names": ["input_ids", "attention_mask"],  # as Llama-3's
+        "chat_template": LLAMA3_TEMPLATE,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    special = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "pad_token": "<|end_of_text|>",
+               "unk_token": "[UNK]"}
+    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
+
+
+def cli_scores(cls, folder: Path, exs):
+    """The package's formatting and pipeline over the folder's own tokenizer (see the docstring)."""
+    from transformers import AutoTokenizer
+    from rewardbench.models.armorm import ArmoRMPipeline
+    from rewardbench.models.pipeline import RewardBenchPipeline
+    from rewardbench.utils import prepare_dialogue_from_tokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.padding_side = "left"  # rewardbench.py: "padding experiments for determinism"
+    model = load(cls, folder, torch.float32)
+    pipe_cls = ArmoRMPipeline if cls is LlamaForRewardModelWithGating else RewardBenchPipeline
+    pipe = pipe_cls("text-classification", model=model, tokenizer=tokenizer)
+    kwargs = {"batch_size": PADDED_BATCH_SIZE, "truncation": False, "padding": True, "max_length": 2048,
+              "function_to_apply": "none", "return_token_type_ids": False}
+    rows = []
+    for e in exs:
+        example = {"prompt": e["prompt"], "chosen": e["chosen"], "rejected": e["rejected"]}
+        if e["id"] == 100000:  # the two-turn pair: the prompt as a message list
+            example["prompt"] = [{"role": "user", "content": "What is 2 + 2?"},
+                                 {"role": "assistant", "content": "4."},
+                                 {"role": "user", "content": "And times 3?"}]
+        rows.append(prepare_dialogue_from_tokenizer(example, tokenizer))
+    original_to = transformers.BatchEncoding.to
+
+    def to(encoding, target, *args, **kw):  # the pipelines move their batch to "cuda"
+        return original_to(encoding, model.device if target == "cuda" else target, *args, **kw)
+
+    transformers.BatchEncoding.to = to
+    try:
+        chosen, rejected = [], []
+        for start in range(0, len(rows), PADDED_BATCH_SIZE):
+            part = rows[start:start + PADDED_BATCH_SIZE]
+            for side, out in (("text_chosen", chosen), ("text_rejected", rejected)):
+                logits = pipe([r[side] for r in part], **kwargs)
+                values = logits.float().cpu().numpy().tolist()
+                out += [v[0] if isinstance(v, list) else v for v in values]
+    finally:
+        transformers.BatchEncoding.to = original_to
+    examples_out = []
+    for e, r, c, j in zip(exs, rows, chosen, rejected):
+        ids_c = tokenizer(r["text_chosen"])["input_ids"]
+        ids_r = tokenizer(r["text_rejected"])["input_ids"]
+        prompt = e["prompt"] if e["id"] != 100000 else None
+        examples_out.append({
+            "id": e["id"], "subset": e["subset"],
+            # the pair as herd reads it (two-turn prompt: the message list)
+            "prompt": prompt if prompt is not None else [
+                {"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4."},
+                {"role": "user", "content": "And times 3?"}],
+            "chosen": e["chosen"], "rejected": e["rejected"],
+            "text_chosen": r["text_chosen"], "text_rejected": r["text_rejected"],
+            "input_ids_chosen": ids_c, "input_ids_rejected": ids_r,
+            "scores_chosen": c, "scores_rejected": j,
+        })
+    return {"pipeline": pipe_cls.__name__, "batch_size": PADDED_BATCH_SIZE, "examples": examples_out}
+
+
 def left_padded(seqs: List[List[int]]):
     """What the CLI's tokenizer call gives the pipeline: padding_side left, no truncation."""
     width = max(len(s) for s in seqs)
@@ -343,6 +474,7 @@ def spread(golden_c, golden_r, c, r):
 
 
 def case(name: str, cls, folder: Path, exs, find_gate):
+    cli = cli_scores(cls, folder, exs)
     model = load(cls, folder, torch.float32)
     chosen, rejected = run(model, exs, 1)
     padded_c, padded_r = run(model, exs, PADDED_BATCH_SIZE)
@@ -372,6 +504,7 @@ def case(name: str, cls, folder: Path, exs, find_gate):
             "max_win_flips": max(m["win_flips"] for m in measured.values()) + BF16_FLIP_MARGIN,
         },
         "examples": out_examples,
+        "cli": cli,
     }
     dump_json(OUT / f"{name}.json", golden)
     wins = sum(1 for e in out_examples if e["scores_chosen"] > e["scores_rejected"])
@@ -397,6 +530,8 @@ def main():
     config["architectures"] = ["LlamaForRewardModelWithGating3"]
     (qrm3_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     os.symlink("../qrm-llama31/model.safetensors", qrm3_dir / "model.safetensors")
+    for folder in (armo_dir, qrm_dir, qrm3_dir):
+        write_tokenizer(folder, exs)
 
     case("armorm", LlamaForRewardModelWithGating, armo_dir, exs, armo_find_token_for_gating)
     case("qrm-llama31", qrm.LlamaForRewardModelWithGating31, qrm_dir, exs, qrm.find_token_for_gating)

@@ -409,8 +409,15 @@ impl Scorer {
                     pairs,
                 )?;
                 let tokens = sequences.iter().map(|s| s.len() as u64).sum();
-                let pairs =
-                    run_classifier(request, model, &sequences, &pooled, pads.batch, on_progress)?;
+                let pairs = run_classifier(
+                    request,
+                    model,
+                    pairs,
+                    &sequences,
+                    &pooled,
+                    pads.batch,
+                    on_progress,
+                )?;
                 Ok(ScoredShard {
                     scored: ScoredDataset {
                         chat_template: self.formatter.result_name().to_string(),
@@ -645,12 +652,26 @@ fn classifier_sequences(
 fn run_classifier(
     request: &ScoreRequest,
     model: &SequenceClassifier,
+    pairs: &[PreferencePair],
     sequences: &[Vec<u32>],
     pooled: &[usize],
     pad_id: u32,
     progress: impl FnMut(usize),
 ) -> anyhow::Result<Vec<PairScores>> {
     let settings = request.batching(pad_id);
+    // a gated head (models/gated.rs) also reads a position it finds in each sequence: a pair
+    // without one is named by its example before any batch runs
+    if let Err(error) = model.gate_positions(sequences) {
+        let side = ["chosen", "rejected"][error.sequence % 2];
+        let id = pairs
+            .get(error.sequence / 2)
+            .map(|pair| pair.id.to_string());
+        anyhow::bail!(
+            "example {} ({side} text): {}",
+            id.unwrap_or_else(|| error.sequence.to_string()),
+            error.reason
+        );
+    }
     // sequences share a row only where attention is causal (a bidirectional encoder would
     // let the prefix see every tail)
     let scores = if request.share_prefix && model.backbone.causal() {
@@ -689,7 +710,9 @@ fn score_classifier(
     let model = spec.load_classifier(request.device, request.kind)?;
     let bar = progress_bar(sequences.len(), "scoring");
     let progress = |n: usize| bar.inc(n as u64);
-    let pairs = run_classifier(request, &model, &sequences, &pooled, pads.batch, progress)?;
+    let pairs = run_classifier(
+        request, &model, pairs, &sequences, &pooled, pads.batch, progress,
+    )?;
     bar.finish();
     Ok(ScoredDataset {
         chat_template: formatter.result_name().to_string(),

@@ -9,16 +9,22 @@
 //! The goldens are token ids in the Llama-3 chat layout (no Llama-3 tokenizer is available), so
 //! these tests start at the ids: gate positions, then scores one sequence per batch, packed
 //! batches, and pairs sharing their prompt in one forked row, each fp32 score within 1e-4 of the
-//! reference and no win flipped; bf16 within the golden's bound.
+//! reference and no win flipped; bf16 within the golden's bound. The goldens' `cli` block then
+//! checks the text path: the package's formatting and pipelines over a stand-in Llama-3 tokenizer
+//! in each model folder, against herd's scorer from the pairs' texts.
 
 use std::path::PathBuf;
 
 use herd_engine::batching::{BatchLimits, BatchSettings};
 use herd_engine::classifier::{score_sequence_pairs, score_sequences};
+use herd_engine::dpo::RefFreeType;
 use herd_engine::encode::pooled_position;
 use herd_engine::model_dir::ModelDir;
 use herd_engine::models::gated::{self, LLAMA3_GATE_PATTERN};
-use herd_engine::models::SequenceClassifier;
+use herd_engine::models::registry::{HeadDtype, Output, Pooled};
+use herd_engine::models::{ModelSpec, SequenceClassifier};
+use herd_engine::scorer::{score_pairs_with, ScoreRequest};
+use herd_rewardbench::dataset::PreferencePair;
 use serde_json::Value;
 use tch::{Device, Kind};
 
@@ -33,14 +39,15 @@ fn golden(case: &str) -> Value {
     herd_testkit::fixtures::read_json(&fixtures().join(format!("{case}.json")))
 }
 
+fn spec(golden: &Value) -> ModelSpec {
+    let dir = fixtures()
+        .join("models")
+        .join(golden["model"].as_str().unwrap());
+    ModelSpec::open(ModelDir::open(dir).unwrap()).unwrap()
+}
+
 fn model(golden: &Value, kind: Kind) -> SequenceClassifier {
-    let dir = ModelDir::open(
-        fixtures()
-            .join("models")
-            .join(golden["model"].as_str().unwrap()),
-    )
-    .unwrap();
-    gated::load_dir(&dir, Device::Cpu, kind).unwrap()
+    spec(golden).load_classifier(Device::Cpu, kind).unwrap()
 }
 
 fn ids(value: &Value) -> Vec<u32> {
@@ -240,12 +247,129 @@ fn a_sequence_without_the_prompt_end_pattern_is_an_error_naming_it() {
 }
 
 #[test]
-fn a_plain_classifier_folder_is_not_a_gated_model() {
-    let dir = herd_testkit::workspace_root().join("tests/golden/fixtures/models/llama-gqa-rm");
-    let error = gated::load_dir(&ModelDir::open(dir).unwrap(), Device::Cpu, Kind::Float)
+fn the_registry_gives_each_class_its_pipeline() {
+    for case in CASES {
+        let golden = golden(case);
+        let spec = spec(&golden);
+        let class = golden["class"].as_str().unwrap();
+        assert_eq!(spec.entry.architecture, class);
+        assert_eq!(spec.config.num_labels, 1, "{case}");
+        let quirks = spec.entry.quirks;
+        // the remote code pools by its own first-pad rule, whatever transformers does
+        assert_eq!(quirks.pooled, Pooled::FirstPadMinusOne, "{case}");
+        let armo = class == "LlamaForRewardModelWithGating";
+        // ArmoRMPipeline returns logits [B] and forwards the tokens as they are; QRM goes
+        // through RewardBenchPipeline ([B, 1], duplicated BOS masked) with a float32 head
+        assert_eq!(
+            quirks.output,
+            if armo { Output::Scalar } else { Output::Row },
+            "{case}"
+        );
+        assert_eq!(quirks.masks_double_bos, !armo, "{case}");
+        assert_eq!(
+            quirks.head_dtype,
+            if armo {
+                HeadDtype::Model
+            } else {
+                HeadDtype::Float32
+            },
+            "{case}"
+        );
+    }
+}
+
+fn cli_request(golden: &Value, share_prefix: bool) -> ScoreRequest {
+    ScoreRequest {
+        model: fixtures()
+            .join("models")
+            .join(golden["model"].as_str().unwrap()),
+        tokenizer: None,
+        ref_model: None,
+        ref_free_type: RefFreeType::Avg,
+        // the tokenizer's own (Llama-3) template wins, as in RewardBench
+        chat_template: "tulu".to_string(),
+        // the CLI does not truncate; every example is far shorter
+        max_length: 8192,
+        limits: packed(),
+        share_prefix,
+        device: Device::Cpu,
+        kind: Kind::Float,
+        provenance: Default::default(),
+        pooling: Default::default(),
+    }
+}
+
+#[test]
+fn the_text_path_matches_the_packages_pipelines() {
+    for case in CASES {
+        let golden = golden(case);
+        let cli = &golden["cli"];
+        let examples = cli["examples"].as_array().unwrap();
+        let pairs: Vec<PreferencePair> = examples
+            .iter()
+            .map(|e| {
+                let mut pair = e.clone();
+                for field in ["text_chosen", "text_rejected", "input_ids_chosen"] {
+                    pair.as_object_mut().unwrap().remove(field);
+                }
+                for field in ["input_ids_rejected", "scores_chosen", "scores_rejected"] {
+                    pair.as_object_mut().unwrap().remove(field);
+                }
+                serde_json::from_value(pair).unwrap()
+            })
+            .collect();
+        let theirs: Vec<f64> = examples
+            .iter()
+            .flat_map(|e| {
+                [
+                    e["scores_chosen"].as_f64().unwrap(),
+                    e["scores_rejected"].as_f64().unwrap(),
+                ]
+            })
+            .collect();
+        let spec = spec(&golden);
+        for share_prefix in [false, true] {
+            let scored =
+                score_pairs_with(&cli_request(&golden, share_prefix), &spec, &pairs).unwrap();
+            assert_eq!(scored.chat_template, "tokenizer", "{case}");
+            // ArmoRMPipeline returns logits [B] (one float per sequence), QRM's [B, 1]
+            assert_eq!(scored.scalar, cli["pipeline"] == "ArmoRMPipeline", "{case}");
+            assert_eq!(scored.pairs.len(), pairs.len(), "{case}");
+            let ours: Vec<f64> = scored
+                .pairs
+                .iter()
+                .flat_map(|p| {
+                    assert_eq!((p.chosen.len(), p.rejected.len()), (1, 1), "{case}");
+                    [p.chosen[0], p.rejected[0]]
+                })
+                .collect();
+            let (worst, flips) = agreement(&ours, &theirs);
+            println!(
+                "{case} text path (share prefix {share_prefix}): max |diff| {worst:.2e}, \
+                 {flips} win flips"
+            );
+            assert!(worst < FP32_TOLERANCE, "{case}: max |diff| {worst}");
+            assert_eq!(flips, 0, "{case}");
+        }
+    }
+}
+
+#[test]
+fn a_text_without_the_llama3_layout_names_its_example() {
+    // a Llama-2 tokenizer without a chat template: herd formats with FastChat's tulu template,
+    // which has no Llama-3 assistant header for the gate to read
+    let golden = golden("armorm");
+    let mut request = cli_request(&golden, true);
+    request.tokenizer =
+        Some(herd_testkit::workspace_root().join("tests/golden/fixtures/models/llama-gqa-rm"));
+    let pair: PreferencePair = serde_json::from_value(serde_json::json!({
+        "id": 4242, "prompt": "Hi?", "chosen": "Hello.", "rejected": "Go away."
+    }))
+    .unwrap();
+    let error = score_pairs_with(&request, &spec(&golden), &[pair])
         .err()
         .unwrap()
         .to_string();
-    assert!(error.contains("LlamaForSequenceClassification"), "{error}");
-    assert!(error.contains("LlamaForRewardModelWithGating31"), "{error}");
+    assert!(error.contains("example 4242 (chosen text)"), "{error}");
+    assert!(error.contains("<|start_header_id|>assistant"), "{error}");
 }

@@ -21,15 +21,13 @@
 //! (`ValueError("Token pattern not found in the list.")`).
 
 use serde_json::Value;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
-use super::backbone;
-use super::config::{ConfigJson, DecoderConfig};
-use super::heads::{RewardHead, SequenceClassifier};
-use super::llama;
+use super::config::ConfigJson;
+use super::heads::RewardHead;
+use super::registry::HeadContext;
 use crate::error::LoadError;
-use crate::model_dir::ModelDir;
-use crate::weights::{VarBuilder, Weights};
+use crate::weights::VarBuilder;
 
 /// `token_pattern` of ArmoRM's and QRM's `find_token_for_gating`:
 /// `<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n` in the Llama-3 tokenizer.
@@ -281,14 +279,20 @@ pub struct GatedHead {
 }
 
 impl GatedHead {
-    /// `regression_layer`, `gating` and `reward_transform_matrix` at the checkpoint's root.
-    /// ArmoRM computes in the dtype the weights were loaded in (the backbone's), QRM in float32.
-    pub fn load(config: &GatedConfig, hidden_size: i64, w: &VarBuilder) -> Result<Self, LoadError> {
+    /// `regression_layer`, `gating` and `reward_transform_matrix` at the checkpoint's root,
+    /// computing in float32 when `float32` is set, else in the dtype the weights were loaded in
+    /// (the backbone's).
+    pub fn load(
+        config: &GatedConfig,
+        hidden_size: i64,
+        w: &VarBuilder,
+        float32: bool,
+    ) -> Result<Self, LoadError> {
         let outputs = config.num_objectives * config.num_quantiles;
         let regression = w
             .pp("regression_layer")
             .take("weight", &[outputs, hidden_size])?;
-        let kind = if config.kind.quantiles() {
+        let kind = if float32 {
             Kind::Float
         } else {
             regression.kind()
@@ -353,51 +357,59 @@ impl RewardHead for GatedHead {
     }
 }
 
-/// The gated reward model in `dir` (config.json's first `architectures` entry one of
-/// [`GatedKind`]'s classes; a Llama backbone), weights in `kind` on `device` (QRM's head in
-/// float32).
-pub fn load_dir(
-    dir: &ModelDir,
-    device: Device,
-    kind: Kind,
-) -> Result<SequenceClassifier, LoadError> {
-    let json = dir.read_json("config.json")?;
-    let class = json
-        .get("architectures")
-        .and_then(Value::as_array)
-        .and_then(|list| list.first())
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let gated_kind = GatedKind::of_class(class).ok_or_else(|| LoadError::Config {
-        field: "architectures".to_string(),
-        reason: format!(
-            "{class:?} is not a gated reward model (expected one of {})",
-            GatedKind::ALL.map(GatedKind::class).join(", ")
-        ),
-    })?;
-    let config = llama::config(&json, class)?;
-    config.validate()?;
-    let gated = GatedConfig::of(gated_kind, &json)?;
-    let weights = Weights::load(&dir.safetensors_files()?, device, kind)?;
-    let model = load_classifier(&config, &gated, &weights.root())?;
-    let unused = weights.unused();
-    if !unused.is_empty() {
-        tracing::warn!(model = %dir.root().display(), ?unused, "checkpoint tensors not used by the model");
-    }
-    Ok(model)
+/// The registry's head loader for ArmoRM (`LlamaForRewardModelWithGating`).
+pub fn load_armorm(ctx: &HeadContext) -> Result<Box<dyn RewardHead>, LoadError> {
+    load_head(GatedKind::ArmoRm, ctx)
 }
 
-/// A gated reward model: the Llama backbone of `config` under `model`, the head at the root.
-pub fn load_classifier(
-    config: &DecoderConfig,
-    gated: &GatedConfig,
-    w: &VarBuilder,
-) -> Result<SequenceClassifier, LoadError> {
-    Ok(SequenceClassifier {
-        backbone: backbone::load(config, w)?,
-        head: Box::new(GatedHead::load(gated, config.hidden_size, w)?),
-        num_labels: 1,
-    })
+/// The registry's head loader for QRM-Llama3 (`LlamaForRewardModelWithGating3`).
+pub fn load_qrm3(ctx: &HeadContext) -> Result<Box<dyn RewardHead>, LoadError> {
+    load_head(GatedKind::Qrm3, ctx)
+}
+
+/// The registry's head loader for QRM-Llama3.1 (`LlamaForRewardModelWithGating31`).
+pub fn load_qrm31(ctx: &HeadContext) -> Result<Box<dyn RewardHead>, LoadError> {
+    load_head(GatedKind::Qrm31, ctx)
+}
+
+fn load_head(kind: GatedKind, ctx: &HeadContext) -> Result<Box<dyn RewardHead>, LoadError> {
+    let config = GatedConfig::of(kind, ctx.json)?;
+    Ok(Box::new(GatedHead::load(
+        &config,
+        ctx.config.hidden_size,
+        ctx.w,
+        ctx.float32,
+    )?))
+}
+
+/// What the three classes' pipelines do around the forward pass (rewardbench/models/__init__.py
+/// REWARD_MODEL_CONFIG and the pipelines named there).
+pub mod quirks {
+    use super::super::registry::{HeadDtype, Output, Pooled, Quirks};
+
+    /// ArmoRMPipeline: the tokenizer's batch forwarded as is (a duplicated BOS included), the
+    /// remote code's own `argmax(ids == pad) - 1` pooling, `outputs.logits` of shape [B], the
+    /// head in the model's dtype (REWARD_MODEL_CONFIG: bfloat16).
+    pub const ARMORM: Quirks = Quirks {
+        pooled: Pooled::FirstPadMinusOne,
+        negate: false,
+        output: Output::Scalar,
+        head_dtype: HeadDtype::Model,
+        masks_double_bos: false,
+        dtype: Some("bfloat16"),
+    };
+
+    /// RewardBenchPipeline (double BOS masked) over qrm.py's forward: the same pooling rule,
+    /// logits [B, 1], the head on `.float()` hidden states. REWARD_MODEL_CONFIG says bfloat16 but
+    /// the classes' own `from_pretrained` drops the `torch_dtype` it is given.
+    pub const QRM: Quirks = Quirks {
+        pooled: Pooled::FirstPadMinusOne,
+        negate: false,
+        output: Output::Row,
+        head_dtype: HeadDtype::Float32,
+        masks_double_bos: true,
+        dtype: Some("bfloat16"),
+    };
 }
 
 #[cfg(test)]

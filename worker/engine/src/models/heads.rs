@@ -58,6 +58,15 @@ impl RewardHead for LinearHead {
     }
 }
 
+/// A sequence in which a gated head finds no gate position.
+#[derive(Debug, thiserror::Error)]
+#[error("sequence {sequence}: {reason}")]
+pub struct GateError {
+    /// the index of the sequence in the caller's list
+    pub sequence: usize,
+    pub reason: String,
+}
+
 /// `*ForSequenceClassification` and the custom reward models: raw logits of the pooled token.
 pub struct SequenceClassifier {
     pub backbone: Box<dyn Backbone>,
@@ -160,13 +169,13 @@ impl SequenceClassifier {
 
     /// The position the head's gate reads in each sequence, when it has a gate; an error names
     /// the first sequence (by index) without one.
-    pub fn gate_positions(&self, sequences: &[Vec<u32>]) -> anyhow::Result<Option<Vec<usize>>> {
+    pub fn gate_positions(&self, sequences: &[Vec<u32>]) -> Result<Option<Vec<usize>>, GateError> {
         let mut positions = Vec::with_capacity(sequences.len());
-        for (i, ids) in sequences.iter().enumerate() {
+        for (sequence, ids) in sequences.iter().enumerate() {
             match self.head.gate_position(ids) {
                 Ok(Some(position)) => positions.push(position),
                 Ok(None) => return Ok(None),
-                Err(reason) => anyhow::bail!("sequence {i}: {reason}"),
+                Err(reason) => return Err(GateError { sequence, reason }),
             }
         }
         Ok(Some(positions))
@@ -180,18 +189,38 @@ struct Adjusted {
     negate: bool,
 }
 
-impl RewardHead for Adjusted {
-    fn forward(&self, hidden: &Tensor) -> Tensor {
-        let logits = if self.float32 {
-            self.head.forward(&hidden.to_kind(Kind::Float))
+impl Adjusted {
+    fn input(&self, hidden: &Tensor) -> Tensor {
+        if self.float32 {
+            hidden.to_kind(Kind::Float)
         } else {
-            self.head.forward(hidden)
-        };
+            hidden.shallow_clone()
+        }
+    }
+
+    fn output(&self, logits: Tensor) -> Tensor {
         if self.negate {
             -logits
         } else {
             logits
         }
+    }
+}
+
+impl RewardHead for Adjusted {
+    fn forward(&self, hidden: &Tensor) -> Tensor {
+        self.output(self.head.forward(&self.input(hidden)))
+    }
+
+    fn gate_position(&self, ids: &[u32]) -> Result<Option<usize>, String> {
+        self.head.gate_position(ids)
+    }
+
+    fn forward_gated(&self, hidden: &Tensor, gate: &Tensor) -> Tensor {
+        self.output(
+            self.head
+                .forward_gated(&self.input(hidden), &self.input(gate)),
+        )
     }
 }
 

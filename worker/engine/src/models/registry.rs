@@ -15,6 +15,7 @@ use serde_json::Value;
 use tch::{Kind, Tensor};
 
 use super::config::DecoderConfig;
+use super::gated;
 use super::heads::RewardHead;
 use super::{reward_heads, Family, HeadKind};
 use crate::error::LoadError;
@@ -202,6 +203,21 @@ const fn causal_lm(architecture: &'static str, family: Family) -> Entry {
     }
 }
 
+/// A gated multi-objective reward model on a Llama backbone (models/gated.rs): one score per
+/// sequence.
+const fn gated(architecture: &'static str, head: HeadLoader, quirks: Quirks) -> Entry {
+    Entry {
+        architecture,
+        names: &[],
+        family: Family::Llama,
+        task: HeadKind::SequenceClassification,
+        body: "model",
+        head: Head::Custom(head),
+        labels: Labels::Fixed(1),
+        quirks,
+    }
+}
+
 /// Every model herd runs, in the order the supported list names them.
 pub static ENTRIES: &[Entry] = &[
     classifier("LlamaForSequenceClassification", Family::Llama),
@@ -322,6 +338,21 @@ pub static ENTRIES: &[Entry] = &[
         },
         ..classifier("LlamaForCausalLM", Family::Llama)
     },
+    gated(
+        "LlamaForRewardModelWithGating",
+        gated::load_armorm,
+        gated::quirks::ARMORM,
+    ),
+    gated(
+        "LlamaForRewardModelWithGating3",
+        gated::load_qrm3,
+        gated::quirks::QRM,
+    ),
+    gated(
+        "LlamaForRewardModelWithGating31",
+        gated::load_qrm31,
+        gated::quirks::QRM,
+    ),
 ];
 
 /// The custom pipelines (OpenBMB, Beaver, GRM, Starling): the tokenizer's batch straight into
