@@ -319,6 +319,22 @@ mod tests {
         assert!(err.contains("1 chosen and 3 rejected completions"), "{err}");
         let inputs = store.report_inputs("rb2").unwrap();
         assert!(inputs.scored.is_empty());
+        // texts, when sent, are one per completion
+        let mut short_texts = [
+            reward(0, &[0.5], &[0.1, 0.2, 0.3]),
+            reward(1, &[0.4, 0.6], &[0.7]),
+        ];
+        short_texts[0].texts = vec!["a".into(), "b".into(), "c".into()];
+        let err = store
+            .store_results(&worker, &grant.lease, &short_texts, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("example 0 (tied:0)")
+                && err.contains("4 completions")
+                && err.contains("has 3 texts"),
+            "{err}"
+        );
         // nothing was stored: the full, right-sized batch stores both rows
         let good = [
             reward(0, &[0.5], &[0.1, 0.2, 0.3]),
