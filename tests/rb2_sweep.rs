@@ -22,6 +22,7 @@ use herd_tests::easylm::{tiny_reward_model, NUM_HEADS};
 use herd_tests::fixture::SWEEP;
 use herd_tests::procs::CoordSettings;
 use herd_tests::scenario::SweepRun;
+use herd_tests::scores_file::assert_same_scores_file;
 use serde_json::{json, Value};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -238,14 +239,24 @@ fn independent_scores(
 }
 
 /// What `worker score --schema rb2` writes for `model` on the evaluation set: run_v2.py's
-/// `eval-set/<model>.json` (the model named by its file name, run from its folder), parsed.
-fn worker_score_rb2(eval_set: &Path, model: &Path, tokenizer: &Path, out: &Path) -> Value {
-    let file_name = model.file_name().unwrap();
+/// `eval-set/<name>.json` and `eval-set-scores/<name>.json` (the model copied to a file named
+/// `name`, the sweep's experiment name, and run from its folder, so that both name the model
+/// alike), as text.
+fn worker_score_rb2(
+    eval_set: &Path,
+    model: &Path,
+    name: &str,
+    tokenizer: &Path,
+    out: &Path,
+) -> (String, String) {
+    let folder = out.with_extension("model");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(model, folder.join(name)).unwrap();
     let status = Command::new(binary("worker"))
-        .current_dir(model.parent().unwrap())
+        .current_dir(&folder)
         .arg("score")
         .arg("--model")
-        .arg(file_name)
+        .arg(name)
         .arg("--tokenizer")
         .arg(tokenizer)
         .arg("--num-heads")
@@ -267,13 +278,11 @@ fn worker_score_rb2(eval_set: &Path, model: &Path, tokenizer: &Path, out: &Path)
         .status()
         .unwrap();
     assert!(status.success(), "worker score --schema rb2 failed");
-    let path = out
-        .join("eval-set")
-        .join(format!("{}.json", file_name.to_string_lossy()));
-    serde_json::from_str(
-        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .unwrap()
+    let read = |folder: &str| {
+        let path = out.join(folder).join(format!("{name}.json"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    (read("eval-set"), read("eval-set-scores"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,12 +382,14 @@ async fn a_rewardbench_2_sweep_scores_every_completion_of_every_row() {
         }
         // the same checkpoint through `worker score --schema rb2` (run_v2.py's files): the
         // same subset scores
-        let files = worker_score_rb2(
+        let (eval_set_file, scores_file) = worker_score_rb2(
             &eval_set,
             model,
+            name,
             &tokenizer,
             &tmp.path().join(format!("rb2-{name}")),
         );
+        let files: Value = serde_json::from_str(&eval_set_file).unwrap();
         for subset in SUBSETS_V2 {
             let (got, file) = (metrics[subset].as_f64(), files[subset].as_f64());
             assert!(
@@ -399,6 +410,20 @@ async fn a_rewardbench_2_sweep_scores_every_completion_of_every_row() {
                 .unwrap_or_else(|e| panic!("{}: {e}", served.display())),
             result.metrics_json
         );
+        // and run_v2.py's eval-set-scores/ beside it: what `worker score --schema rb2` writes,
+        // byte for byte but for the last bits of the scores (other batch layouts)
+        let served_scores = run
+            .coord
+            .out_dir
+            .join(SWEEP)
+            .join("eval-set-scores")
+            .join(format!("{name}.json"));
+        let served_scores = std::fs::read_to_string(&served_scores)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", served_scores.display(), run.logs()));
+        let (compared, worst) = assert_same_scores_file(name, &served_scores, &scores_file, 1e-4);
+        let completions: usize = rows.iter().map(|r| r.chosen.len() + r.rejected.len()).sum();
+        assert_eq!(compared, completions);
+        eprintln!("{name}: {compared} scores, largest difference {worst:e}");
     }
     assert_ne!(overall[0], overall[1], "the two checkpoints score alike");
 

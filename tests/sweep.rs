@@ -1,7 +1,10 @@
 //! A sweep of tiny EasyLM checkpoints on the real fake-gcs-server, scored by real worker
 //! processes: three workers give the same CSV as one, and each checkpoint's RewardBench numbers
-//! are what `worker score` gives for the same file on its own.
+//! are what `worker score` gives for the same file on its own; its eval-set-scores/ files are
+//! what `worker score --eval-set-dir` writes. And a sweep of a local DPO model (a Hugging Face
+//! folder, scored reference-free) writes run_dpo.py's files as `worker score` does.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -10,9 +13,10 @@ use herd_storage::gcs::GcsClient;
 use herd_testkit::shared;
 use herd_tests::bins::binary;
 use herd_tests::easylm::NUM_HEADS;
-use herd_tests::fixture::{SweepFixture, BUCKET};
+use herd_tests::fixture::{SweepFixture, BUCKET, SWEEP};
 use herd_tests::procs::CoordSettings;
 use herd_tests::scenario::{start_gcs, SweepRun};
+use herd_tests::scores_file::assert_same_scores_file;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -110,22 +114,68 @@ async fn three_workers_write_the_csv_one_worker_writes() {
     .unwrap_or_else(|e| panic!("server-side CSV: {e}\n{}", single_run.logs()));
     assert_eq!(served, single);
 
-    // one checkpoint scored alone by `worker score` gives the same subset accuracies
+    // every checkpoint's eval-set-scores/ file beside eval-set/ and metrics/, the same from one
+    // worker and from three (scores within float noise of other batch layouts)
+    let response = single_run.coord.results("helpsteer2").await.unwrap();
+    assert_eq!(response.checkpoints.len(), fixture.checkpoints.len());
+    let served = |run: &SweepRun, folder: &str, name: &str| {
+        let path = run
+            .coord
+            .out_dir
+            .join("helpsteer2")
+            .join(folder)
+            .join(format!("{name}.json"));
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), run.logs()))
+    };
+    for result in &response.checkpoints {
+        let one = served(&single_run, "eval-set-scores", &result.name);
+        let three = served(&multi_run, "eval-set-scores", &result.name);
+        assert_same_scores_file(&result.name, &three, &one, 1e-4);
+    }
+    assert!(
+        response
+            .notes
+            .iter()
+            .all(|n| !n.contains("eval-set-scores")),
+        "{:?}",
+        response.notes
+    );
+
+    // one checkpoint scored alone by `worker score` gives the same subset accuracies, and with
+    // --eval-set-dir run_rm.py's files: eval-set/ byte for byte, eval-set-scores/ byte for byte
+    // but for the last bits of the scores. The model file is named as the experiment, so the
+    // `model` both write is the same.
     let ckpt = &fixture.checkpoints[2];
-    let model = tmp.path().join("streaming_params_437");
-    std::fs::write(&model, &ckpt.bytes).unwrap();
+    let result = response
+        .checkpoints
+        .iter()
+        .find(|c| c.name.contains(&ckpt.uuid))
+        .expect("the checkpoint's results");
+    let alone_dir = tmp.path().join("alone");
+    std::fs::create_dir_all(&alone_dir).unwrap();
+    std::fs::write(alone_dir.join(&result.experiment), &ckpt.bytes).unwrap();
     let out = tmp.path().join("alone.jsonl");
     let status = Command::new(binary("worker"))
+        .current_dir(&alone_dir)
         .arg("score")
         .arg("--model")
-        .arg(&model)
+        .arg(&result.experiment)
         .arg("--tokenizer")
         .arg(shared().join("data/tokenizers/llama2"))
         .arg("--num-heads")
         .arg(NUM_HEADS.to_string())
         .arg("--dataset")
         .arg(&fixture.eval_set)
-        .args(["--max-length", "512", "--device", "cpu", "-o"])
+        .args([
+            "--max-length",
+            "512",
+            "--device",
+            "cpu",
+            "--eval-set-dir",
+            "results",
+            "-o",
+        ])
         .arg(&out)
         .status()
         .unwrap();
@@ -133,12 +183,6 @@ async fn three_workers_write_the_csv_one_worker_writes() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap())
             .unwrap();
-    let response = single_run.coord.results("helpsteer2").await.unwrap();
-    let result = response
-        .checkpoints
-        .iter()
-        .find(|c| c.name.contains(&ckpt.uuid))
-        .expect("the checkpoint's results");
     let metrics: serde_json::Value = serde_json::from_str(&result.metrics_json).unwrap();
     let alone = summary["extra_results"].as_object().unwrap();
     assert!(!alone.is_empty());
@@ -150,4 +194,166 @@ async fn three_workers_write_the_csv_one_worker_writes() {
             metrics[subset]
         );
     }
+    let alone_file = |folder: &str| {
+        let path = alone_dir
+            .join("results")
+            .join(folder)
+            .join(format!("{}.json", result.experiment));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    assert_eq!(
+        served(&single_run, "eval-set", &result.name),
+        alone_file("eval-set")
+    );
+    let (compared, worst) = assert_same_scores_file(
+        &result.name,
+        &served(&single_run, "eval-set-scores", &result.name),
+        &alone_file("eval-set-scores"),
+        1e-4,
+    );
+    // one logit per side of every pair
+    let pairs = std::fs::read_to_string(&fixture.eval_set)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    assert_eq!(compared, 2 * pairs);
+    eprintln!(
+        "{}: {compared} scores, largest difference {worst:e}",
+        result.name
+    );
+}
+
+/// The first `n` LLMBar rows of the shared data that are short (no text near --max-length).
+fn short_llmbar_rows(llmbar: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(llmbar).unwrap();
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let row: serde_json::Value = serde_json::from_str(l).unwrap();
+            ["prompt", "chosen", "rejected"]
+                .iter()
+                .all(|f| row[*f].as_str().is_some_and(|t| t.len() < 400))
+        })
+        .take(n)
+        .collect();
+    assert_eq!(rows.len(), n);
+    rows.join("\n") + "\n"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dpo_sweep_writes_run_dpo_files_as_worker_score_does() {
+    let Some(llmbar) = herd_testkit::shared_path("data/rewardbench-llmbar.jsonl") else {
+        return;
+    };
+    let policy = herd_testkit::workspace_root().join("tests/golden/fixtures/models/llama-policy");
+    let tmp = tempfile::tempdir().unwrap();
+    let eval_set = tmp.path().join("pairs.jsonl");
+    std::fs::write(&eval_set, short_llmbar_rows(&llmbar, 12)).unwrap();
+    // the committed tiny causal LM (its own tokenizer, no chat template: tulu) as a run folder
+    let ckpts = tmp.path().join("ckpts");
+    let run_folder = ckpts.join("policy-a");
+    std::fs::create_dir_all(&run_folder).unwrap();
+    for entry in std::fs::read_dir(&policy).unwrap() {
+        let entry = entry.unwrap().path();
+        std::fs::copy(&entry, run_folder.join(entry.file_name().unwrap())).unwrap();
+    }
+    let presets = tmp.path().join("presets.toml");
+    std::fs::write(
+        &presets,
+        format!(
+            r#"[{SWEEP}]
+checkpoints = ["{ckpts}"]
+eval_dataset = "{eval}"
+chat_template = "tulu"
+max_length = 512
+output_csv = "dpo.csv"
+experiment_prefix = "dpo"
+shard_size = 5
+"#,
+            ckpts = ckpts.display(),
+            eval = eval_set.display(),
+        ),
+    )
+    .unwrap();
+    let mut run = SweepRun::start(
+        &tmp.path().join("run"),
+        "http://127.0.0.1:9",
+        CoordSettings::default(),
+    );
+    run.submit(&presets);
+    run.add_worker();
+    let status = run.finish(TIMEOUT, |_| {}).await;
+    assert_eq!(
+        status.state(),
+        SweepState::Done,
+        "{status:?}\n{}",
+        run.logs()
+    );
+    assert_eq!(status.tasks_failed, 0, "{status:?}\n{}", run.logs());
+    let response = run.coord.results(SWEEP).await.unwrap();
+    assert_eq!(response.checkpoints.len(), 1, "{response:?}");
+    let result = &response.checkpoints[0];
+    let experiment = "rm-eval-dpo-policy-a";
+    assert_eq!(result.experiment, experiment);
+    // run_dpo.py saves a reference-free model's files as <model>_ref_free
+    assert_eq!(result.name, format!("{experiment}_ref_free"));
+
+    // the same model scored alone, the folder named as the experiment so both name it alike
+    let alone_dir = tmp.path().join("alone");
+    let model = alone_dir.join(experiment);
+    std::fs::create_dir_all(&model).unwrap();
+    for entry in std::fs::read_dir(&run_folder).unwrap() {
+        let entry = entry.unwrap().path();
+        std::fs::copy(&entry, model.join(entry.file_name().unwrap())).unwrap();
+    }
+    let status = Command::new(binary("worker"))
+        .current_dir(&alone_dir)
+        .args(["score", "--model", experiment, "--dataset"])
+        .arg(&eval_set)
+        .args([
+            "--max-length",
+            "512",
+            "--device",
+            "cpu",
+            "--eval-set-dir",
+            "results",
+            "-o",
+            "alone.jsonl",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let read = |path: std::path::PathBuf| {
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), run.logs()))
+    };
+    let served = run.coord.out_dir.join(SWEEP);
+    let alone = alone_dir.join("results");
+    let file = format!("{}.json", result.name);
+    assert_eq!(
+        read(served.join("eval-set").join(&file)),
+        read(alone.join("eval-set").join(&file))
+    );
+    let sweep_scores = read(served.join("eval-set-scores").join(&file));
+    let (compared, worst) = assert_same_scores_file(
+        &result.name,
+        &sweep_scores,
+        &read(alone.join("eval-set-scores").join(&file)),
+        1e-3,
+    );
+    // one reward per side of each of the 12 pairs
+    assert_eq!(compared, 24);
+    eprintln!(
+        "{}: {compared} scores, largest difference {worst:e}",
+        result.name
+    );
+    // run_dpo.py's layout: the templated prompt, no id column
+    let value = herd_rewardbench::pyjson::loads(&sweep_scores).unwrap();
+    let dict = value.as_dict().unwrap();
+    let keys: Vec<&str> = dict.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(
+        keys.contains(&"prompt") && !keys.contains(&"id"),
+        "{keys:?}"
+    );
 }

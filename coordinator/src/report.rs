@@ -11,6 +11,11 @@
 //! for reference-free DPO checkpoints (saved as `<name>_ref_free`, [`results_name`]). Per sweep: the CSV
 //! of hybrid-preferences' `fetch_evals_rewardbench.py` ([`sweep_csv`]) joined with the
 //! feature-count files of `spec.feature_counts_dir` (no folder: name mode).
+//!
+//! Both schemas also get each checkpoint's per-example file, `eval-set-scores/<name>.json`
+//! (run_rm.py's, run_dpo.py's for DPO, run_v2.py's for rb2, through herd-rewardbench's
+//! [`EvalSetScores`]), from the texts the workers scored and sent with the scores; a checkpoint
+//! whose results were stored without texts gets a note instead.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -18,7 +23,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
 use herd_rewardbench::dataset::v2::BestOfNRow;
-use herd_rewardbench::files::{results_name, EvalSetResults, MODEL_TYPE_DPO_REF_FREE};
+use herd_rewardbench::dataset::PreferencePair;
+use herd_rewardbench::files::{
+    results_name, EvalSetResults, EvalSetScores, ScoredPair, MODEL_TYPE_DPO_REF_FREE,
+};
 use herd_rewardbench::sweep_csv::{
     parse_uuid, read_feature_counts_dir, sweep_csv, Cell, Column, ColumnKind, Experiment,
     FeatureCounts, RowLabel, SweepOptions, SweepTable,
@@ -35,6 +43,10 @@ use crate::domain::{check_sweep_name, PlannedExample, ScoredCheckpoint};
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SweepReport {
     pub checkpoints: Vec<CheckpointResult>,
+    /// (file name, text) of `eval-set-scores/<name>.json` per checkpoint whose texts are stored
+    /// (the name as in `checkpoints`); written by the server beside `eval-set/`, not sent by
+    /// `coord results` (the texts make it large)
+    pub eval_set_scores: Vec<(String, String)>,
     pub csv: String,
     pub notes: Vec<String>,
 }
@@ -143,8 +155,26 @@ pub fn rb2_checkpoint_results(
     rows: &[BestOfNRow],
     scored: &ScoredCheckpoint,
 ) -> anyhow::Result<(EvalSetResults, Rb2Scores, usize)> {
+    let scored_rows = rb2_scored_rows(examples, rows, scored)?;
+    let non_finite = scored_rows
+        .iter()
+        .filter(|row| row.scores.iter().any(|x| !x.is_finite()))
+        .count();
+    let scores = rb2_scores(&scored_rows, TiesVariant::Head)
+        .with_context(|| format!("checkpoint '{}' ({})", scored.name, scored.uri))?;
+    // run_v2.py's `results_grouped` (model_type "Seq. Classifier", its only model type)
+    let results = EvalSetResults::best_of_n(scored.name.clone(), &scored.chat_template, &scores);
+    Ok((results, scores, non_finite))
+}
+
+/// A checkpoint's stored scores regrouped by RewardBench 2 row (every completion, chosen first),
+/// checked against the rows' completion counts.
+fn rb2_scored_rows(
+    examples: &[PlannedExample],
+    rows: &[BestOfNRow],
+    scored: &ScoredCheckpoint,
+) -> anyhow::Result<Vec<ScoredRow>> {
     check_rewards(examples, scored)?;
-    let mut non_finite = 0usize;
     let mut scored_rows = Vec::with_capacity(rows.len());
     for ((reward, example), row) in scored.rewards.iter().zip(examples).zip(rows) {
         if reward.chosen.len() != row.chosen.len() || reward.rejected.len() != row.rejected.len() {
@@ -161,22 +191,119 @@ pub fn rb2_checkpoint_results(
                 row.rejected.len()
             );
         }
-        let scores = reward.completion_scores();
-        if scores.iter().any(|x| !x.is_finite()) {
-            non_finite += 1;
-        }
         scored_rows.push(ScoredRow {
             id: row.id.clone(),
             subset: example.subset.clone(),
             num_correct: row.num_correct,
-            scores,
+            scores: reward.completion_scores(),
         });
     }
-    let scores = rb2_scores(&scored_rows, TiesVariant::Head)
+    Ok(scored_rows)
+}
+
+/// run_v2.py's `eval-set-scores/<model>.json` of a checkpoint (model = the experiment name,
+/// chat_template as the worker reported it, as in its eval-set/ file), from its stored texts;
+/// `None` when they are not stored.
+pub fn rb2_eval_set_scores(
+    examples: &[PlannedExample],
+    rows: &[BestOfNRow],
+    scored: &ScoredCheckpoint,
+) -> anyhow::Result<Option<String>> {
+    let Some(texts) = &scored.texts else {
+        return Ok(None);
+    };
+    let scored_rows = rb2_scored_rows(examples, rows, scored)?;
+    let file = EvalSetScores::best_of_n(&scored_rows, texts, &scored.name, &scored.chat_template)
         .with_context(|| format!("checkpoint '{}' ({})", scored.name, scored.uri))?;
-    // run_v2.py's `results_grouped` (model_type "Seq. Classifier", its only model type)
-    let results = EvalSetResults::best_of_n(scored.name.clone(), &scored.chat_template, &scores);
-    Ok((results, scores, non_finite))
+    Ok(Some(file.to_json()))
+}
+
+/// The preference pairs of a sweep's evaluation set (schema rb1), read back from the stored
+/// `pair_json` (index = position): their ids keep the type the dataset gave them.
+pub fn preference_pairs(examples: &[PlannedExample]) -> anyhow::Result<Vec<PreferencePair>> {
+    examples
+        .iter()
+        .map(|example| {
+            serde_json::from_str(&example.pair_json).with_context(|| {
+                format!(
+                    "example {} (id {}): the stored row is not a preference pair",
+                    example.index, example.id
+                )
+            })
+        })
+        .collect()
+}
+
+/// run_rm.py's `eval-set-scores/<model>.json` of a checkpoint, or run_dpo.py's for a DPO model
+/// (no id column, the templated prompt, saved as `<model>_ref_free`), from its stored texts
+/// (model = the experiment name; chat_template = the sweep's `chat_template`, the scripts'
+/// `args.chat_template`); `None` when the texts are not stored. `pairs` are the sweep's pairs
+/// ([`preference_pairs`]) beside their `examples`.
+pub fn eval_set_scores(
+    spec: &SweepSpec,
+    examples: &[PlannedExample],
+    pairs: &[PreferencePair],
+    scored: &ScoredCheckpoint,
+) -> anyhow::Result<Option<String>> {
+    let Some(texts) = &scored.texts else {
+        return Ok(None);
+    };
+    check_rewards(examples, scored)?;
+    let dpo = scored.model_type != "Seq. Classifier";
+    let want = if dpo { 3 } else { 2 };
+    let mut rows = Vec::with_capacity(pairs.len());
+    let mut prompts = Vec::with_capacity(pairs.len());
+    for (((reward, example), pair), texts) in
+        scored.rewards.iter().zip(examples).zip(pairs).zip(texts)
+    {
+        let [chosen, rejected, rest @ ..] = texts.as_slice() else {
+            bail!(
+                "checkpoint '{}' ({}): example {} (id {}) has {} texts, {want} expected",
+                scored.name,
+                scored.uri,
+                example.index,
+                example.id,
+                texts.len()
+            );
+        };
+        if dpo {
+            let [prompt] = rest else {
+                bail!(
+                    "checkpoint '{}' ({}): example {} (id {}) of a {} model has no prompt text",
+                    scored.name,
+                    scored.uri,
+                    example.index,
+                    example.id,
+                    scored.model_type
+                );
+            };
+            prompts.push(prompt.clone());
+        }
+        rows.push(ScoredPair {
+            id: pair.id.clone(),
+            subset: example.subset.clone(),
+            text_chosen: chosen.clone(),
+            text_rejected: rejected.clone(),
+            win: is_win(&reward.chosen, &reward.rejected),
+            scores_chosen: reward.chosen.clone(),
+            scores_rejected: reward.rejected.clone(),
+        });
+    }
+    let chat_template = spec
+        .scoring
+        .clone()
+        .unwrap_or_default()
+        .chat_template_or_default()
+        .to_owned();
+    let file = EvalSetScores::of_pairs(
+        &rows,
+        dpo.then_some(prompts.as_slice()),
+        &scored.name,
+        &scored.model_type,
+        Some(chat_template),
+    )
+    .with_context(|| format!("checkpoint '{}' ({})", scored.name, scored.uri))?;
+    Ok(Some(file.to_json()))
 }
 
 /// The sweep-level table of a RewardBench 2 sweep, one row per checkpoint (row label: the
@@ -256,6 +383,13 @@ fn build_rb2_report(
                 scores.missing.join(", ")
             ));
         }
+        match rb2_eval_set_scores(examples, &rows, ckpt) {
+            Ok(Some(json)) => report.eval_set_scores.push((ckpt.name.clone(), json)),
+            Ok(None) => report.notes.push(no_texts_note(&ckpt.name)),
+            Err(e) => report
+                .notes
+                .push(format!("{}: no eval-set-scores file: {e:#}", ckpt.name)),
+        }
         report.checkpoints.push(CheckpointResult {
             name: ckpt.name.clone(),
             experiment: ckpt.name.clone(),
@@ -300,8 +434,17 @@ pub fn build_report(
     };
     let mut report = SweepReport::default();
     let mut experiments = Vec::with_capacity(scored.len());
+    let pairs = preference_pairs(examples)?;
     for ckpt in scored {
         let (results, non_finite) = checkpoint_results(examples, ckpt)?;
+        let name = results_name(&ckpt.name, &results.model_type);
+        match eval_set_scores(spec, examples, &pairs, ckpt) {
+            Ok(Some(json)) => report.eval_set_scores.push((name.clone(), json)),
+            Ok(None) => report.notes.push(no_texts_note(&ckpt.name)),
+            Err(e) => report
+                .notes
+                .push(format!("{}: no eval-set-scores file: {e:#}", ckpt.name)),
+        }
         if non_finite > 0 {
             report.notes.push(format!(
                 "{}: {non_finite} of {} examples had a NaN or infinite score and count as losses",
@@ -312,7 +455,7 @@ pub fn build_report(
         report.checkpoints.push(CheckpointResult {
             // the file name RewardBench saves the results under (`<name>_ref_free` for
             // reference-free DPO)
-            name: results_name(&ckpt.name, &results.model_type),
+            name,
             experiment: ckpt.name.clone(),
             metrics_json: results.metrics_json(),
             eval_set_json: results.eval_set_json(),
@@ -350,6 +493,14 @@ pub fn build_report(
             .push(format!("sweep '{}': no sweep CSV: {e}", spec.name)),
     }
     Ok(report)
+}
+
+/// The note for a checkpoint scored without texts.
+fn no_texts_note(name: &str) -> String {
+    format!(
+        "{name}: no eval-set-scores file: its results were stored without the scored texts (a \
+         worker or state file from before they were sent)"
+    )
 }
 
 /// Notes for experiments counts mode leaves out: names without `ID` and uuids with no
@@ -442,8 +593,9 @@ pub fn check_inside(root: &Path, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `<out_dir>/<sweep>/<output_csv>`, `.../metrics/<name>.json` and
-/// `.../eval-set/<name>.json`, each through a temporary file renamed into place. The sweep
+/// Writes `<out_dir>/<sweep>/<output_csv>`, `.../metrics/<name>.json`,
+/// `.../eval-set/<name>.json` and `.../eval-set-scores/<name>.json` (checkpoints with stored
+/// texts), each through a temporary file renamed into place. The sweep
 /// name follows the sweep-name rule, `output_csv` and checkpoint names are plain file names,
 /// and every path written is checked to resolve inside `out_dir`.
 pub fn write_report(
@@ -467,6 +619,11 @@ pub fn write_report(
             paths.push(dir.join(folder).join(format!("{}.json", ckpt.name)));
         }
     }
+    for (name, _) in &report.eval_set_scores {
+        check_file_name(name, "checkpoint name")?;
+        paths.push(dir.join(EVAL_SET_SCORES));
+        paths.push(dir.join(EVAL_SET_SCORES).join(format!("{name}.json")));
+    }
     for path in &paths {
         check_inside(out_dir, path)?;
     }
@@ -475,8 +632,19 @@ pub fn write_report(
         write_atomic(&dir.join(output_csv), report.csv.as_bytes())?;
     }
     write_checkpoint_files(&dir, &report.checkpoints)?;
+    if !report.eval_set_scores.is_empty() {
+        let folder = dir.join(EVAL_SET_SCORES);
+        std::fs::create_dir_all(&folder)
+            .with_context(|| format!("cannot create {}", folder.display()))?;
+        for (name, json) in &report.eval_set_scores {
+            write_atomic(&folder.join(format!("{name}.json")), json.as_bytes())?;
+        }
+    }
     Ok(dir)
 }
+
+/// The folder of the per-example files beside `eval-set/` (RewardBench's `eval-set-scores/`).
+pub const EVAL_SET_SCORES: &str = "eval-set-scores";
 
 /// Writes `dir/metrics/<name>.json` and `dir/eval-set/<name>.json` for every checkpoint.
 pub fn write_checkpoint_files(dir: &Path, checkpoints: &[CheckpointResult]) -> anyhow::Result<()> {

@@ -205,6 +205,7 @@ fn batch(me: &Me, lease: LeaseRef, n: u32) -> ResultBatch {
                 index: i,
                 scores_chosen: vec![1.0],
                 scores_rejected: vec![0.0],
+                texts: Vec::new(),
             })
             .collect(),
     }

@@ -34,6 +34,7 @@ fn rewards(range: std::ops::Range<u32>, chosen: f64) -> Vec<ExampleReward> {
             scores_chosen: vec![chosen],
             scores_rejected: vec![0.0],
             index: i,
+            texts: Vec::new(),
         })
         .collect()
 }

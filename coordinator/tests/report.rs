@@ -9,6 +9,7 @@ use herd_coordinator::planner::examples_from_pairs;
 use herd_coordinator::report::{build_report, write_report};
 use herd_rewardbench::dataset::{load_pairs, ExampleId, PreferencePair, Prompt};
 use herd_rewardbench::files::EvalSetResults;
+use herd_rewardbench::pyjson::{self, PyValue};
 use herd_rewardbench::sweep_csv::{read_feature_counts_dir, sweep_csv, Experiment, SweepOptions};
 use herd_rewardbench::v1::{XstestWeighting, SUBSET_MAPPING};
 use herd_rpc::v1::SweepSpec;
@@ -88,6 +89,17 @@ fn scored(c: usize, examples: &[PlannedExample], nan_every: Option<u32>) -> Scor
         uri: format!("gs://bucket/ckpt{c}/streaming_params_1"),
         model_type: "Seq. Classifier".into(),
         chat_template: "tulu".into(),
+        texts: Some(
+            examples
+                .iter()
+                .map(|e| {
+                    vec![
+                        format!("chosen {}", e.index),
+                        format!("rejected {}", e.index),
+                    ]
+                })
+                .collect(),
+        ),
         rewards: examples
             .iter()
             .map(|e| {
@@ -248,6 +260,40 @@ fn csv_matches_sweep_csv_on_independent_accuracies() {
         assert!(ckpt
             .metrics_json
             .starts_with(&format!("{{\"model\": \"{}\"", s.name)));
+    }
+    // and run_rm.py's eval-set-scores/ file of each, from the stored texts: the scripts'
+    // args.chat_template, the ids as the dataset typed them, one win per example (read as
+    // Python reads it: the NaN scores are NaN)
+    assert_eq!(report.eval_set_scores.len(), 4);
+    for ((file, json), s) in report.eval_set_scores.iter().zip(&scored) {
+        assert_eq!(file, &s.name);
+        let value = pyjson::loads(json).unwrap();
+        let dict = value.as_dict().unwrap();
+        let get = |key: &str| pyjson::dict_get(dict, key).unwrap().clone();
+        let list = |key: &str| match get(key) {
+            PyValue::List(items) => items,
+            other => panic!("{key}: {other:?}"),
+        };
+        assert_eq!(get("model").as_str(), Some(s.name.as_str()));
+        assert_eq!(get("model_type").as_str(), Some("Seq. Classifier"));
+        assert_eq!(get("chat_template").as_str(), Some("tulu"));
+        for column in ["text_chosen", "id", "results", "scores_rejected", "subset"] {
+            assert_eq!(list(column).len(), examples.len(), "{column}");
+        }
+        assert_eq!(list("text_chosen")[3].as_str(), Some("chosen 3"));
+        let pair: PreferencePair = serde_json::from_str(&examples[3].pair_json).unwrap();
+        assert_eq!(list("id")[3], PyValue::from(&pair.id));
+        let wins = list("results");
+        let accuracy = accuracies(s, &examples);
+        let subset = &examples[0].subset;
+        let in_subset: Vec<f64> = examples
+            .iter()
+            .zip(&wins)
+            .filter(|(e, _)| &e.subset == subset)
+            .map(|(_, w)| w.as_f64().unwrap())
+            .collect();
+        let mean = in_subset.iter().sum::<f64>() / in_subset.len() as f64;
+        assert_eq!(mean, accuracy[subset]);
     }
 }
 
@@ -433,6 +479,7 @@ fn rb2_report_scores_every_completion() {
             uri: format!("/ckpts/run-{c}"),
             model_type: "Seq. Classifier".into(),
             chat_template: "tulu".into(),
+            texts: None,
             rewards: rows
                 .iter()
                 .enumerate()

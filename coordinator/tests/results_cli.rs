@@ -163,6 +163,7 @@ async fn score_all(handle: &ServerHandle) {
                     scores_chosen: vec![c],
                     scores_rejected: vec![r],
                     index: e.index,
+                    texts: Vec::new(),
                 }
             })
             .collect();

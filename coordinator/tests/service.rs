@@ -163,6 +163,7 @@ fn rewards(lease: &Lease) -> Vec<ExampleReward> {
             scores_chosen: vec![if e.index % 2 == 0 { 1.0 } else { -1.0 }],
             scores_rejected: vec![0.0],
             index: e.index,
+            texts: Vec::new(),
         })
         .collect()
 }
@@ -227,6 +228,7 @@ async fn a_small_sweep_end_to_end() {
                         scores_chosen: vec![1.0],
                         scores_rejected: vec![0.0],
                         index: 40,
+                        texts: Vec::new(),
                     });
                     let err = workers
                         .stream_results(tokio_stream::iter(vec![batch(&me, lref, bad)]))

@@ -105,6 +105,7 @@ fn rewards(lease: &Grant, score: f64) -> Vec<ExampleScores> {
             chosen: vec![score + e.index as f64],
             rejected: vec![-1.0],
             index: e.index,
+            texts: Vec::new(),
         })
         .collect()
 }
@@ -403,6 +404,7 @@ fn results_outside_the_shard_or_with_a_wrong_id_are_refused_whole() {
         chosen: vec![1.0],
         rejected: vec![0.0],
         index: 2,
+        texts: Vec::new(),
     });
     let err = f
         .store
@@ -993,4 +995,125 @@ fn a_state_name_the_store_does_not_know_is_a_corrupt_file_naming_column_and_text
         "{err}"
     );
     assert!(f.store.results("s", "/ckpts/a").unwrap().is_empty());
+}
+
+/// The texts a worker sends for pair `i` (the same for every checkpoint with one tokenizer and
+/// chat template).
+fn texts_of(i: u32) -> Vec<String> {
+    vec![
+        format!("<|user|>\np{i}\n<|assistant|>\nc</s>"),
+        format!("<|user|>\np{i}\n<|assistant|>\nr</s>"),
+    ]
+}
+
+/// Scores `worker`'s next lease (with texts when `with_texts`) and completes it.
+fn score_next(store: &Store, worker: &str, now: i64, with_texts: bool) {
+    let held = lease(store, worker, &[], now);
+    let mut batch = rewards(&held, 1.0);
+    if with_texts {
+        for reward in &mut batch {
+            reward.texts = texts_of(reward.index);
+        }
+    }
+    store
+        .store_results(worker, &lease_ref(&held), &batch, now + 1)
+        .unwrap();
+    store
+        .complete(
+            worker,
+            &lease_ref(&held),
+            "Seq. Classifier",
+            "tulu",
+            now + 2,
+        )
+        .unwrap();
+}
+
+fn count_texts(path: &std::path::Path) -> i64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row("SELECT COUNT(*) FROM texts", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn texts_are_stored_once_and_read_back_with_each_checkpoints_scores() {
+    let f = fixture(policy());
+    f.store
+        .submit(&spec("s", 4), &checkpoints(&["a", "b"]), &examples(4), 1)
+        .unwrap();
+    let w = register(&f.store, "w", &[]);
+    // a pair has 0, 2 or 3 texts: one text is refused whole
+    let held = lease(&f.store, &w, &[], 5);
+    let mut bad = rewards(&held, 1.0);
+    bad[3].texts = vec!["only one".into()];
+    let err = f
+        .store
+        .store_results(&w, &lease_ref(&held), &bad, 6)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("example 3 (ex3) has 1 texts") && err.contains("nothing of this message"),
+        "{err}"
+    );
+    assert!(f.store.results("s", "/ckpts/a").unwrap().is_empty());
+    for reward in &mut bad {
+        reward.texts = texts_of(reward.index);
+    }
+    f.store
+        .store_results(&w, &lease_ref(&held), &bad, 7)
+        .unwrap();
+    f.store
+        .complete(&w, &lease_ref(&held), "Seq. Classifier", "tulu", 8)
+        .unwrap();
+    score_next(&f.store, &w, 20, true);
+    let inputs = f.store.report_inputs("s").unwrap();
+    assert_eq!(inputs.scored.len(), 2);
+    let want: Vec<Vec<String>> = (0..4).map(texts_of).collect();
+    for scored in &inputs.scored {
+        assert_eq!(scored.texts.as_ref(), Some(&want), "{}", scored.name);
+    }
+    // 4 pairs x 2 texts, kept once for both checkpoints
+    assert_eq!(count_texts(&f.path), 8);
+}
+
+#[test]
+fn a_file_from_before_texts_keeps_its_results_and_stores_texts_from_then_on() {
+    let f = fixture(policy());
+    f.store
+        .submit(&spec("s", 4), &checkpoints(&["a", "b"]), &examples(4), 1)
+        .unwrap();
+    let w = register(&f.store, "w", &[]);
+    score_next(&f.store, &w, 10, false);
+    let before = f.store.report_inputs("s").unwrap();
+    assert_eq!(before.scored.len(), 1);
+    assert_eq!(before.scored[0].texts, None);
+    drop(f.store);
+    // the layout before texts were kept: no results.texts column, no texts table
+    {
+        let conn = rusqlite::Connection::open(&f.path).unwrap();
+        conn.execute_batch("ALTER TABLE results DROP COLUMN texts; DROP TABLE texts;")
+            .unwrap();
+        let has_column: bool = conn
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('results') WHERE name = 'texts'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(!has_column);
+    }
+    let store = Store::open(&f.path, policy()).unwrap();
+    // every stored row is still there, read as before (no texts)
+    let after = store.report_inputs("s").unwrap();
+    assert_eq!(after.scored, before.scored);
+    assert_eq!(after.notes, before.notes);
+    // the rest of the sweep is scored with texts, by the worker registered before
+    score_next(&store, &w, 20, true);
+    let inputs = store.report_inputs("s").unwrap();
+    assert_eq!(inputs.scored.len(), 2);
+    assert_eq!(inputs.scored[0], before.scored[0]);
+    let want: Vec<Vec<String>> = (0..4).map(texts_of).collect();
+    assert_eq!(inputs.scored[1].texts, Some(want));
+    drop(store);
+    assert_eq!(count_texts(&f.path), 8);
 }

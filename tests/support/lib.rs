@@ -7,3 +7,4 @@ pub mod fixture;
 pub mod procs;
 pub mod proxy;
 pub mod scenario;
+pub mod scores_file;

@@ -205,7 +205,25 @@ impl ShardScorer for EngineScorer {
         match examples {
             LeaseExamples::Pairs(pairs) => {
                 let shard = model.score(pairs, on_batch)?;
+                // the texts as `worker score` writes them (run_rm.py's text_chosen /
+                // text_rejected; run_dpo.py's templated prompt too for a DPO model)
+                let texts = crate::output::PairTexts::new(model.formatter(), pairs)?;
+                let dpo = shard.scored.model_type != "Seq. Classifier";
+                let texts = texts
+                    .chosen
+                    .into_iter()
+                    .zip(texts.rejected)
+                    .zip(texts.prompt)
+                    .map(|((chosen, rejected), prompt)| {
+                        if dpo {
+                            vec![chosen, rejected, prompt]
+                        } else {
+                            vec![chosen, rejected]
+                        }
+                    })
+                    .collect();
                 Ok(ScoredShard {
+                    texts,
                     pairs: shard
                         .scored
                         .pairs
@@ -235,6 +253,8 @@ impl ShardScorer for EngineScorer {
                         .zip(scored.scores)
                         .map(|(row, scores)| split_row(row, scores))
                         .collect::<anyhow::Result<_>>()?,
+                    // each row's completions, chosen then rejected (`completions()` order)
+                    texts: scored.texts,
                     model_type: scored.model_type.to_string(),
                     chat_template: scored.chat_template,
                     tokens: scored.tokens,

@@ -190,6 +190,12 @@ struct ScoreArgs {
     /// also write the CLI's `{model}_all.jsonl` (every pair's chosen and rejected scores)
     #[arg(long)]
     save_all: bool,
+    /// also write what scripts/run_rm.py (scripts/run_dpo.py for a DPO model) saves under its
+    /// ./results folder: DIR/eval-set/<model>.json and DIR/eval-set-scores/<model>.json
+    /// (<model>: --model as given; `<model>_ref_free` for reference-free DPO), the files a sweep
+    /// writes per checkpoint; preference data only (rb2 writes run_v2.py's into --output-dir)
+    #[arg(long, value_name = "DIR")]
+    eval_set_dir: Option<PathBuf>,
     /// herd's own per-example scores (JSONL, every logit per row, ids) with a summary
     /// `<stem>.json` beside it (subset and section accuracies); preference data only (rb2: the
     /// results folder, as --output-dir)
@@ -255,6 +261,12 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
     )?;
     let instruction = matches!(dataset.data, GenericData::Instruction(_));
     anyhow::ensure!(
+        !(instruction && args.eval_set_dir.is_some()),
+        "{}: instruction data (messages) has no chosen / rejected; --eval-set-dir is for \
+         preference data",
+        source
+    );
+    anyhow::ensure!(
         !(instruction && args.output.is_some()),
         "{}: instruction data (messages) has no chosen / rejected; -o is for preference data \
          (the per-conversation scores go to --output-dir)",
@@ -266,6 +278,9 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
         for path in names.paths(dir, instruction, args.save_all) {
             output::check_writable(&path)?;
         }
+    }
+    if let Some(dir) = &args.eval_set_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     if let Some(path) = &args.output {
         for path in [path.clone(), output::summary_path(path)] {
@@ -296,9 +311,21 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
             let scored = score_pairs_with(&request, &spec, pairs)?;
             let seconds = started.elapsed().as_secs_f64();
             let mut written = Vec::new();
-            if let Some(dir) = &cli {
-                let texts = output::PairTexts::new(&formatter, pairs)?;
-                written.extend(run.write_preference(dir, &dataset, pairs, &texts, &scored)?);
+            let texts = (cli.is_some() || args.eval_set_dir.is_some())
+                .then(|| output::PairTexts::new(&formatter, pairs))
+                .transpose()?;
+            if let (Some(dir), Some(texts)) = (&cli, &texts) {
+                written.extend(run.write_preference(dir, &dataset, pairs, texts, &scored)?);
+            }
+            if let (Some(dir), Some(texts)) = (&args.eval_set_dir, &texts) {
+                written.extend(output::write_script_results(
+                    dir,
+                    &names,
+                    &request.chat_template,
+                    pairs,
+                    texts,
+                    &scored,
+                )?);
             }
             if let Some(path) = &args.output {
                 let summary_path = output::summary_path(path);
@@ -374,6 +401,11 @@ fn score_rb2(
         args.ref_model.is_none(),
         "--ref-model: RewardBench 2 (run_v2.py) scores sequence classifiers only"
     );
+    anyhow::ensure!(
+        args.eval_set_dir.is_none(),
+        "--eval-set-dir is run_rm.py's folder for preference data; RewardBench 2 writes \
+         run_v2.py's eval-set/ and eval-set-scores/ into --output-dir (or -o)"
+    );
     tracing::info!(rows = rows.len(), dataset = %source, device = ?request.device, kind = ?request.kind, "scoring RewardBench 2");
     let started = Instant::now();
     let spec = open_model(args)?;
@@ -399,6 +431,10 @@ fn score_rb2(
 /// `worker score --pref-sets`: the prior sets scored as run_rm.py --pref_sets does, their
 /// pref-sets/ files and, with -o, herd's own per-example scores and summary.
 fn score_prior_sets(args: &ScoreArgs, request: &ScoreRequest) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.eval_set_dir.is_none(),
+        "--eval-set-dir is for the core set; with --pref-sets the files go to --results-dir"
+    );
     let prepared = pref_sets::prepare(&args.pref_sets, &args.model)?;
     let pairs = pref_sets::load_pairs(args.dataset.as_deref())?;
     tracing::info!(pairs = pairs.len(), dataset = ?args.dataset, "scoring the prior sets");

@@ -6,6 +6,9 @@
 //!   the outputs file only, as from the CLI.
 //! - With `-o FILE`: herd's own per-example rows (every logit, ids) and a summary `<stem>.json`
 //!   with subset and section accuracies.
+//! - With `--eval-set-dir DIR`: what `scripts/run_rm.py` (`scripts/run_dpo.py` for a DPO model)
+//!   saves under its `./results` folder, `eval-set/` and `eval-set-scores/` (the files a sweep
+//!   writes per checkpoint).
 
 use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
@@ -21,7 +24,8 @@ use herd_rewardbench::chat::{rewardbench_messages, ChatFormatter, Message};
 use herd_rewardbench::dataset::generic::GenericDataset;
 use herd_rewardbench::dataset::{ExampleId, PreferencePair};
 use herd_rewardbench::files::{
-    cli_all_path, cli_paths, CliAllScores, CliInstructionOutputs, CliOutputs, CliResults,
+    cli_all_path, cli_paths, results_name, CliAllScores, CliInstructionOutputs, CliOutputs,
+    CliResults, EvalSetResults, EvalSetScores, ResultsKind, ScoredPair,
 };
 use herd_rewardbench::pyjson::{float_repr, PyValue};
 use herd_rewardbench::v1::{self as rewardbench, SubsetAccuracies, XstestWeighting};
@@ -288,6 +292,69 @@ impl CliRun<'_> {
         };
         Ok(outputs.write(output_dir, &self.names.model)?)
     }
+}
+
+/// `--eval-set-dir DIR`: `DIR/eval-set/<model>.json` and `DIR/eval-set-scores/<model>.json` as
+/// `scripts/run_rm.py` saves them for a sequence classifier, or `scripts/run_dpo.py` for a DPO
+/// model (`<model>_ref_free` when reference-free; no id column, the templated prompt), through
+/// herd-rewardbench's writers. `<model>` is `--model` as given; `chat_template` is the scripts'
+/// `args.chat_template` (`--chat-template`, default tulu). Every pair needs a subset (the scripts
+/// score by subset).
+pub fn write_script_results(
+    dir: &Path,
+    names: &CliNames,
+    chat_template: &str,
+    pairs: &[PreferencePair],
+    texts: &PairTexts,
+    scored: &ScoredDataset,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let wins = wins(scored);
+    let mut rows = Vec::with_capacity(pairs.len());
+    for (((pair, scores), &win), (chosen, rejected)) in pairs
+        .iter()
+        .zip(&scored.pairs)
+        .zip(&wins)
+        .zip(texts.chosen.iter().zip(&texts.rejected))
+    {
+        let subset = pair.subset.clone().with_context(|| {
+            format!(
+                "--eval-set-dir: example {} has no subset (run_rm.py scores by subset)",
+                pair.id
+            )
+        })?;
+        rows.push(ScoredPair {
+            id: pair.id.clone(),
+            subset,
+            text_chosen: chosen.clone(),
+            text_rejected: rejected.clone(),
+            win,
+            scores_chosen: scores.chosen.clone(),
+            scores_rejected: scores.rejected.clone(),
+        });
+    }
+    let accuracies = rewardbench::subset_accuracies(rows.iter().map(|r| (&r.subset, r.win)));
+    let model = &names.model;
+    let results = if scored.model_type == "Seq. Classifier" {
+        EvalSetResults::new(
+            model.as_str(),
+            scored.model_type,
+            Some(scored.chat_template.clone()),
+            accuracies,
+        )
+    } else {
+        EvalSetResults::dpo(model.as_str(), names.ref_model.clone(), accuracies)
+    };
+    let name = results_name(model, &results.model_type);
+    let eval_set = results.write_eval_set(dir, ResultsKind::EvalSet, &name)?;
+    let scores = EvalSetScores::of_pairs(
+        &rows,
+        Some(&texts.prompt),
+        model,
+        &results.model_type,
+        Some(chat_template.to_owned()),
+    )?
+    .write(dir, ResultsKind::EvalSetScores, &name)?;
+    Ok(vec![eval_set, scores])
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -619,6 +619,40 @@ impl EvalSetScores {
         })
     }
 
+    /// The file of scored preference pairs as the script for `model_type` writes it: run_dpo.py's
+    /// ([`EvalSetScores::dpo`], which needs `prompts`) for `"DPO"` and `"DPO Ref. Free"`, else
+    /// run_rm.py's ([`EvalSetScores::classifier`]). `chat_template` is the scripts'
+    /// `args.chat_template`; save it under [`results_name`]`(model, model_type)`.
+    pub fn of_pairs(
+        pairs: &[ScoredPair],
+        prompts: Option<&[String]>,
+        model: &str,
+        model_type: &str,
+        chat_template: Option<String>,
+    ) -> Result<Self, ResultsError> {
+        if model_type != MODEL_TYPE_DPO && model_type != MODEL_TYPE_DPO_REF_FREE {
+            return Ok(EvalSetScores::classifier(
+                pairs,
+                model,
+                model_type,
+                chat_template,
+            ));
+        }
+        let prompts = prompts.ok_or_else(|| ResultsError::Layout {
+            file: format!("eval-set-scores/{}.json", results_name(model, model_type)),
+            reason: "a DPO model's file has a prompt column, and no prompts were given".into(),
+        })?;
+        if prompts.len() != pairs.len() {
+            return Err(ResultsError::Ragged {
+                what: format!("eval-set-scores/{}.json", results_name(model, model_type)),
+                column: "prompt".into(),
+                len: prompts.len(),
+                expected: pairs.len(),
+            });
+        }
+        Ok(EvalSetScores::dpo(pairs, prompts, model, chat_template))
+    }
+
     /// The dict: the columns, then `model`, `model_type`, `chat_template`.
     pub fn to_dict(&self) -> PyDict {
         let mut d: PyDict = self

@@ -419,3 +419,59 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn of_pairs_picks_the_scripts_layout_by_model_type() {
+    let inputs = inputs();
+    let (pairs, prompts) = (pairs(&inputs), prompts(&inputs));
+    let tmp = tempfile::tempdir().unwrap();
+    let results_dir = tmp.path().join("results");
+    // a DPO model: run_dpo.py's golden, saved under the _ref_free name
+    let dpo = get(&inputs, "dpo");
+    let model = get(dpo, "model").as_str().unwrap();
+    let model_type = get(dpo, "model_type").as_str().unwrap();
+    let name = results_name(model, model_type);
+    let path = EvalSetScores::of_pairs(
+        &pairs,
+        Some(&prompts),
+        model,
+        model_type,
+        opt_str(get(dpo, "scores_chat_template")),
+    )
+    .unwrap()
+    .write(&results_dir, ResultsKind::EvalSetScores, &name)
+    .unwrap();
+    assert_same_file(
+        &path,
+        &format!("run_rm/dpo/results/eval-set-scores/{name}.json"),
+    );
+    // a sequence classifier: run_rm.py's golden (the prompts are not used)
+    let rm = get(&inputs, "rm");
+    let model = get(rm, "model").as_str().unwrap();
+    let path = EvalSetScores::of_pairs(
+        &pairs,
+        Some(&prompts),
+        model,
+        get(rm, "model_type").as_str().unwrap(),
+        opt_str(get(rm, "scores_chat_template")),
+    )
+    .unwrap()
+    .write(&results_dir, ResultsKind::EvalSetScores, model)
+    .unwrap();
+    assert_same_file(
+        &path,
+        &format!("run_rm/rm/results/eval-set-scores/{model}.json"),
+    );
+    // a DPO file needs one prompt per pair
+    let err = EvalSetScores::of_pairs(&pairs, None, "m", "DPO Ref. Free", None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("eval-set-scores/m_ref_free.json") && err.contains("no prompts"),
+        "{err}"
+    );
+    let err = EvalSetScores::of_pairs(&pairs, Some(&prompts[1..]), "m", "DPO", None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("\"prompt\" has"), "{err}");
+}

@@ -53,6 +53,10 @@ pub struct ExampleScores {
     /// one score per label (or one log-prob ratio sum for DPO)
     pub chosen: Vec<f64>,
     pub rejected: Vec<f64>,
+    /// the texts scored, after the chat template (`ExampleReward.texts`): empty (none sent), or
+    /// [chosen, rejected] / [chosen, rejected, prompt] of a pair, or a RewardBench 2 row's
+    /// completions, chosen then rejected
+    pub texts: Vec<String>,
 }
 
 /// Why a worker gives up a lease.

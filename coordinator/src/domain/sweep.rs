@@ -64,6 +64,10 @@ pub struct ScoredCheckpoint {
     pub chat_template: String,
     /// sorted by index, one per example of the evaluation set
     pub rewards: Vec<StoredReward>,
+    /// each example's texts as the worker scored them (`ExampleScores::texts`), beside
+    /// `rewards`; `None` when some result was stored without them (a worker from before texts
+    /// were sent, or a state file from before they were stored): no eval-set-scores/ file then
+    pub texts: Option<Vec<Vec<String>>>,
 }
 
 /// The rule every sweep name follows wherever it enters (Submit, Status, Results, Cancel,

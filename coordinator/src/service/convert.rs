@@ -33,6 +33,7 @@ impl From<v1::ExampleReward> for ExampleScores {
             example_id: r.example_id,
             chosen: r.scores_chosen,
             rejected: r.scores_rejected,
+            texts: r.texts,
         }
     }
 }

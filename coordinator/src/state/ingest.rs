@@ -2,6 +2,7 @@
 //! example wins) through the gate's ingest lane.
 
 use rusqlite::{params, OptionalExtension};
+use sha2::{Digest, Sha256};
 
 use super::gate::Lane;
 use super::leasing::check_active_lease;
@@ -90,7 +91,26 @@ impl Store {
                                 reward.index
                             )));
                         }
+                        let completions = (want_chosen + want_rejected) as usize;
+                        if !reward.texts.is_empty() && reward.texts.len() != completions {
+                            return Err(StoreError::Invalid(format!(
+                                "example {} ({stored}) is a RewardBench 2 row with {completions} \
+                                 completions, but the result has {} texts (none, or one per \
+                                 completion expected); nothing of this message was stored",
+                                reward.index,
+                                reward.texts.len()
+                            )));
+                        }
                         continue;
+                    }
+                    if !matches!(reward.texts.len(), 0 | 2 | 3) {
+                        return Err(StoreError::Invalid(format!(
+                            "example {} ({stored}) has {} texts; a preference pair has none, 2 \
+                             (chosen, rejected) or 3 (chosen, rejected, prompt); nothing of this \
+                             message was stored",
+                            reward.index,
+                            reward.texts.len()
+                        )));
                     }
                     if chosen == 0 || rejected == 0 {
                         return Err(StoreError::Invalid(format!(
@@ -111,19 +131,28 @@ impl Store {
             }
             let mut counts = IngestCounts::default();
             let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO results(checkpoint_id, idx, chosen, rejected, task_id, epoch)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO results(checkpoint_id, idx, chosen, rejected, task_id, epoch,
+                                               texts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
+            // each distinct text once (see the `texts` table): a result names its texts by digest
+            let mut insert_text =
+                tx.prepare_cached("INSERT OR IGNORE INTO texts(digest, text) VALUES (?1, ?2)")?;
             for reward in rewards {
+                let digests: Vec<[u8; 32]> = reward.texts.iter().map(|t| text_digest(t)).collect();
                 let n = insert.execute(params![
                     task.checkpoint_id,
                     reward.index,
                     encode_scores(&reward.chosen),
                     encode_scores(&reward.rejected),
                     lease.task_id,
-                    epoch
+                    epoch,
+                    (!digests.is_empty()).then(|| digests.concat()),
                 ])?;
                 if n == 1 {
+                    for (digest, text) in digests.iter().zip(&reward.texts) {
+                        insert_text.execute(params![&digest[..], text])?;
+                    }
                     counts.stored += 1;
                 } else {
                     counts.duplicates += 1;
@@ -141,6 +170,42 @@ impl Store {
             Ok(counts)
         })
     }
+}
+
+/// The key of a text in the `texts` table: the SHA-256 of its UTF-8 bytes.
+pub(super) fn text_digest(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// The texts of a result's `texts` column (digests, 32 bytes each), read from the `texts` table
+/// through `lookup` (a prepared `SELECT text FROM texts WHERE digest = ?1`).
+pub(super) fn stored_texts(
+    digests: &[u8],
+    lookup: &mut rusqlite::CachedStatement<'_>,
+) -> Result<Vec<String>> {
+    if !digests.len().is_multiple_of(32) {
+        return Err(StoreError::Corrupt(format!(
+            "a text digest list of {} bytes is not a whole number of SHA-256 digests",
+            digests.len()
+        )));
+    }
+    digests
+        .chunks_exact(32)
+        .map(|digest| {
+            lookup
+                .query_row(params![digest], |r| r.get::<_, String>(0))
+                .optional()?
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "a result names the text {} that the texts table lacks",
+                        digest
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<String>()
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// Scores as the `results` table keeps them: little-endian f64s, exact.
@@ -207,6 +272,7 @@ mod tests {
             example_id: format!("tied:{index}"),
             chosen: chosen.to_vec(),
             rejected: rejected.to_vec(),
+            texts: Vec::new(),
         }
     }
 
@@ -253,6 +319,22 @@ mod tests {
         assert!(err.contains("1 chosen and 3 rejected completions"), "{err}");
         let inputs = store.report_inputs("rb2").unwrap();
         assert!(inputs.scored.is_empty());
+        // texts, when sent, are one per completion
+        let mut short_texts = [
+            reward(0, &[0.5], &[0.1, 0.2, 0.3]),
+            reward(1, &[0.4, 0.6], &[0.7]),
+        ];
+        short_texts[0].texts = vec!["a".into(), "b".into(), "c".into()];
+        let err = store
+            .store_results(&worker, &grant.lease, &short_texts, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("example 0 (tied:0)")
+                && err.contains("4 completions")
+                && err.contains("has 3 texts"),
+            "{err}"
+        );
         // nothing was stored: the full, right-sized batch stores both rows
         let good = [
             reward(0, &[0.5], &[0.1, 0.2, 0.3]),

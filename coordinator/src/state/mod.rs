@@ -239,6 +239,7 @@ mod tests {
                 example_id: e.id.clone(),
                 chosen: vec![1.0],
                 rejected: vec![0.0],
+                texts: Vec::new(),
             })
             .collect();
         // a write in progress; results queue behind it, then the same worker asks for more work

@@ -7,7 +7,7 @@ use herd_rpc::v1::{SweepSpec, WorkerStats};
 use prost::Message;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::ingest::decode_scores;
+use super::ingest::{decode_scores, stored_texts};
 use super::sweeps::{decode_spec, sweep_id};
 use super::{to_i64, Result, Store, StoreError};
 use crate::domain::{
@@ -176,20 +176,39 @@ impl Store {
         let mut scored = Vec::new();
         let mut notes = Vec::new();
         let mut rewards_stmt = conn.prepare(
-            "SELECT idx, chosen, rejected FROM results WHERE checkpoint_id = ?1 ORDER BY idx",
+            "SELECT idx, chosen, rejected, texts FROM results WHERE checkpoint_id = ?1
+             ORDER BY idx",
         )?;
+        let mut text_stmt = conn.prepare_cached("SELECT text FROM texts WHERE digest = ?1")?;
         for c in checkpoints {
             match c.state {
                 CheckpointState::Done => {
-                    let rows: Vec<(u32, Vec<u8>, Vec<u8>)> = rewards_stmt
-                        .query_map(params![c.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                        .collect::<Result<_, _>>()?;
+                    let mut rows = Vec::new();
+                    let mut digests = Vec::new();
+                    let mut rewards_rows = rewards_stmt.query(params![c.id])?;
+                    while let Some(r) = rewards_rows.next()? {
+                        rows.push((r.get(0)?, r.get(1)?, r.get(2)?));
+                        digests.push(r.get::<_, Option<Vec<u8>>>(3)?);
+                    }
+                    // every result's texts, or none when any result lacks them
+                    let texts = if digests.iter().all(Option::is_some) {
+                        Some(
+                            digests
+                                .iter()
+                                .flatten()
+                                .map(|d| stored_texts(d, &mut text_stmt))
+                                .collect::<Result<Vec<_>>>()?,
+                        )
+                    } else {
+                        None
+                    };
                     scored.push(ScoredCheckpoint {
                         name: c.name,
                         uri: c.uri,
                         model_type: c.model_type.unwrap_or_default(),
                         chat_template: c.chat_template.unwrap_or_default(),
                         rewards: stored_rewards(rows)?,
+                        texts,
                     });
                 }
                 CheckpointState::Failed => notes.push(format!(

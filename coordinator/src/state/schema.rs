@@ -19,6 +19,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("workers", "secret_digest", "BLOB"),
     ("examples", "n_chosen", "INTEGER"),
     ("examples", "n_rejected", "INTEGER"),
+    ("results", "texts", "BLOB"),
 ];
 
 const PRAGMAS: &str = "
@@ -137,7 +138,9 @@ CREATE TABLE IF NOT EXISTS workers (
     secret_digest      BLOB
 );
 
--- chosen/rejected: little-endian f64 arrays (exact); first result wins (INSERT OR IGNORE)
+-- chosen/rejected: little-endian f64 arrays (exact); first result wins (INSERT OR IGNORE);
+-- texts: the SHA-256 digests (32 bytes each, concatenated) of the texts the worker scored, each
+-- held once in `texts` (NULL: none sent, or stored before texts were kept)
 CREATE TABLE IF NOT EXISTS results (
     checkpoint_id INTEGER NOT NULL REFERENCES checkpoints(id),
     idx           INTEGER NOT NULL,
@@ -145,7 +148,17 @@ CREATE TABLE IF NOT EXISTS results (
     rejected      BLOB NOT NULL,
     task_id       INTEGER NOT NULL,
     epoch         INTEGER NOT NULL,
+    texts         BLOB,
     PRIMARY KEY (checkpoint_id, idx)
+) WITHOUT ROWID;
+
+-- every distinct scored text once, keyed by the SHA-256 of its UTF-8 bytes: checkpoints that
+-- share a tokenizer and chat template format the same texts, so a sweep of N checkpoints keeps
+-- one copy of its texts and 32 bytes per text per result. A digest in results.texts always has
+-- its row here (written in the same transaction, never deleted).
+CREATE TABLE IF NOT EXISTS texts (
+    digest BLOB PRIMARY KEY,
+    text   TEXT NOT NULL
 ) WITHOUT ROWID;
 ";
 

@@ -36,6 +36,10 @@ pub struct PairScores {
 pub struct ScoredShard {
     /// one per example, in the lease's order
     pub pairs: Vec<PairScores>,
+    /// the texts each example's scores are of, after the chat template (see
+    /// `ExampleReward.texts`): one list per example in the lease's order, or empty when the
+    /// scorer has none (the coordinator then writes no eval-set-scores/ file)
+    pub texts: Vec<Vec<String>>,
     /// RewardBench's model_type: "Seq. Classifier", "DPO" or "DPO Ref. Free"
     pub model_type: String,
     /// the chat template the texts were formatted with ("tokenizer" or a FastChat name)
@@ -150,6 +154,7 @@ where
             .collect();
         Ok(ScoredShard {
             pairs,
+            texts: Vec::new(),
             model_type: "Seq. Classifier".into(),
             chat_template: herd_rpc::defaults::CHAT_TEMPLATE.into(),
             tokens: 0,

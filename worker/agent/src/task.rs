@@ -206,6 +206,7 @@ impl<S: ShardScorer> Agent<S> {
                 return;
             }
         };
+        let mut texts = shard.texts.into_iter();
         let rewards: Vec<ExampleReward> = lease
             .examples
             .iter()
@@ -215,6 +216,7 @@ impl<S: ShardScorer> Agent<S> {
                 scores_chosen: scores.chosen,
                 scores_rejected: scores.rejected,
                 index: example.index,
+                texts: texts.next().unwrap_or_default(),
             })
             .collect();
         let delivered = match self.stream(lease, lease_ref, rewards).await {

@@ -387,6 +387,11 @@ impl Scorer {
         &self.request
     }
 
+    /// The chat formatter every text this scorer scores is made with.
+    pub fn formatter(&self) -> &ChatFormatter {
+        &self.formatter
+    }
+
     /// Scores `pairs`; `on_progress` gets the number of sequences done after each batch.
     pub fn score(
         &self,
