@@ -216,6 +216,26 @@ fn prepare_text(
             request.max_length
         );
     }
+    if let Some(deberta) = spec.config.deberta.as_ref() {
+        // absolute position embeddings end at max_position_embeddings (transformers would fail
+        // with an index error on a longer input)
+        anyhow::ensure!(
+            !deberta.position_biased_input
+                || request.max_length as i64 <= spec.config.max_position_embeddings,
+            "{}: absolute position embeddings cover {} positions, fewer than --max-length {}; \
+             lower --max-length",
+            request.model.display(),
+            spec.config.max_position_embeddings,
+            request.max_length
+        );
+    }
+    anyhow::ensure!(
+        request.pooling == Pooling::Current || !spec.config.family.pools_first_token(),
+        "{}: pooling {} replays transformers 4.43's last-token rule; {} reads its first token",
+        request.model.display(),
+        request.pooling,
+        spec.config.architecture
+    );
     let formatter = choose_formatter_with(
         &tokenizer,
         &request.chat_template,

@@ -6,6 +6,7 @@
 use tch::Tensor;
 
 use super::config::DecoderConfig;
+use super::deberta_v2::DebertaV2;
 use super::decoder::Decoder;
 use super::Family;
 use crate::batching::Batch;
@@ -28,6 +29,12 @@ pub trait Backbone: Send {
     fn causal(&self) -> bool {
         true
     }
+
+    /// Whether a sequence classifier reads this backbone at the first token of each sequence
+    /// (an encoder's [CLS]) instead of the pooled position the scorer computed.
+    fn pools_first_token(&self) -> bool {
+        false
+    }
 }
 
 /// The backbone `config` describes, its weights taken from the checkpoint's root scope `w` (each
@@ -37,6 +44,7 @@ pub fn load(config: &DecoderConfig, w: &VarBuilder) -> Result<Box<dyn Backbone>,
         Family::Llama | Family::Mistral | Family::Qwen2 => {
             Ok(Box::new(Decoder::load(config, &w.pp("model"))?))
         }
+        Family::DebertaV2 => Ok(Box::new(DebertaV2::load(config, &w.pp("deberta"))?)),
     }
 }
 

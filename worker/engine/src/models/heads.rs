@@ -6,6 +6,8 @@ use tch::{Kind, Tensor};
 
 use super::backbone::{self, Backbone};
 use super::config::DecoderConfig;
+use super::deberta_v2::PooledHead;
+use super::Family;
 use crate::batching::Batch;
 use crate::error::LoadError;
 use crate::weights::VarBuilder;
@@ -52,11 +54,16 @@ pub struct SequenceClassifier {
 }
 
 impl SequenceClassifier {
-    /// The config's backbone and the `score.weight` head of `*ForSequenceClassification`.
+    /// The config's backbone and the `score.weight` head of `*ForSequenceClassification`
+    /// (DeBERTa: its ContextPooler and `classifier`).
     pub fn load(config: &DecoderConfig, w: &VarBuilder) -> Result<Self, LoadError> {
+        let head: Box<dyn RewardHead> = match config.family {
+            Family::DebertaV2 => Box::new(PooledHead::load(config, w)?),
+            _ => Box::new(LinearHead::load(config, &w.pp("score"), false)?),
+        };
         Ok(Self {
             backbone: backbone::load(config, w)?,
-            head: Box::new(LinearHead::load(config, &w.pp("score"), false)?),
+            head,
             num_labels: config.num_labels,
         })
     }
@@ -68,9 +75,14 @@ impl SequenceClassifier {
     }
 
     /// Logits [n, num_labels] (float32) at positions `pooled[i]` of rows `rows[i]` of `batch`.
+    /// A backbone that pools its first token is read at position 0 whatever `pooled` says.
     pub fn forward_rows(&self, batch: &Batch, rows: &Tensor, pooled: &Tensor) -> Tensor {
         let hidden = self.backbone.forward(batch);
-        let picked = gather_rows(&hidden, rows, pooled);
+        let picked = if self.backbone.pools_first_token() {
+            gather_rows(&hidden, rows, &pooled.zeros_like())
+        } else {
+            gather_rows(&hidden, rows, pooled)
+        };
         self.head.forward(&self.backbone.final_norm(&picked))
     }
 }
@@ -104,7 +116,10 @@ impl CausalLm {
         let hidden = self.backbone.forward(batch);
         let width = hidden.size()[2];
         let hidden = hidden.view([-1, width]);
-        let weight = self.lm_head.as_ref().unwrap_or(self.backbone.embed_tokens());
+        let weight = self
+            .lm_head
+            .as_ref()
+            .unwrap_or(self.backbone.embed_tokens());
         // vocabulary-wide logits only for a slice of positions at a time, to bound memory
         let count = positions.size()[0];
         let pieces: Vec<Tensor> = (0..count)

@@ -3,6 +3,7 @@
 
 pub mod backbone;
 pub mod config;
+pub mod deberta_v2;
 pub mod decoder;
 pub mod heads;
 pub mod llama;
@@ -16,8 +17,8 @@ use tch::{Device, Kind};
 use crate::error::LoadError;
 use crate::model_dir::ModelDir;
 use crate::weights::Weights;
-use config::DecoderConfig;
 pub use backbone::Backbone;
+use config::DecoderConfig;
 pub use heads::{CausalLm, LinearHead, RewardHead, SequenceClassifier};
 
 /// The architectures herd runs. Each module turns its config.json into the shared decoder shape.
@@ -26,10 +27,17 @@ pub enum Family {
     Llama,
     Mistral,
     Qwen2,
+    /// DeBERTa-v2/v3: a bidirectional encoder read at its first token
+    DebertaV2,
 }
 
 impl Family {
-    pub const ALL: [Family; 3] = [Family::Llama, Family::Mistral, Family::Qwen2];
+    pub const ALL: [Family; 4] = [
+        Family::Llama,
+        Family::Mistral,
+        Family::Qwen2,
+        Family::DebertaV2,
+    ];
 
     /// The prefix of the family's transformers classes (`LlamaForSequenceClassification`).
     pub fn name(self) -> &'static str {
@@ -37,7 +45,20 @@ impl Family {
             Family::Llama => "Llama",
             Family::Mistral => "Mistral",
             Family::Qwen2 => "Qwen2",
+            Family::DebertaV2 => "DebertaV2",
         }
+    }
+
+    /// Whether transformers has a `{family}{head suffix}` class herd runs (DeBERTa has no
+    /// causal LM).
+    fn has_head(self, head: HeadKind) -> bool {
+        !matches!((self, head), (Family::DebertaV2, HeadKind::CausalLm))
+    }
+
+    /// Whether the classifier reads the first token ([CLS], DeBERTa's ContextPooler) rather
+    /// than the last real one; the backbone says the same (`Backbone::pools_first_token`).
+    pub fn pools_first_token(self) -> bool {
+        matches!(self, Family::DebertaV2)
     }
 
     /// The decoder shape of `json`, a config.json of this family.
@@ -46,6 +67,7 @@ impl Family {
             Family::Llama => llama::config(json, architecture),
             Family::Mistral => mistral::config(json, architecture),
             Family::Qwen2 => qwen2::config(json, architecture),
+            Family::DebertaV2 => deberta_v2::config(json, architecture),
         }
     }
 }
@@ -90,7 +112,8 @@ impl Architecture {
                 reason: "missing; expected e.g. [\"LlamaForSequenceClassification\"]".to_string(),
             })?;
         let supported = Family::ALL.iter().flat_map(|family| {
-            HeadKind::ALL.iter().map(move |head| {
+            let heads = HeadKind::ALL.iter().filter(|head| family.has_head(**head));
+            heads.map(move |head| {
                 (
                     *family,
                     *head,
@@ -240,7 +263,7 @@ mod tests {
     #[test]
     fn every_supported_class_names_its_family_and_head() {
         for family in Family::ALL {
-            for head in HeadKind::ALL {
+            for head in HeadKind::ALL.into_iter().filter(|h| family.has_head(*h)) {
                 let name = format!("{}{}", family.name(), head.class_suffix());
                 let arch = architecture(&name).unwrap();
                 assert_eq!((arch.family, arch.head), (family, head), "{name}");
@@ -262,6 +285,16 @@ mod tests {
                 "{error}"
             );
             assert!(error.contains("Qwen2ForCausalLM"), "{error}");
+            assert!(
+                error.contains("DebertaV2ForSequenceClassification"),
+                "{error}"
+            );
         }
+        // a class transformers does not have is not offered
+        let error = architecture("DebertaV2ForCausalLM")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(!error.contains("DebertaV2ForCausalLM,"), "{error}");
     }
 }
