@@ -104,7 +104,10 @@ fn golden_scores(golden: &Value, prefix: &str) -> Scores {
         );
     }
     let (chosen, rejected) = match prefix {
-        "bf16" => (&golden["bf16"]["scores_chosen"], &golden["bf16"]["scores_rejected"]),
+        "bf16" => (
+            &golden["bf16"]["scores_chosen"],
+            &golden["bf16"]["scores_rejected"],
+        ),
         _ => (
             &golden[format!("{prefix}_scores_chosen")],
             &golden[format!("{prefix}_scores_rejected")],
@@ -161,7 +164,11 @@ fn check_tokens(case: &str) {
                 .into_iter()
                 .map(|x| x as u32)
                 .collect();
-            assert_eq!(encoded[2 * i + k], expected, "{case} example {i} {side} ids");
+            assert_eq!(
+                encoded[2 * i + k],
+                expected,
+                "{case} example {i} {side} ids"
+            );
         }
     }
 }
@@ -175,20 +182,38 @@ fn check_fp32(case: &str) {
     // an encoder never shares rows: --share-prefix falls back to one sequence per row
     let shared = score(&golden, Kind::Float, packed(), true);
     for (what, ours, theirs) in [
-        ("batch size 1 vs transformers batch size 1", &single, &batch_size_1),
-        ("packed vs transformers batch size 1", &batched, &batch_size_1),
+        (
+            "batch size 1 vs transformers batch size 1",
+            &single,
+            &batch_size_1,
+        ),
+        (
+            "packed vs transformers batch size 1",
+            &batched,
+            &batch_size_1,
+        ),
         ("packed vs transformers padded batches", &batched, &padded),
-        ("share-prefix vs transformers batch size 1", &shared, &batch_size_1),
+        (
+            "share-prefix vs transformers batch size 1",
+            &shared,
+            &batch_size_1,
+        ),
     ] {
         let (worst, flipped) = compare(what, ours, theirs);
         eprintln!("{case}: fp32 {what}: max |diff| {worst:.2e}");
         assert!(worst < FP32_TOLERANCE, "{case}: {what}: max |diff| {worst}");
-        assert!(flipped.is_empty(), "{case}: {what}: wins differ on rows {flipped:?}");
+        assert!(
+            flipped.is_empty(),
+            "{case}: {what}: wins differ on rows {flipped:?}"
+        );
     }
     // padded batches equal one-by-one: the padding mask is complete
     let (effect, _) = compare("packed vs one by one", &batched, &single);
     eprintln!("{case}: packed vs batch size 1: max |diff| {effect:.2e}");
-    assert!(effect < 1e-5, "{case}: batch composition moved scores by {effect}");
+    assert!(
+        effect < 1e-5,
+        "{case}: batch composition moved scores by {effect}"
+    );
 }
 
 /// herd's bf16 against transformers' fp32 golden within the golden's `bf16_bound` (the rule of
@@ -207,7 +232,10 @@ fn check_bf16(case: &str) {
         flipped.len(),
         their_flips.len()
     );
-    assert!(worst <= max_abs_diff, "{case}: bf16 max |diff| {worst} > {max_abs_diff}");
+    assert!(
+        worst <= max_abs_diff,
+        "{case}: bf16 max |diff| {worst} > {max_abs_diff}"
+    );
     assert!(
         flipped.len() <= max_win_flips,
         "{case}: bf16 flips {flipped:?} > {max_win_flips}"

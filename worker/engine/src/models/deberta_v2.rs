@@ -392,7 +392,7 @@ impl Attention {
         let mut scores = q.bmm(&(k.transpose(-1, -2) / &scale));
         if let (true, Some((rel_pos, rel))) = (s.relative_attention, relative) {
             if let Some(bias) = self.bias(s, &q, &k, rel_pos, rel, &scale, batch) {
-                scores = scores + bias;
+                scores += bias;
             }
         }
         let scores = scores.view([-1, self.heads, len, len]);
@@ -622,10 +622,10 @@ impl DebertaV2 {
         let len = ids.size()[1];
         let mut x = Tensor::embedding(&self.word_embeddings, ids, -1, false, false);
         if let Some(positions) = &self.position_embeddings {
-            x = x + positions.narrow(0, 0, len).unsqueeze(0);
+            x += positions.narrow(0, 0, len).unsqueeze(0);
         }
         if let Some(types) = &self.token_type_embeddings {
-            x = x + types.get(0);
+            x += types.get(0);
         }
         if let Some(proj) = &self.embed_proj {
             x = x.linear(proj, None::<Tensor>);

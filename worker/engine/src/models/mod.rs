@@ -17,8 +17,8 @@ use tch::{Device, Kind};
 use crate::error::LoadError;
 use crate::model_dir::ModelDir;
 use crate::weights::Weights;
-pub use backbone::Backbone;
 use config::DecoderConfig;
+pub use backbone::Backbone;
 pub use heads::{CausalLm, LinearHead, RewardHead, SequenceClassifier};
 
 /// The architectures herd runs. Each module turns its config.json into the shared decoder shape.
