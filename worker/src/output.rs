@@ -255,11 +255,11 @@ impl CliRun<'_> {
         if self.save_all {
             let chosen: Vec<Vec<f64>> = scored.pairs.iter().map(|p| p.chosen.clone()).collect();
             let rejected: Vec<Vec<f64>> = scored.pairs.iter().map(|p| p.rejected.clone()).collect();
-            let all = if scored.model_type == "Seq. Classifier" {
+            let all = if !scored.scalar {
                 // `logits.tolist()` rows
                 CliAllScores::classifier(&chosen, &rejected)
             } else {
-                // DPO rewards: one float per row
+                // DPO rewards and custom pipelines' `[batch]` tensors: one float per row
                 let first = |rows: &[Vec<f64>]| -> Vec<f64> {
                     rows.iter()
                         .map(|r| r.first().copied().unwrap_or(f64::NAN))

@@ -23,14 +23,19 @@ pub fn score_sequences(
     on_batch: impl FnMut(usize),
 ) -> anyhow::Result<Vec<Vec<f32>>> {
     let device = settings.device;
+    let gates = model.gate_positions(sequences)?;
     let mut scores = vec![Vec::new(); sequences.len()];
     batching::run(
         sequences,
         settings,
         |batch| {
-            let positions: Vec<i64> = batch.members.iter().map(|&m| pooled[m] as i64).collect();
-            let positions = Tensor::from_slice(&positions).to_device(device);
-            logits(model.forward(batch, &positions))
+            let tensor = |of: &[usize]| {
+                let positions: Vec<i64> = batch.members.iter().map(|&m| of[m] as i64).collect();
+                Tensor::from_slice(&positions).to_device(device)
+            };
+            let rows = Tensor::arange(batch.rows(), (tch::Kind::Int64, device));
+            let gate = gates.as_deref().map(tensor);
+            logits(model.forward_rows_gated(batch, &rows, &tensor(pooled), gate.as_ref()))
         },
         |batch, logits| {
             for (&member, row) in batch.members.iter().zip(logits) {
@@ -155,6 +160,7 @@ pub fn score_sequence_groups(
     );
     let rows = group_rows(sequences, group_sizes, MAX_SHARED_ROW_TOKENS);
     let device = settings.device;
+    let gates = model.gate_positions(sequences)?;
     let mut scores = vec![Vec::new(); sequences.len()];
     batching::run(
         &rows,
@@ -162,18 +168,26 @@ pub fn score_sequence_groups(
         |batch| {
             // each row is pooled once per sequence: the first at its position, the others in
             // their tails (or in the prefix, for a sequence that is all prefix)
+            // (a gate position maps to its slot the same way)
             let mut row_of_slot = Vec::new();
             let mut slots = Vec::new();
+            let mut gate_slots = Vec::new();
             for (r, &member) in batch.members.iter().enumerate() {
                 let row = &rows[member];
                 for k in 0..row.sequences.len() {
                     row_of_slot.push(r as i64);
                     slots.push(row.fork.slot(k, pooled[row.first + k]) as i64);
+                    if let Some(gates) = &gates {
+                        gate_slots.push(row.fork.slot(k, gates[row.first + k]) as i64);
+                    }
                 }
             }
             let row_of_slot = Tensor::from_slice(&row_of_slot).to_device(device);
             let slots = Tensor::from_slice(&slots).to_device(device);
-            logits(model.forward_rows(batch, &row_of_slot, &slots))
+            let gate_slots = gates
+                .as_ref()
+                .map(|_| Tensor::from_slice(&gate_slots).to_device(device));
+            logits(model.forward_rows_gated(batch, &row_of_slot, &slots, gate_slots.as_ref()))
         },
         |batch, logits| {
             let targets = batch.members.iter().flat_map(|&member| {

@@ -14,10 +14,9 @@ use herd_rewardbench::dataset::{PreferencePair, Prompt};
 use crate::batching::{BatchLimits, BatchSettings};
 use crate::classifier::{score_sequence_groups, score_sequence_pairs, score_sequences};
 use crate::dpo::{self, DpoLimits, RefFreeType};
-use crate::encode::{
-    classifier_inputs_from, classifier_inputs_masked, format_pair, pooled_position,
-};
+use crate::encode::{classifier_inputs_from, classifier_inputs_masked, format_pair};
 use crate::model_dir::ModelDir;
+use crate::models::registry::{Output, Pooled, Quirks, CLASSIFIER, ENCODER_CLASSIFIER};
 use crate::models::{CausalLm, HeadKind, ModelSpec, SequenceClassifier};
 use crate::pooling::Pooling;
 use crate::provenance::{Pads, Provenance, TemplateSource};
@@ -72,6 +71,9 @@ pub struct ScoredDataset {
     /// RewardBench's model_type: "Seq. Classifier", "DPO" or "DPO Ref. Free"
     pub model_type: &'static str,
     pub pairs: Vec<PairScores>,
+    /// the pipeline returns one float per sequence rather than a row of logits (DPO rewards,
+    /// and custom pipelines such as StarlingPipeline): result files then hold `x`, not `[x]`
+    pub scalar: bool,
 }
 
 /// RewardBench: the tokenizer's chat template wins over the requested FastChat template.
@@ -177,6 +179,13 @@ fn ensure_best_of_n_model(request: &ScoreRequest, spec: &ModelSpec) -> anyhow::R
         request.model.display()
     );
     anyhow::ensure!(
+        [CLASSIFIER, ENCODER_CLASSIFIER].contains(&spec.entry.quirks),
+        "{}: RewardBench 2 (run_v2.py) loads every model with AutoModelForSequenceClassification; \
+         {} is scored by a custom pipeline",
+        request.model.display(),
+        spec.entry.architecture
+    );
+    anyhow::ensure!(
         spec.config.num_labels == 1,
         "{}: RewardBench 2 needs one reward per completion, but the model has {} labels \
          (run_v2.py's reroll_and_score_dataset raises on multi-label scores)",
@@ -230,7 +239,7 @@ fn prepare_text(
         );
     }
     anyhow::ensure!(
-        request.pooling == Pooling::Current || !spec.config.family.pools_first_token(),
+        request.pooling == Pooling::Current || spec.entry.quirks.pooled != Pooled::FirstToken,
         "{}: pooling {} replays transformers 4.43's last-token rule; {} reads its first token",
         request.model.display(),
         request.pooling,
@@ -284,9 +293,14 @@ pub fn score_texts(
     );
     let (tokenizer, _) = prepare_text(request, spec)?;
     let pads = classifier_pads(request, &tokenizer, spec)?;
-    let (sequences, masked) =
-        classifier_inputs_masked(&tokenizer, texts, request.max_length, TruncationSide::Left)?;
-    let pooled = request.pooling.positions(&sequences, &masked, pads.pooling);
+    let (sequences, pooled) = classifier_rows(
+        request,
+        &tokenizer,
+        spec.entry.quirks,
+        pads.pooling,
+        texts,
+        TruncationSide::Left,
+    )?;
     let model = spec.load_classifier(request.device, request.kind)?;
     let bar = progress_bar(sequences.len(), "scoring");
     let scores = score_sequences(
@@ -318,6 +332,8 @@ enum LoadedModel {
     Classifier {
         model: SequenceClassifier,
         pads: Pads,
+        /// the registry's pipeline quirks (pooling, BOS handling)
+        quirks: Quirks,
     },
     /// reference-free DPO (a [`Scorer`] holds one model)
     CausalLm(CausalLm),
@@ -352,6 +368,7 @@ impl Scorer {
                         .load_classifier(request.device, request.kind)
                         .map_err(|e| ScorerError::Model(e.into()))?,
                     pads,
+                    quirks: spec.entry.quirks,
                 }
             }
             HeadKind::CausalLm => {
@@ -386,11 +403,16 @@ impl Scorer {
     ) -> anyhow::Result<ScoredShard> {
         let request = &self.request;
         match &self.model {
-            LoadedModel::Classifier { model, pads } => {
+            LoadedModel::Classifier {
+                model,
+                pads,
+                quirks,
+            } => {
                 let (sequences, pooled) = classifier_sequences(
                     request,
                     &self.tokenizer,
                     &self.formatter,
+                    *quirks,
                     pads.pooling,
                     pairs,
                 )?;
@@ -402,6 +424,7 @@ impl Scorer {
                         chat_template: self.formatter.result_name().to_string(),
                         model_type: "Seq. Classifier",
                         pairs,
+                        scalar: quirks.output == Output::Scalar,
                     },
                     tokens,
                 })
@@ -428,6 +451,7 @@ impl Scorer {
                         chat_template: self.formatter.result_name().to_string(),
                         model_type: "DPO Ref. Free",
                         pairs: dpo_pairs(&rewards),
+                        scalar: true,
                     },
                     tokens,
                 })
@@ -449,13 +473,24 @@ impl Scorer {
         on_progress: impl FnMut(usize),
     ) -> anyhow::Result<ScoredBestOfN> {
         let request = &self.request;
-        let LoadedModel::Classifier { model, pads } = &self.model else {
+        let LoadedModel::Classifier {
+            model,
+            pads,
+            quirks,
+        } = &self.model
+        else {
             anyhow::bail!(
                 "{}: RewardBench 2 (run_v2.py) scores sequence classifiers only; this is a \
                  causal LM (run_v2.py has no DPO path)",
                 request.model.display()
             );
         };
+        anyhow::ensure!(
+            [CLASSIFIER, ENCODER_CLASSIFIER].contains(quirks),
+            "{}: RewardBench 2 (run_v2.py) loads every model with \
+             AutoModelForSequenceClassification; this model is scored by a custom pipeline",
+            request.model.display()
+        );
         let labels = model.num_labels;
         anyhow::ensure!(
             labels == 1,
@@ -477,10 +512,11 @@ impl Scorer {
             request.max_length,
             self.tokenizer.truncation_side(),
         )?;
-        let pooled: Vec<usize> = sequences
-            .iter()
-            .map(|ids| pooled_position(ids, pads.pooling))
-            .collect();
+        // the rightmost non-pad token, or an encoder's first
+        let unmasked = vec![0; sequences.len()];
+        let pooled = quirks
+            .pooled
+            .positions(Pooling::Current, &sequences, &unmasked, pads.pooling);
         let tokens = sequences.iter().map(|s| s.len() as u64).sum();
         let settings = request.batching(pads.batch);
         let logits = if request.share_prefix && model.backbone.causal() {
@@ -561,11 +597,40 @@ fn classifier_pads(
         })
 }
 
+/// Tokenized classifier rows and their pooled positions, as the model's pipeline (`quirks`)
+/// tokenizes and pools them (`pooling_pad`: the pad id the model pools by).
+fn classifier_rows(
+    request: &ScoreRequest,
+    tokenizer: &RewardTokenizer,
+    quirks: Quirks,
+    pooling_pad: u32,
+    texts: Vec<String>,
+    side: TruncationSide,
+) -> anyhow::Result<(Vec<Vec<u32>>, Vec<usize>)> {
+    let (mut sequences, mut masked) =
+        classifier_inputs_masked(tokenizer, texts, request.max_length, side)?;
+    if !quirks.masks_double_bos {
+        // custom pipelines forward the duplicated BOS that RewardBenchPipeline masks
+        if let Some(bos) = tokenizer.bos_id() {
+            for (ids, masked) in sequences.iter_mut().zip(&mut masked) {
+                for _ in 0..std::mem::take(masked) {
+                    ids.insert(0, bos);
+                }
+            }
+        }
+    }
+    let pooled = quirks
+        .pooled
+        .positions(request.pooling, &sequences, &masked, pooling_pad);
+    Ok((sequences, pooled))
+}
+
 /// Formatted, tokenized rows (chosen, rejected, chosen, ...) and their pooled positions.
 fn classifier_sequences(
     request: &ScoreRequest,
     tokenizer: &RewardTokenizer,
     formatter: &ChatFormatter,
+    quirks: Quirks,
     pooling_pad: u32,
     pairs: &[PreferencePair],
 ) -> anyhow::Result<(Vec<Vec<u32>>, Vec<usize>)> {
@@ -576,10 +641,14 @@ fn classifier_sequences(
         texts.push(formatted.chosen);
         texts.push(formatted.rejected);
     }
-    let (sequences, masked) =
-        classifier_inputs_masked(tokenizer, texts, request.max_length, TruncationSide::Left)?;
-    let pooled = request.pooling.positions(&sequences, &masked, pooling_pad);
-    Ok((sequences, pooled))
+    classifier_rows(
+        request,
+        tokenizer,
+        quirks,
+        pooling_pad,
+        texts,
+        TruncationSide::Left,
+    )
 }
 
 fn run_classifier(
@@ -618,8 +687,14 @@ fn score_classifier(
     pairs: &[PreferencePair],
 ) -> anyhow::Result<ScoredDataset> {
     let pads = classifier_pads(request, tokenizer, spec)?;
-    let (sequences, pooled) =
-        classifier_sequences(request, tokenizer, formatter, pads.pooling, pairs)?;
+    let (sequences, pooled) = classifier_sequences(
+        request,
+        tokenizer,
+        formatter,
+        spec.entry.quirks,
+        pads.pooling,
+        pairs,
+    )?;
     let model = spec.load_classifier(request.device, request.kind)?;
     let bar = progress_bar(sequences.len(), "scoring");
     let progress = |n: usize| bar.inc(n as u64);
@@ -629,6 +704,7 @@ fn score_classifier(
         chat_template: formatter.result_name().to_string(),
         model_type: "Seq. Classifier",
         pairs,
+        scalar: spec.entry.quirks.output == Output::Scalar,
     })
 }
 
@@ -706,5 +782,6 @@ fn score_dpo(
         chat_template: formatter.result_name().to_string(),
         model_type,
         pairs: dpo_pairs(&rewards),
+        scalar: true,
     })
 }

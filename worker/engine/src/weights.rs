@@ -51,6 +51,10 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
         Dtype::F16 => Kind::Half,
         Dtype::F32 => Kind::Float,
         Dtype::F64 => Kind::Double,
+        // integer buffers (safe-rlhf's `normalizer.count`, BatchNorm's `num_batches_tracked`) keep
+        // their dtype
+        Dtype::I64 => Kind::Int64,
+        Dtype::I32 => Kind::Int,
         _ => return None,
     })
 }
@@ -134,7 +138,10 @@ fn load_file(
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let host = Tensor::f_from_data_size(view.data(), &shape, stored)
             .map_err(|e| LoadError::file(path, format!("tensor {name:?}: {e}")))?;
-        let tensor = host.to_device(device).to_kind(kind);
+        let tensor = match stored {
+            Kind::Int64 | Kind::Int => host.to_device(device),
+            _ => host.to_device(device).to_kind(kind),
+        };
         if into.insert(name.clone(), tensor).is_some() {
             return Err(LoadError::file(
                 path,

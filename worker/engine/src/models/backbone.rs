@@ -29,22 +29,26 @@ pub trait Backbone: Send {
     fn causal(&self) -> bool {
         true
     }
-
-    /// Whether a sequence classifier reads this backbone at the first token of each sequence
-    /// (an encoder's [CLS]) instead of the pooled position the scorer computed.
-    fn pools_first_token(&self) -> bool {
-        false
-    }
 }
 
 /// The backbone `config` describes, its weights taken from the checkpoint's root scope `w` (each
 /// module knows its own prefix: `model`, `transformer`, `gpt_neox`, ...).
 pub fn load(config: &DecoderConfig, w: &VarBuilder) -> Result<Box<dyn Backbone>, LoadError> {
+    load_at(config, w, "model")
+}
+
+/// [`load`] with the backbone's weights under `scope` of the root (a registry entry's `body`:
+/// `model` for transformers' classes, `transformer` for Starling-RM-34B's custom class).
+pub fn load_at(
+    config: &DecoderConfig,
+    w: &VarBuilder,
+    scope: &str,
+) -> Result<Box<dyn Backbone>, LoadError> {
     match config.family {
         Family::Llama | Family::Mistral | Family::Qwen2 => {
-            Ok(Box::new(Decoder::load(config, &w.pp("model"))?))
+            Ok(Box::new(Decoder::load(config, &w.pp(scope))?))
         }
-        Family::DebertaV2 => Ok(Box::new(DebertaV2::load(config, &w.pp("deberta"))?)),
+        Family::DebertaV2 => Ok(Box::new(DebertaV2::load(config, &w.pp(scope))?)),
     }
 }
 

@@ -15,6 +15,7 @@ use tch::{Device, Kind, Tensor};
 use super::backbone::Backbone;
 use super::config::{Biases, ConfigJson, DecoderConfig};
 use super::heads::RewardHead;
+use super::registry::HeadContext;
 use super::Family;
 use crate::batching::Batch;
 use crate::error::LoadError;
@@ -725,10 +726,6 @@ impl Backbone for DebertaV2 {
     fn causal(&self) -> bool {
         false
     }
-
-    fn pools_first_token(&self) -> bool {
-        true
-    }
 }
 
 /// ContextPooler (L1002-1017) and the classifier of DebertaV2ForSequenceClassification: the
@@ -758,6 +755,11 @@ impl PooledHead {
             )?,
         })
     }
+}
+
+/// The registry's head loader for DebertaV2ForSequenceClassification.
+pub fn load_head(context: &HeadContext) -> Result<Box<dyn RewardHead>, LoadError> {
+    Ok(Box::new(PooledHead::load(context.config, context.w)?))
 }
 
 impl RewardHead for PooledHead {

@@ -2,12 +2,12 @@
 //! a language-model head (DPO log-probs). Both read only the positions they need, so the final
 //! norm and the projection run on a handful of rows instead of the whole padded batch.
 
+use serde_json::Value;
 use tch::{Kind, Tensor};
 
 use super::backbone::{self, Backbone};
 use super::config::DecoderConfig;
-use super::deberta_v2::PooledHead;
-use super::Family;
+use super::registry::{Entry, Head, HeadContext, HeadDtype};
 use crate::batching::Batch;
 use crate::error::LoadError;
 use crate::weights::VarBuilder;
@@ -16,6 +16,19 @@ use crate::weights::VarBuilder;
 pub trait RewardHead: Send {
     /// Logits [n, num_labels] in float32 of hidden rows [n, hidden].
     fn forward(&self, hidden: &Tensor) -> Tensor;
+
+    /// A head that also reads a second position of each sequence (a gate conditioned on the
+    /// prompt) finds it in the sequence's token ids; `Ok(None)`: the head reads only the pooled
+    /// position. An error says why the sequence has no such position.
+    fn gate_position(&self, _ids: &[u32]) -> Result<Option<usize>, String> {
+        Ok(None)
+    }
+
+    /// Logits of pooled rows `hidden` given the final-normed rows `gate` [n, hidden] at the
+    /// positions [`RewardHead::gate_position`] named.
+    fn forward_gated(&self, hidden: &Tensor, _gate: &Tensor) -> Tensor {
+        self.forward(hidden)
+    }
 }
 
 /// transformers' `score` head of `*ForSequenceClassification`: one linear layer, no bias.
@@ -54,15 +67,59 @@ pub struct SequenceClassifier {
 }
 
 impl SequenceClassifier {
-    /// The config's backbone and the `score.weight` head of `*ForSequenceClassification`
-    /// (DeBERTa: its ContextPooler and `classifier`).
+    /// The config's backbone and the `score.weight` head of `*ForSequenceClassification`.
     pub fn load(config: &DecoderConfig, w: &VarBuilder) -> Result<Self, LoadError> {
-        let head: Box<dyn RewardHead> = match config.family {
-            Family::DebertaV2 => Box::new(PooledHead::load(config, w)?),
-            _ => Box::new(LinearHead::load(config, &w.pp("score"), false)?),
-        };
         Ok(Self {
             backbone: backbone::load(config, w)?,
+            head: Box::new(LinearHead::load(config, &w.pp("score"), false)?),
+            num_labels: config.num_labels,
+        })
+    }
+
+    /// The model `entry` describes: its backbone under `entry.body`, its head, the head's dtype
+    /// and sign (`json`: the raw config.json, for custom heads).
+    pub fn load_entry(
+        entry: &Entry,
+        config: &DecoderConfig,
+        json: &Value,
+        w: &VarBuilder,
+    ) -> Result<Self, LoadError> {
+        let backbone = backbone::load_at(config, w, entry.body)?;
+        let float32 = entry.quirks.head_dtype == HeadDtype::Float32;
+        let head: Box<dyn RewardHead> = match entry.head {
+            Head::Score => {
+                let mut head = LinearHead::load(config, &w.pp("score"), false)?;
+                if float32 {
+                    head.weight = head.weight.to_kind(Kind::Float);
+                }
+                Box::new(head)
+            }
+            Head::Custom(load) => load(&HeadContext {
+                config,
+                json,
+                w,
+                float32,
+            })?,
+            Head::LanguageModel => {
+                return Err(LoadError::Config {
+                    field: "architectures".to_string(),
+                    reason: format!(
+                        "{} is a language model, not a reward model",
+                        entry.architecture
+                    ),
+                })
+            }
+        };
+        let head: Box<dyn RewardHead> = match (float32, entry.quirks.negate) {
+            (false, false) => head,
+            (float32, negate) => Box::new(Adjusted {
+                head,
+                float32,
+                negate,
+            }),
+        };
+        Ok(Self {
+            backbone,
             head,
             num_labels: config.num_labels,
         })
@@ -75,15 +132,66 @@ impl SequenceClassifier {
     }
 
     /// Logits [n, num_labels] (float32) at positions `pooled[i]` of rows `rows[i]` of `batch`.
-    /// A backbone that pools its first token is read at position 0 whatever `pooled` says.
     pub fn forward_rows(&self, batch: &Batch, rows: &Tensor, pooled: &Tensor) -> Tensor {
+        self.forward_rows_gated(batch, rows, pooled, None)
+    }
+
+    /// [`SequenceClassifier::forward_rows`] with the head's gate read at `gate[i]` of row
+    /// `rows[i]` (see [`SequenceClassifier::gate_positions`]).
+    pub fn forward_rows_gated(
+        &self,
+        batch: &Batch,
+        rows: &Tensor,
+        pooled: &Tensor,
+        gate: Option<&Tensor>,
+    ) -> Tensor {
         let hidden = self.backbone.forward(batch);
-        let picked = if self.backbone.pools_first_token() {
-            gather_rows(&hidden, rows, &pooled.zeros_like())
+        let picked = self
+            .backbone
+            .final_norm(&gather_rows(&hidden, rows, pooled));
+        match gate {
+            None => self.head.forward(&picked),
+            Some(gate) => {
+                let gated = self.backbone.final_norm(&gather_rows(&hidden, rows, gate));
+                self.head.forward_gated(&picked, &gated)
+            }
+        }
+    }
+
+    /// The position the head's gate reads in each sequence, when it has a gate; an error names
+    /// the first sequence (by index) without one.
+    pub fn gate_positions(&self, sequences: &[Vec<u32>]) -> anyhow::Result<Option<Vec<usize>>> {
+        let mut positions = Vec::with_capacity(sequences.len());
+        for (i, ids) in sequences.iter().enumerate() {
+            match self.head.gate_position(ids) {
+                Ok(Some(position)) => positions.push(position),
+                Ok(None) => return Ok(None),
+                Err(reason) => anyhow::bail!("sequence {i}: {reason}"),
+            }
+        }
+        Ok(Some(positions))
+    }
+}
+
+/// A head fed float32 hidden states and/or negated (a registry entry's `head_dtype`, `negate`).
+struct Adjusted {
+    head: Box<dyn RewardHead>,
+    float32: bool,
+    negate: bool,
+}
+
+impl RewardHead for Adjusted {
+    fn forward(&self, hidden: &Tensor) -> Tensor {
+        let logits = if self.float32 {
+            self.head.forward(&hidden.to_kind(Kind::Float))
         } else {
-            gather_rows(&hidden, rows, pooled)
+            self.head.forward(hidden)
         };
-        self.head.forward(&self.backbone.final_norm(&picked))
+        if self.negate {
+            -logits
+        } else {
+            logits
+        }
     }
 }
 
@@ -116,7 +224,10 @@ impl CausalLm {
         let hidden = self.backbone.forward(batch);
         let width = hidden.size()[2];
         let hidden = hidden.view([-1, width]);
-        let weight = self.lm_head.as_ref().unwrap_or(self.backbone.embed_tokens());
+        let weight = self
+            .lm_head
+            .as_ref()
+            .unwrap_or(self.backbone.embed_tokens());
         // vocabulary-wide logits only for a slice of positions at a time, to bound memory
         let count = positions.size()[0];
         let pieces: Vec<Tensor> = (0..count)

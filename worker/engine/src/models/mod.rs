@@ -5,10 +5,13 @@ pub mod backbone;
 pub mod config;
 pub mod deberta_v2;
 pub mod decoder;
+pub mod gated;
 pub mod heads;
 pub mod llama;
 pub mod mistral;
 pub mod qwen2;
+pub mod registry;
+pub mod reward_heads;
 pub mod rope;
 
 use serde_json::Value;
@@ -17,9 +20,10 @@ use tch::{Device, Kind};
 use crate::error::LoadError;
 use crate::model_dir::ModelDir;
 use crate::weights::Weights;
-use config::DecoderConfig;
 pub use backbone::Backbone;
+use config::DecoderConfig;
 pub use heads::{CausalLm, LinearHead, RewardHead, SequenceClassifier};
+pub use registry::Entry;
 
 /// The architectures herd runs. Each module turns its config.json into the shared decoder shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,18 +53,6 @@ impl Family {
         }
     }
 
-    /// Whether transformers has a `{family}{head suffix}` class herd runs (DeBERTa has no
-    /// causal LM).
-    fn has_head(self, head: HeadKind) -> bool {
-        !matches!((self, head), (Family::DebertaV2, HeadKind::CausalLm))
-    }
-
-    /// Whether the classifier reads the first token ([CLS], DeBERTa's ContextPooler) rather
-    /// than the last real one; the backbone says the same (`Backbone::pools_first_token`).
-    pub fn pools_first_token(self) -> bool {
-        matches!(self, Family::DebertaV2)
-    }
-
     /// The decoder shape of `json`, a config.json of this family.
     fn decoder_config(self, json: &Value, architecture: &str) -> Result<DecoderConfig, LoadError> {
         match self {
@@ -72,78 +64,11 @@ impl Family {
     }
 }
 
-/// What a checkpoint's `architectures` entry asks for.
+/// What the scorer does with a model: read a reward, or DPO log-probs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeadKind {
     SequenceClassification,
     CausalLm,
-}
-
-impl HeadKind {
-    pub const ALL: [HeadKind; 2] = [HeadKind::SequenceClassification, HeadKind::CausalLm];
-
-    /// The suffix of the transformers classes with this head (`LlamaForCausalLM`).
-    fn class_suffix(self) -> &'static str {
-        match self {
-            HeadKind::SequenceClassification => "ForSequenceClassification",
-            HeadKind::CausalLm => "ForCausalLM",
-        }
-    }
-}
-
-/// A transformers class herd runs: `{family}{head suffix}`.
-struct Architecture {
-    name: String,
-    family: Family,
-    head: HeadKind,
-}
-
-impl Architecture {
-    /// The first `architectures` entry of a config.json; anything but a supported class is an
-    /// error naming it and the supported ones.
-    fn of(dir: &ModelDir, json: &Value) -> Result<Self, LoadError> {
-        let name = json
-            .get("architectures")
-            .and_then(Value::as_array)
-            .and_then(|list| list.first())
-            .and_then(Value::as_str)
-            .ok_or_else(|| LoadError::Config {
-                field: "architectures".to_string(),
-                reason: "missing; expected e.g. [\"LlamaForSequenceClassification\"]".to_string(),
-            })?;
-        let supported = Family::ALL.iter().flat_map(|family| {
-            let heads = HeadKind::ALL.iter().filter(|head| family.has_head(**head));
-            heads.map(move |head| {
-                (
-                    *family,
-                    *head,
-                    format!("{}{}", family.name(), head.class_suffix()),
-                )
-            })
-        });
-        let mut listed = Vec::new();
-        for (family, head, class) in supported {
-            if class == name {
-                return Ok(Architecture {
-                    name: class,
-                    family,
-                    head,
-                });
-            }
-            listed.push(class);
-        }
-        Err(LoadError::UnsupportedArchitecture {
-            path: dir.path("config.json"),
-            architecture: name.to_string(),
-            supported: listed.join(", "),
-        })
-    }
-
-    fn decoder_config(&self, json: &Value) -> Result<DecoderConfig, LoadError> {
-        let config = self.family.decoder_config(json, &self.name)?;
-        config.validate()?;
-        Ok(config)
-    }
 }
 
 /// A model folder read as far as its config: cheap, no weights touched.
@@ -151,19 +76,51 @@ pub struct ModelSpec {
     pub dir: ModelDir,
     pub config: DecoderConfig,
     pub head: HeadKind,
+    /// how this model is scored (registry entry: head, pooling, sign)
+    pub entry: &'static Entry,
+    /// the raw config.json (`Null` for an EasyLM checkpoint), for the fields a custom head reads
+    json: Value,
     /// set when the weights come from an EasyLM streaming checkpoint instead of `dir`
     easylm: Option<crate::easylm::Checkpoint>,
 }
 
 impl ModelSpec {
+    /// The folder's model, named by its path as given (RewardBench's `--model`).
     pub fn open(dir: ModelDir) -> Result<Self, LoadError> {
+        let name = dir.root().to_string_lossy().into_owned();
+        Self::open_named(dir, Some(&name))
+    }
+
+    /// The folder's model, looked up in the registry under `name` (a RewardBench model name such
+    /// as `Nexusflow/Starling-RM-34B`, or a path ending in one) and its config.json
+    /// `architectures`.
+    pub fn open_named(dir: ModelDir, name: Option<&str>) -> Result<Self, LoadError> {
         let json = dir.read_json("config.json")?;
-        let arch = Architecture::of(&dir, &json)?;
-        let config = arch.decoder_config(&json)?;
+        let architectures = registry::architectures(&json);
+        let entry = registry::lookup(&dir.path("config.json"), &architectures, name)?;
+        if let Some(model_type) = json.get("model_type").and_then(Value::as_str) {
+            let expected = registry::model_types(entry.family);
+            if !expected.contains(&model_type) {
+                return Err(LoadError::Config {
+                    field: "model_type".to_string(),
+                    reason: format!(
+                        "{model_type:?}, but {} is scored on a {} backbone (model_type {})",
+                        entry.architecture,
+                        entry.family.name(),
+                        expected.join(" or ")
+                    ),
+                });
+            }
+        }
+        let mut config = entry.family.decoder_config(&json, entry.architecture)?;
+        config.num_labels = entry.labels.resolve(&json, config.num_labels)?;
+        config.validate()?;
         Ok(Self {
             dir,
             config,
-            head: arch.head,
+            head: entry.task,
+            entry,
+            json,
             easylm: None,
         })
     }
@@ -187,10 +144,19 @@ impl ModelSpec {
             architecture = %config.architecture,
             "EasyLM checkpoint scanned"
         );
+        let head = checkpoint.head();
+        let entry = registry::generic(config.family, head).ok_or_else(|| {
+            LoadError::file(
+                path,
+                format!("no registry entry for a {head:?} {}", config.architecture),
+            )
+        })?;
         Ok(Self {
             dir: ModelDir::open(folder)?,
-            head: checkpoint.head(),
+            head,
+            entry,
             config,
+            json: Value::Null,
             easylm: Some(checkpoint),
         })
     }
@@ -230,7 +196,8 @@ impl ModelSpec {
     ) -> Result<SequenceClassifier, LoadError> {
         self.expect_head(HeadKind::SequenceClassification)?;
         let weights = self.weights(device, kind)?;
-        let model = SequenceClassifier::load(&self.config, &weights.root())?;
+        let model =
+            SequenceClassifier::load_entry(self.entry, &self.config, &self.json, &weights.root())?;
         warn_unused(&self.dir, &weights);
         Ok(model)
     }
@@ -248,53 +215,5 @@ fn warn_unused(dir: &ModelDir, weights: &Weights) {
     let unused = weights.unused();
     if !unused.is_empty() {
         tracing::warn!(model = %dir.root().display(), ?unused, "checkpoint tensors not used by the model");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn architecture(name: &str) -> Result<Architecture, LoadError> {
-        let dir = ModelDir::open(std::env::temp_dir()).unwrap();
-        Architecture::of(&dir, &serde_json::json!({ "architectures": [name] }))
-    }
-
-    #[test]
-    fn every_supported_class_names_its_family_and_head() {
-        for family in Family::ALL {
-            for head in HeadKind::ALL.into_iter().filter(|h| family.has_head(*h)) {
-                let name = format!("{}{}", family.name(), head.class_suffix());
-                let arch = architecture(&name).unwrap();
-                assert_eq!((arch.family, arch.head), (family, head), "{name}");
-            }
-        }
-    }
-
-    #[test]
-    fn an_unknown_class_is_named_with_the_supported_ones() {
-        // a known family prefix with an unknown head, and an unknown family: no fall-through
-        for name in [
-            "Qwen2ForTokenClassification",
-            "GPTNeoXForSequenceClassification",
-        ] {
-            let error = architecture(name).err().unwrap().to_string();
-            assert!(error.contains(name), "{error}");
-            assert!(
-                error.contains("LlamaForSequenceClassification, LlamaForCausalLM, Mistral"),
-                "{error}"
-            );
-            assert!(error.contains("Qwen2ForCausalLM"), "{error}");
-            assert!(
-                error.contains("DebertaV2ForSequenceClassification"),
-                "{error}"
-            );
-        }
-        // a class transformers does not have is not offered
-        let error = architecture("DebertaV2ForCausalLM")
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(!error.contains("DebertaV2ForCausalLM,"), "{error}");
     }
 }

@@ -1,0 +1,288 @@
+//! The custom reward heads (models/reward_heads/) against rewardbench 0.1.4's own model classes
+//! and pipelines (tests/golden/make_heads_goldens.py: INF-ORM, UltraRM, Beaver reward and cost,
+//! Starling-RM-34B, GRM, and the transcribed Nemotron-70B-Reward), each picked by the registry
+//! from the fixture's folder name (its RewardBench model name) and config.json class.
+//!
+//! For every model: fp32 scores within 1e-4 of the pipeline's and identical wins, in packed
+//! batches, one row per batch and with the shared prompt; the same scores whatever the batching
+//! (batch invariance, 1e-5); bf16 within the golden's bound (the measured worst is printed).
+
+use std::path::PathBuf;
+
+use herd_engine::batching::BatchLimits;
+use herd_engine::dpo::RefFreeType;
+use herd_engine::model_dir::ModelDir;
+use herd_engine::models::registry::{Output, Pooled};
+use herd_engine::models::ModelSpec;
+use herd_engine::scorer::{score_pairs_with, ScoreRequest, ScoredDataset};
+use herd_rewardbench::dataset::PreferencePair;
+use herd_rewardbench::v1::is_win;
+use serde_json::Value;
+use tch::{Device, Kind};
+
+const FP32_TOLERANCE: f64 = 1e-4;
+const BATCHING_NOISE: f64 = 1e-5;
+
+const PACKED: BatchLimits = BatchLimits {
+    max_batch_tokens: 8192,
+    max_batch_rows: 64,
+};
+const ONE_ROW: BatchLimits = BatchLimits {
+    max_batch_tokens: 8192,
+    max_batch_rows: 1,
+};
+
+fn heads_dir() -> PathBuf {
+    herd_testkit::workspace_root().join("tests/golden/fixtures/heads")
+}
+
+fn golden() -> Value {
+    herd_testkit::fixtures::read_json(&heads_dir().join("heads.json"))
+}
+
+fn pairs(golden: &Value) -> Vec<PreferencePair> {
+    golden["examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_value(e.clone()).unwrap())
+        .collect()
+}
+
+/// A golden score row: a list of logits, or one float (the `[batch]` pipelines).
+fn row(value: &Value) -> Vec<f64> {
+    match value {
+        Value::Array(items) => items.iter().map(|v| v.as_f64().unwrap()).collect(),
+        other => vec![other.as_f64().unwrap()],
+    }
+}
+
+fn rows(value: &Value) -> Vec<Vec<f64>> {
+    value.as_array().unwrap().iter().map(row).collect()
+}
+
+/// The tokenizer folder of a fixture: its own, or the shared Llama-2 one.
+fn tokenizer(model: &Value) -> Option<Option<PathBuf>> {
+    if model["tokenizer"] == "fixture" {
+        return Some(None);
+    }
+    herd_testkit::shared_path("data/tokenizers/llama2").map(Some)
+}
+
+fn request(
+    golden: &Value,
+    name: &str,
+    tokenizer: Option<PathBuf>,
+    kind: Kind,
+    limits: BatchLimits,
+    share_prefix: bool,
+) -> ScoreRequest {
+    ScoreRequest {
+        model: heads_dir().join(name),
+        tokenizer,
+        ref_model: None,
+        ref_free_type: RefFreeType::Avg,
+        chat_template: golden["chat_template"].as_str().unwrap().to_string(),
+        max_length: golden["max_length"].as_u64().unwrap() as usize,
+        limits,
+        share_prefix,
+        device: Device::Cpu,
+        kind,
+        provenance: Default::default(),
+        pooling: Default::default(),
+    }
+}
+
+fn score(request: &ScoreRequest, spec: &ModelSpec, pairs: &[PreferencePair]) -> ScoredDataset {
+    score_pairs_with(request, spec, pairs).unwrap()
+}
+
+/// The largest |ours - golden| over every label of every pair, and the pairs whose win differs.
+fn compare(ours: &ScoredDataset, chosen: &[Vec<f64>], rejected: &[Vec<f64>]) -> (f64, Vec<usize>) {
+    assert_eq!(ours.pairs.len(), chosen.len());
+    let mut worst = 0f64;
+    let mut flips = Vec::new();
+    for (i, (pair, (c, r))) in ours
+        .pairs
+        .iter()
+        .zip(chosen.iter().zip(rejected))
+        .enumerate()
+    {
+        assert_eq!(pair.chosen.len(), c.len(), "pair {i}: labels");
+        assert_eq!(pair.rejected.len(), r.len(), "pair {i}: labels");
+        for (a, b) in pair
+            .chosen
+            .iter()
+            .chain(&pair.rejected)
+            .zip(c.iter().chain(r))
+        {
+            worst = worst.max((a - b).abs());
+        }
+        if is_win(&pair.chosen, &pair.rejected) != is_win(c, r) {
+            flips.push(i);
+        }
+    }
+    (worst, flips)
+}
+
+fn max_diff(a: &ScoredDataset, b: &ScoredDataset) -> f64 {
+    a.pairs
+        .iter()
+        .zip(&b.pairs)
+        .flat_map(|(x, y)| {
+            x.chosen
+                .iter()
+                .chain(&x.rejected)
+                .zip(y.chosen.iter().chain(&y.rejected))
+                .map(|(p, q)| (p - q).abs())
+        })
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn every_custom_head_matches_its_rewardbench_pipeline() {
+    let golden = golden();
+    let pairs = pairs(&golden);
+    let models = golden["models"].as_object().unwrap();
+    assert_eq!(models.len(), 7);
+    for (name, model) in models {
+        let Some(tokenizer) = tokenizer(model) else {
+            return;
+        };
+        let spec = ModelSpec::open(ModelDir::open(heads_dir().join(name)).unwrap()).unwrap();
+        assert_eq!(
+            spec.entry.architecture,
+            model["architecture"].as_str().unwrap(),
+            "{name}"
+        );
+        let chosen = rows(&model["scores_chosen"]);
+        let rejected = rows(&model["scores_rejected"]);
+        let wins: Vec<bool> = model["wins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_bool().unwrap())
+            .collect();
+        let scalar = model["scores_chosen"][0].is_number();
+
+        let mut runs = Vec::new();
+        for (limits, share) in [(PACKED, false), (ONE_ROW, false), (PACKED, true)] {
+            let req = request(&golden, name, tokenizer.clone(), Kind::Float, limits, share);
+            let ours = score(&req, &spec, &pairs);
+            assert_eq!(ours.model_type, "Seq. Classifier", "{name}");
+            assert_eq!(ours.scalar, scalar, "{name}: result files hold x or [x]");
+            let (worst, flips) = compare(&ours, &chosen, &rejected);
+            println!(
+                "{name}: fp32 max |diff| {worst:.2e} (rows {}, shared prefix {share})",
+                limits.max_batch_rows
+            );
+            assert!(worst < FP32_TOLERANCE, "{name}: fp32 max |diff| {worst}");
+            assert!(flips.is_empty(), "{name}: wins differ at pairs {flips:?}");
+            let our_wins: Vec<bool> = ours
+                .pairs
+                .iter()
+                .map(|p| is_win(&p.chosen, &p.rejected))
+                .collect();
+            assert_eq!(our_wins, wins, "{name}");
+            runs.push(ours);
+        }
+        for other in &runs[1..] {
+            let noise = max_diff(&runs[0], other);
+            assert!(
+                noise < BATCHING_NOISE,
+                "{name}: batching moved scores by {noise}"
+            );
+        }
+
+        let bound = &model["bf16"]["bound"];
+        let req = request(&golden, name, tokenizer, Kind::BFloat16, PACKED, false);
+        let ours = score(&req, &spec, &pairs);
+        let (worst, flips) = compare(&ours, &chosen, &rejected);
+        println!(
+            "{name}: bf16 max |diff| {worst:.4} (bound {}), win flips {} (bound {})",
+            bound["max_abs_diff"],
+            flips.len(),
+            bound["max_win_flips"]
+        );
+        assert!(
+            worst <= bound["max_abs_diff"].as_f64().unwrap(),
+            "{name}: bf16 {worst}"
+        );
+        assert!(
+            flips.len() as u64 <= bound["max_win_flips"].as_u64().unwrap(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn the_registry_reads_each_pipelines_quirks() {
+    let open =
+        |name: &str| ModelSpec::open(ModelDir::open(heads_dir().join(name)).unwrap()).unwrap();
+    let inform = open("infly/INF-ORM-Llama3.1-70B");
+    assert_eq!(inform.entry.quirks.pooled, Pooled::FirstPadMinusOne);
+    assert_eq!(inform.config.num_labels, 1);
+    let starling = open("Nexusflow/Starling-RM-34B");
+    assert_eq!(starling.entry.body, "transformer");
+    assert_eq!(starling.entry.quirks.pooled, Pooled::BeforeFirstId(0));
+    assert_eq!(starling.entry.quirks.output, Output::Scalar);
+    let cost = open("PKU-Alignment/beaver-7b-v1.0-cost");
+    assert!(cost.entry.quirks.negate);
+    assert_eq!(cost.config.num_labels, 2, "score_dim");
+    let nemotron = open("nvidia/Llama-3.1-Nemotron-70B-Reward-HF");
+    assert_eq!(
+        nemotron.head,
+        herd_engine::models::HeadKind::SequenceClassification
+    );
+    // the same folders under other names: the class decides (a LlamaForCausalLM is a DPO policy,
+    // a LlamaForScore a Beaver reward model)
+    let dir = |name: &str| ModelDir::open(heads_dir().join(name)).unwrap();
+    let policy = ModelSpec::open_named(
+        dir("nvidia/Llama-3.1-Nemotron-70B-Reward-HF"),
+        Some("my/policy"),
+    )
+    .unwrap();
+    assert_eq!(policy.head, herd_engine::models::HeadKind::CausalLm);
+    let reward = ModelSpec::open_named(
+        dir("PKU-Alignment/beaver-7b-v1.0-cost"),
+        Some("local/beaver"),
+    )
+    .unwrap();
+    assert!(!reward.entry.quirks.negate);
+    // and the Starling folder (starling.py's class under transformers' name) is refused by
+    // transformers' LlamaForSequenceClassification: its weights sit under `transformer`
+    let plain =
+        ModelSpec::open_named(dir("Nexusflow/Starling-RM-34B"), Some("other/starling")).unwrap();
+    let error = plain
+        .load_classifier(Device::Cpu, Kind::Float)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("model.embed_tokens.weight"), "{error}");
+}
+
+#[test]
+fn the_cost_pipeline_is_the_negated_reward() {
+    let golden = golden();
+    let Some(tokenizer) = herd_testkit::shared_path("data/tokenizers/llama2") else {
+        return;
+    };
+    let name = "PKU-Alignment/beaver-7b-v1.0-cost";
+    let model = &golden["models"][name];
+    let dir = ModelDir::open(heads_dir().join(name)).unwrap();
+    // the cost folder scored as a reward model (BeaverPipeline): end_scores, not negated
+    let spec = ModelSpec::open_named(dir, Some("local/beaver-cost")).unwrap();
+    let req = request(&golden, name, Some(tokenizer), Kind::Float, PACKED, false);
+    let ours = score(&req, &spec, &pairs(&golden));
+    let negated = |rows: Vec<Vec<f64>>| -> Vec<Vec<f64>> {
+        rows.into_iter()
+            .map(|r| r.into_iter().map(|x| -x).collect())
+            .collect()
+    };
+    let (worst, _) = compare(
+        &ours,
+        &negated(rows(&model["scores_chosen"])),
+        &negated(rows(&model["scores_rejected"])),
+    );
+    assert!(worst < FP32_TOLERANCE, "{worst}");
+}
