@@ -15,9 +15,11 @@ use herd_engine::batching::BatchLimits;
 use herd_engine::dpo::RefFreeType;
 use herd_engine::encode::{classifier_inputs, format_pair};
 use herd_engine::model_dir::ModelDir;
+use herd_engine::models::ModelSpec;
 use herd_engine::pooling::Pooling;
-use herd_engine::scorer::{score_pairs, ScoreRequest};
+use herd_engine::scorer::{score_best_of_n_with, score_pairs, ScoreRequest};
 use herd_engine::tokenizer::RewardTokenizer;
+use herd_rewardbench::dataset::v2::BestOfNRow;
 use herd_rewardbench::dataset::PreferencePair;
 use herd_rewardbench::v1::is_win;
 use serde_json::Value;
@@ -286,4 +288,39 @@ fn refused_settings_name_the_model_and_reason() {
         error.contains("deberta-v3-rm") && error.contains("first token"),
         "{error}"
     );
+}
+
+/// RewardBench 2 (run_v2.py loads the model with AutoModelForSequenceClassification, as run_rm.py
+/// does): each golden pair as a best-of-2 row scores each completion as transformers scored the
+/// text alone (the same tulu text; no row reaches max_length, so run_v2.py's right truncation
+/// and run_rm.py's left one agree), read at [CLS].
+#[test]
+fn rewardbench_2_rows_score_at_the_first_token() {
+    let golden = golden("deberta-v3-rm");
+    let req = request(&golden, Kind::Float, packed());
+    let rows: Vec<BestOfNRow> = pairs(&golden)
+        .into_iter()
+        .map(|pair| BestOfNRow {
+            id: pair.id,
+            prompt: pair.prompt,
+            chosen: vec![pair.chosen],
+            rejected: vec![pair.rejected],
+            num_correct: 1,
+            subset: pair.subset,
+        })
+        .collect();
+    let spec = ModelSpec::open(ModelDir::open(&req.model).unwrap()).unwrap();
+    let scored = score_best_of_n_with(&req, &spec, &rows).unwrap();
+    let (chosen, rejected) = golden_scores(&golden, "");
+    assert_eq!(scored.scores.len(), chosen.len());
+    let mut worst: f64 = 0.0;
+    for (i, row) in scored.scores.iter().enumerate() {
+        assert_eq!(row.len(), 2, "row {i}");
+        worst = worst.max((f64::from(row[0]) - chosen[i][0]).abs());
+        worst = worst.max((f64::from(row[1]) - rejected[i][0]).abs());
+    }
+    eprintln!(
+        "deberta-v3-rm: RewardBench 2 rows vs transformers batch size 1: max |diff| {worst:.2e}"
+    );
+    assert!(worst < FP32_TOLERANCE, "max |diff| {worst}");
 }
