@@ -187,6 +187,8 @@ pub struct Batch {
     /// indices into the caller's rows, in the batch's row order
     pub members: Vec<usize>,
     pub padded_len: usize,
+    /// tokens of each row before padding (an encoder masks the rest)
+    pub lengths: Vec<usize>,
     /// token ids [rows, padded_len]
     pub ids: Tensor,
     pub layout: Layout,
@@ -219,9 +221,11 @@ impl Batch {
             },
             None => Layout::Causal,
         };
+        let lengths = plan.members.iter().map(|&m| rows[m].tokens()).collect();
         Batch {
             members: plan.members,
             padded_len: len,
+            lengths,
             ids,
             layout,
         }
@@ -385,6 +389,7 @@ mod tests {
         assert_eq!(batch.members, vec![0, 1]);
         let ids: Vec<Vec<i64>> = Vec::try_from(&batch.ids).unwrap();
         assert_eq!(ids, vec![vec![5, 6, 7], vec![8, 0, 0]]);
+        assert_eq!(batch.lengths, vec![3, 1]);
         assert!(matches!(batch.layout, Layout::Causal));
     }
 

@@ -14,11 +14,9 @@ use herd_rewardbench::dataset::{PreferencePair, Prompt};
 use crate::batching::{BatchLimits, BatchSettings};
 use crate::classifier::{score_sequence_groups, score_sequence_pairs, score_sequences};
 use crate::dpo::{self, DpoLimits, RefFreeType};
-use crate::encode::{
-    classifier_inputs_from, classifier_inputs_masked, format_pair, pooled_position,
-};
+use crate::encode::{classifier_inputs_from, classifier_inputs_masked, format_pair};
 use crate::model_dir::ModelDir;
-use crate::models::registry::{Output, Quirks, CLASSIFIER};
+use crate::models::registry::{Output, Pooled, Quirks, CLASSIFIER, ENCODER_CLASSIFIER};
 use crate::models::{CausalLm, HeadKind, ModelSpec, SequenceClassifier};
 use crate::pooling::Pooling;
 use crate::provenance::{Pads, Provenance, TemplateSource};
@@ -181,7 +179,7 @@ fn ensure_best_of_n_model(request: &ScoreRequest, spec: &ModelSpec) -> anyhow::R
         request.model.display()
     );
     anyhow::ensure!(
-        spec.entry.quirks == CLASSIFIER,
+        [CLASSIFIER, ENCODER_CLASSIFIER].contains(&spec.entry.quirks),
         "{}: RewardBench 2 (run_v2.py) loads every model with AutoModelForSequenceClassification; \
          {} is scored by a custom pipeline",
         request.model.display(),
@@ -227,6 +225,26 @@ fn prepare_text(
             request.max_length
         );
     }
+    if let Some(deberta) = spec.config.deberta.as_ref() {
+        // absolute position embeddings end at max_position_embeddings (transformers would fail
+        // with an index error on a longer input)
+        anyhow::ensure!(
+            !deberta.position_biased_input
+                || request.max_length as i64 <= spec.config.max_position_embeddings,
+            "{}: absolute position embeddings cover {} positions, fewer than --max-length {}; \
+             lower --max-length",
+            request.model.display(),
+            spec.config.max_position_embeddings,
+            request.max_length
+        );
+    }
+    anyhow::ensure!(
+        request.pooling == Pooling::Current || spec.entry.quirks.pooled != Pooled::FirstToken,
+        "{}: pooling {} replays transformers 4.43's last-token rule; {} reads its first token",
+        request.model.display(),
+        request.pooling,
+        spec.config.architecture
+    );
     let formatter = choose_formatter_with(
         &tokenizer,
         &request.chat_template,
@@ -490,7 +508,7 @@ impl Scorer {
             );
         };
         anyhow::ensure!(
-            *quirks == CLASSIFIER,
+            [CLASSIFIER, ENCODER_CLASSIFIER].contains(quirks),
             "{}: RewardBench 2 (run_v2.py) loads every model with \
              AutoModelForSequenceClassification; this model is scored by a custom pipeline",
             request.model.display()
@@ -516,10 +534,11 @@ impl Scorer {
             request.max_length,
             self.tokenizer.truncation_side(),
         )?;
-        let pooled: Vec<usize> = sequences
-            .iter()
-            .map(|ids| pooled_position(ids, pads.pooling))
-            .collect();
+        // the rightmost non-pad token, or an encoder's first
+        let unmasked = vec![0; sequences.len()];
+        let pooled = quirks
+            .pooled
+            .positions(Pooling::Current, &sequences, &unmasked, pads.pooling);
         let tokens = sequences.iter().map(|s| s.len() as u64).sum();
         let settings = request.batching(pads.batch);
         let logits = if request.share_prefix && model.backbone.causal() {

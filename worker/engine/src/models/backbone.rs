@@ -6,6 +6,7 @@
 use tch::Tensor;
 
 use super::config::DecoderConfig;
+use super::deberta_v2::DebertaV2;
 use super::decoder::Decoder;
 use super::Family;
 use crate::batching::Batch;
@@ -50,6 +51,7 @@ pub fn load_at(
         | Family::Qwen3
         | Family::Olmo2
         | Family::InternLM2 => Ok(Box::new(Decoder::load(config, &w.pp(scope))?)),
+        Family::DebertaV2 => Ok(Box::new(DebertaV2::load(config, &w.pp(scope))?)),
     }
 }
 

@@ -55,6 +55,8 @@ pub struct DecoderConfig {
     pub attention_window: Option<i64>,
     pub pad_token_id: Option<i64>,
     pub num_labels: i64,
+    /// the encoder settings of a DeBERTa-v2/v3 config (`deberta_v2::config`), else `None`
+    pub deberta: Option<super::deberta_v2::Settings>,
 }
 
 /// Upper bounds that refuse absurd configs before anything is allocated.
@@ -94,7 +96,7 @@ impl DecoderConfig {
                 ),
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if self.head_dim % 2 != 0 && self.deberta.is_none() {
             return Err(bad(
                 "head_dim",
                 format!("{} is odd; rotary needs pairs", self.head_dim),
@@ -241,6 +243,7 @@ impl ConfigJson<'_> {
             attention_window: None,
             pad_token_id: self.optional_int("pad_token_id")?,
             num_labels: self.num_labels()?,
+            deberta: None,
         };
         Ok(config)
     }

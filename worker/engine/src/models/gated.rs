@@ -397,6 +397,7 @@ pub mod quirks {
         head_dtype: HeadDtype::Model,
         masks_double_bos: false,
         dtype: Some("bfloat16"),
+        appends_reward_token: false,
     };
 
     /// RewardBenchPipeline (double BOS masked) over qrm.py's forward: the same pooling rule,
@@ -409,6 +410,7 @@ pub mod quirks {
         head_dtype: HeadDtype::Float32,
         masks_double_bos: true,
         dtype: Some("bfloat16"),
+        appends_reward_token: false,
     };
 }
 

@@ -3,6 +3,7 @@
 
 pub mod backbone;
 pub mod config;
+pub mod deberta_v2;
 pub mod decoder;
 pub mod gated;
 pub mod heads;
@@ -37,16 +38,19 @@ pub enum Family {
     Qwen3,
     Olmo2,
     InternLM2,
+    /// DeBERTa-v2/v3: a bidirectional encoder read at its first token
+    DebertaV2,
 }
 
 impl Family {
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
         Family::Llama,
         Family::Mistral,
         Family::Qwen2,
         Family::Qwen3,
         Family::Olmo2,
         Family::InternLM2,
+        Family::DebertaV2,
     ];
 
     /// The prefix of the family's transformers classes (`LlamaForSequenceClassification`).
@@ -58,6 +62,7 @@ impl Family {
             Family::Qwen3 => "Qwen3",
             Family::Olmo2 => "Olmo2",
             Family::InternLM2 => "InternLM2",
+            Family::DebertaV2 => "DebertaV2",
         }
     }
 
@@ -87,6 +92,7 @@ impl Family {
             Family::Qwen3 => qwen3::config(json, architecture),
             Family::Olmo2 => olmo2::config(json, architecture),
             Family::InternLM2 => internlm2::config(json, architecture),
+            Family::DebertaV2 => deberta_v2::config(json, architecture),
         }
     }
 }

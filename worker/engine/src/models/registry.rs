@@ -84,6 +84,8 @@ pub enum Pooled {
     LastToken,
     /// the token before the first occurrence of this id, or the last token when there is none
     BeforeFirstId(u32),
+    /// the first token (an encoder's [CLS], DeBERTa's ContextPooler: `hidden_states[:, 0]`)
+    FirstToken,
 }
 
 /// How the pipeline returns a batch's rewards, which is how run_rm.py stores them in
@@ -133,6 +135,13 @@ pub const CLASSIFIER: Quirks = Quirks {
     masks_double_bos: true,
     dtype: None,
     appends_reward_token: false,
+};
+
+/// `*ForSequenceClassification` of an encoder read at its first token (DeBERTa) through
+/// RewardBenchPipeline: [`CLASSIFIER`] but for the pooled position.
+pub const ENCODER_CLASSIFIER: Quirks = Quirks {
+    pooled: Pooled::FirstToken,
+    ..CLASSIFIER
 };
 
 /// One way of scoring a model.
@@ -248,6 +257,14 @@ pub static ENTRIES: &[Entry] = &[
             ..CLASSIFIER
         },
         ..classifier("InternLM2ForRewardModel", Family::InternLM2)
+    },
+    // OpenAssistant/reward-model-deberta-v3-*: REWARD_MODEL_CONFIG "default"; the ContextPooler
+    // and `classifier` of DebertaV2ForSequenceClassification on the `deberta` encoder
+    Entry {
+        body: "deberta",
+        head: Head::Custom(super::deberta_v2::load_head),
+        quirks: ENCODER_CLASSIFIER,
+        ..classifier("DebertaV2ForSequenceClassification", Family::DebertaV2)
     },
     // infly/INF-ORM-Llama3.1-70B: RewardBenchPipeline, torch_dtype bfloat16
     Entry {
@@ -377,6 +394,7 @@ pub fn model_types(family: Family) -> &'static [&'static str] {
         Family::Qwen3 => &["qwen3"],
         Family::Olmo2 => &["olmo2"],
         Family::InternLM2 => &["internlm2"],
+        Family::DebertaV2 => &["deberta-v2"],
     }
 }
 
@@ -491,6 +509,7 @@ impl Pooled {
                     _ => s.len().saturating_sub(1),
                 })
                 .collect(),
+            Pooled::FirstToken => vec![0; sequences.len()],
         }
     }
 }
@@ -518,6 +537,18 @@ mod tests {
                 (HeadKind::CausalLm, "ForCausalLM"),
             ] {
                 let class = format!("{}{suffix}", family.name());
+                if family == Family::DebertaV2 {
+                    // an encoder: no causal LM, a custom (pooler) head, no EasyLM checkpoints
+                    let entry = lookup_one(&class, None);
+                    match task {
+                        HeadKind::CausalLm => assert!(entry.is_err(), "{class}"),
+                        HeadKind::SequenceClassification => {
+                            assert_eq!(entry.unwrap().quirks, ENCODER_CLASSIFIER)
+                        }
+                    }
+                    assert!(generic(family, task).is_none(), "{class}");
+                    continue;
+                }
                 let entry = lookup_one(&class, None).unwrap();
                 assert_eq!((entry.family, entry.task), (family, task), "{class}");
                 assert_eq!(entry.architecture, class);
@@ -601,6 +632,11 @@ mod tests {
         assert_eq!(
             Pooled::FirstPadMinusOne.positions(Pooling::Current, &rows, &masked, 2),
             Pooling::Legacy.positions(&rows, &masked, 2)
+        );
+        // an encoder's [CLS], whatever the pooling asked for
+        assert_eq!(
+            Pooled::FirstToken.positions(Pooling::Legacy, &rows, &masked, 2),
+            vec![0, 0, 0]
         );
     }
 }
