@@ -7,6 +7,8 @@ use tch::Tensor;
 
 use super::config::DecoderConfig;
 use super::decoder::Decoder;
+use super::gpt2::Gpt2;
+use super::gpt_neox::GptNeox;
 use super::Family;
 use crate::batching::Batch;
 use crate::error::LoadError;
@@ -28,6 +30,17 @@ pub trait Backbone: Send {
     fn causal(&self) -> bool {
         true
     }
+
+    /// The checkpoint scope of an untied language-model head (`lm_head`; GPT-NeoX `embed_out`).
+    fn lm_head_scope(&self) -> &'static str {
+        "lm_head"
+    }
+
+    /// The longest sequence the model has positions for (GPT-2's learned `wpe` table); `None`
+    /// when positions are computed (rotary). Longer sequences are refused before scoring.
+    fn max_positions(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The backbone `config` describes, its weights taken from the checkpoint's root scope `w` (each
@@ -37,7 +50,28 @@ pub fn load(config: &DecoderConfig, w: &VarBuilder) -> Result<Box<dyn Backbone>,
         Family::Llama | Family::Mistral | Family::Qwen2 => {
             Ok(Box::new(Decoder::load(config, &w.pp("model"))?))
         }
+        Family::GptNeox => Ok(Box::new(GptNeox::load(config, &w.pp("gpt_neox"))?)),
+        Family::Gpt2 => Ok(Box::new(Gpt2::load(config, &w.pp("transformer"))?)),
     }
+}
+
+/// Refuses a sequence longer than `backbone` has positions for (GPT-2's learned table), naming
+/// the sequence; transformers stops on it with an index error.
+pub fn check_lengths(
+    backbone: &dyn Backbone,
+    lengths: impl IntoIterator<Item = usize>,
+) -> anyhow::Result<()> {
+    let Some(limit) = backbone.max_positions() else {
+        return Ok(());
+    };
+    for (i, len) in lengths.into_iter().enumerate() {
+        anyhow::ensure!(
+            len <= limit,
+            "sequence {i} has {len} tokens but the model has {limit} positions \
+             (n_positions); lower --max-length to {limit} or less"
+        );
+    }
+    Ok(())
 }
 
 impl Backbone for Decoder {

@@ -55,6 +55,8 @@ pub struct DecoderConfig {
     pub attention_window: Option<i64>,
     pub pad_token_id: Option<i64>,
     pub num_labels: i64,
+    /// GPT-NeoX and GPT-2 only: what their configs add (LayerNorm eps, activation, rotary share)
+    pub gpt: Option<super::gpt::GptOptions>,
 }
 
 /// Upper bounds that refuse absurd configs before anything is allocated.
@@ -241,6 +243,7 @@ impl ConfigJson<'_> {
             attention_window: None,
             pad_token_id: self.optional_int("pad_token_id")?,
             num_labels: self.num_labels()?,
+            gpt: None,
         };
         Ok(config)
     }

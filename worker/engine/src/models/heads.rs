@@ -93,7 +93,7 @@ impl CausalLm {
             None
         } else {
             let shape = [config.vocab_size, config.hidden_size];
-            Some(w.pp("lm_head").take("weight", &shape)?)
+            Some(w.pp(backbone.lm_head_scope()).take("weight", &shape)?)
         };
         Ok(Self { backbone, lm_head })
     }
@@ -104,7 +104,10 @@ impl CausalLm {
         let hidden = self.backbone.forward(batch);
         let width = hidden.size()[2];
         let hidden = hidden.view([-1, width]);
-        let weight = self.lm_head.as_ref().unwrap_or(self.backbone.embed_tokens());
+        let weight = self
+            .lm_head
+            .as_ref()
+            .unwrap_or(self.backbone.embed_tokens());
         // vocabulary-wide logits only for a slice of positions at a time, to bound memory
         let count = positions.size()[0];
         let pieces: Vec<Tensor> = (0..count)

@@ -4,6 +4,9 @@
 pub mod backbone;
 pub mod config;
 pub mod decoder;
+pub mod gpt;
+pub mod gpt2;
+pub mod gpt_neox;
 pub mod heads;
 pub mod llama;
 pub mod mistral;
@@ -16,8 +19,8 @@ use tch::{Device, Kind};
 use crate::error::LoadError;
 use crate::model_dir::ModelDir;
 use crate::weights::Weights;
-use config::DecoderConfig;
 pub use backbone::Backbone;
+use config::DecoderConfig;
 pub use heads::{CausalLm, LinearHead, RewardHead, SequenceClassifier};
 
 /// The architectures herd runs. Each module turns its config.json into the shared decoder shape.
@@ -26,10 +29,18 @@ pub enum Family {
     Llama,
     Mistral,
     Qwen2,
+    GptNeox,
+    Gpt2,
 }
 
 impl Family {
-    pub const ALL: [Family; 3] = [Family::Llama, Family::Mistral, Family::Qwen2];
+    pub const ALL: [Family; 5] = [
+        Family::Llama,
+        Family::Mistral,
+        Family::Qwen2,
+        Family::GptNeox,
+        Family::Gpt2,
+    ];
 
     /// The prefix of the family's transformers classes (`LlamaForSequenceClassification`).
     pub fn name(self) -> &'static str {
@@ -37,6 +48,17 @@ impl Family {
             Family::Llama => "Llama",
             Family::Mistral => "Mistral",
             Family::Qwen2 => "Qwen2",
+            Family::GptNeox => "GPTNeoX",
+            Family::Gpt2 => "GPT2",
+        }
+    }
+
+    /// The transformers class of this family with `head` (`LlamaForCausalLM`; GPT-2's causal
+    /// LM is `GPT2LMHeadModel`).
+    fn class_name(self, head: HeadKind) -> String {
+        match (self, head) {
+            (Family::Gpt2, HeadKind::CausalLm) => "GPT2LMHeadModel".to_string(),
+            _ => format!("{}{}", self.name(), head.class_suffix()),
         }
     }
 
@@ -46,6 +68,8 @@ impl Family {
             Family::Llama => llama::config(json, architecture),
             Family::Mistral => mistral::config(json, architecture),
             Family::Qwen2 => qwen2::config(json, architecture),
+            Family::GptNeox => gpt_neox::config(json, architecture),
+            Family::Gpt2 => gpt2::config(json, architecture),
         }
     }
 }
@@ -90,13 +114,9 @@ impl Architecture {
                 reason: "missing; expected e.g. [\"LlamaForSequenceClassification\"]".to_string(),
             })?;
         let supported = Family::ALL.iter().flat_map(|family| {
-            HeadKind::ALL.iter().map(move |head| {
-                (
-                    *family,
-                    *head,
-                    format!("{}{}", family.name(), head.class_suffix()),
-                )
-            })
+            HeadKind::ALL
+                .iter()
+                .map(move |head| (*family, *head, family.class_name(*head)))
         });
         let mut listed = Vec::new();
         for (family, head, class) in supported {
@@ -241,7 +261,7 @@ mod tests {
     fn every_supported_class_names_its_family_and_head() {
         for family in Family::ALL {
             for head in HeadKind::ALL {
-                let name = format!("{}{}", family.name(), head.class_suffix());
+                let name = family.class_name(head);
                 let arch = architecture(&name).unwrap();
                 assert_eq!((arch.family, arch.head), (family, head), "{name}");
             }
@@ -253,7 +273,9 @@ mod tests {
         // a known family prefix with an unknown head, and an unknown family: no fall-through
         for name in [
             "Qwen2ForTokenClassification",
-            "GPTNeoXForSequenceClassification",
+            "GPTNeoXForTokenClassification",
+            "GPT2ForCausalLM",
+            "OPTForSequenceClassification",
         ] {
             let error = architecture(name).err().unwrap().to_string();
             assert!(error.contains(name), "{error}");
