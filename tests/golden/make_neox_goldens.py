@@ -17,11 +17,16 @@ What it makes (everything under tests/golden/fixtures/neox/, which this script d
                        fused c_attn, gelu_new; GPT-2 tokenizer, pad 50256. (transformers 4.57.6
                        applies scale_attn_by_inverse_layer_idx only in eager attention, not in its default sdpa:
                        herd refuses that flag rather than pick one.)
+  models/oasst-rm/     GPTNeoXRewardModel from rewardbench 0.1.4's rewardbench/models/openassistant.py (the
+                       published file, loaded by path from ~/.cache/herd/venv-rewardbench-0.1.4 and run on
+                       transformers 4.57.6): GPTNeoXModel (rotary_pct 0.25: 2 of 8 dims rotate), `out_proj` with a
+                       bias, pooling "last" (the last attended token). GPT-2 tokenizer, pad 50256.
   models/neox-policy/  GPTNeoXForCausalLM, parallel residual, rotary_pct 0.5, untied embed_out (DPO policy).
   models/neox-ref/     GPTNeoXForCausalLM, SEQUENTIAL residual (use_parallel_residual false), full rotary
                        (rotary_pct 1.0), no attention biases (attention_bias false): the DPO reference.
 
-  neox-rm.json, gpt2-rm.json   classifier goldens (make_fixtures.classifier_case: fp32 batch size 1, fp32 padded
+  neox-rm.json, gpt2-rm.json, oasst-rm.json
+                               classifier goldens (make_fixtures.classifier_case: fp32 batch size 1, fp32 padded
                                batches of 8, bf16 draws and the bf16 bound derived from them)
   neox-dpo.json                DPO golden (make_fixtures.DPOTok + get_batch_logps): policy/ref log-prob sums,
                                rewards, ref-free avg/sum/norm, on the 22 rows and the two synthetic long rows.
@@ -34,6 +39,7 @@ Regenerate (from the repository root):
     $HOME/.cache/herd/venv-torch-2.11.0/bin/python tests/golden/make_neox_goldens.py
 """
 
+import importlib.util
 import shutil
 import sys
 from pathlib import Path
@@ -57,6 +63,19 @@ OUT = mf.HERE / "fixtures" / "neox"
 MODELS = OUT / "models"
 # make_fixtures' classifier_case writes under its OUT/MODELS globals: point them at this folder
 mf.OUT, mf.MODELS = OUT, MODELS
+
+# rewardbench 0.1.4's GPTNeoXRewardModel (OpenAssistant's pythia reward models), the published file
+# itself: it needs only torch and transformers, and importing it registers its Auto classes
+RB_SITE = Path.home() / ".cache/herd/venv-rewardbench-0.1.4/lib/python3.11/site-packages"
+OPENASSISTANT = RB_SITE / "rewardbench/models/openassistant.py"
+
+
+def openassistant():
+    spec = importlib.util.spec_from_file_location("rewardbench_openassistant", OPENASSISTANT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 NEOX_DIMS = dict(
     vocab_size=50257, hidden_size=16, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
@@ -110,6 +129,15 @@ def build_models():
     m = GPTNeoXForSequenceClassification(cfg)
     assert m.gpt_neox.layers[0].attention.rotary_ndims == 4
     save(m, "neox-rm", seed=6006, tokenizer=True)
+
+    # OpenAssistant's reward model: GPTNeoXModel + out_proj (with bias), pooled at the last attended token
+    oa = openassistant()
+    torch.manual_seed(0)
+    cfg = oa.GPTNeoXRewardModelConfig(pooling="last", rotary_pct=0.25, use_parallel_residual=True,
+                                      pad_token_id=50256, tie_word_embeddings=False, **NEOX_DIMS)
+    m = oa.GPTNeoXRewardModel(cfg)
+    assert m.gpt_neox.layers[0].attention.rotary_ndims == 2
+    save(m, "oasst-rm", seed=1010, tokenizer=True)
 
     torch.manual_seed(0)
     cfg = GPT2Config(vocab_size=50257, n_positions=2048, n_embd=16, n_layer=2, n_head=2, n_inner=None,
@@ -188,7 +216,7 @@ def main():
     build_models()
     examples = mf.load_examples()
     print("classifier goldens")
-    for case in ("neox-rm", "gpt2-rm"):
+    for case in ("neox-rm", "gpt2-rm", "oasst-rm"):
         g, worst = mf.classifier_case(case, case, 2048, examples)
         assert g["padding_side"] == "right", g["padding_side"]
         mf.check_classifier(g, worst)

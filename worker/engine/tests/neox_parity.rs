@@ -305,9 +305,16 @@ fn gpt2_learned_positions_conv1d_classifier() {
     check_classifier_fp32("gpt2-rm");
 }
 
+/// OpenAssistant's GPTNeoXRewardModel as rewardbench 0.1.4 registers it: `out_proj` with a bias.
+#[test]
+fn openassistant_gpt_neox_reward_model() {
+    check_formatting_and_tokens("oasst-rm");
+    check_classifier_fp32("oasst-rm");
+}
+
 #[test]
 fn bf16_within_transformers_own_bf16_spread() {
-    for case in ["neox-rm", "gpt2-rm"] {
+    for case in ["neox-rm", "gpt2-rm", "oasst-rm"] {
         check_classifier_bf16(case);
     }
 }

@@ -18,6 +18,14 @@ use crate::batching::{Batch, Layout};
 use crate::error::LoadError;
 use crate::weights::VarBuilder;
 
+/// OpenAssistant's pythia reward models: rewardbench 0.1.4 registers `GPTNeoXRewardModel`
+/// (rewardbench/models/openassistant.py) for `AutoModelForSequenceClassification`: a
+/// GPTNeoXModel, its final-normed hidden state at the last attended token (`pooling: "last"`),
+/// and `out_proj`, one logit with a bias. RewardBench passes unpadded or right-padded rows
+/// without a pad inside them, so the last attended token is the last token, which is where
+/// herd's pooling (the rightmost non-pad token) reads too.
+pub const REWARD_MODEL: &str = "GPTNeoXRewardModel";
+
 /// The decoder shape of a GPTNeoXConfig (configuration_gpt_neox.py defaults where a field is
 /// absent).
 pub fn config(json: &Value, architecture: &str) -> Result<DecoderConfig, LoadError> {
@@ -53,6 +61,22 @@ pub fn config(json: &Value, architecture: &str) -> Result<DecoderConfig, LoadErr
     // config.json alone is overwritten (transformers 4.57.6 reads 10000 then), so only
     // `rotary_emb_base` counts
     let rope_theta = json.float_or("rotary_emb_base", 10000.0)?;
+    let num_labels = if architecture == REWARD_MODEL {
+        // `pooling or "last"`; "mean" multiplies [batch, len, hidden] by the [batch, len] mask,
+        // which broadcasts only by accident, so it is refused
+        let pooling = string_or(&json, "pooling", "last")?;
+        if !pooling.is_empty() && pooling != "last" {
+            return Err(LoadError::Config {
+                field: "pooling".to_string(),
+                reason: format!(
+                    "{pooling:?} is not supported for {REWARD_MODEL} (supported: last)"
+                ),
+            });
+        }
+        1 // `out_proj = nn.Linear(config.hidden_size, 1)`
+    } else {
+        json.num_labels()?
+    };
     let attention_bias = json.bool_or("attention_bias", true)?;
     let options = GptOptions {
         activation: Activation::parse("hidden_act", string_or(&json, "hidden_act", "gelu")?)?,
@@ -84,7 +108,7 @@ pub fn config(json: &Value, architecture: &str) -> Result<DecoderConfig, LoadErr
             .unwrap_or(2048),
         attention_window: None,
         pad_token_id: json.optional_int("pad_token_id")?,
-        num_labels: json.num_labels()?,
+        num_labels,
         gpt: Some(options),
     })
 }
@@ -308,6 +332,25 @@ mod tests {
         assert_eq!(c.rope_theta, 10000.0);
         let c = neox(serde_json::json!({"rope_theta": 700.0, "rotary_emb_base": 500})).unwrap();
         assert_eq!(c.rope_theta, 500.0);
+    }
+
+    #[test]
+    fn the_openassistant_reward_model_has_one_label_and_last_pooling() {
+        let reward = |pooling: Value| {
+            let json = serde_json::json!({
+                "vocab_size": 100, "hidden_size": 64, "num_attention_heads": 4,
+                "intermediate_size": 256, "num_hidden_layers": 2, "pooling": pooling,
+                "id2label": {"0": "a", "1": "b"},
+            });
+            config(&json, REWARD_MODEL)
+        };
+        assert_eq!(reward(serde_json::json!("last")).unwrap().num_labels, 1);
+        assert_eq!(reward(Value::Null).unwrap().num_labels, 1);
+        let error = reward(serde_json::json!("mean")).err().unwrap().to_string();
+        assert!(
+            error.contains("pooling") && error.contains("mean"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -54,9 +54,16 @@ pub struct SequenceClassifier {
 impl SequenceClassifier {
     /// The config's backbone and the `score.weight` head of `*ForSequenceClassification`.
     pub fn load(config: &DecoderConfig, w: &VarBuilder) -> Result<Self, LoadError> {
+        // OpenAssistant's GPTNeoXRewardModel (rewardbench/models/openassistant.py): `out_proj`,
+        // nn.Linear(hidden_size, 1) with its bias
+        let (scope, bias) = if config.architecture == super::gpt_neox::REWARD_MODEL {
+            ("out_proj", true)
+        } else {
+            ("score", false)
+        };
         Ok(Self {
             backbone: backbone::load(config, w)?,
-            head: Box::new(LinearHead::load(config, &w.pp("score"), false)?),
+            head: Box::new(LinearHead::load(config, &w.pp(scope), bias)?),
             num_labels: config.num_labels,
         })
     }

@@ -118,8 +118,14 @@ impl Architecture {
                 .iter()
                 .map(move |head| (*family, *head, family.class_name(*head)))
         });
+        // custom classes the rewardbench package registers for a family's config
+        let custom = [(
+            Family::GptNeox,
+            HeadKind::SequenceClassification,
+            gpt_neox::REWARD_MODEL.to_string(),
+        )];
         let mut listed = Vec::new();
-        for (family, head, class) in supported {
+        for (family, head, class) in supported.chain(custom) {
             if class == name {
                 return Ok(Architecture {
                     name: class,
@@ -266,6 +272,11 @@ mod tests {
                 assert_eq!((arch.family, arch.head), (family, head), "{name}");
             }
         }
+        let arch = architecture("GPTNeoXRewardModel").unwrap();
+        assert_eq!(
+            (arch.family, arch.head),
+            (Family::GptNeox, HeadKind::SequenceClassification)
+        );
     }
 
     #[test]
