@@ -20,7 +20,8 @@ What it makes (everything under tests/golden/fixtures/neox/, which this script d
   models/oasst-rm/     GPTNeoXRewardModel from rewardbench 0.1.4's rewardbench/models/openassistant.py (the
                        published file, loaded by path from ~/.cache/herd/venv-rewardbench-0.1.4 and run on
                        transformers 4.57.6): GPTNeoXModel (rotary_pct 0.25: 2 of 8 dims rotate), `out_proj` with a
-                       bias, pooling "last" (the last attended token). GPT-2 tokenizer, pad 50256.
+                       bias, pooling "last" (the last attended token). GPT-2 tokenizer, pad 50256, texts in
+                       FastChat's "oasst_pythia" template (each turn ends with <|endoftext|>, the pad id).
   models/neox-policy/  GPTNeoXForCausalLM, parallel residual, rotary_pct 0.5, untied embed_out (DPO policy).
   models/neox-ref/     GPTNeoXForCausalLM, SEQUENTIAL residual (use_parallel_residual false), full rotary
                        (rotary_pct 1.0), no attention biases (attention_bias false): the DPO reference.
@@ -155,6 +156,42 @@ def build_models():
     save(GPTNeoXForCausalLM(cfg), "neox-ref", seed=9009, tokenizer=False)
 
 
+def oasst_pythia_format(ex, tokenizer):
+    """rewardbench's prepare_dialogue (single turn) with FastChat's "oasst_pythia" template, as RewardBench
+    runs OpenAssistant's models (`--chat_template oasst_pythia`): every turn ends with <|endoftext|>, which is
+    also the pad id here, so the texts end with a pad token."""
+    from fastchat.conversation import get_conv_template
+
+    def render(messages):
+        conv = get_conv_template("oasst_pythia")
+        conv.messages = [[conv.roles[0 if m["role"] == "user" else 1], m["content"]] for m in messages]
+        return conv.get_prompt()
+
+    user = {"role": "user", "content": ex["prompt"]}
+    return (
+        render([user]),
+        render([user, {"role": "assistant", "content": ex["chosen"]}]),
+        render([user, {"role": "assistant", "content": ex["rejected"]}]),
+        "oasst_pythia",
+    )
+
+
+def oasst_case(examples):
+    """make_fixtures.classifier_case with the oasst_pythia texts instead of tulu."""
+    tulu_format = mf.format_example
+    mf.format_example = oasst_pythia_format
+    try:
+        g, worst = mf.classifier_case("oasst-rm", "oasst-rm", 2048, examples)
+    finally:
+        mf.format_example = tulu_format
+    # the point of this case: every text ends with the pad id, and GPTNeoXRewardModel still reads that last
+    # token (its attention mask covers it), where the *ForSequenceClassification rule would skip it
+    for e in g["examples"]:
+        for side in ("chosen", "rejected"):
+            assert e[f"input_ids_{side}"][-1] == g["pad_token_id"] == 50256, (e["id"], side)
+    return g, worst
+
+
 def dpo_case(examples):
     """make_fixtures.dpo_case for the NeoX policy and reference (same tokenize_row, same log-prob sums)."""
     pdir, rdir = MODELS / "neox-policy", MODELS / "neox-ref"
@@ -217,7 +254,10 @@ def main():
     examples = mf.load_examples()
     print("classifier goldens")
     for case in ("neox-rm", "gpt2-rm", "oasst-rm"):
-        g, worst = mf.classifier_case(case, case, 2048, examples)
+        if case == "oasst-rm":
+            g, worst = oasst_case(examples)
+        else:
+            g, worst = mf.classifier_case(case, case, 2048, examples)
         assert g["padding_side"] == "right", g["padding_side"]
         mf.check_classifier(g, worst)
 

@@ -525,7 +525,7 @@ fn classifier_pads(
     tokenizer: &RewardTokenizer,
     spec: &ModelSpec,
 ) -> anyhow::Result<Pads> {
-    request
+    let mut pads = request
         .provenance
         .pad
         .resolve(tokenizer, spec.config.pad_token_id)
@@ -538,7 +538,15 @@ fn classifier_pads(
                     .unwrap_or(&request.model)
                     .display()
             )
-        })
+        })?;
+    if spec.config.architecture == crate::models::gpt_neox::REWARD_MODEL {
+        // GPTNeoXRewardModel pools at the last attended token whatever it is
+        // (`attention_mask.cumsum(dim=1).argmax(dim=1)`), even a pad id such as the
+        // <|endoftext|> closing every oasst_pythia turn: a pad no token has makes the
+        // rightmost-non-pad rule read the last token
+        pads.pooling = u32::MAX;
+    }
+    Ok(pads)
 }
 
 /// Formatted, tokenized rows (chosen, rejected, chosen, ...) and their pooled positions.

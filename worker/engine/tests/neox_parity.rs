@@ -305,7 +305,8 @@ fn gpt2_learned_positions_conv1d_classifier() {
     check_classifier_fp32("gpt2-rm");
 }
 
-/// OpenAssistant's GPTNeoXRewardModel as rewardbench 0.1.4 registers it: `out_proj` with a bias.
+/// OpenAssistant's GPTNeoXRewardModel as rewardbench 0.1.4 registers it: `out_proj` with a bias,
+/// read at the last token of oasst_pythia texts, which is <|endoftext|>, the pad id.
 #[test]
 fn openassistant_gpt_neox_reward_model() {
     check_formatting_and_tokens("oasst-rm");

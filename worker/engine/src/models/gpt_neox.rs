@@ -21,9 +21,9 @@ use crate::weights::VarBuilder;
 /// OpenAssistant's pythia reward models: rewardbench 0.1.4 registers `GPTNeoXRewardModel`
 /// (rewardbench/models/openassistant.py) for `AutoModelForSequenceClassification`: a
 /// GPTNeoXModel, its final-normed hidden state at the last attended token (`pooling: "last"`),
-/// and `out_proj`, one logit with a bias. RewardBench passes unpadded or right-padded rows
-/// without a pad inside them, so the last attended token is the last token, which is where
-/// herd's pooling (the rightmost non-pad token) reads too.
+/// and `out_proj`, one logit with a bias. The last attended token is a row's last token even
+/// when it is the pad id (oasst_pythia ends every turn with <|endoftext|>), so the scorer pools
+/// this class at the last token (`scorer::classifier_pads`), not at the rightmost non-pad.
 pub const REWARD_MODEL: &str = "GPTNeoXRewardModel";
 
 /// The decoder shape of a GPTNeoXConfig (configuration_gpt_neox.py defaults where a field is
