@@ -22,6 +22,7 @@ What it makes (everything under tests/golden/fixtures/neox/, which this script d
                        transformers 4.57.6): GPTNeoXModel (rotary_pct 0.25: 2 of 8 dims rotate), `out_proj` with a
                        bias, pooling "last" (the last attended token). GPT-2 tokenizer, pad 50256, texts in
                        FastChat's "oasst_pythia" template (each turn ends with <|endoftext|>, the pad id).
+  models/gpt2-policy/  GPT2LMHeadModel, lm_head tied to wte (as GPT-2 checkpoints are): a DPO policy.
   models/neox-policy/  GPTNeoXForCausalLM, parallel residual, rotary_pct 0.5, untied embed_out (DPO policy).
   models/neox-ref/     GPTNeoXForCausalLM, SEQUENTIAL residual (use_parallel_residual false), full rotary
                        (rotary_pct 1.0), no attention biases (attention_bias false): the DPO reference.
@@ -31,6 +32,7 @@ What it makes (everything under tests/golden/fixtures/neox/, which this script d
                                batches of 8, bf16 draws and the bf16 bound derived from them)
   neox-dpo.json                DPO golden (make_fixtures.DPOTok + get_batch_logps): policy/ref log-prob sums,
                                rewards, ref-free avg/sum/norm, on the 22 rows and the two synthetic long rows.
+  gpt2-dpo.json                the same for the GPT-2 policy against the NeoX reference (they share the tokenizer)
 
 Weights are saved in bfloat16; every golden number comes from re-loading the saved folder (fp32 or bf16).
 Examples: make_fixtures.load_examples() (the first 2 rows of each llmbar and hep-* subset of ../shared/data).
@@ -52,6 +54,7 @@ from transformers import (
     AutoTokenizer,
     GPT2Config,
     GPT2ForSequenceClassification,
+    GPT2LMHeadModel,
     GPTNeoXConfig,
     GPTNeoXForCausalLM,
     GPTNeoXForSequenceClassification,
@@ -146,6 +149,13 @@ def build_models():
                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=50256, eos_token_id=50256,
                      pad_token_id=50256, num_labels=2)
     save(GPT2ForSequenceClassification(cfg), "gpt2-rm", seed=7007, tokenizer=True)
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=50257, n_positions=2048, n_embd=16, n_layer=2, n_head=2,
+                     activation_function="gelu_new", layer_norm_epsilon=1e-5, resid_pdrop=0.0, embd_pdrop=0.0,
+                     attn_pdrop=0.0, bos_token_id=50256, eos_token_id=50256)
+    m = GPT2LMHeadModel(cfg)
+    assert m.lm_head.weight is m.transformer.wte.weight  # tied, as GPT-2 checkpoints are
+    save(m, "gpt2-policy", seed=1111, tokenizer=True)
 
     torch.manual_seed(0)
     cfg = GPTNeoXConfig(rotary_pct=0.5, use_parallel_residual=True, tie_word_embeddings=False, **NEOX_DIMS)
@@ -192,15 +202,15 @@ def oasst_case(examples):
     return g, worst
 
 
-def dpo_case(examples):
-    """make_fixtures.dpo_case for the NeoX policy and reference (same tokenize_row, same log-prob sums)."""
-    pdir, rdir = MODELS / "neox-policy", MODELS / "neox-ref"
+def dpo_case(examples, case, policy_name, ref_name):
+    """make_fixtures.dpo_case for another policy and reference (same tokenize_row, same log-prob sums)."""
+    pdir, rdir = MODELS / policy_name, MODELS / ref_name
     tokenizer = AutoTokenizer.from_pretrained(pdir)
     tokenizer.pad_token = tokenizer.eos_token  # run_dpo.py
     assert tokenizer.chat_template is None and tokenizer.bos_token_id == 50256
     policy = AutoModelForCausalLM.from_pretrained(pdir, dtype=torch.float32).eval()
     ref = AutoModelForCausalLM.from_pretrained(rdir, dtype=torch.float32).eval()
-    assert not ref.config.use_parallel_residual and policy.config.use_parallel_residual
+    assert not ref.config.use_parallel_residual
     dt = mf.DPOTok(tokenizer)
     rows = list(examples) + mf.synthetic_dpo_examples(examples, tokenizer)
     out = []
@@ -227,18 +237,18 @@ def dpo_case(examples):
             e[f"policy_norm_{side}"] = mf.get_batch_logps(pl, labels, "norm").item()
         out.append(e)
     golden = {
-        "case": "neox-dpo",
+        "case": case,
         "reference": mf.REFERENCE,
         "kind": "dpo",
-        "policy": "neox-policy",
-        "ref": "neox-ref",
-        "tokenizer": "neox-policy",
+        "policy": policy_name,
+        "ref": ref_name,
+        "tokenizer": policy_name,
         "chat_template": "tulu",
         "max_length": mf.DPOTok.max_length,
         "max_prompt_length": mf.DPOTok.max_prompt_length,
         "examples": out,
     }
-    mf.dump_json(OUT / "neox-dpo.json", golden)
+    mf.dump_json(OUT / f"{case}.json", golden)
     return golden
 
 
@@ -261,14 +271,15 @@ def main():
         assert g["padding_side"] == "right", g["padding_side"]
         mf.check_classifier(g, worst)
 
-    print("DPO golden")
-    g = dpo_case(examples)
-    ex = g["examples"]
-    rw = [x for e in ex for x in (e["reward_chosen"], e["reward_rejected"])]
-    wins = sum(1 for e in ex if e["reward_chosen"] > e["reward_rejected"])
-    print(f"  neox-dpo             n={len(ex)} rewards [{min(rw):+.3f}, {max(rw):+.3f}] wins {wins}/{len(ex)}")
-    assert len(ex[-2]["chosen_prompt_ids"]) == 128 and len(ex[-1]["chosen_answer_ids"]) == 1920
-    assert len(set(round(x, 4) for x in rw)) > len(rw) // 2, "rewards look degenerate"
+    print("DPO goldens")
+    for case, policy, ref in (("neox-dpo", "neox-policy", "neox-ref"), ("gpt2-dpo", "gpt2-policy", "neox-ref")):
+        g = dpo_case(examples, case, policy, ref)
+        ex = g["examples"]
+        rw = [x for e in ex for x in (e["reward_chosen"], e["reward_rejected"])]
+        wins = sum(1 for e in ex if e["reward_chosen"] > e["reward_rejected"])
+        print(f"  {case:<20} n={len(ex)} rewards [{min(rw):+.3f}, {max(rw):+.3f}] wins {wins}/{len(ex)}")
+        assert len(ex[-2]["chosen_prompt_ids"]) == 128 and len(ex[-1]["chosen_answer_ids"]) == 1920
+        assert len(set(round(x, 4) for x in rw)) > len(rw) // 2, "rewards look degenerate"
 
     total = 0
     print("files")

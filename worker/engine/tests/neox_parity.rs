@@ -338,9 +338,9 @@ fn assert_close(ours: f64, theirs: f64, scale: f64, what: &str) {
     );
 }
 
-#[test]
-fn gpt_neox_dpo_policy_parallel_reference_sequential() {
-    let golden = golden("neox-dpo");
+/// DPO rewards (policy - reference summed log-probs) and the reference-free aggregates of `case`.
+fn check_dpo(case: &str) {
+    let golden = golden(case);
     let pairs = pairs(&golden);
     let examples = golden["examples"].as_array().unwrap();
     // the reference model is the sequential-residual, full-rotary, bias-free variant
@@ -372,7 +372,7 @@ fn gpt_neox_dpo_policy_parallel_reference_sequential() {
             "{id}: win/loss"
         );
     }
-    eprintln!("neox-dpo: rewards max |diff| {worst:.2e}");
+    eprintln!("{case}: rewards max |diff| {worst:.2e}");
     for (kind, key) in [
         (RefFreeType::Avg, "avg"),
         (RefFreeType::Sum, "sum"),
@@ -394,6 +394,17 @@ fn gpt_neox_dpo_policy_parallel_reference_sequential() {
             }
         }
     }
+}
+
+#[test]
+fn gpt_neox_dpo_policy_parallel_reference_sequential() {
+    check_dpo("neox-dpo");
+}
+
+/// GPT2LMHeadModel (lm_head tied to wte) as the policy, the NeoX reference beside it.
+#[test]
+fn gpt2_dpo_tied_lm_head() {
+    check_dpo("gpt2-dpo");
 }
 
 /// A copy of the GPT-2 fixture whose position table is cut to `positions` rows.

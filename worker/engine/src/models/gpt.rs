@@ -19,6 +19,8 @@ pub enum Activation {
     GeluTanh,
     /// `relu`
     Relu,
+    /// `silu` / `swish`
+    Silu,
 }
 
 impl Activation {
@@ -27,11 +29,12 @@ impl Activation {
             "gelu" => Ok(Self::Gelu),
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Self::GeluTanh),
             "relu" => Ok(Self::Relu),
+            "silu" | "swish" => Ok(Self::Silu),
             other => Err(LoadError::Config {
                 field: field.to_string(),
                 reason: format!(
                     "{other:?} is not supported (supported: gelu, gelu_new, gelu_pytorch_tanh, \
-                     gelu_fast, relu)"
+                     gelu_fast, relu, silu, swish)"
                 ),
             }),
         }
@@ -42,6 +45,7 @@ impl Activation {
             Self::Gelu => x.gelu("none"),
             Self::GeluTanh => x.gelu("tanh"),
             Self::Relu => x.relu(),
+            Self::Silu => x.silu(),
         }
     }
 }

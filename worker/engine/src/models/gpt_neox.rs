@@ -362,7 +362,10 @@ mod tests {
                 serde_json::json!({"num_attention_heads": 5}),
                 "num_attention_heads",
             ),
-            (serde_json::json!({"hidden_act": "swish"}), "hidden_act"),
+            (
+                serde_json::json!({"hidden_act": "quick_gelu"}),
+                "hidden_act",
+            ),
         ] {
             let error = neox(extra).err().unwrap().to_string();
             assert!(error.contains(field), "{error}");
