@@ -96,7 +96,8 @@ impl DecoderConfig {
                 ),
             ));
         }
-        if self.head_dim % 2 != 0 {
+        // GPT-2 has learned positions, no rotary
+        if self.head_dim % 2 != 0 && self.family != Family::Gpt2 {
             return Err(bad(
                 "head_dim",
                 format!("{} is odd; rotary needs pairs", self.head_dim),

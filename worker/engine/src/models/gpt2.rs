@@ -240,6 +240,14 @@ mod tests {
     }
 
     #[test]
+    fn an_odd_head_size_is_fine_without_rotary() {
+        let json = serde_json::json!({"n_embd": 12, "n_head": 4});
+        let c = config(&json, "GPT2ForSequenceClassification").unwrap();
+        assert_eq!(c.head_dim, 3);
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn ambiguous_attention_scaling_is_refused() {
         for (json, field) in [
             (
