@@ -6,6 +6,7 @@
 use tch::{Device, Tensor};
 
 use crate::batching::{self, BatchSettings, Fork, Row};
+use crate::models::backbone::check_lengths;
 use crate::models::SequenceClassifier;
 
 /// The logits of a batch's pooled slots, on the host.
@@ -22,6 +23,7 @@ pub fn score_sequences(
     settings: BatchSettings,
     on_batch: impl FnMut(usize),
 ) -> anyhow::Result<Vec<Vec<f32>>> {
+    check_lengths(model.backbone.as_ref(), sequences.iter().map(Vec::len))?;
     let device = settings.device;
     let gates = model.gate_positions(sequences)?;
     let mut scores = vec![Vec::new(); sequences.len()];
@@ -158,6 +160,7 @@ pub fn score_sequence_groups(
         sequences.len(),
         pooled.len()
     );
+    check_lengths(model.backbone.as_ref(), sequences.iter().map(Vec::len))?;
     let rows = group_rows(sequences, group_sizes, MAX_SHARED_ROW_TOKENS);
     let device = settings.device;
     let gates = model.gate_positions(sequences)?;

@@ -7,6 +7,7 @@ use herd_rewardbench::chat::{rewardbench_messages, ChatFormatter};
 use herd_rewardbench::dataset::PreferencePair;
 
 use crate::batching::{self, BatchSettings, Row};
+use crate::models::backbone::check_lengths;
 use crate::models::CausalLm;
 use crate::tokenizer::RewardTokenizer;
 
@@ -139,6 +140,10 @@ pub fn response_logprobs(
     settings: BatchSettings,
     on_batch: impl FnMut(usize),
 ) -> anyhow::Result<Vec<ResponseLogProbs>> {
+    check_lengths(
+        model.backbone.as_ref(),
+        sequences.iter().map(DpoSequence::tokens),
+    )?;
     let device = settings.device;
     let mut results = vec![ResponseLogProbs::default(); sequences.len()];
     batching::run(

@@ -44,13 +44,10 @@ fn bin_only_folder_is_refused_with_advice() {
 fn unsupported_architecture_names_it_and_the_supported_ones() {
     let dir = copy_of("mistral-rm");
     edit_config(dir.path(), |c| {
-        c["architectures"] = serde_json::json!(["GPTNeoXForSequenceClassification"])
+        c["architectures"] = serde_json::json!(["OPTForSequenceClassification"])
     });
     let error = load_error(dir.path());
-    assert!(
-        error.contains("GPTNeoXForSequenceClassification"),
-        "{error}"
-    );
+    assert!(error.contains("OPTForSequenceClassification"), "{error}");
     assert!(error.contains("LlamaForSequenceClassification"), "{error}");
 }
 

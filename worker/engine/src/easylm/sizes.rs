@@ -482,6 +482,7 @@ impl ModelConfig {
                 // transformers' PretrainedConfig default; unused by a causal LM
                 HeadKind::CausalLm => 2,
             },
+            gpt: None,
         }
     }
 

@@ -8,6 +8,8 @@ use tch::Tensor;
 use super::config::DecoderConfig;
 use super::deberta_v2::DebertaV2;
 use super::decoder::Decoder;
+use super::gpt2::Gpt2;
+use super::gpt_neox::GptNeox;
 use super::Family;
 use crate::batching::Batch;
 use crate::error::LoadError;
@@ -29,6 +31,17 @@ pub trait Backbone: Send {
     fn causal(&self) -> bool {
         true
     }
+
+    /// The checkpoint scope of an untied language-model head (`lm_head`; GPT-NeoX `embed_out`).
+    fn lm_head_scope(&self) -> &'static str {
+        "lm_head"
+    }
+
+    /// The longest sequence the model has positions for (GPT-2's learned `wpe` table); `None`
+    /// when positions are computed (rotary). Longer sequences are refused before scoring.
+    fn max_positions(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The backbone `config` describes, its weights taken from the checkpoint's root scope `w` (each
@@ -38,7 +51,7 @@ pub fn load(config: &DecoderConfig, w: &VarBuilder) -> Result<Box<dyn Backbone>,
 }
 
 /// [`load`] with the backbone's weights under `scope` of the root (a registry entry's `body`:
-/// `model` for transformers' classes, `transformer` for Starling-RM-34B's custom class).
+/// `model` for Llama-family classes, `gpt_neox`, `transformer` for GPT-2 and Starling-RM-34B).
 pub fn load_at(
     config: &DecoderConfig,
     w: &VarBuilder,
@@ -52,7 +65,28 @@ pub fn load_at(
         | Family::Olmo2
         | Family::InternLM2 => Ok(Box::new(Decoder::load(config, &w.pp(scope))?)),
         Family::DebertaV2 => Ok(Box::new(DebertaV2::load(config, &w.pp(scope))?)),
+        Family::GptNeox => Ok(Box::new(GptNeox::load(config, &w.pp(scope))?)),
+        Family::Gpt2 => Ok(Box::new(Gpt2::load(config, &w.pp(scope))?)),
     }
+}
+
+/// Refuses a sequence longer than `backbone` has positions for (GPT-2's learned table), naming
+/// the sequence; transformers stops on it with an index error.
+pub fn check_lengths(
+    backbone: &dyn Backbone,
+    lengths: impl IntoIterator<Item = usize>,
+) -> anyhow::Result<()> {
+    let Some(limit) = backbone.max_positions() else {
+        return Ok(());
+    };
+    for (i, len) in lengths.into_iter().enumerate() {
+        anyhow::ensure!(
+            len <= limit,
+            "sequence {i} has {len} tokens but the model has {limit} positions \
+             (n_positions); lower --max-length to {limit} or less"
+        );
+    }
+    Ok(())
 }
 
 impl Backbone for Decoder {

@@ -57,6 +57,8 @@ pub struct DecoderConfig {
     pub num_labels: i64,
     /// the encoder settings of a DeBERTa-v2/v3 config (`deberta_v2::config`), else `None`
     pub deberta: Option<super::deberta_v2::Settings>,
+    /// GPT-NeoX and GPT-2 only: what their configs add (LayerNorm eps, activation, rotary share)
+    pub gpt: Option<super::gpt::GptOptions>,
 }
 
 /// Upper bounds that refuse absurd configs before anything is allocated.
@@ -96,7 +98,9 @@ impl DecoderConfig {
                 ),
             ));
         }
-        if self.head_dim % 2 != 0 && self.deberta.is_none() {
+        // rotary only: DeBERTa has relative positions, GPT-2 learned ones
+        let rotary = !matches!(self.family, Family::DebertaV2 | Family::Gpt2);
+        if self.head_dim % 2 != 0 && rotary {
             return Err(bad(
                 "head_dim",
                 format!("{} is odd; rotary needs pairs", self.head_dim),
@@ -244,6 +248,7 @@ impl ConfigJson<'_> {
             pad_token_id: self.optional_int("pad_token_id")?,
             num_labels: self.num_labels()?,
             deberta: None,
+            gpt: None,
         };
         Ok(config)
     }

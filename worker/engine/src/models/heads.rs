@@ -76,15 +76,6 @@ pub struct SequenceClassifier {
 }
 
 impl SequenceClassifier {
-    /// The config's backbone and the `score.weight` head of `*ForSequenceClassification`.
-    pub fn load(config: &DecoderConfig, w: &VarBuilder) -> Result<Self, LoadError> {
-        Ok(Self {
-            backbone: backbone::load(config, w)?,
-            head: Box::new(LinearHead::load(config, &w.pp("score"), false)?),
-            num_labels: config.num_labels,
-        })
-    }
-
     /// The model `entry` describes: its backbone under `entry.body`, its head, the head's dtype
     /// and sign (`json`: the raw config.json, for custom heads).
     pub fn load_entry(
@@ -234,15 +225,15 @@ pub struct CausalLm {
 }
 
 impl CausalLm {
-    /// The config's backbone, the LM head from `lm_head.weight` unless it is tied to the input
-    /// embeddings.
-    pub fn load(config: &DecoderConfig, w: &VarBuilder) -> Result<Self, LoadError> {
-        let backbone = backbone::load(config, w)?;
+    /// The config's backbone under `body` (a registry entry's), the LM head from
+    /// `lm_head.weight` (GPT-NeoX: `embed_out`) unless it is tied to the input embeddings.
+    pub fn load(config: &DecoderConfig, w: &VarBuilder, body: &str) -> Result<Self, LoadError> {
+        let backbone = backbone::load_at(config, w, body)?;
         let lm_head = if config.tie_word_embeddings {
             None
         } else {
             let shape = [config.vocab_size, config.hidden_size];
-            Some(w.pp("lm_head").take("weight", &shape)?)
+            Some(w.pp(backbone.lm_head_scope()).take("weight", &shape)?)
         };
         Ok(Self { backbone, lm_head })
     }

@@ -6,6 +6,9 @@ pub mod config;
 pub mod deberta_v2;
 pub mod decoder;
 pub mod gated;
+pub mod gpt;
+pub mod gpt2;
+pub mod gpt_neox;
 pub mod heads;
 pub mod internlm2;
 pub mod llama;
@@ -40,10 +43,12 @@ pub enum Family {
     InternLM2,
     /// DeBERTa-v2/v3: a bidirectional encoder read at its first token
     DebertaV2,
+    GptNeox,
+    Gpt2,
 }
 
 impl Family {
-    pub const ALL: [Family; 7] = [
+    pub const ALL: [Family; 9] = [
         Family::Llama,
         Family::Mistral,
         Family::Qwen2,
@@ -51,6 +56,8 @@ impl Family {
         Family::Olmo2,
         Family::InternLM2,
         Family::DebertaV2,
+        Family::GptNeox,
+        Family::Gpt2,
     ];
 
     /// The prefix of the family's transformers classes (`LlamaForSequenceClassification`).
@@ -63,6 +70,8 @@ impl Family {
             Family::Olmo2 => "Olmo2",
             Family::InternLM2 => "InternLM2",
             Family::DebertaV2 => "DebertaV2",
+            Family::GptNeox => "GPTNeoX",
+            Family::Gpt2 => "GPT2",
         }
     }
 
@@ -93,6 +102,8 @@ impl Family {
             Family::Olmo2 => olmo2::config(json, architecture),
             Family::InternLM2 => internlm2::config(json, architecture),
             Family::DebertaV2 => deberta_v2::config(json, architecture),
+            Family::GptNeox => gpt_neox::config(json, architecture),
+            Family::Gpt2 => gpt2::config(json, architecture),
         }
     }
 }
@@ -253,7 +264,7 @@ impl ModelSpec {
     pub fn load_causal_lm(&self, device: Device, kind: Kind) -> Result<CausalLm, LoadError> {
         self.expect_head(HeadKind::CausalLm)?;
         let weights = self.weights(device, kind)?;
-        let model = CausalLm::load(&self.config, &weights.root())?;
+        let model = CausalLm::load(&self.config, &weights.root(), self.entry.body)?;
         warn_unused(&self.dir, &weights);
         Ok(model)
     }

@@ -266,6 +266,36 @@ pub static ENTRIES: &[Entry] = &[
         quirks: ENCODER_CLASSIFIER,
         ..classifier("DebertaV2ForSequenceClassification", Family::DebertaV2)
     },
+    Entry {
+        body: "gpt_neox",
+        ..classifier("GPTNeoXForSequenceClassification", Family::GptNeox)
+    },
+    Entry {
+        body: "gpt_neox",
+        ..causal_lm("GPTNeoXForCausalLM", Family::GptNeox)
+    },
+    // OpenAssistant/oasst-rm-2*-pythia-*: REWARD_MODEL_CONFIG "default" over the package's own
+    // class (rewardbench/models/openassistant.py): `out_proj` with its bias, read at the last
+    // attended token whatever it is (`attention_mask.cumsum(dim=1).argmax(dim=1)`), even the
+    // pad id <|endoftext|> that closes every oasst_pythia turn
+    Entry {
+        body: "gpt_neox",
+        head: Head::Custom(super::gpt_neox::load_out_proj),
+        labels: Labels::Fixed(1),
+        quirks: Quirks {
+            pooled: Pooled::LastToken,
+            ..CLASSIFIER
+        },
+        ..classifier(super::gpt_neox::REWARD_MODEL, Family::GptNeox)
+    },
+    Entry {
+        body: "transformer",
+        ..classifier("GPT2ForSequenceClassification", Family::Gpt2)
+    },
+    Entry {
+        body: "transformer",
+        ..causal_lm("GPT2LMHeadModel", Family::Gpt2)
+    },
     // infly/INF-ORM-Llama3.1-70B: RewardBenchPipeline, torch_dtype bfloat16
     Entry {
         head: Head::Custom(reward_heads::inform::load),
@@ -395,6 +425,8 @@ pub fn model_types(family: Family) -> &'static [&'static str] {
         Family::Olmo2 => &["olmo2"],
         Family::InternLM2 => &["internlm2"],
         Family::DebertaV2 => &["deberta-v2"],
+        Family::GptNeox => &["gpt_neox"],
+        Family::Gpt2 => &["gpt2"],
     }
 }
 
