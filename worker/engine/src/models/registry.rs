@@ -425,7 +425,8 @@ pub fn model_types(family: Family) -> &'static [&'static str] {
         Family::Olmo2 => &["olmo2"],
         Family::InternLM2 => &["internlm2"],
         Family::DebertaV2 => &["deberta-v2"],
-        Family::GptNeox => &["gpt_neox"],
+        // OpenAssistant's GPTNeoXRewardConfig: `model_type = "gpt_neox_reward_model"`
+        Family::GptNeox => &["gpt_neox", "gpt_neox_reward_model"],
         Family::Gpt2 => &["gpt2"],
     }
 }
@@ -568,7 +569,10 @@ mod tests {
                 ),
                 (HeadKind::CausalLm, "ForCausalLM"),
             ] {
-                let class = format!("{}{suffix}", family.name());
+                let class = match (family, task) {
+                    (Family::Gpt2, HeadKind::CausalLm) => "GPT2LMHeadModel".to_string(),
+                    _ => format!("{}{suffix}", family.name()),
+                };
                 if family == Family::DebertaV2 {
                     // an encoder: no causal LM, a custom (pooler) head, no EasyLM checkpoints
                     let entry = lookup_one(&class, None);
@@ -595,7 +599,9 @@ mod tests {
         // a known family prefix with an unknown head, and an unknown family: no fall-through
         for name in [
             "Qwen2ForTokenClassification",
-            "GPTNeoXForSequenceClassification",
+            "GPTNeoXForTokenClassification",
+            "GPT2ForCausalLM",
+            "OPTForSequenceClassification",
         ] {
             let error = lookup_one(name, None).err().unwrap().to_string();
             assert!(error.contains(name), "{error}");
