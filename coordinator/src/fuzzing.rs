@@ -296,7 +296,7 @@ impl Driver {
             return;
         };
         if let Ok(report) = crate::app::reports::build(&inputs) {
-            let _ = crate::report::write_report(&self.out, sweep, &report, &inputs.spec.output_csv);
+            let _ = crate::app::reports::write(&self.out, sweep, &inputs, &report);
         }
     }
 

@@ -43,10 +43,6 @@ use crate::domain::{check_sweep_name, PlannedExample, ScoredCheckpoint};
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SweepReport {
     pub checkpoints: Vec<CheckpointResult>,
-    /// (file name, text) of `eval-set-scores/<name>.json` per checkpoint whose texts are stored
-    /// (the name as in `checkpoints`); written by the server beside `eval-set/`, not sent by
-    /// `coord results` (the texts make it large)
-    pub eval_set_scores: Vec<(String, String)>,
     pub csv: String,
     pub notes: Vec<String>,
 }
@@ -213,7 +209,11 @@ pub fn rb2_eval_set_scores(
         return Ok(None);
     };
     let scored_rows = rb2_scored_rows(examples, rows, scored)?;
-    let file = EvalSetScores::best_of_n(&scored_rows, texts, &scored.name, &scored.chat_template)
+    let texts: Vec<Vec<String>> = texts
+        .iter()
+        .map(|row| row.iter().map(|t| t.to_string()).collect())
+        .collect();
+    let file = EvalSetScores::best_of_n(&scored_rows, &texts, &scored.name, &scored.chat_template)
         .with_context(|| format!("checkpoint '{}' ({})", scored.name, scored.uri))?;
     Ok(Some(file.to_json()))
 }
@@ -277,13 +277,13 @@ pub fn eval_set_scores(
                     scored.model_type
                 );
             };
-            prompts.push(prompt.clone());
+            prompts.push(prompt.to_string());
         }
         rows.push(ScoredPair {
             id: pair.id.clone(),
             subset: example.subset.clone(),
-            text_chosen: chosen.clone(),
-            text_rejected: rejected.clone(),
+            text_chosen: chosen.to_string(),
+            text_rejected: rejected.to_string(),
             win: is_win(&reward.chosen, &reward.rejected),
             scores_chosen: reward.chosen.clone(),
             scores_rejected: reward.rejected.clone(),
@@ -383,12 +383,8 @@ fn build_rb2_report(
                 scores.missing.join(", ")
             ));
         }
-        match rb2_eval_set_scores(examples, &rows, ckpt) {
-            Ok(Some(json)) => report.eval_set_scores.push((ckpt.name.clone(), json)),
-            Ok(None) => report.notes.push(no_texts_note(&ckpt.name)),
-            Err(e) => report
-                .notes
-                .push(format!("{}: no eval-set-scores file: {e:#}", ckpt.name)),
+        if ckpt.texts.is_none() {
+            report.notes.push(no_texts_note(&ckpt.name));
         }
         report.checkpoints.push(CheckpointResult {
             name: ckpt.name.clone(),
@@ -434,16 +430,11 @@ pub fn build_report(
     };
     let mut report = SweepReport::default();
     let mut experiments = Vec::with_capacity(scored.len());
-    let pairs = preference_pairs(examples)?;
     for ckpt in scored {
         let (results, non_finite) = checkpoint_results(examples, ckpt)?;
         let name = results_name(&ckpt.name, &results.model_type);
-        match eval_set_scores(spec, examples, &pairs, ckpt) {
-            Ok(Some(json)) => report.eval_set_scores.push((name.clone(), json)),
-            Ok(None) => report.notes.push(no_texts_note(&ckpt.name)),
-            Err(e) => report
-                .notes
-                .push(format!("{}: no eval-set-scores file: {e:#}", ckpt.name)),
+        if ckpt.texts.is_none() {
+            report.notes.push(no_texts_note(&ckpt.name));
         }
         if non_finite > 0 {
             report.notes.push(format!(
@@ -593,9 +584,9 @@ pub fn check_inside(root: &Path, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `<out_dir>/<sweep>/<output_csv>`, `.../metrics/<name>.json`,
-/// `.../eval-set/<name>.json` and `.../eval-set-scores/<name>.json` (checkpoints with stored
-/// texts), each through a temporary file renamed into place. The sweep
+/// Writes `<out_dir>/<sweep>/<output_csv>`, `.../metrics/<name>.json` and
+/// `.../eval-set/<name>.json`, each through a temporary file renamed into place (the
+/// `eval-set-scores/` files: [`write_eval_set_scores`]). The sweep
 /// name follows the sweep-name rule, `output_csv` and checkpoint names are plain file names,
 /// and every path written is checked to resolve inside `out_dir`.
 pub fn write_report(
@@ -619,11 +610,6 @@ pub fn write_report(
             paths.push(dir.join(folder).join(format!("{}.json", ckpt.name)));
         }
     }
-    for (name, _) in &report.eval_set_scores {
-        check_file_name(name, "checkpoint name")?;
-        paths.push(dir.join(EVAL_SET_SCORES));
-        paths.push(dir.join(EVAL_SET_SCORES).join(format!("{name}.json")));
-    }
     for path in &paths {
         check_inside(out_dir, path)?;
     }
@@ -632,15 +618,65 @@ pub fn write_report(
         write_atomic(&dir.join(output_csv), report.csv.as_bytes())?;
     }
     write_checkpoint_files(&dir, &report.checkpoints)?;
-    if !report.eval_set_scores.is_empty() {
-        let folder = dir.join(EVAL_SET_SCORES);
-        std::fs::create_dir_all(&folder)
-            .with_context(|| format!("cannot create {}", folder.display()))?;
-        for (name, json) in &report.eval_set_scores {
-            write_atomic(&folder.join(format!("{name}.json")), json.as_bytes())?;
-        }
-    }
     Ok(dir)
+}
+
+/// Writes `<out_dir>/<sweep>/eval-set-scores/<name>.json` for every scored checkpoint whose
+/// texts are stored (`<name>`: the experiment, `_ref_free` for reference-free DPO, as the
+/// checkpoint's other files), one checkpoint at a time: each file holds every text of the
+/// evaluation set, so none is kept once written (and `coord results`, which does not send them,
+/// never builds them). Every path is checked to resolve inside `out_dir`. A checkpoint whose file
+/// cannot be built (texts that do not fit its examples) is skipped; the reasons are returned.
+pub fn write_eval_set_scores(
+    out_dir: &Path,
+    sweep: &str,
+    spec: &SweepSpec,
+    examples: &[PlannedExample],
+    scored: &[ScoredCheckpoint],
+) -> anyhow::Result<Vec<String>> {
+    let with_texts: Vec<&ScoredCheckpoint> = scored.iter().filter(|c| c.texts.is_some()).collect();
+    if with_texts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let folder = sweep_dir(out_dir, sweep)?.join(EVAL_SET_SCORES);
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    check_inside(out_dir, &folder)?;
+    std::fs::create_dir_all(&folder)
+        .with_context(|| format!("cannot create {}", folder.display()))?;
+    let rb2 = crate::planner::sweep_schema(spec)? == EvalSchema::Rb2;
+    let (rows, pairs) = if rb2 {
+        (best_of_n_rows(examples)?, Vec::new())
+    } else {
+        (Vec::new(), preference_pairs(examples)?)
+    };
+    let mut skipped = Vec::new();
+    for ckpt in with_texts {
+        let (name, file) = if rb2 {
+            (
+                ckpt.name.clone(),
+                rb2_eval_set_scores(examples, &rows, ckpt),
+            )
+        } else {
+            (
+                results_name(&ckpt.name, &ckpt.model_type),
+                eval_set_scores(spec, examples, &pairs, ckpt),
+            )
+        };
+        let json = match file {
+            Ok(Some(json)) => json,
+            Ok(None) => continue,
+            Err(e) => {
+                skipped.push(format!("{}: no eval-set-scores file: {e:#}", ckpt.name));
+                continue;
+            }
+        };
+        check_file_name(&name, "checkpoint name")?;
+        let path = folder.join(format!("{name}.json"));
+        check_inside(out_dir, &path)?;
+        write_atomic(&path, json.as_bytes())?;
+    }
+    Ok(skipped)
 }
 
 /// The folder of the per-example files beside `eval-set/` (RewardBench's `eval-set-scores/`).

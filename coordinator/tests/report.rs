@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use herd_coordinator::domain::{PlannedExample, ScoredCheckpoint, StoredReward};
 use herd_coordinator::planner::examples_from_pairs;
-use herd_coordinator::report::{build_report, write_report};
+use herd_coordinator::report::{build_report, write_eval_set_scores, write_report};
 use herd_rewardbench::dataset::{load_pairs, ExampleId, PreferencePair, Prompt};
 use herd_rewardbench::files::EvalSetResults;
 use herd_rewardbench::pyjson::{self, PyValue};
@@ -94,8 +95,8 @@ fn scored(c: usize, examples: &[PlannedExample], nan_every: Option<u32>) -> Scor
                 .iter()
                 .map(|e| {
                     vec![
-                        format!("chosen {}", e.index),
-                        format!("rejected {}", e.index),
+                        Arc::from(format!("chosen {}", e.index)),
+                        Arc::from(format!("rejected {}", e.index)),
                     ]
                 })
                 .collect(),
@@ -264,10 +265,14 @@ fn csv_matches_sweep_csv_on_independent_accuracies() {
     // and run_rm.py's eval-set-scores/ file of each, from the stored texts: the scripts'
     // args.chat_template, the ids as the dataset typed them, one win per example (read as
     // Python reads it: the NaN scores are NaN)
-    assert_eq!(report.eval_set_scores.len(), 4);
-    for ((file, json), s) in report.eval_set_scores.iter().zip(&scored) {
-        assert_eq!(file, &s.name);
-        let value = pyjson::loads(json).unwrap();
+    let out = tmp.path().join("out");
+    let skipped = write_eval_set_scores(&out, "s", &spec, &examples, &scored).unwrap();
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let folder = out.join("s").join("eval-set-scores");
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 4);
+    for s in &scored {
+        let json = std::fs::read_to_string(folder.join(format!("{}.json", s.name))).unwrap();
+        let value = pyjson::loads(&json).unwrap();
         let dict = value.as_dict().unwrap();
         let get = |key: &str| pyjson::dict_get(dict, key).unwrap().clone();
         let list = |key: &str| match get(key) {

@@ -1006,6 +1006,13 @@ fn texts_of(i: u32) -> Vec<String> {
     ]
 }
 
+/// [`texts_of`] of pairs `0..n`, as the store reads them back.
+fn stored_texts_of(n: u32) -> Vec<Vec<std::sync::Arc<str>>> {
+    (0..n)
+        .map(|i| texts_of(i).into_iter().map(Into::into).collect())
+        .collect()
+}
+
 /// Scores `worker`'s next lease (with texts when `with_texts`) and completes it.
 fn score_next(store: &Store, worker: &str, now: i64, with_texts: bool) {
     let held = lease(store, worker, &[], now);
@@ -1068,10 +1075,16 @@ fn texts_are_stored_once_and_read_back_with_each_checkpoints_scores() {
     score_next(&f.store, &w, 20, true);
     let inputs = f.store.report_inputs("s").unwrap();
     assert_eq!(inputs.scored.len(), 2);
-    let want: Vec<Vec<String>> = (0..4).map(texts_of).collect();
+    let want = stored_texts_of(4);
     for scored in &inputs.scored {
         assert_eq!(scored.texts.as_ref(), Some(&want), "{}", scored.name);
     }
+    // read once for both checkpoints
+    let (a, b) = (&inputs.scored[0].texts, &inputs.scored[1].texts);
+    assert!(std::sync::Arc::ptr_eq(
+        &a.as_ref().unwrap()[2][1],
+        &b.as_ref().unwrap()[2][1]
+    ));
     // 4 pairs x 2 texts, kept once for both checkpoints
     assert_eq!(count_texts(&f.path), 8);
 }
@@ -1112,8 +1125,7 @@ fn a_file_from_before_texts_keeps_its_results_and_stores_texts_from_then_on() {
     let inputs = store.report_inputs("s").unwrap();
     assert_eq!(inputs.scored.len(), 2);
     assert_eq!(inputs.scored[0], before.scored[0]);
-    let want: Vec<Vec<String>> = (0..4).map(texts_of).collect();
-    assert_eq!(inputs.scored[1].texts, Some(want));
+    assert_eq!(inputs.scored[1].texts, Some(stored_texts_of(4)));
     drop(store);
     assert_eq!(count_texts(&f.path), 8);
 }

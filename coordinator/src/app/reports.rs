@@ -2,6 +2,7 @@
 //! at start-up, for finished sweeps whose folder is missing); `coord results` gets the report of
 //! a sweep's current state.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{AppError, Coordinator};
@@ -20,6 +21,29 @@ pub fn build(inputs: &ReportInputs) -> anyhow::Result<SweepReport> {
     notes.append(&mut report.notes);
     report.notes = notes;
     Ok(report)
+}
+
+/// Writes a sweep's report under `<out_dir>/<sweep>/`: the CSV, `metrics/`, `eval-set/` and
+/// `eval-set-scores/` (checkpoints whose texts are stored; one skipped for texts that do not fit
+/// its examples is logged).
+pub fn write(
+    out_dir: &Path,
+    sweep: &str,
+    inputs: &ReportInputs,
+    report: &SweepReport,
+) -> anyhow::Result<PathBuf> {
+    let dir = crate::report::write_report(out_dir, sweep, report, &inputs.spec.output_csv)?;
+    let skipped = crate::report::write_eval_set_scores(
+        out_dir,
+        sweep,
+        &inputs.spec,
+        &inputs.examples,
+        &inputs.scored,
+    )?;
+    for reason in skipped {
+        tracing::warn!(sweep = %sweep, "{reason}");
+    }
+    Ok(dir)
 }
 
 impl Coordinator {
@@ -43,7 +67,7 @@ impl Coordinator {
                 let written = tokio::task::spawn_blocking(move || {
                     let inputs = store.report_inputs(&name)?;
                     let report = build(&inputs)?;
-                    crate::report::write_report(&out_dir, &name, &report, &inputs.spec.output_csv)
+                    write(&out_dir, &name, &inputs, &report)
                 })
                 .await;
                 match written {

@@ -1,6 +1,8 @@
 //! A sweep's plan and results: the checkpoints and examples the planner found, the scores stored
 //! for them, and the rule every sweep name follows.
 
+use std::sync::Arc;
+
 use super::CheckpointFormat;
 
 /// A checkpoint found by the planner.
@@ -66,8 +68,10 @@ pub struct ScoredCheckpoint {
     pub rewards: Vec<StoredReward>,
     /// each example's texts as the worker scored them (`ExampleScores::texts`), beside
     /// `rewards`; `None` when some result was stored without them (a worker from before texts
-    /// were sent, or a state file from before they were stored): no eval-set-scores/ file then
-    pub texts: Option<Vec<Vec<String>>>,
+    /// were sent, or a state file from before they were stored): no eval-set-scores/ file then.
+    /// Shared: the checkpoints of one report hold one copy of each distinct text, as the state
+    /// file does.
+    pub texts: Option<Vec<Vec<Arc<str>>>>,
 }
 
 /// The rule every sweep name follows wherever it enters (Submit, Status, Results, Cancel,

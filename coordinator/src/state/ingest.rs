@@ -1,6 +1,9 @@
 //! Result ingestion: a worker's per-example scores, stored idempotently (the first result of an
 //! example wins) through the gate's ingest lane.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
 
@@ -178,11 +181,13 @@ pub(super) fn text_digest(text: &str) -> [u8; 32] {
 }
 
 /// The texts of a result's `texts` column (digests, 32 bytes each), read from the `texts` table
-/// through `lookup` (a prepared `SELECT text FROM texts WHERE digest = ?1`).
+/// through `lookup` (a prepared `SELECT text FROM texts WHERE digest = ?1`) unless `seen`
+/// already holds them: each distinct text is read and kept once.
 pub(super) fn stored_texts(
     digests: &[u8],
     lookup: &mut rusqlite::CachedStatement<'_>,
-) -> Result<Vec<String>> {
+    seen: &mut HashMap<[u8; 32], Arc<str>>,
+) -> Result<Vec<Arc<str>>> {
     if !digests.len().is_multiple_of(32) {
         return Err(StoreError::Corrupt(format!(
             "a text digest list of {} bytes is not a whole number of SHA-256 digests",
@@ -192,7 +197,11 @@ pub(super) fn stored_texts(
     digests
         .chunks_exact(32)
         .map(|digest| {
-            lookup
+            let key: [u8; 32] = digest.try_into().expect("32 bytes");
+            if let Some(text) = seen.get(&key) {
+                return Ok(text.clone());
+            }
+            let text: Arc<str> = lookup
                 .query_row(params![digest], |r| r.get::<_, String>(0))
                 .optional()?
                 .ok_or_else(|| {
@@ -203,7 +212,10 @@ pub(super) fn stored_texts(
                             .map(|b| format!("{b:02x}"))
                             .collect::<String>()
                     ))
-                })
+                })?
+                .into();
+            seen.insert(key, text.clone());
+            Ok(text)
         })
         .collect()
 }

@@ -180,6 +180,8 @@ impl Store {
              ORDER BY idx",
         )?;
         let mut text_stmt = conn.prepare_cached("SELECT text FROM texts WHERE digest = ?1")?;
+        // each distinct text once, however many checkpoints scored it
+        let mut seen_texts = std::collections::HashMap::new();
         for c in checkpoints {
             match c.state {
                 CheckpointState::Done => {
@@ -196,7 +198,7 @@ impl Store {
                             digests
                                 .iter()
                                 .flatten()
-                                .map(|d| stored_texts(d, &mut text_stmt))
+                                .map(|d| stored_texts(d, &mut text_stmt, &mut seen_texts))
                                 .collect::<Result<Vec<_>>>()?,
                         )
                     } else {
