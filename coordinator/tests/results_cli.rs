@@ -73,6 +73,7 @@ fn plan(handle: &ServerHandle) {
             name,
             format: CheckpointFormat::HuggingFace,
             size_bytes: 10,
+            param_bytes: 0,
         })
         .collect();
     let mut examples = Vec::new();

@@ -72,6 +72,7 @@ fn plan(handle: &ServerHandle, name: &str, checkpoints: &[&str], examples: u32, 
             name: format!("rm-eval-{n}"),
             format: CheckpointFormat::HuggingFace,
             size_bytes: 10,
+            param_bytes: 0,
         })
         .collect();
     // every RewardBench subset, so the sweep CSV can be built
