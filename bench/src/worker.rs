@@ -234,6 +234,8 @@ pub async fn run(
         cache_bytes: 1 << 30,
         cuda_device: None,
         gpus: 0,
+        bytes_per_parameter: 4,
+        memory_limit_bytes: None,
         stream_batch: cfg.stream_batch,
         // on stop, the current lease is given back at once
         drain_grace: Duration::ZERO,

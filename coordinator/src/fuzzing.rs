@@ -48,6 +48,7 @@ fn policy() -> Policy {
         retry_backoff_ms: 10,
         stragglers: true,
         max_leases_per_task: 2,
+        ..Policy::default()
     }
 }
 
@@ -71,6 +72,7 @@ fn checkpoints(names: &[&str]) -> Vec<PlannedCheckpoint> {
             name: format!("rm-eval-{n}"),
             format: CheckpointFormat::HuggingFace,
             size_bytes: 1_000,
+            param_bytes: 0,
         })
         .collect()
 }

@@ -10,6 +10,12 @@
 //!   `streaming_params` files and HF folders;
 //! - `hf:org/name`: one HF checkpoint on the Hub (nothing is fetched at plan time).
 //!
+//! Each checkpoint carries its parameters' bytes in 16-bit precision for the scheduler's memory
+//! rule ([`crate::scheduler`]): an HF folder's from its safetensors headers
+//! ([`param_bytes_of_folder`]), an EasyLM file's as its size (EasyLM's checkpointer writes bf16 by
+//! default, `float_dtype='bf16'`; an fp32 file counts double, erring towards a bigger worker), a
+//! Hub checkpoint's as unknown (0).
+//!
 //! Experiment names follow hybrid-preferences' `convert_to_hf.py`: the run name is the params
 //! file's parent folder up to the first `--` (the EasyLM logger id is dropped; the folder's stem,
 //! or, when the run folder or file name contains `llama`, the whole folder name with `.` replaced
@@ -155,6 +161,7 @@ async fn list_gcs(source: &str, prefix: &str) -> anyhow::Result<Vec<PlannedCheck
             name: experiment_name(prefix, &run),
             format: CheckpointFormat::EasyLm,
             size_bytes: object.size,
+            param_bytes: object.size,
         });
     }
     Ok(out)
@@ -178,6 +185,7 @@ fn hub_checkpoint(source: &str, repo: &str, prefix: &str) -> anyhow::Result<Plan
         name: experiment_name(prefix, run),
         format: CheckpointFormat::HuggingFace,
         size_bytes: 0,
+        param_bytes: 0,
     })
 }
 
@@ -220,6 +228,7 @@ fn local_easylm(path: &Path, size: u64, prefix: &str) -> anyhow::Result<PlannedC
         name: experiment_name(prefix, &run),
         format: CheckpointFormat::EasyLm,
         size_bytes: size,
+        param_bytes: size,
     })
 }
 
@@ -234,6 +243,11 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<PlannedCheckpoint>) -> anyhow::R
             name: experiment_name(prefix, &file_name(dir)),
             format: CheckpointFormat::HuggingFace,
             size_bytes: folder_size(dir),
+            param_bytes: param_bytes_of_folder(dir).unwrap_or_else(|e| {
+                // the worker that loads it fails that checkpoint with the reason; the sweep goes on
+                tracing::warn!("{e:#}: its size is unknown to the scheduler");
+                0
+            }),
         });
         return Ok(());
     }
@@ -256,6 +270,82 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<PlannedCheckpoint>) -> anyhow::R
         }
     }
     Ok(())
+}
+
+/// The safetensors index of a sharded HF checkpoint.
+const SAFETENSORS_INDEX: &str = "model.safetensors.index.json";
+/// The weights file of an unsharded one.
+const SAFETENSORS_FILE: &str = "model.safetensors";
+
+/// The parameters' bytes in 16-bit precision (2 x the parameter count) of an HF folder, read from
+/// the safetensors headers only: every shard named in `model.safetensors.index.json`'s
+/// `weight_map`, else `model.safetensors`. 0 (unknown) for a folder without safetensors weights.
+/// A header or index that cannot be read is an error naming the file (the planner then plans the
+/// checkpoint with an unknown size, and the worker that loads it reports it broken).
+pub fn param_bytes_of_folder(dir: &Path) -> anyhow::Result<u64> {
+    let index = dir.join(SAFETENSORS_INDEX);
+    let files: Vec<PathBuf> = if index.is_file() {
+        #[derive(serde::Deserialize)]
+        struct Index {
+            weight_map: BTreeMap<String, String>,
+        }
+        let text = std::fs::read(&index).with_context(|| format!("{}", index.display()))?;
+        let parsed: Index = serde_json::from_slice(&text)
+            .with_context(|| format!("{}: not a safetensors index", index.display()))?;
+        let mut shards: Vec<&String> = parsed.weight_map.values().collect();
+        shards.sort();
+        shards.dedup();
+        let mut files = Vec::with_capacity(shards.len());
+        for shard in shards {
+            // the shard names become paths: plain file names in the folder only
+            if shard.is_empty() || shard.contains(['/', '\\']) || shard == ".." {
+                bail!(
+                    "{}: the shard name {shard:?} is not a file name in the folder",
+                    index.display()
+                );
+            }
+            files.push(dir.join(shard));
+        }
+        files
+    } else if dir.join(SAFETENSORS_FILE).is_file() {
+        vec![dir.join(SAFETENSORS_FILE)]
+    } else {
+        return Ok(0);
+    };
+    let mut parameters: u64 = 0;
+    for file in &files {
+        parameters = parameters.saturating_add(safetensors_parameters(file)?);
+    }
+    Ok(parameters.saturating_mul(2))
+}
+
+/// The element count of every tensor of a safetensors file, from its header alone (8 bytes of
+/// little-endian header length, then the JSON header, parsed by the `safetensors` crate).
+fn safetensors_parameters(file: &Path) -> anyhow::Result<u64> {
+    use std::io::Read;
+    /// the `safetensors` crate's own bound on a header (MAX_HEADER_SIZE)
+    const MAX_HEADER: u64 = 100_000_000;
+    let mut f = std::fs::File::open(file).with_context(|| format!("{}", file.display()))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .with_context(|| format!("{}: too short for a safetensors header", file.display()))?;
+    let len = u64::from_le_bytes(len);
+    if len > MAX_HEADER {
+        bail!(
+            "{}: a safetensors header of {len} bytes (at most {MAX_HEADER})",
+            file.display()
+        );
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header)
+        .with_context(|| format!("{}: the safetensors header is cut short", file.display()))?;
+    let metadata: safetensors::tensor::Metadata = serde_json::from_slice(&header)
+        .with_context(|| format!("{}: not a safetensors header", file.display()))?;
+    Ok(metadata
+        .tensors()
+        .values()
+        .map(|info| info.shape.iter().map(|&d| d as u64).product::<u64>())
+        .fold(0u64, u64::saturating_add))
 }
 
 fn folder_size(dir: &Path) -> u64 {

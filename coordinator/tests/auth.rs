@@ -95,6 +95,7 @@ fn plan(handle: &ServerHandle, n: u32) {
         name: "rm-a".into(),
         format: CheckpointFormat::HuggingFace,
         size_bytes: 10,
+        param_bytes: 0,
     }];
     let examples: Vec<PlannedExample> = (0..n)
         .map(|i| PlannedExample {

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use herd_coordinator::domain::CheckpointFormat;
 use herd_coordinator::planner::{
-    easylm_run_name, experiment_name, list_checkpoints, load_examples, shard_ranges,
+    easylm_run_name, experiment_name, list_checkpoints, load_examples, param_bytes_of_folder,
+    shard_ranges,
 };
 use herd_rpc::v1::SweepSpec;
 
@@ -146,6 +147,10 @@ async fn local_folders_files_and_hub() {
             ),
         ]
     );
+    // parameter bytes: the garbage model.safetensors is unknown (0, the worker reports it), an
+    // EasyLM file counts as its size, a Hub checkpoint is unknown
+    let params: Vec<u64> = found.iter().map(|c| c.param_bytes).collect();
+    assert_eq!(params, vec![0, 11, 7, 0]);
     let uris: Vec<&str> = found.iter().map(|c| c.uri.as_str()).collect();
     let mut sorted = uris.clone();
     sorted.sort();
@@ -372,4 +377,80 @@ fn rb2_examples_from_files() {
     }
     let err = format!("{:#}", load_examples(&rb2("v2")).unwrap_err());
     assert!(err.contains("\"v2\"") && err.contains("'rb2'"), "{err}");
+}
+
+/// A safetensors file as the format lays it out: 8 bytes of header length, the JSON header,
+/// zeroed data. `tensors`: (name, dtype, element size, shape).
+fn safetensors_file(path: &Path, tensors: &[(&str, &str, usize, &[usize])]) {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0;
+    for (name, dtype, size, shape) in tensors {
+        let bytes = shape.iter().product::<usize>() * size;
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes]}),
+        );
+        offset += bytes;
+    }
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let text = serde_json::to_vec(&header).unwrap();
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend(text);
+    out.extend(vec![0u8; offset]);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn parameter_bytes_come_from_safetensors_headers() {
+    let tmp = tempfile::tempdir().unwrap();
+    // sharded: the index names two shards (one twice); fp32 and bf16 count alike, 2 bytes each
+    let sharded = tmp.path().join("sharded");
+    safetensors_file(
+        &sharded.join("model-00001-of-00002.safetensors"),
+        &[("a", "F32", 4, &[3, 4]), ("c", "BF16", 2, &[5])],
+    );
+    safetensors_file(
+        &sharded.join("model-00002-of-00002.safetensors"),
+        &[("b", "BF16", 2, &[2, 2, 2])],
+    );
+    std::fs::write(
+        sharded.join("model.safetensors.index.json"),
+        r#"{"metadata": {"total_size": 74}, "weight_map": {
+            "a": "model-00001-of-00002.safetensors",
+            "b": "model-00002-of-00002.safetensors",
+            "c": "model-00001-of-00002.safetensors"}}"#,
+    )
+    .unwrap();
+    assert_eq!(param_bytes_of_folder(&sharded).unwrap(), 2 * (12 + 5 + 8));
+
+    let single = tmp.path().join("single");
+    safetensors_file(
+        &single.join("model.safetensors"),
+        &[("w", "F32", 4, &[7, 3])],
+    );
+    assert_eq!(param_bytes_of_folder(&single).unwrap(), 2 * 21);
+
+    // no safetensors weights: unknown
+    let bin = tmp.path().join("bin");
+    touch(&bin.join("pytorch_model.bin"), 100);
+    assert_eq!(param_bytes_of_folder(&bin).unwrap(), 0);
+
+    // an index naming a path outside the folder, or a broken header: errors naming the file
+    let escape = tmp.path().join("escape");
+    std::fs::create_dir_all(&escape).unwrap();
+    std::fs::write(
+        escape.join("model.safetensors.index.json"),
+        r#"{"weight_map": {"a": "../single/model.safetensors"}}"#,
+    )
+    .unwrap();
+    let error = format!("{:#}", param_bytes_of_folder(&escape).unwrap_err());
+    assert!(error.contains("not a file name in the folder"), "{error}");
+    let broken = tmp.path().join("broken");
+    touch(&broken.join("model.safetensors"), 40);
+    let error = format!("{:#}", param_bytes_of_folder(&broken).unwrap_err());
+    assert!(
+        error.contains("model.safetensors") && error.contains("safetensors header"),
+        "{error}"
+    );
 }

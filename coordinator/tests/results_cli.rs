@@ -41,6 +41,7 @@ fn config(dir: &Path) -> ServerConfig {
             retry_backoff_ms: 20,
             stragglers: false,
             max_leases_per_task: 1,
+            ..Policy::default()
         },
         exit_when_done: false,
         metrics_listen: None,
@@ -73,6 +74,7 @@ fn plan(handle: &ServerHandle) {
             name,
             format: CheckpointFormat::HuggingFace,
             size_bytes: 10,
+            param_bytes: 0,
         })
         .collect();
     let mut examples = Vec::new();

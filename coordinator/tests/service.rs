@@ -32,6 +32,7 @@ fn args(dir: &std::path::Path, lease_timeout_ms: u64) -> ServerConfig {
             retry_backoff_ms: 20,
             stragglers: true,
             max_leases_per_task: 2,
+            ..Policy::default()
         },
         exit_when_done: true,
         metrics_listen: None,
@@ -72,6 +73,7 @@ fn plan(handle: &ServerHandle, name: &str, checkpoints: &[&str], examples: u32, 
             name: format!("rm-eval-{n}"),
             format: CheckpointFormat::HuggingFace,
             size_bytes: 10,
+            param_bytes: 0,
         })
         .collect();
     // every RewardBench subset, so the sweep CSV can be built

@@ -18,6 +18,7 @@ fn policy() -> Policy {
         retry_backoff_ms: 100,
         stragglers: true,
         max_leases_per_task: 2,
+        ..Policy::default()
     }
 }
 
@@ -40,6 +41,7 @@ fn checkpoints(names: &[&str]) -> Vec<PlannedCheckpoint> {
             name: format!("rm-eval-{n}"),
             format: CheckpointFormat::HuggingFace,
             size_bytes: 1_000,
+            param_bytes: 0,
         })
         .collect()
 }

@@ -6,8 +6,11 @@ use std::path::Path;
 
 use anyhow::Context;
 use herd_agent::scorer::Precision;
-use herd_agent::{LocalCheckpoint, PairScores, ScoredShard, ShardScorer, TaskFailure};
+use herd_agent::{
+    CheckpointScoringError, LocalCheckpoint, PairScores, ScoredShard, ShardScorer, TaskFailure,
+};
 use herd_engine::batching::BatchLimits;
+use herd_engine::batching::RowDoesNotFit;
 use herd_engine::device::non_finite_hint;
 use herd_engine::dpo::RefFreeType;
 use herd_engine::easylm::{Compat, EasyLmOptions, Overrides};
@@ -204,7 +207,7 @@ impl ShardScorer for EngineScorer {
     ) -> anyhow::Result<ScoredShard> {
         match examples {
             LeaseExamples::Pairs(pairs) => {
-                let shard = model.score(pairs, on_batch)?;
+                let shard = model.score(pairs, on_batch).map_err(checkpoint_if_unfit)?;
                 // the texts as `worker score` writes them (run_rm.py's text_chosen /
                 // text_rejected; run_dpo.py's templated prompt too for a DPO model)
                 let texts = crate::output::PairTexts::new(model.formatter(), pairs)?;
@@ -240,7 +243,9 @@ impl ShardScorer for EngineScorer {
             }
             // run_v2.py's scoring, as `worker score --schema rb2` does it
             LeaseExamples::BestOfN(rows) => {
-                let scored = model.score_best_of_n(rows, on_batch)?;
+                let scored = model
+                    .score_best_of_n(rows, on_batch)
+                    .map_err(checkpoint_if_unfit)?;
                 anyhow::ensure!(
                     scored.scores.len() == rows.len(),
                     "{} rows scored for {} rows",
@@ -268,6 +273,16 @@ impl ShardScorer for EngineScorer {
             name: format!("{:?}", self.kind),
             non_finite_hint: non_finite_hint(self.kind),
         }
+    }
+}
+
+/// A row that does not fit the device even alone fails the checkpoint (a retry on this worker
+/// would fail the same way); other scoring errors stay transient.
+fn checkpoint_if_unfit(error: anyhow::Error) -> anyhow::Error {
+    if error.downcast_ref::<RowDoesNotFit>().is_some() {
+        CheckpointScoringError(error).into()
+    } else {
+        error
     }
 }
 

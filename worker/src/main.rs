@@ -92,6 +92,10 @@ struct AgentArgs {
     /// serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9465; default: off)
     #[arg(long, value_name = "ADDR", env = "HERD_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// memory offered for models (e.g. 40GB; default: the scoring device's total): registered
+    /// with the coordinator, which leases only checkpoints whose parameters fit it
+    #[arg(long, value_parser = parse_bytes)]
+    memory: Option<u64>,
     /// the worker token and TLS files
     #[command(flatten)]
     security: WorkerSecurityArgs,
@@ -551,6 +555,8 @@ fn serve(args: AgentArgs) -> anyhow::Result<()> {
         } else {
             0
         },
+        bytes_per_parameter: kind.elt_size_in_bytes() as u32,
+        memory_limit_bytes: args.memory,
         stream_batch: args.stream_batch as usize,
         drain_grace: std::time::Duration::from_secs(args.drain_grace_secs),
         metrics_listen: args.metrics_listen,

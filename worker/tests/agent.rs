@@ -315,6 +315,7 @@ fn lease(task: i64, epoch: u64, uri: &str, format: &str, examples: Vec<Example>)
             name: "fixture".into(),
             format: format.to_string(),
             size_bytes: 0,
+            param_bytes: 0,
         }),
         scoring: Some(Scoring {
             tokenizer: String::new(),
@@ -788,6 +789,8 @@ async fn an_in_process_agent_reports_to_its_observer_and_drains_on_its_trigger()
         cache_bytes: 1 << 30,
         cuda_device: None,
         gpus: 0,
+        bytes_per_parameter: 4,
+        memory_limit_bytes: None,
         stream_batch: 1,
         drain_grace: Duration::from_secs(1),
         metrics_listen: None,

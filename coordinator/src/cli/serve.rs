@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// live leases per task at most (the original plus straggler duplicates)
     #[arg(long, default_value_t = Policy::default().max_leases_per_task)]
     pub max_leases_per_task: u32,
+    /// GiB of a worker's device memory kept free beside a model's parameters (activations, CUDA
+    /// context): a checkpoint is leased only to workers whose memory less this holds it
+    #[arg(long, value_name = "GIB", default_value_t = (Policy::default().memory_headroom_bytes >> 30) as f64)]
+    pub memory_headroom_gib: f64,
     /// serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464; default: off)
     #[arg(long, value_name = "ADDR", env = "HERD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -64,6 +68,9 @@ impl ServeArgs {
                 retry_backoff_ms: self.retry_backoff_ms,
                 stragglers: self.stragglers,
                 max_leases_per_task: self.max_leases_per_task.max(1),
+                // a negative or NaN headroom is none
+                memory_headroom_bytes: (self.memory_headroom_gib.max(0.0) * f64::from(1u32 << 30))
+                    as u64,
             },
             exit_when_done: self.exit_when_done,
             metrics_listen: self.metrics_listen,

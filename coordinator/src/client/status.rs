@@ -174,6 +174,9 @@ pub fn render_status(status: &StatusResponse) -> String {
             if !c.failure.is_empty() {
                 let _ = write!(out, "  failed: {}", c.failure);
             }
+            if !c.unschedulable.is_empty() {
+                let _ = write!(out, "  unschedulable: {}", c.unschedulable);
+            }
             out.push('\n');
         }
         failures_text(sweep, &mut out);
@@ -330,6 +333,9 @@ impl WatchView {
                 );
                 if !c.failure.is_empty() {
                     let _ = write!(msg, " failed: {}", c.failure);
+                }
+                if !c.unschedulable.is_empty() {
+                    let _ = write!(msg, " unschedulable: {}", c.unschedulable);
                 }
                 cbar.set_message(msg);
             }

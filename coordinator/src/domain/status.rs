@@ -39,6 +39,8 @@ pub struct CheckpointProgress {
     pub examples_stored: u64,
     /// why it failed
     pub failure: Option<String>,
+    /// why it waits: no live worker has the memory for its parameters
+    pub unschedulable: Option<String>,
 }
 
 /// One attempt that cost a task an attempt (expired, transient or checkpoint failure).

@@ -15,6 +15,9 @@ pub struct PlannedCheckpoint {
     pub name: String,
     pub format: CheckpointFormat,
     pub size_bytes: u64,
+    /// the parameters' bytes in 16-bit precision (2 x the parameter count); 0: unknown (see
+    /// [`crate::planner::param_bytes_of_folder`]). The scheduler leases by it.
+    pub param_bytes: u64,
 }
 
 /// One row of the evaluation set, as stored and as sent in leases.

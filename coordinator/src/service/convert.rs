@@ -72,6 +72,7 @@ pub fn lease(grant: &Grant) -> v1::Lease {
             name: grant.checkpoint.name.clone(),
             format: grant.checkpoint.format.as_str().to_string(),
             size_bytes: grant.checkpoint.size_bytes,
+            param_bytes: grant.checkpoint.param_bytes,
         }),
         scoring: grant.scoring.clone(),
         shard_start: grant.shard.start,
@@ -176,6 +177,7 @@ impl From<CheckpointProgress> for v1::CheckpointStatus {
             examples_total: c.examples_total,
             examples_stored: c.examples_stored,
             failure: c.failure.unwrap_or_default(),
+            unschedulable: c.unschedulable.unwrap_or_default(),
         }
     }
 }

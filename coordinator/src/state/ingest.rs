@@ -263,6 +263,7 @@ mod tests {
             name: "a".into(),
             format: CheckpointFormat::HuggingFace,
             size_bytes: 1,
+            param_bytes: 0,
         };
         let examples = [(1, 3), (2, 1)]
             .iter()

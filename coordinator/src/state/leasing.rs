@@ -5,7 +5,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use herd_rpc::v1::WorkerStats;
+use herd_rpc::v1::{Capabilities, WorkerStats};
 use prost::Message;
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -17,6 +17,7 @@ use crate::domain::{
     AttemptOutcome, CheckpointState, Grant, LeaseId, LeaseState, PlannedCheckpoint, PlannedExample,
     SweepState, TaskState,
 };
+use crate::scheduler;
 
 /// Shards whose examples [`Store::shard_examples`] keeps in memory; past this it starts over.
 const SHARDS_KEPT: usize = 256;
@@ -50,11 +51,17 @@ impl Store {
     pub fn lease(&self, worker_id: &str, cached: &[String], now: i64) -> Result<LeaseOutcome> {
         let policy = self.policy.clone();
         self.write(|tx| {
-            let (draining, last_checkpoint, stored_cached): (bool, Option<i64>, String) = tx
+            let (draining, last_checkpoint, stored_cached, capabilities): (
+                bool,
+                Option<i64>,
+                String,
+                Option<Vec<u8>>,
+            ) = tx
                 .query_row(
-                    "SELECT draining, last_checkpoint_id, cached FROM workers WHERE id = ?1",
+                    "SELECT draining, last_checkpoint_id, cached, capabilities FROM workers
+                     WHERE id = ?1",
                     params![worker_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()?
                 .ok_or_else(|| StoreError::UnknownWorker(worker_id.to_string()))?;
@@ -72,6 +79,20 @@ impl Store {
             if draining {
                 return Ok(LeaseOutcome::Draining);
             }
+            // the memory rule: what this worker holds, and what the smallest live worker holds
+            let headroom = policy.memory_headroom_bytes;
+            let room = |caps: Option<Vec<u8>>| {
+                caps.and_then(|bytes| Capabilities::decode(&bytes[..]).ok())
+                    .and_then(|caps| scheduler::max_param_bytes(&caps, headroom))
+                    .map_or(i64::MAX, to_i64)
+            };
+            let own_room = room(capabilities);
+            let smallest_room = live_rooms(tx, now, to_i64(policy.lease_timeout_ms), headroom)?
+                .into_iter()
+                .map(|r| r.map_or(i64::MAX, to_i64))
+                .min()
+                .unwrap_or(i64::MAX)
+                .min(own_room);
 
             // checkpoints this worker holds
             let mut held: Vec<i64> = last_checkpoint.into_iter().collect();
@@ -87,43 +108,14 @@ impl Store {
             held.sort_unstable();
             held.dedup();
 
-            // sweep ids grow with creation: the lowest is the oldest sweep
-            let mut best: Option<(i64, i64)> = None;
-            {
-                // the checkpoint's few tasks, not a scan of the whole queue for them
-                let mut stmt = tx.prepare_cached(
-                    "SELECT t.sweep_id, t.id FROM tasks t INDEXED BY tasks_checkpoint
-                     JOIN sweeps s ON s.id = t.sweep_id
-                     WHERE t.checkpoint_id = ?1 AND t.state = ?3 AND t.next_eligible_ms <= ?2
-                       AND s.state = ?4
-                     ORDER BY t.sweep_id, t.id LIMIT 1",
-                )?;
-                for checkpoint_id in &held {
-                    let found: Option<(i64, i64)> = stmt
-                        .query_row(
-                            params![checkpoint_id, now, TaskState::Pending, SweepState::Active],
-                            |r| Ok((r.get(0)?, r.get(1)?)),
-                        )
-                        .optional()?;
-                    if let Some(found) = found {
-                        if best.is_none_or(|b| found < b) {
-                            best = Some(found);
-                        }
-                    }
-                }
+            // rule 0 (big tasks that fit, when this worker holds more than the smallest), then
+            // rules 1-2 for every task that fits
+            let mut task_id = None;
+            if own_room > smallest_room {
+                task_id = pending_task(tx, &held, now, smallest_room, own_room)?;
             }
-            let mut task_id = best.map(|b| b.1);
             if task_id.is_none() {
-                task_id = tx
-                    .query_row(
-                        "SELECT t.id FROM tasks t INDEXED BY tasks_queue
-                         WHERE t.state = ?2 AND t.next_eligible_ms <= ?1
-                           AND EXISTS (SELECT 1 FROM sweeps s WHERE s.id = t.sweep_id AND s.state = ?3)
-                         ORDER BY t.sweep_id, t.id LIMIT 1",
-                        params![now, TaskState::Pending, SweepState::Active],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
+                task_id = pending_task(tx, &held, now, -1, own_room)?;
             }
             let mut straggler = false;
             if task_id.is_none() && policy.stragglers {
@@ -131,8 +123,10 @@ impl Store {
                     .query_row(
                         "SELECT t.id FROM tasks t
                          JOIN sweeps s ON s.id = t.sweep_id
+                         JOIN checkpoints c ON c.id = t.checkpoint_id
                          JOIN leases l ON l.task_id = t.id AND l.state = ?3
                          WHERE t.state = ?4 AND s.state = ?5
+                           AND COALESCE(c.param_bytes, 0) <= ?7
                            AND NOT EXISTS (SELECT 1 FROM tasks p
                                            WHERE p.sweep_id = t.sweep_id AND p.state = ?6)
                            AND NOT EXISTS (SELECT 1 FROM leases m
@@ -147,7 +141,8 @@ impl Store {
                             LeaseState::Active,
                             TaskState::Leased,
                             SweepState::Active,
-                            TaskState::Pending
+                            TaskState::Pending,
+                            own_room
                         ],
                         |r| r.get(0),
                     )
@@ -213,6 +208,7 @@ impl Store {
                            AND (?3 = 0 OR NOT EXISTS (SELECT 1 FROM tasks u
                                 WHERE u.checkpoint_id = t.checkpoint_id AND u.state = ?5))
                            AND EXISTS (SELECT 1 FROM sweeps s WHERE s.id = t.sweep_id AND s.state = ?6)
+                           AND COALESCE(c.param_bytes, 0) <= ?7
                          ORDER BY t.sweep_id, t.id LIMIT 1",
                     )?
                     .query_row(
@@ -222,7 +218,8 @@ impl Store {
                             untouched,
                             TaskState::Pending,
                             TaskState::Leased,
-                            SweepState::Active
+                            SweepState::Active,
+                            own_room
                         ],
                         |r| r.get(0),
                     )
@@ -335,6 +332,93 @@ impl Store {
     }
 }
 
+/// The first eligible pending task (rules 1-2 of [`crate::scheduler`]) whose checkpoint's
+/// `param_bytes` (unknown: 0) lies in `(above, at_most]`: of a checkpoint in `held` first (oldest
+/// sweep, lowest id among them), else of any checkpoint in queue order.
+fn pending_task(
+    tx: &Connection,
+    held: &[i64],
+    now: i64,
+    above: i64,
+    at_most: i64,
+) -> Result<Option<i64>> {
+    // sweep ids grow with creation: the lowest is the oldest sweep
+    let mut best: Option<(i64, i64)> = None;
+    {
+        // the checkpoint's few tasks, not a scan of the whole queue for them
+        let mut stmt = tx.prepare_cached(
+            "SELECT t.sweep_id, t.id FROM tasks t INDEXED BY tasks_checkpoint
+             JOIN sweeps s ON s.id = t.sweep_id
+             JOIN checkpoints c ON c.id = t.checkpoint_id
+             WHERE t.checkpoint_id = ?1 AND t.state = ?3 AND t.next_eligible_ms <= ?2
+               AND s.state = ?4
+               AND COALESCE(c.param_bytes, 0) > ?5 AND COALESCE(c.param_bytes, 0) <= ?6
+             ORDER BY t.sweep_id, t.id LIMIT 1",
+        )?;
+        for checkpoint_id in held {
+            let found: Option<(i64, i64)> = stmt
+                .query_row(
+                    params![
+                        checkpoint_id,
+                        now,
+                        TaskState::Pending,
+                        SweepState::Active,
+                        above,
+                        at_most
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some(found) = found {
+                if best.is_none_or(|b| found < b) {
+                    best = Some(found);
+                }
+            }
+        }
+    }
+    if let Some((_, id)) = best {
+        return Ok(Some(id));
+    }
+    Ok(tx
+        .query_row(
+            "SELECT t.id FROM tasks t INDEXED BY tasks_queue
+             WHERE t.state = ?2 AND t.next_eligible_ms <= ?1
+               AND EXISTS (SELECT 1 FROM sweeps s WHERE s.id = t.sweep_id AND s.state = ?3)
+               AND EXISTS (SELECT 1 FROM checkpoints c WHERE c.id = t.checkpoint_id
+                           AND COALESCE(c.param_bytes, 0) > ?4
+                           AND COALESCE(c.param_bytes, 0) <= ?5)
+             ORDER BY t.sweep_id, t.id LIMIT 1",
+            params![now, TaskState::Pending, SweepState::Active, above, at_most],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// [`crate::scheduler::max_param_bytes`] of every live worker (heard from within the lease
+/// timeout, not draining): `None` for one that registered no memory.
+pub(super) fn live_rooms(
+    conn: &Connection,
+    now: i64,
+    lease_timeout_ms: i64,
+    headroom: u64,
+) -> Result<Vec<Option<u64>>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT capabilities FROM workers WHERE last_seen_ms >= ?1 AND draining = 0",
+    )?;
+    let rows = stmt.query_map(params![now.saturating_sub(lease_timeout_ms)], |r| {
+        r.get::<_, Option<Vec<u8>>>(0)
+    })?;
+    let mut out = Vec::new();
+    for caps in rows {
+        out.push(
+            caps?
+                .and_then(|bytes| Capabilities::decode(&bytes[..]).ok())
+                .and_then(|caps| scheduler::max_param_bytes(&caps, headroom)),
+        );
+    }
+    Ok(out)
+}
+
 pub(super) struct TaskRow {
     pub id: i64,
     pub sweep_id: i64,
@@ -413,16 +497,22 @@ pub(super) fn check_active_lease(
 }
 
 fn checkpoint_of(conn: &Connection, id: i64) -> Result<PlannedCheckpoint> {
-    let (uri, name, StoredFormat(format), size): (String, String, StoredFormat, i64) = conn
-        .query_row(
-            "SELECT uri, name, format, size_bytes FROM checkpoints WHERE id = ?1",
-            params![id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )?;
+    let (uri, name, StoredFormat(format), size, param_bytes): (
+        String,
+        String,
+        StoredFormat,
+        i64,
+        Option<i64>,
+    ) = conn.query_row(
+        "SELECT uri, name, format, size_bytes, param_bytes FROM checkpoints WHERE id = ?1",
+        params![id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+    )?;
     Ok(PlannedCheckpoint {
         uri,
         name,
         format,
         size_bytes: size.max(0) as u64,
+        param_bytes: param_bytes.unwrap_or(0).max(0) as u64,
     })
 }

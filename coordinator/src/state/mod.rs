@@ -205,6 +205,7 @@ mod tests {
                 name: c.into(),
                 format: CheckpointFormat::HuggingFace,
                 size_bytes: 1,
+                param_bytes: 0,
             })
             .to_vec();
         let examples = (0..n)

@@ -8,6 +8,7 @@ use prost::Message;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::ingest::{decode_scores, stored_texts};
+use super::leasing::live_rooms;
 use super::sweeps::{decode_spec, sweep_id};
 use super::{to_i64, Result, Store, StoreError};
 use crate::domain::{
@@ -101,9 +102,15 @@ impl Store {
             return Err(StoreError::NotFound(format!("no sweep named {name}")));
         }
         let mut out = Overview::default();
+        let rooms = live_rooms(
+            &conn,
+            now,
+            to_i64(self.policy.lease_timeout_ms),
+            self.policy.memory_headroom_bytes,
+        )?;
         for (sweep_id, name, state) in sweeps {
             out.sweeps
-                .push(sweep_progress(&conn, sweep_id, name, state)?);
+                .push(sweep_progress(&conn, sweep_id, name, state, &rooms)?);
         }
         let mut stmt = conn
             .prepare("SELECT id, name, last_seen_ms, draining, stats FROM workers ORDER BY seq")?;
@@ -393,11 +400,14 @@ fn checkpoints_of(conn: &Connection, sweep_id: i64) -> Result<Vec<CheckpointInfo
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// `rooms`: what each live worker holds ([`crate::scheduler::max_param_bytes`]), to say which
+/// checkpoints with pending tasks none of them can.
 fn sweep_progress(
     conn: &Connection,
     sweep_id: i64,
     name: String,
     state: SweepState,
+    rooms: &[Option<u64>],
 ) -> Result<SweepProgress> {
     let (total, done, failed, leased): (u32, u32, u32, u32) = conn.query_row(
         "SELECT COUNT(*), COALESCE(SUM(state = ?2), 0), COALESCE(SUM(state = ?3), 0),
@@ -433,21 +443,33 @@ fn sweep_progress(
         "SELECT c.name, c.uri, c.state, c.failure,
                 (SELECT COUNT(*) FROM tasks t WHERE t.checkpoint_id = c.id),
                 (SELECT COUNT(*) FROM tasks t WHERE t.checkpoint_id = c.id AND t.state = ?2),
-                (SELECT COUNT(*) FROM results r WHERE r.checkpoint_id = c.id)
+                (SELECT COUNT(*) FROM results r WHERE r.checkpoint_id = c.id),
+                COALESCE(c.param_bytes, 0),
+                EXISTS (SELECT 1 FROM tasks t WHERE t.checkpoint_id = c.id AND t.state = ?3)
          FROM checkpoints c WHERE c.sweep_id = ?1 ORDER BY c.id",
     )?;
-    let rows = stmt.query_map(params![sweep_id, TaskState::Done], |r| {
-        Ok(CheckpointProgress {
-            name: r.get(0)?,
-            uri: r.get(1)?,
-            state: r.get(2)?,
-            failure: r.get(3)?,
-            tasks_total: r.get(4)?,
-            tasks_done: r.get(5)?,
-            examples_total: examples,
-            examples_stored: r.get::<_, i64>(6)?.max(0) as u64,
-        })
-    })?;
+    let rows = stmt.query_map(
+        params![sweep_id, TaskState::Done, TaskState::Pending],
+        |r| {
+            let param_bytes = r.get::<_, i64>(7)?.max(0) as u64;
+            let pending: bool = r.get(8)?;
+            Ok(CheckpointProgress {
+                unschedulable: if pending && state == SweepState::Active {
+                    crate::scheduler::unschedulable_reason(param_bytes, rooms)
+                } else {
+                    None
+                },
+                name: r.get(0)?,
+                uri: r.get(1)?,
+                state: r.get(2)?,
+                failure: r.get(3)?,
+                tasks_total: r.get(4)?,
+                tasks_done: r.get(5)?,
+                examples_total: examples,
+                examples_stored: r.get::<_, i64>(6)?.max(0) as u64,
+            })
+        },
+    )?;
     for row in rows {
         let row = row?;
         progress.examples_total += row.examples_total;

@@ -20,6 +20,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("examples", "n_chosen", "INTEGER"),
     ("examples", "n_rejected", "INTEGER"),
     ("results", "texts", "BLOB"),
+    ("checkpoints", "param_bytes", "INTEGER"),
 ];
 
 const PRAGMAS: &str = "
@@ -44,7 +45,8 @@ CREATE TABLE IF NOT EXISTS sweeps (
     finished_ms INTEGER
 );
 
--- state: a CheckpointState; format: a CheckpointFormat
+-- state: a CheckpointState; format: a CheckpointFormat; param_bytes: the parameters' bytes in
+-- 16-bit precision (NULL or 0: unknown, e.g. a row from before the column)
 CREATE TABLE IF NOT EXISTS checkpoints (
     id            INTEGER PRIMARY KEY,
     sweep_id      INTEGER NOT NULL REFERENCES sweeps(id),
@@ -56,6 +58,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     failure       TEXT,
     model_type    TEXT,
     chat_template TEXT,
+    param_bytes   INTEGER,
     UNIQUE (sweep_id, uri)
 );
 CREATE INDEX IF NOT EXISTS checkpoints_uri ON checkpoints(uri);

@@ -128,15 +128,17 @@ impl Store {
                     continue;
                 }
                 tx.execute(
-                    "INSERT INTO checkpoints(sweep_id, uri, name, format, size_bytes, state)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO checkpoints(sweep_id, uri, name, format, size_bytes, state,
+                                             param_bytes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![
                         sweep_id,
                         c.uri,
                         c.name,
                         StoredFormat(c.format),
                         to_i64(c.size_bytes),
-                        CheckpointState::Pending
+                        CheckpointState::Pending,
+                        to_i64(c.param_bytes)
                     ],
                 )?;
                 let checkpoint_id = tx.last_insert_rowid();

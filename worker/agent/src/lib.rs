@@ -45,7 +45,8 @@ use connect::Client;
 use heartbeat::Shared;
 pub use observer::{NoObserver, Observer, TaskOutcome};
 pub use scorer::{
-    LocalCheckpoint, PairScores, ScoredShard, ShardScorer, SyntheticScorer, TaskFailure,
+    CheckpointScoringError, LocalCheckpoint, PairScores, ScoredShard, ShardScorer, SyntheticScorer,
+    TaskFailure,
 };
 use sources::Sources;
 
@@ -64,6 +65,12 @@ pub struct AgentConfig {
     pub cuda_device: Option<usize>,
     /// CUDA devices this machine has (registered)
     pub gpus: u32,
+    /// bytes per parameter of the precision weights are loaded in (registered: the coordinator
+    /// leases only checkpoints whose parameters fit the memory)
+    pub bytes_per_parameter: u32,
+    /// memory offered for models, registered instead of the device's total when smaller
+    /// (`--memory`; a GPU shared with other work)
+    pub memory_limit_bytes: Option<u64>,
     /// rewards per ResultBatch message
     pub stream_batch: usize,
     /// how long a SIGTERM waits for the current shard before giving it back
@@ -166,6 +173,21 @@ pub async fn run_with<S: ShardScorer>(
         tracing::info!("drained; exiting");
     }
     Ok(exit)
+}
+
+/// The (GPU, host) memory registered: the device scored on (the GPU on CUDA, else the host) is
+/// capped by `limit`, or set to it when its size is unknown (0).
+fn offered_memory(cuda: bool, gpu: u64, host: u64, limit: Option<u64>) -> (u64, u64) {
+    let cap = |total: u64| match (total, limit) {
+        (_, None) => total,
+        (0, Some(limit)) => limit,
+        (total, Some(limit)) => total.min(limit),
+    };
+    if cuda {
+        (cap(gpu), host)
+    } else {
+        (gpu, cap(host))
+    }
 }
 
 fn host_memory_bytes() -> u64 {
@@ -296,15 +318,22 @@ impl<S: ShardScorer> Agent<S> {
                 Some(_) => ("cuda", self.config.gpus),
                 None => ("cpu", 0),
             };
+            let (gpu_memory_bytes, host_memory_bytes) = offered_memory(
+                cuda.is_some(),
+                gpu_memory_bytes,
+                host_memory_bytes(),
+                self.config.memory_limit_bytes,
+            );
             let message = RegisterRequest {
                 name: self.config.name.clone(),
                 capabilities: Some(Capabilities {
                     device: device.to_string(),
                     gpus,
                     gpu_memory_bytes,
-                    host_memory_bytes: host_memory_bytes(),
+                    host_memory_bytes,
                     cached_checkpoints: self.cached_checkpoints(),
                     version: env!("CARGO_PKG_VERSION").to_string(),
+                    bytes_per_parameter: self.config.bytes_per_parameter,
                 }),
             };
             match self.client.register(request(message, RPC_TIMEOUT)).await {
@@ -361,5 +390,40 @@ impl<S: ShardScorer> Agent<S> {
             return false;
         }
         is_retryable(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::offered_memory;
+
+    #[test]
+    fn the_memory_limit_caps_the_scoring_device_only() {
+        const GIB: u64 = 1 << 30;
+        // no limit: what was measured
+        assert_eq!(
+            offered_memory(true, 80 * GIB, 512 * GIB, None),
+            (80 * GIB, 512 * GIB)
+        );
+        // on CUDA the GPU is capped, the host is not
+        assert_eq!(
+            offered_memory(true, 80 * GIB, 512 * GIB, Some(40 * GIB)),
+            (40 * GIB, 512 * GIB)
+        );
+        // a limit above the device's memory changes nothing
+        assert_eq!(
+            offered_memory(true, 80 * GIB, 512 * GIB, Some(100 * GIB)),
+            (80 * GIB, 512 * GIB)
+        );
+        // unknown GPU memory (no nvidia-smi): the limit is what is offered
+        assert_eq!(
+            offered_memory(true, 0, 512 * GIB, Some(24 * GIB)),
+            (24 * GIB, 512 * GIB)
+        );
+        // on CPU the host memory is the scoring device's
+        assert_eq!(
+            offered_memory(false, 0, 64 * GIB, Some(8 * GIB)),
+            (0, 8 * GIB)
+        );
     }
 }

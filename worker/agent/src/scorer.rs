@@ -73,6 +73,13 @@ impl TaskFailure {
     }
 }
 
+/// An error of [`ShardScorer::score`] that fails the lease as a checkpoint failure, because a
+/// retry cannot help (one row alone does not fit the device beside the model); any other
+/// scoring error fails it as transient.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct CheckpointScoringError(pub anyhow::Error);
+
 /// A scoring engine the agent drives. `load` and `score` run on blocking threads.
 pub trait ShardScorer: Send + Sync + 'static {
     /// A checkpoint loaded for scoring, kept for the next lease of the same checkpoint.
@@ -88,7 +95,8 @@ pub trait ShardScorer: Send + Sync + 'static {
     fn load(&self, checkpoint: &LocalCheckpoint) -> Result<Self::Model, TaskFailure>;
 
     /// Scores every example; `on_batch` is told how many sequences each finished batch held. A
-    /// failure fails the lease as transient.
+    /// failure fails the lease as transient, or as a checkpoint failure when it is a
+    /// [`CheckpointScoringError`].
     fn score(
         &self,
         model: &Self::Model,

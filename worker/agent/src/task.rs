@@ -17,7 +17,8 @@ use tracing::Instrument;
 use super::metrics::{task_outcome, METRICS};
 use super::observer::TaskOutcome;
 use super::scorer::{
-    LocalCheckpoint, PairScores, Precision, ScoredShard, ShardScorer, TaskFailure,
+    CheckpointScoringError, LocalCheckpoint, PairScores, Precision, ScoredShard, ShardScorer,
+    TaskFailure,
 };
 use super::sources::Resolved;
 use super::{drain, Agent, RPC_TIMEOUT};
@@ -316,7 +317,13 @@ impl<S: ShardScorer> Agent<S> {
         let (loaded, result) = joined
             .map_err(|e| TaskFailure::transient(anyhow::anyhow!("scoring thread died: {e}")))?;
         self.loaded = Some(loaded);
-        let shard = result.map_err(TaskFailure::transient)?;
+        let shard = result.map_err(|error| {
+            if error.is::<CheckpointScoringError>() {
+                TaskFailure::checkpoint(error)
+            } else {
+                TaskFailure::transient(error)
+            }
+        })?;
         let seconds = started.elapsed().as_secs_f64();
         self.shared.add_scored(shard.tokens, seconds);
         score_span.record("tokens", shard.tokens);

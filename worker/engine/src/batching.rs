@@ -266,9 +266,61 @@ fn fork_mask(forks: &[Fork], padded_len: i64, device: Device) -> Tensor {
     causal.logical_and(&visible).unsqueeze(1)
 }
 
+/// A row libtorch ran out of memory on even in a batch of its own: the model and one row do not
+/// fit the device together (retrying on the same device cannot help).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a row of {tokens} tokens does not fit on {device:?} even in a batch of its own \
+     (lower --max-length, or use a device with more memory): {reason}"
+)]
+pub struct RowDoesNotFit {
+    pub tokens: usize,
+    pub device: Device,
+    /// libtorch's message
+    pub reason: String,
+}
+
+/// Whether libtorch's message `reason` says an allocation failed: CUDA's caching allocator
+/// ("CUDA out of memory"), the CPU allocator ("DefaultCPUAllocator: not enough memory" /
+/// "can't allocate memory"), or cuBLAS/cuDNN workspaces ("..._STATUS_ALLOC_FAILED").
+pub fn is_out_of_memory(reason: &str) -> bool {
+    [
+        "out of memory",
+        "not enough memory",
+        "can't allocate memory",
+        "ALLOC_FAILED",
+    ]
+    .iter()
+    .any(|pattern| reason.contains(pattern))
+}
+
+/// The text of a caught panic (tch's panicking calls unwrap a `TchError`, so it holds libtorch's
+/// message), cut before libtorch's C++ stack ("Exception raised from ...").
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = if let Some(text) = payload.downcast_ref::<String>() {
+        text.as_str()
+    } else if let Some(text) = payload.downcast_ref::<&str>() {
+        text
+    } else {
+        "a panic without a message"
+    };
+    let text = text.split("Exception raised from").next().unwrap_or(text);
+    // the unwrap's Debug form escapes the newline before the stack
+    let text = text.trim_end();
+    text.strip_suffix("\\n").unwrap_or(text).to_string()
+}
+
 /// Runs `rows` through a model: plans batches under the limits, pads each on the device, runs
 /// `forward` on it and hands its outputs to `scatter`; `on_batch` is told how many sequences each
 /// finished batch held. Gradients are off throughout.
+///
+/// A batch on which libtorch fails (tch's panicking calls, or a `TchError` returned by
+/// `forward`) never panics the caller. When the failure is an out-of-memory error
+/// ([`is_out_of_memory`]), the token budget is halved below that batch's size and the batch
+/// and every later one are planned again under it, so scores are those of smaller batches
+/// (batch-invariant within float noise); a single row that still fails is [`RowDoesNotFit`].
+/// Any other libtorch failure is an error naming the batch. Tensors of the failed batch are
+/// dropped while unwinding, so the device memory is free for the retry.
 pub fn run<R: Row, O>(
     rows: &[R],
     settings: BatchSettings,
@@ -283,11 +335,64 @@ pub fn run<R: Row, O>(
         device,
     } = settings;
     let lengths: Vec<usize> = rows.iter().map(Row::tokens).collect();
-    for planned in plan(&lengths, limits.max_batch_tokens, limits.max_batch_rows) {
-        let batch = Batch::pad(rows, planned, pad_id, device);
-        let outputs = forward(&batch)?;
-        scatter(&batch, outputs);
-        on_batch(batch.members.iter().map(|&m| rows[m].sequences()).sum());
+    let mut pending: std::collections::VecDeque<Plan> =
+        plan(&lengths, limits.max_batch_tokens, limits.max_batch_rows).into();
+    while let Some(planned) = pending.pop_front() {
+        let members = planned.members.clone();
+        let size = members.len() * planned.padded_len;
+        // the closures only read `rows` and the batch: nothing they hold is left half-updated
+        // by a panic, and `scatter` runs only for a batch that succeeded
+        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let batch = Batch::pad(rows, planned, pad_id, device);
+            forward(&batch).map(|outputs| (batch, outputs))
+        }));
+        let reason = match attempt {
+            Ok(Ok((batch, outputs))) => {
+                scatter(&batch, outputs);
+                on_batch(batch.members.iter().map(|&m| rows[m].sequences()).sum());
+                continue;
+            }
+            Ok(Err(error)) => match error.downcast_ref::<tch::TchError>() {
+                Some(tch_error) => tch_error.to_string(),
+                None => return Err(error),
+            },
+            Err(payload) => panic_text(&*payload),
+        };
+        if !is_out_of_memory(&reason) {
+            anyhow::bail!(
+                "the forward pass failed on a batch of {} rows x {} tokens on {device:?}: {reason}",
+                members.len(),
+                size / members.len().max(1)
+            );
+        }
+        if members.len() == 1 {
+            return Err(RowDoesNotFit {
+                tokens: lengths[members[0]],
+                device,
+                reason,
+            }
+            .into());
+        }
+        let budget = (size / 2).max(1);
+        tracing::warn!(
+            rows = members.len(),
+            tokens = size,
+            budget,
+            "out of memory on a batch: planning it and the rest again under half its size \
+             (the panic message above, if any, was caught): {reason}"
+        );
+        let rest: Vec<usize> = members
+            .into_iter()
+            .chain(pending.drain(..).flat_map(|p| p.members))
+            .collect();
+        let rest_lengths: Vec<usize> = rest.iter().map(|&i| lengths[i]).collect();
+        pending = plan(&rest_lengths, budget, limits.max_batch_rows)
+            .into_iter()
+            .map(|p| Plan {
+                members: p.members.iter().map(|&k| rest[k]).collect(),
+                padded_len: p.padded_len,
+            })
+            .collect();
     }
     Ok(())
 }
@@ -420,5 +525,130 @@ mod tests {
         .unwrap();
         assert_eq!(firsts, vec![1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(sequences, 7);
+    }
+
+    /// A forward that makes libtorch really run out of memory (an allocation of 2^50 bytes per
+    /// token fails in the CPU allocator at once, touching nothing) on batches of more than
+    /// `max_tokens` tokens, and returns each row's first id otherwise. `calls` counts batches.
+    fn forward_failing_above(
+        max_tokens: usize,
+        calls: &std::cell::Cell<usize>,
+    ) -> impl FnMut(&Batch) -> anyhow::Result<Vec<i64>> + '_ {
+        move |batch: &Batch| {
+            calls.set(calls.get() + 1);
+            let tokens = batch.members.len() * batch.padded_len;
+            if tokens > max_tokens {
+                // the panicking call, as the model code uses them
+                let _ = Tensor::empty([tokens as i64, 1 << 48], (Kind::Float, Device::Cpu));
+            }
+            Ok(Vec::<i64>::try_from(&batch.ids.select(1, 0))?)
+        }
+    }
+
+    fn settings(max_batch_tokens: usize) -> BatchSettings {
+        BatchSettings {
+            limits: BatchLimits {
+                max_batch_tokens,
+                max_batch_rows: 64,
+            },
+            pad_id: 0,
+            device: Device::Cpu,
+        }
+    }
+
+    #[test]
+    fn out_of_memory_halves_the_budget_and_scores_every_row() {
+        // row k holds ids k+1 repeated; 8 rows of 4 tokens in one planned batch of 32 tokens
+        let rows: Vec<Vec<u32>> = (1..=8).map(|k| vec![k; 4]).collect();
+        let calls = std::cell::Cell::new(0);
+        let mut firsts = vec![0; rows.len()];
+        let mut batches = Vec::new();
+        run(
+            &rows,
+            settings(64),
+            forward_failing_above(8, &calls),
+            |batch, ids| {
+                for (&member, id) in batch.members.iter().zip(ids) {
+                    firsts[member] = id;
+                }
+            },
+            |n| batches.push(n),
+        )
+        .unwrap();
+        assert_eq!(firsts, (1..=8).collect::<Vec<i64>>());
+        // 32 tokens fail, then 16, then batches of 8 tokens (2 rows) go through
+        assert_eq!(batches, vec![2, 2, 2, 2]);
+        assert_eq!(calls.get(), 2 + 4);
+    }
+
+    #[test]
+    fn a_row_that_fails_alone_is_reported_with_its_size() {
+        let rows: Vec<Vec<u32>> = vec![vec![1; 3], vec![2; 12], vec![3; 2]];
+        let calls = std::cell::Cell::new(0);
+        let mut scored = 0;
+        let error = run(
+            &rows,
+            settings(64),
+            forward_failing_above(10, &calls),
+            |_, _| {},
+            |n| scored += n,
+        )
+        .unwrap_err();
+        let unfit = error
+            .downcast_ref::<RowDoesNotFit>()
+            .unwrap_or_else(|| panic!("not RowDoesNotFit: {error:#}"));
+        assert_eq!(unfit.tokens, 12);
+        assert!(is_out_of_memory(&unfit.reason), "{}", unfit.reason);
+        assert!(error.to_string().contains("12 tokens"), "{error}");
+        // the longest row comes first: nothing was scored
+        assert_eq!(scored, 0);
+    }
+
+    #[test]
+    fn other_libtorch_failures_are_errors_not_retried() {
+        let rows: Vec<Vec<u32>> = vec![vec![1; 3], vec![2; 3]];
+        let calls = std::cell::Cell::new(0);
+        let error = run(
+            &rows,
+            settings(64),
+            |batch: &Batch| -> anyhow::Result<()> {
+                calls.set(calls.get() + 1);
+                // a shape error: libtorch refuses the view (a panic in tch)
+                let _ = batch.ids.view([5]);
+                Ok(())
+            },
+            |_, _| {},
+            |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(calls.get(), 1);
+        assert!(error.contains("2 rows x 3 tokens"), "{error}");
+        assert!(error.contains("shape"), "{error}");
+        // a non-libtorch error of the forward passes through untouched
+        let error = run(
+            &rows,
+            settings(64),
+            |_: &Batch| -> anyhow::Result<()> { anyhow::bail!("bad input row") },
+            |_, _| {},
+            |_| {},
+        )
+        .unwrap_err();
+        assert_eq!(error.to_string(), "bad input row");
+    }
+
+    #[test]
+    fn out_of_memory_messages_are_recognised() {
+        for text in [
+            "CUDA out of memory. Tried to allocate 2.00 GiB",
+            "DefaultCPUAllocator: not enough memory: you tried to allocate 1 bytes.",
+            "DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes",
+            "CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate(handle)",
+        ] {
+            assert!(is_out_of_memory(text), "{text}");
+        }
+        assert!(!is_out_of_memory(
+            "shape '[5]' is invalid for input of size 6"
+        ));
     }
 }
