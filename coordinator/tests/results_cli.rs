@@ -41,6 +41,7 @@ fn config(dir: &Path) -> ServerConfig {
             retry_backoff_ms: 20,
             stragglers: false,
             max_leases_per_task: 1,
+            ..Policy::default()
         },
         exit_when_done: false,
         metrics_listen: None,

@@ -32,6 +32,7 @@ fn args(dir: &std::path::Path, lease_timeout_ms: u64) -> ServerConfig {
             retry_backoff_ms: 20,
             stragglers: true,
             max_leases_per_task: 2,
+            ..Policy::default()
         },
         exit_when_done: true,
         metrics_listen: None,

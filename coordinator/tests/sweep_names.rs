@@ -32,6 +32,7 @@ fn args(root: &Path) -> ServerConfig {
             retry_backoff_ms: 20,
             stragglers: true,
             max_leases_per_task: 2,
+            ..Policy::default()
         },
         exit_when_done: true,
         metrics_listen: None,
