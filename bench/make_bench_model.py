@@ -12,6 +12,12 @@ The real Llama-2 tokenizer is copied from shared/data/tokenizers/llama2. It has 
 so RewardBench (and `worker score`) format with the FastChat "tulu" template and append EOS.
 
 Usage: make_bench_model.py [--out bench/out/bench-llama-rm] [--tokenizer DIR] [--seed 0] [--force]
+
+bench/gpu/run makes its GPU-sized models with the same script: --shape 8b (Llama-3-8B: hidden 4096,
+32 layers, 32/8 heads, intermediate 14336, vocab 128256, rope theta 500000) or --shape 13b
+(Llama-2-13B: hidden 5120, 40 layers, 40 heads, intermediate 13824, vocab 32000), --dtype bfloat16,
+--device cuda (weights initialised on the GPU, seconds instead of minutes). The Llama-2 tokenizer
+only produces ids below 32000, which every vocabulary here holds.
 """
 
 import argparse
@@ -26,6 +32,13 @@ from transformers import LlamaConfig, LlamaForSequenceClassification
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench" / "out" / "bench-llama-rm"
 DEFAULT_TOKENIZER = (REPO / ".." / "shared" / "data" / "tokenizers" / "llama2").resolve()
+# real models' shapes (the size flags they set)
+SHAPES = {
+    "8b": dict(hidden=4096, layers=32, heads=32, kv_heads=8, intermediate=14336, vocab=128256,
+               rope_theta=500000.0),
+    "13b": dict(hidden=5120, layers=40, heads=40, kv_heads=40, intermediate=13824, vocab=32000,
+                rope_theta=10000.0),
+}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
 
 
@@ -39,8 +52,16 @@ def main() -> int:
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--kv-heads", type=int, default=4)
     ap.add_argument("--intermediate", type=int, default=1376)
+    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--rope-theta", type=float, default=10000.0)
+    ap.add_argument("--shape", choices=sorted(SHAPES), default=None,
+                    help="a real model's shape (overrides the size flags)")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    ap.add_argument("--device", default="cpu", help="where the random weights are drawn (cpu, cuda)")
     ap.add_argument("--force", action="store_true", help="overwrite an existing model folder")
     args = ap.parse_args()
+    for key, value in SHAPES.get(args.shape, {}).items():
+        setattr(args, key, value)
 
     out: Path = args.out
     if (out / "model.safetensors").exists() and not args.force:
@@ -48,7 +69,7 @@ def main() -> int:
         return 0
 
     config = LlamaConfig(
-        vocab_size=32000,
+        vocab_size=args.vocab,
         hidden_size=args.hidden,
         intermediate_size=args.intermediate,
         num_hidden_layers=args.layers,
@@ -57,7 +78,7 @@ def main() -> int:
         hidden_act="silu",
         max_position_embeddings=4096,
         rms_norm_eps=1e-5,
-        rope_theta=10000.0,
+        rope_theta=args.rope_theta,
         tie_word_embeddings=False,
         attention_bias=False,
         mlp_bias=False,
@@ -65,11 +86,18 @@ def main() -> int:
         eos_token_id=2,
         pad_token_id=2,
         num_labels=1,
-        torch_dtype="float32",
+        torch_dtype=args.dtype,
         architectures=["LlamaForSequenceClassification"],
     )
     torch.manual_seed(args.seed)
-    model = LlamaForSequenceClassification(config).to(torch.float32).eval()
+    dtype = getattr(torch, args.dtype)
+    # drawn directly in the target dtype on the target device (a 13B model in fp32 on the host
+    # would take 52 GB and minutes)
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    with torch.device(args.device):
+        model = LlamaForSequenceClassification(config).eval()
+    torch.set_default_dtype(default_dtype)
 
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)

@@ -131,11 +131,15 @@ def load(model_path: Path, tokenizer_path: Path, args):
         raise SystemExit("the benchmark model is meant to have no chat template (FastChat tulu path)")
     # run_rm.py (PR #94): FastChat path appends EOS
     tokenizer.add_eos_token = True
-    model_kwargs = {"dtype": torch.float32}  # run_rm.py: torch_dtype= (renamed dtype= in transformers 4.56)
+    # run_rm.py: torch_dtype=float32 (renamed dtype= in transformers 4.56); --dtype bfloat16 for the
+    # GPU comparisons of bench/gpu/run
+    model_kwargs = {"dtype": getattr(torch, args.dtype)}
     if args.attn_implementation:
         model_kwargs["attn_implementation"] = args.attn_implementation
     # run_rm.py passes device_map="cpu" without CUDA (needs accelerate); the default load is on the CPU too
     model = AutoModelForSequenceClassification.from_pretrained(model_path, **model_kwargs)
+    # run_rm.py: device_map={"": current_device} on a GPU (--device cuda), the CPU otherwise
+    model = model.to(args.device)
     pipe = RewardBenchPipeline("text-classification", model=model, tokenizer=tokenizer)
     # run_rm.py: padding
     if pipe.tokenizer.pad_token_id is None:
@@ -215,7 +219,7 @@ def run_optimized(pipe: RewardBenchPipeline, rows, args):
             attention_mask[dup, 0] = 0
         t2 = time.perf_counter()
         with torch.inference_mode():
-            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+            logits = model(input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device)).logits
         out = logits.float().cpu().numpy().tolist()
         t3 = time.perf_counter()
         for row, i in enumerate(batch):
@@ -249,6 +253,8 @@ def main() -> int:
     ap.add_argument("--max-batch-rows", type=int, default=256, help="optimized mode: rows per batch")
     ap.add_argument("--max-length", type=int, default=2048)
     ap.add_argument("--attn-implementation", default=None, help="default: transformers' choice (sdpa)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the model and every batch go there)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weights and compute")
     ap.add_argument("--scores", type=Path, default=None, help="per-example scores (JSONL)")
     ap.add_argument("--json", type=Path, default=None, help="also write the summary JSON here")
     args = ap.parse_args()
@@ -287,6 +293,7 @@ def main() -> int:
         "batch_size": None if args.optimized else args.batch_size,
         "attn_implementation": pipe.model.config._attn_implementation,
         "dtype": str(pipe.model.dtype).replace("torch.", ""),
+        "device": str(pipe.model.device),
         "template_check": template_check,
         "torch": torch.__version__,
         "transformers": transformers.__version__,

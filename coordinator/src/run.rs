@@ -74,6 +74,53 @@ fn worker_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(sibling)
 }
 
+/// The `--device` of local worker `index`: with `auto` or `cuda` and `gpus` visible CUDA
+/// devices, `cuda:{index mod gpus}`, so each worker has a GPU of its own (shared round robin
+/// when there are more workers than GPUs); `cpu`, an explicit `cuda:N`, and `auto` or `cuda`
+/// without a visible GPU are passed on as given (the worker decides, or fails saying why).
+pub fn worker_device(requested: &str, index: usize, gpus: usize) -> String {
+    match requested {
+        "auto" | "cuda" if gpus > 0 => format!("cuda:{}", index % gpus),
+        _ => requested.to_string(),
+    }
+}
+
+/// How many CUDA devices a worker started from here sees: the entries of `CUDA_VISIBLE_DEVICES`
+/// before the first invalid one (as CUDA reads it; ordinals then index that list), else the
+/// GPUs nvidia-smi lists, else 0.
+fn visible_gpus() -> usize {
+    let listed = || {
+        let output = Command::new("nvidia-smi")
+            .args(["--query-gpu=index", "--format=csv,noheader"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        output.status.success().then(|| {
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .count()
+        })
+    };
+    count_gpus(
+        std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
+        listed,
+    )
+}
+
+/// [`visible_gpus`] from `CUDA_VISIBLE_DEVICES` and, when it is unset, nvidia-smi's count.
+pub fn count_gpus(visible: Option<&str>, listed: impl FnOnce() -> Option<usize>) -> usize {
+    match visible {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .take_while(|id| !id.is_empty() && !id.starts_with('-'))
+            .count(),
+        None => listed().unwrap_or(0),
+    }
+}
+
 /// Worker processes, stopped with SIGTERM (they drain) and then killed if they linger.
 struct Workers {
     children: Vec<(Child, PathBuf)>,
@@ -91,8 +138,10 @@ impl Workers {
     ) -> anyhow::Result<Workers> {
         let bin = worker_binary(workers.bin.as_deref())?;
         std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
+        let gpus = visible_gpus();
         let mut children = Vec::new();
         for i in 0..workers.count {
+            let device = worker_device(&workers.device, i, gpus);
             let log_path = logs.join(format!("worker-{i}.log"));
             let log = File::create(&log_path)
                 .with_context(|| format!("creating {}", log_path.display()))?;
@@ -102,7 +151,7 @@ impl Workers {
                 .arg("--name")
                 .arg(format!("{sweep}-worker-{i}"))
                 .arg("--device")
-                .arg(&workers.device)
+                .arg(&device)
                 .args(&workers.extra_args)
                 .env(herd_rpc::security::TOKEN_ENV, token)
                 .env_remove(herd_rpc::security::OPERATOR_TOKEN_ENV)
@@ -331,4 +380,34 @@ fn accuracy_line(metrics_json: &str) -> String {
         .filter_map(|(subset, value)| Some(format!("{subset} {:.3}", value.as_f64()?)))
         .collect();
     accuracies.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_local_worker_gets_its_own_gpu() {
+        let devices: Vec<String> = (0..5).map(|i| worker_device("auto", i, 2)).collect();
+        assert_eq!(devices, ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]);
+        assert_eq!(worker_device("cuda", 3, 8), "cuda:3");
+        // CPU stays CPU; an explicit device is the user's; no GPU: the worker decides
+        assert_eq!(worker_device("cpu", 1, 8), "cpu");
+        assert_eq!(worker_device("cuda:2", 0, 8), "cuda:2");
+        assert_eq!(worker_device("auto", 1, 0), "auto");
+        assert_eq!(worker_device("cuda", 1, 0), "cuda");
+    }
+
+    #[test]
+    fn visible_gpus_follow_cuda_visible_devices_first() {
+        let never = || -> Option<usize> { panic!("nvidia-smi is not asked when the list is set") };
+        assert_eq!(count_gpus(Some("0,1,2,3"), never), 4);
+        assert_eq!(count_gpus(Some("GPU-8f1c2d, GPU-77aa"), never), 2);
+        // CUDA stops at the first invalid entry; empty or -1 hides every GPU
+        assert_eq!(count_gpus(Some("2,-1,3"), never), 1);
+        assert_eq!(count_gpus(Some(""), never), 0);
+        assert_eq!(count_gpus(Some("-1"), never), 0);
+        assert_eq!(count_gpus(None, || Some(8)), 8);
+        assert_eq!(count_gpus(None, || None), 0);
+    }
 }
