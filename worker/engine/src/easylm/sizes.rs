@@ -475,6 +475,7 @@ impl ModelConfig {
             tie_word_embeddings: false,
             max_position_embeddings: self.max_position_embeddings,
             attention_window: None,
+            gemma2: None,
             pad_token_id: Some(self.pad_token_id),
             num_labels: match self.head {
                 HeadKind::SequenceClassification => self.num_labels,

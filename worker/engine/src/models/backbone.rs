@@ -34,7 +34,7 @@ pub trait Backbone: Send {
 /// module knows its own prefix: `model`, `transformer`, `gpt_neox`, ...).
 pub fn load(config: &DecoderConfig, w: &VarBuilder) -> Result<Box<dyn Backbone>, LoadError> {
     match config.family {
-        Family::Llama | Family::Mistral | Family::Qwen2 => {
+        Family::Llama | Family::Mistral | Family::Qwen2 | Family::Gemma2 => {
             Ok(Box::new(Decoder::load(config, &w.pp("model"))?))
         }
     }

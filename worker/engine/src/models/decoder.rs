@@ -8,6 +8,7 @@
 use tch::{Kind, Tensor};
 
 use super::config::DecoderConfig;
+use super::gemma2::Activation;
 use super::rope::{inverse_frequencies, RotaryTables};
 use crate::batching::{Batch, Layout};
 use crate::error::LoadError;
@@ -38,6 +39,9 @@ impl Linear {
 pub struct RmsNorm {
     weight: Tensor,
     eps: f64,
+    /// Gemma 2: scale by `1 + w` in float32 before the cast back (`Gemma2RMSNorm.forward`:
+    /// `output * (1.0 + self.weight.float())`, then `type_as(x)`)
+    unit_offset: Option<Tensor>,
 }
 
 impl RmsNorm {
@@ -45,7 +49,14 @@ impl RmsNorm {
         Ok(Self {
             weight: w.take("weight", &[dim])?,
             eps,
+            unit_offset: None,
         })
+    }
+
+    /// Gemma 2's form of the norm when `on` (the weight then holds `w` of `1 + w`).
+    pub fn with_unit_offset(mut self, on: bool) -> Self {
+        self.unit_offset = on.then(|| self.weight.to_kind(Kind::Float) + 1.0);
+        self
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
@@ -53,7 +64,10 @@ impl RmsNorm {
         let x32 = x.to_kind(Kind::Float);
         let variance = x32.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
         let normed = x32 * (variance + self.eps).rsqrt();
-        &self.weight * normed.to_kind(kind)
+        match &self.unit_offset {
+            Some(scale) => (normed * scale).to_kind(kind),
+            None => &self.weight * normed.to_kind(kind),
+        }
     }
 }
 
@@ -65,6 +79,10 @@ struct Attention {
     num_heads: i64,
     num_kv_heads: i64,
     head_dim: i64,
+    /// logits scale when not 1/sqrt(head_dim) (Gemma 2: `query_pre_attn_scalar**-0.5`)
+    scaling: Option<f64>,
+    /// `tanh(logits / c) * c` before the mask (Gemma 2), which needs the explicit path
+    softcap: Option<f64>,
 }
 
 impl Attention {
@@ -81,38 +99,152 @@ impl Attention {
             num_heads: c.num_heads,
             num_kv_heads: c.num_kv_heads,
             head_dim: c.head_dim,
+            scaling: c
+                .gemma2
+                .as_ref()
+                .map(|g| g.query_pre_attn_scalar.powf(-0.5)),
+            softcap: c.gemma2.as_ref().and_then(|g| g.attn_logit_softcapping),
         })
     }
 
-    fn forward(&self, x: &Tensor, rotary: &RotaryTables, mask: Option<&Tensor>) -> Tensor {
+    fn forward(&self, x: &Tensor, rotary: &RotaryTables, sees: Sees) -> Tensor {
         let size = x.size(); // [batch, len, hidden]
         let (batch, len) = (size[0], size[1]);
         let heads = |t: Tensor, n: i64| t.view([batch, len, n, self.head_dim]).transpose(1, 2);
         let q = rotary.apply(&heads(self.q.forward(x), self.num_heads));
         let k = rotary.apply(&heads(self.k.forward(x), self.num_kv_heads));
         let v = heads(self.v.forward(x), self.num_kv_heads);
-        let grouped = self.num_kv_heads != self.num_heads;
-        let attended = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            mask,
-            0.0,
-            mask.is_none(),
-            None,
-            grouped,
-        );
+        let attended = match self.softcap {
+            Some(cap) => self.softcapped(&q, &k, &v, cap, sees),
+            None => {
+                let window_mask;
+                let mask = match sees {
+                    Sees::Causal(None) => None,
+                    Sees::Causal(Some(window)) => {
+                        window_mask = causal_window_mask(0, len, 0, len, window, x.device());
+                        Some(&window_mask)
+                    }
+                    Sees::Mask(mask) => Some(mask),
+                };
+                let grouped = self.num_kv_heads != self.num_heads;
+                Tensor::scaled_dot_product_attention(
+                    &q,
+                    &k,
+                    &v,
+                    mask,
+                    0.0,
+                    mask.is_none(),
+                    self.scaling,
+                    grouped,
+                )
+            }
+        };
         let merged = attended
             .transpose(1, 2)
             .reshape([batch, len, self.num_heads * self.head_dim]);
         self.o.forward(&merged)
     }
+
+    /// Attention with soft-capped logits, as transformers' `eager_attention_forward`: logits
+    /// `q k^T * scaling`, then `tanh(. / cap) * cap`, then the mask, softmax in float32 cast back
+    /// to the input dtype, times v. SDPA's fused kernels cannot cap, so this path computes the
+    /// logits itself; queries go in chunks so the logits in memory stay under
+    /// `SCORE_ELEMENTS_PER_CHUNK`, and each chunk reads only the keys it may see (causal: none
+    /// after its last query; a causal window: none before its first query's window). Keys it
+    /// skips would have weight exactly 0 after the softmax.
+    fn softcapped(&self, q: &Tensor, k: &Tensor, v: &Tensor, cap: f64, sees: Sees) -> Tensor {
+        let size = q.size(); // [batch, heads, len, head_dim]
+        let (batch, len) = (size[0], size[2]);
+        let groups = self.num_heads / self.num_kv_heads;
+        let scaling = self
+            .scaling
+            .unwrap_or_else(|| (self.head_dim as f64).powf(-0.5));
+        let per_query = (batch * self.num_heads * len).max(1);
+        let chunk = (SCORE_ELEMENTS_PER_CHUNK / per_query).clamp(1, len.max(1));
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        while start < len {
+            let rows = chunk.min(len - start);
+            let end = start + rows; // keys at columns >= end are never visible (causal)
+            let key_start = match sees {
+                Sees::Causal(Some(window)) => (start + 1 - window).max(0),
+                _ => 0,
+            };
+            let keys = end - key_start;
+            // kv head h serves query heads h*groups .. (h+1)*groups (transformers' repeat_kv),
+            // so the grouped query heads ride along the query axis instead of copying k and v
+            let q_chunk = q.narrow(2, start, rows).reshape([
+                batch,
+                self.num_kv_heads,
+                groups * rows,
+                self.head_dim,
+            ]);
+            let k_chunk = k.narrow(2, key_start, keys);
+            let v_chunk = v.narrow(2, key_start, keys);
+            let logits = q_chunk.matmul(&k_chunk.transpose(2, 3)) * scaling;
+            let logits = ((logits / cap).tanh() * cap).view([batch, self.num_heads, rows, keys]);
+            let visible = match sees {
+                Sees::Causal(window) => causal_window_mask(
+                    start,
+                    rows,
+                    key_start,
+                    keys,
+                    window.unwrap_or(i64::MAX),
+                    q.device(),
+                ),
+                Sees::Mask(mask) => mask.narrow(2, start, rows).narrow(3, key_start, keys),
+            };
+            let weights = logits
+                .masked_fill(&visible.logical_not(), f64::NEG_INFINITY)
+                .softmax(-1, Kind::Float)
+                .to_kind(q.kind())
+                .view([batch, self.num_kv_heads, groups * rows, keys]);
+            let out = weights
+                .matmul(&v_chunk)
+                .view([batch, self.num_heads, rows, self.head_dim]);
+            pieces.push(out);
+            start = end;
+        }
+        Tensor::cat(&pieces, 2)
+    }
+}
+
+/// How many logits (batch x heads x queries x keys) the soft-capped attention holds at once:
+/// 2^24 floats, 64 MiB in float32.
+const SCORE_ELEMENTS_PER_CHUNK: i64 = 1 << 24;
+
+/// Which keys each query of one layer sees.
+#[derive(Clone, Copy)]
+enum Sees<'a> {
+    /// causal over the columns (positions 0..len), and with `Some(w)` only keys less than `w`
+    /// positions back (transformers' `sliding_window_overlay`: `kv_idx > q_idx - w`)
+    Causal(Option<i64>),
+    /// an explicit boolean mask [rows, 1, len, len] (true = attend)
+    Mask(&'a Tensor),
+}
+
+/// The causal (windowed) mask [1, 1, rows, keys] of queries `start..start+rows` over keys
+/// `key_start..key_start+keys`.
+fn causal_window_mask(
+    start: i64,
+    rows: i64,
+    key_start: i64,
+    keys: i64,
+    window: i64,
+    device: tch::Device,
+) -> Tensor {
+    let i = Tensor::arange_start(start, start + rows, (Kind::Int64, device)).view([1, 1, rows, 1]);
+    let j = Tensor::arange_start(key_start, key_start + keys, (Kind::Int64, device))
+        .view([1, 1, 1, keys]);
+    let distance = &i - &j;
+    distance.ge(0).logical_and(&distance.lt(window))
 }
 
 struct Mlp {
     gate: Linear,
     up: Linear,
     down: Linear,
+    activation: Activation,
 }
 
 impl Mlp {
@@ -123,20 +255,33 @@ impl Mlp {
             gate: Linear::load(&w.pp("gate_proj"), inter, hidden, bias)?,
             up: Linear::load(&w.pp("up_proj"), inter, hidden, bias)?,
             down: Linear::load(&w.pp("down_proj"), hidden, inter, bias)?,
+            activation: c.gemma2.as_ref().map_or(Activation::Silu, |g| g.activation),
         })
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        self.down
-            .forward(&(self.gate.forward(x).silu() * self.up.forward(x)))
+        let gate = self.gate.forward(x);
+        let gate = match self.activation {
+            Activation::Silu => gate.silu(),
+            Activation::GeluTanh => gate.gelu("tanh"),
+            Activation::Gelu => gate.gelu("none"),
+        };
+        self.down.forward(&(gate * self.up.forward(x)))
     }
 }
 
 struct Layer {
     input_norm: RmsNorm,
     attention: Attention,
+    /// the norm before the MLP: `post_attention_layernorm` (Llama family) or
+    /// `pre_feedforward_layernorm` (Gemma 2)
     post_attention_norm: RmsNorm,
     mlp: Mlp,
+    /// Gemma 2: `post_attention_layernorm` on the attention output and
+    /// `post_feedforward_layernorm` on the MLP output, each before its residual add
+    output_norms: Option<(RmsNorm, RmsNorm)>,
+    /// the sliding window this layer attends through (Gemma 2's sliding layers)
+    window: Option<i64>,
 }
 
 pub struct Decoder {
@@ -150,13 +295,28 @@ pub struct Decoder {
 
 impl Layer {
     /// One decoder layer from `w` (`model.layers.N`).
-    fn load(c: &DecoderConfig, w: &VarBuilder) -> Result<Self, LoadError> {
+    fn load(c: &DecoderConfig, w: &VarBuilder, index: usize) -> Result<Self, LoadError> {
         let (hidden, eps) = (c.hidden_size, c.rms_norm_eps);
+        let gemma = c.gemma2.is_some();
+        let norm = |name: &str| -> Result<RmsNorm, LoadError> {
+            Ok(RmsNorm::load(&w.pp(name), hidden, eps)?.with_unit_offset(gemma))
+        };
+        let (post_attention_norm, output_norms) = if gemma {
+            let outputs = (
+                norm("post_attention_layernorm")?,
+                norm("post_feedforward_layernorm")?,
+            );
+            (norm("pre_feedforward_layernorm")?, Some(outputs))
+        } else {
+            (norm("post_attention_layernorm")?, None)
+        };
         Ok(Self {
             attention: Attention::load(c, &w.pp("self_attn"))?,
             mlp: Mlp::load(c, &w.pp("mlp"))?,
-            input_norm: RmsNorm::load(&w.pp("input_layernorm"), hidden, eps)?,
-            post_attention_norm: RmsNorm::load(&w.pp("post_attention_layernorm"), hidden, eps)?,
+            input_norm: norm("input_layernorm")?,
+            post_attention_norm,
+            output_norms,
+            window: c.gemma2.as_ref().and_then(|g| g.window_of(index)),
         })
     }
 }
@@ -169,9 +329,10 @@ impl Decoder {
             .pp("embed_tokens")
             .take("weight", &[c.vocab_size, c.hidden_size])?;
         let layers = (0..c.num_layers)
-            .map(|i| Layer::load(c, &w.pp("layers").pp(i)))
+            .map(|i| Layer::load(c, &w.pp("layers").pp(i), i as usize))
             .collect::<Result<Vec<_>, _>>()?;
-        let final_norm = RmsNorm::load(&w.pp("norm"), c.hidden_size, c.rms_norm_eps)?;
+        let final_norm = RmsNorm::load(&w.pp("norm"), c.hidden_size, c.rms_norm_eps)?
+            .with_unit_offset(c.gemma2.is_some());
         let inv_freq = inverse_frequencies(c, embed_tokens.device());
         Ok(Self {
             embed_tokens,
@@ -190,6 +351,13 @@ impl Decoder {
     pub fn forward(&self, batch: &Batch) -> Tensor {
         let len = batch.padded_len as i64;
         let mut x = Tensor::embedding(&self.embed_tokens, &batch.ids, -1, false, false);
+        if self.config.gemma2.is_some() {
+            // Gemma2Model: the factor is rounded to the embedding dtype before the product
+            let normalizer = Tensor::from((self.config.hidden_size as f64).sqrt())
+                .to_kind(x.kind())
+                .to_device(x.device());
+            x = x * normalizer;
+        }
         let (rotary, mask) = match &batch.layout {
             Layout::Causal => (RotaryTables::new(&self.inv_freq, len, x.kind()), None),
             Layout::Masked { positions, mask } => (
@@ -197,13 +365,40 @@ impl Decoder {
                 Some(mask),
             ),
         };
+        // sliding layers of a masked batch: the fork mask, and keys less than the window back
+        // in sequence positions (a forked tail's positions continue from its prefix, so this is
+        // the window each sequence has alone in its row)
+        let windowed = match (&batch.layout, self.layers.iter().find_map(|l| l.window)) {
+            (Layout::Masked { positions, mask }, Some(window)) => {
+                let distance = positions.unsqueeze(2) - positions.unsqueeze(1);
+                Some(mask.logical_and(&distance.lt(window).unsqueeze(1)))
+            }
+            _ => None,
+        };
         for layer in &self.layers {
+            let sees = match (mask, layer.window) {
+                (None, Some(window)) if window < len => Sees::Causal(Some(window)),
+                (None, _) => Sees::Causal(None),
+                (Some(_), Some(_)) => Sees::Mask(windowed.as_ref().unwrap_or_else(|| {
+                    unreachable!("a windowed mask is built when a layer has a window")
+                })),
+                (Some(mask), None) => Sees::Mask(mask),
+            };
             let attended = layer
                 .attention
-                .forward(&layer.input_norm.forward(&x), &rotary, mask);
-            x += attended;
-            let mlp_out = layer.mlp.forward(&layer.post_attention_norm.forward(&x));
-            x += mlp_out;
+                .forward(&layer.input_norm.forward(&x), &rotary, sees);
+            match &layer.output_norms {
+                Some((after_attention, after_mlp)) => {
+                    x += after_attention.forward(&attended);
+                    let mlp_out = layer.mlp.forward(&layer.post_attention_norm.forward(&x));
+                    x += after_mlp.forward(&mlp_out);
+                }
+                None => {
+                    x += attended;
+                    let mlp_out = layer.mlp.forward(&layer.post_attention_norm.forward(&x));
+                    x += mlp_out;
+                }
+            }
         }
         x
     }

@@ -4,6 +4,7 @@
 pub mod backbone;
 pub mod config;
 pub mod decoder;
+pub mod gemma2;
 pub mod heads;
 pub mod llama;
 pub mod mistral;
@@ -16,8 +17,8 @@ use tch::{Device, Kind};
 use crate::error::LoadError;
 use crate::model_dir::ModelDir;
 use crate::weights::Weights;
-use config::DecoderConfig;
 pub use backbone::Backbone;
+use config::DecoderConfig;
 pub use heads::{CausalLm, LinearHead, RewardHead, SequenceClassifier};
 
 /// The architectures herd runs. Each module turns its config.json into the shared decoder shape.
@@ -26,10 +27,16 @@ pub enum Family {
     Llama,
     Mistral,
     Qwen2,
+    Gemma2,
 }
 
 impl Family {
-    pub const ALL: [Family; 3] = [Family::Llama, Family::Mistral, Family::Qwen2];
+    pub const ALL: [Family; 4] = [
+        Family::Llama,
+        Family::Mistral,
+        Family::Qwen2,
+        Family::Gemma2,
+    ];
 
     /// The prefix of the family's transformers classes (`LlamaForSequenceClassification`).
     pub fn name(self) -> &'static str {
@@ -37,6 +44,7 @@ impl Family {
             Family::Llama => "Llama",
             Family::Mistral => "Mistral",
             Family::Qwen2 => "Qwen2",
+            Family::Gemma2 => "Gemma2",
         }
     }
 
@@ -46,6 +54,7 @@ impl Family {
             Family::Llama => llama::config(json, architecture),
             Family::Mistral => mistral::config(json, architecture),
             Family::Qwen2 => qwen2::config(json, architecture),
+            Family::Gemma2 => gemma2::config(json, architecture),
         }
     }
 }

@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
-use super::Family;
 use super::config::{Biases, ConfigJson, DecoderConfig};
+use super::Family;
 use crate::error::LoadError;
 
 pub fn config(json: &Value, architecture: &str) -> Result<DecoderConfig, LoadError> {
