@@ -115,7 +115,7 @@ impl Attention {
         let k = rotary.apply(&heads(self.k.forward(x), self.num_kv_heads));
         let v = heads(self.v.forward(x), self.num_kv_heads);
         let attended = match self.softcap {
-            Some(cap) => self.softcapped(&q, &k, &v, cap, sees),
+            Some(cap) => self.softcapped(&q, &k, &v, cap, sees, SCORE_ELEMENTS_PER_CHUNK),
             None => {
                 let window_mask;
                 let mask = match sees {
@@ -149,10 +149,18 @@ impl Attention {
     /// `q k^T * scaling`, then `tanh(. / cap) * cap`, then the mask, softmax in float32 cast back
     /// to the input dtype, times v. SDPA's fused kernels cannot cap, so this path computes the
     /// logits itself; queries go in chunks so the logits in memory stay under
-    /// `SCORE_ELEMENTS_PER_CHUNK`, and each chunk reads only the keys it may see (causal: none
+    /// `budget` logits (`SCORE_ELEMENTS_PER_CHUNK`), and each chunk reads only the keys it may see (causal: none
     /// after its last query; a causal window: none before its first query's window). Keys it
     /// skips would have weight exactly 0 after the softmax.
-    fn softcapped(&self, q: &Tensor, k: &Tensor, v: &Tensor, cap: f64, sees: Sees) -> Tensor {
+    fn softcapped(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        cap: f64,
+        sees: Sees,
+        budget: i64,
+    ) -> Tensor {
         let size = q.size(); // [batch, heads, len, head_dim]
         let (batch, len) = (size[0], size[2]);
         let groups = self.num_heads / self.num_kv_heads;
@@ -160,7 +168,7 @@ impl Attention {
             .scaling
             .unwrap_or_else(|| (self.head_dim as f64).powf(-0.5));
         let per_query = (batch * self.num_heads * len).max(1);
-        let chunk = (SCORE_ELEMENTS_PER_CHUNK / per_query).clamp(1, len.max(1));
+        let chunk = (budget / per_query).clamp(1, len.max(1));
         let mut pieces = Vec::new();
         let mut start = 0;
         while start < len {
@@ -356,7 +364,7 @@ impl Decoder {
             let normalizer = Tensor::from((self.config.hidden_size as f64).sqrt())
                 .to_kind(x.kind())
                 .to_device(x.device());
-            x = x * normalizer;
+            x *= normalizer;
         }
         let (rotary, mask) = match &batch.layout {
             Layout::Causal => (RotaryTables::new(&self.inv_freq, len, x.kind()), None),
@@ -401,5 +409,76 @@ impl Decoder {
             }
         }
         x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn attention(num_heads: i64, num_kv_heads: i64, head_dim: i64) -> Attention {
+        let linear = || Linear {
+            weight: Tensor::zeros([1, 1], (Kind::Float, Device::Cpu)),
+            bias: None,
+        };
+        Attention {
+            q: linear(),
+            k: linear(),
+            v: linear(),
+            o: linear(),
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            scaling: Some(0.3),
+            softcap: Some(2.0),
+        }
+    }
+
+    /// transformers' eager attention written out whole: repeat_kv, logits, cap, additive mask
+    /// of the dtype's minimum, softmax in float32.
+    fn eager(a: &Attention, q: &Tensor, k: &Tensor, v: &Tensor, visible: &Tensor) -> Tensor {
+        let groups = a.num_heads / a.num_kv_heads;
+        let k = k.repeat_interleave_self_int(groups, 1, None);
+        let v = v.repeat_interleave_self_int(groups, 1, None);
+        let logits = q.matmul(&k.transpose(2, 3)) * a.scaling.unwrap();
+        let logits = (logits / 2.0).tanh() * 2.0;
+        let additive =
+            Tensor::zeros_like(&logits).masked_fill(&visible.logical_not(), f32::MIN as f64);
+        (logits + additive).softmax(-1, Kind::Float).matmul(&v)
+    }
+
+    #[test]
+    fn chunked_softcapped_attention_is_eager_attention_for_every_chunk_size() {
+        tch::manual_seed(7);
+        let (batch, len, head_dim) = (2, 37, 8);
+        let a = attention(4, 2, head_dim);
+        let q = Tensor::randn([batch, 4, len, head_dim], (Kind::Float, Device::Cpu)) * 2.0;
+        let k = Tensor::randn([batch, 2, len, head_dim], (Kind::Float, Device::Cpu)) * 2.0;
+        let v = Tensor::randn([batch, 2, len, head_dim], (Kind::Float, Device::Cpu));
+        // an explicit mask: causal, and row 1 hides columns 5..9 from the later queries
+        let explicit =
+            causal_window_mask(0, len, 0, len, i64::MAX, Device::Cpu).repeat([batch, 1, 1, 1]);
+        let _ = explicit
+            .get(1)
+            .narrow(1, 10, len - 10)
+            .narrow(2, 5, 4)
+            .fill_(0);
+        for window in [None, Some(5), Some(len)] {
+            let visible =
+                causal_window_mask(0, len, 0, len, window.unwrap_or(i64::MAX), Device::Cpu);
+            let want = eager(&a, &q, &k, &v, &visible);
+            for budget in [1, 4 * 8 * len, 4 * 8 * len * 7, i64::MAX] {
+                let got = a.softcapped(&q, &k, &v, 2.0, Sees::Causal(window), budget);
+                let diff = (&got - &want).abs().max().double_value(&[]);
+                assert!(diff < 1e-5, "window {window:?} budget {budget}: {diff}");
+            }
+        }
+        let want = eager(&a, &q, &k, &v, &explicit);
+        for budget in [1, 4 * 8 * len * 3, i64::MAX] {
+            let got = a.softcapped(&q, &k, &v, 2.0, Sees::Mask(&explicit), budget);
+            let diff = (&got - &want).abs().max().double_value(&[]);
+            assert!(diff < 1e-5, "explicit mask, budget {budget}: {diff}");
+        }
     }
 }
