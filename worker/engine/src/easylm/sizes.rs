@@ -476,6 +476,7 @@ impl ModelConfig {
             max_position_embeddings: self.max_position_embeddings,
             attention_window: None,
             deberta: None,
+            gemma2: None,
             pad_token_id: Some(self.pad_token_id),
             num_labels: match self.head {
                 HeadKind::SequenceClassification => self.num_labels,

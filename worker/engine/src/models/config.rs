@@ -53,6 +53,8 @@ pub struct DecoderConfig {
     /// Longest sequence the model attends over in full (Mistral's sliding window); inputs
     /// longer than this are refused rather than scored with the wrong attention.
     pub attention_window: Option<i64>,
+    /// Gemma 2's switches (norms, soft caps, windows per layer); none for other families
+    pub gemma2: Option<super::gemma2::Gemma2Options>,
     pub pad_token_id: Option<i64>,
     pub num_labels: i64,
     /// the encoder settings of a DeBERTa-v2/v3 config (`deberta_v2::config`), else `None`
@@ -245,6 +247,7 @@ impl ConfigJson<'_> {
                 .optional_int("max_position_embeddings")?
                 .unwrap_or(2048),
             attention_window: None,
+            gemma2: None,
             pad_token_id: self.optional_int("pad_token_id")?,
             num_labels: self.num_labels()?,
             deberta: None,

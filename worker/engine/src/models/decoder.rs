@@ -9,6 +9,7 @@
 use tch::{Kind, Tensor};
 
 use super::config::DecoderConfig;
+use super::gemma2::Activation;
 use super::rope::{inverse_frequencies, RotaryTables};
 use crate::batching::{Batch, Layout};
 use crate::error::LoadError;
@@ -43,6 +44,9 @@ pub struct RmsNorm {
     /// hidden_states).to(input_dtype)`, modeling_olmo2.py Olmo2RMSNorm) instead of scaling the
     /// cast-back value: the same in float32, a different rounding in bf16
     scale_in_float32: bool,
+    /// Gemma 2: scale by `1 + w` in float32 before the cast back (`Gemma2RMSNorm.forward`:
+    /// `output * (1.0 + self.weight.float())`, then `type_as(x)`)
+    unit_offset: Option<Tensor>,
 }
 
 impl RmsNorm {
@@ -51,10 +55,17 @@ impl RmsNorm {
             weight: w.take("weight", &[dim])?,
             eps,
             scale_in_float32: false,
+            unit_offset: None,
         })
     }
 
-    /// The norm `family` uses (OLMo2's scales in float32).
+    /// Gemma 2's form of the norm when `on` (the weight then holds `w` of `1 + w`).
+    pub fn with_unit_offset(mut self, on: bool) -> Self {
+        self.unit_offset = on.then(|| self.weight.to_kind(Kind::Float) + 1.0);
+        self
+    }
+
+    /// The norm `family` uses (OLMo2's scales in float32, Gemma 2's by `1 + w`).
     fn load_for(
         family: super::Family,
         w: &VarBuilder,
@@ -63,7 +74,7 @@ impl RmsNorm {
     ) -> Result<Self, LoadError> {
         let mut norm = Self::load(w, dim, eps)?;
         norm.scale_in_float32 = family == super::Family::Olmo2;
-        Ok(norm)
+        Ok(norm.with_unit_offset(family == super::Family::Gemma2))
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
@@ -71,6 +82,9 @@ impl RmsNorm {
         let x32 = x.to_kind(Kind::Float);
         let variance = x32.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
         let normed = x32 * (variance + self.eps).rsqrt();
+        if let Some(scale) = &self.unit_offset {
+            return (normed * scale).to_kind(kind);
+        }
         if self.scale_in_float32 {
             return (self.weight.to_kind(Kind::Float) * normed).to_kind(kind);
         }
@@ -121,6 +135,10 @@ struct Attention {
     num_heads: i64,
     num_kv_heads: i64,
     head_dim: i64,
+    /// logits scale when not 1/sqrt(head_dim) (Gemma 2: `query_pre_attn_scalar**-0.5`)
+    scaling: Option<f64>,
+    /// `tanh(logits / c) * c` before the mask (Gemma 2), which needs the explicit path
+    softcap: Option<f64>,
 }
 
 impl Attention {
@@ -138,10 +156,15 @@ impl Attention {
             num_heads: c.num_heads,
             num_kv_heads: c.num_kv_heads,
             head_dim: c.head_dim,
+            scaling: c
+                .gemma2
+                .as_ref()
+                .map(|g| g.query_pre_attn_scalar.powf(-0.5)),
+            softcap: c.gemma2.as_ref().and_then(|g| g.attn_logit_softcapping),
         })
     }
 
-    fn forward(&self, x: &Tensor, rotary: &RotaryTables, mask: Option<&Tensor>) -> Tensor {
+    fn forward(&self, x: &Tensor, rotary: &RotaryTables, sees: Sees) -> Tensor {
         let size = x.size(); // [batch, len, hidden]
         let (batch, len) = (size[0], size[1]);
         let split = |t: Tensor, n: i64| t.view([batch, len, n, self.head_dim]);
@@ -161,28 +184,145 @@ impl Attention {
         let q = rotary.apply(&q.transpose(1, 2));
         let k = rotary.apply(&k.transpose(1, 2));
         let v = heads(self.v.forward(x), self.num_kv_heads);
-        let grouped = self.num_kv_heads != self.num_heads;
-        let attended = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            mask,
-            0.0,
-            mask.is_none(),
-            None,
-            grouped,
-        );
+        let attended = match self.softcap {
+            Some(cap) => self.softcapped(&q, &k, &v, cap, sees, SCORE_ELEMENTS_PER_CHUNK),
+            None => {
+                let window_mask;
+                let mask = match sees {
+                    Sees::Causal(None) => None,
+                    Sees::Causal(Some(window)) => {
+                        window_mask = causal_window_mask(0, len, 0, len, window, x.device());
+                        Some(&window_mask)
+                    }
+                    Sees::Mask(mask) => Some(mask),
+                };
+                let grouped = self.num_kv_heads != self.num_heads;
+                Tensor::scaled_dot_product_attention(
+                    &q,
+                    &k,
+                    &v,
+                    mask,
+                    0.0,
+                    mask.is_none(),
+                    self.scaling,
+                    grouped,
+                )
+            }
+        };
         let merged = attended
             .transpose(1, 2)
             .reshape([batch, len, self.num_heads * self.head_dim]);
         self.o.forward(&merged)
     }
+
+    /// Attention with soft-capped logits, as transformers' `eager_attention_forward`: logits
+    /// `q k^T * scaling`, then `tanh(. / cap) * cap`, then the mask, softmax in float32 cast back
+    /// to the input dtype, times v. SDPA's fused kernels cannot cap, so this path computes the
+    /// logits itself; queries go in chunks so the logits in memory stay under
+    /// `budget` logits (`SCORE_ELEMENTS_PER_CHUNK`), and each chunk reads only the keys it may see (causal: none
+    /// after its last query; a causal window: none before its first query's window). Keys it
+    /// skips would have weight exactly 0 after the softmax.
+    fn softcapped(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        cap: f64,
+        sees: Sees,
+        budget: i64,
+    ) -> Tensor {
+        let size = q.size(); // [batch, heads, len, head_dim]
+        let (batch, len) = (size[0], size[2]);
+        let groups = self.num_heads / self.num_kv_heads;
+        let scaling = self
+            .scaling
+            .unwrap_or_else(|| (self.head_dim as f64).powf(-0.5));
+        let per_query = (batch * self.num_heads * len).max(1);
+        let chunk = (budget / per_query).clamp(1, len.max(1));
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        while start < len {
+            let rows = chunk.min(len - start);
+            let end = start + rows; // keys at columns >= end are never visible (causal)
+            let key_start = match sees {
+                Sees::Causal(Some(window)) => (start + 1 - window).max(0),
+                _ => 0,
+            };
+            let keys = end - key_start;
+            // kv head h serves query heads h*groups .. (h+1)*groups (transformers' repeat_kv),
+            // so the grouped query heads ride along the query axis instead of copying k and v
+            let q_chunk = q.narrow(2, start, rows).reshape([
+                batch,
+                self.num_kv_heads,
+                groups * rows,
+                self.head_dim,
+            ]);
+            let k_chunk = k.narrow(2, key_start, keys);
+            let v_chunk = v.narrow(2, key_start, keys);
+            let logits = q_chunk.matmul(&k_chunk.transpose(2, 3)) * scaling;
+            let logits = ((logits / cap).tanh() * cap).view([batch, self.num_heads, rows, keys]);
+            let visible = match sees {
+                Sees::Causal(window) => causal_window_mask(
+                    start,
+                    rows,
+                    key_start,
+                    keys,
+                    window.unwrap_or(i64::MAX),
+                    q.device(),
+                ),
+                Sees::Mask(mask) => mask.narrow(2, start, rows).narrow(3, key_start, keys),
+            };
+            let weights = logits
+                .masked_fill(&visible.logical_not(), f64::NEG_INFINITY)
+                .softmax(-1, Kind::Float)
+                .to_kind(q.kind())
+                .view([batch, self.num_kv_heads, groups * rows, keys]);
+            let out = weights
+                .matmul(&v_chunk)
+                .view([batch, self.num_heads, rows, self.head_dim]);
+            pieces.push(out);
+            start = end;
+        }
+        Tensor::cat(&pieces, 2)
+    }
+}
+
+/// How many logits (batch x heads x queries x keys) the soft-capped attention holds at once:
+/// 2^24 floats, 64 MiB in float32.
+const SCORE_ELEMENTS_PER_CHUNK: i64 = 1 << 24;
+
+/// Which keys each query of one layer sees.
+#[derive(Clone, Copy)]
+enum Sees<'a> {
+    /// causal over the columns (positions 0..len), and with `Some(w)` only keys less than `w`
+    /// positions back (transformers' `sliding_window_overlay`: `kv_idx > q_idx - w`)
+    Causal(Option<i64>),
+    /// an explicit boolean mask [rows, 1, len, len] (true = attend)
+    Mask(&'a Tensor),
+}
+
+/// The causal (windowed) mask [1, 1, rows, keys] of queries `start..start+rows` over keys
+/// `key_start..key_start+keys`.
+fn causal_window_mask(
+    start: i64,
+    rows: i64,
+    key_start: i64,
+    keys: i64,
+    window: i64,
+    device: tch::Device,
+) -> Tensor {
+    let i = Tensor::arange_start(start, start + rows, (Kind::Int64, device)).view([1, 1, rows, 1]);
+    let j = Tensor::arange_start(key_start, key_start + keys, (Kind::Int64, device))
+        .view([1, 1, 1, keys]);
+    let distance = &i - &j;
+    distance.ge(0).logical_and(&distance.lt(window))
 }
 
 struct Mlp {
     gate: Linear,
     up: Linear,
     down: Linear,
+    activation: Activation,
 }
 
 impl Mlp {
@@ -193,12 +333,18 @@ impl Mlp {
             gate: Linear::load(&w.pp("gate_proj"), inter, hidden, bias)?,
             up: Linear::load(&w.pp("up_proj"), inter, hidden, bias)?,
             down: Linear::load(&w.pp("down_proj"), hidden, inter, bias)?,
+            activation: c.gemma2.as_ref().map_or(Activation::Silu, |g| g.activation),
         })
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        self.down
-            .forward(&(self.gate.forward(x).silu() * self.up.forward(x)))
+        let gate = self.gate.forward(x);
+        let gate = match self.activation {
+            Activation::Silu => gate.silu(),
+            Activation::GeluTanh => gate.gelu("tanh"),
+            Activation::Gelu => gate.gelu("none"),
+        };
+        self.down.forward(&(gate * self.up.forward(x)))
     }
 }
 
@@ -216,11 +362,17 @@ struct Layer {
     /// the norm before attention (`Before`) or none (`After`)
     input_norm: Option<RmsNorm>,
     attention: Attention,
-    /// before the MLP (`Before`) or after attention (`After`)
+    /// before the MLP (`Before`: `post_attention_layernorm`, Gemma 2's
+    /// `pre_feedforward_layernorm`) or after attention (`After`)
     post_attention_norm: RmsNorm,
     /// after the MLP (`After` only)
     post_feedforward_norm: Option<RmsNorm>,
     mlp: Mlp,
+    /// Gemma 2: `post_attention_layernorm` on the attention output and
+    /// `post_feedforward_layernorm` on the MLP output, each before its residual add
+    output_norms: Option<(RmsNorm, RmsNorm)>,
+    /// the sliding window this layer attends through (Gemma 2's sliding layers)
+    window: Option<i64>,
 }
 
 pub struct Decoder {
@@ -234,10 +386,19 @@ pub struct Decoder {
 
 impl Layer {
     /// One decoder layer from `w` (`model.layers.N`).
-    fn load(c: &DecoderConfig, w: &VarBuilder) -> Result<Self, LoadError> {
+    fn load(c: &DecoderConfig, w: &VarBuilder, index: usize) -> Result<Self, LoadError> {
         let (hidden, eps) = (c.hidden_size, c.rms_norm_eps);
         let norm = |name: &str| RmsNorm::load_for(c.family, &w.pp(name), hidden, eps);
         let after = c.family.norm_placement() == NormPlacement::After;
+        let (post_attention_norm, output_norms) = if c.gemma2.is_some() {
+            let outputs = (
+                norm("post_attention_layernorm")?,
+                norm("post_feedforward_layernorm")?,
+            );
+            (norm("pre_feedforward_layernorm")?, Some(outputs))
+        } else {
+            (norm("post_attention_layernorm")?, None)
+        };
         Ok(Self {
             attention: Attention::load(c, &w.pp("self_attn"))?,
             mlp: Mlp::load(c, &w.pp("mlp"))?,
@@ -246,12 +407,14 @@ impl Layer {
             } else {
                 Some(norm("input_layernorm")?)
             },
-            post_attention_norm: norm("post_attention_layernorm")?,
+            post_attention_norm,
             post_feedforward_norm: if after {
                 Some(norm("post_feedforward_layernorm")?)
             } else {
                 None
             },
+            output_norms,
+            window: c.gemma2.as_ref().and_then(|g| g.window_of(index)),
         })
     }
 }
@@ -264,7 +427,7 @@ impl Decoder {
             .pp("embed_tokens")
             .take("weight", &[c.vocab_size, c.hidden_size])?;
         let layers = (0..c.num_layers)
-            .map(|i| Layer::load(c, &w.pp("layers").pp(i)))
+            .map(|i| Layer::load(c, &w.pp("layers").pp(i), i as usize))
             .collect::<Result<Vec<_>, _>>()?;
         let final_norm = RmsNorm::load_for(c.family, &w.pp("norm"), c.hidden_size, c.rms_norm_eps)?;
         let inv_freq = inverse_frequencies(c, embed_tokens.device());
@@ -285,6 +448,13 @@ impl Decoder {
     pub fn forward(&self, batch: &Batch) -> Tensor {
         let len = batch.padded_len as i64;
         let mut x = Tensor::embedding(&self.embed_tokens, &batch.ids, -1, false, false);
+        if self.config.gemma2.is_some() {
+            // Gemma2Model: the factor is rounded to the embedding dtype before the product
+            let normalizer = Tensor::from((self.config.hidden_size as f64).sqrt())
+                .to_kind(x.kind())
+                .to_device(x.device());
+            x *= normalizer;
+        }
         let (rotary, mask) = match &batch.layout {
             Layout::Causal => (RotaryTables::new(&self.inv_freq, len, x.kind()), None),
             Layout::Masked { positions, mask } => (
@@ -292,9 +462,27 @@ impl Decoder {
                 Some(mask),
             ),
         };
+        // sliding layers of a masked batch: the fork mask, and keys less than the window back
+        // in sequence positions (a forked tail's positions continue from its prefix, so this is
+        // the window each sequence has alone in its row)
+        let windowed = match (&batch.layout, self.layers.iter().find_map(|l| l.window)) {
+            (Layout::Masked { positions, mask }, Some(window)) => {
+                let distance = positions.unsqueeze(2) - positions.unsqueeze(1);
+                Some(mask.logical_and(&distance.lt(window).unsqueeze(1)))
+            }
+            _ => None,
+        };
         for layer in &self.layers {
+            let sees = match (mask, layer.window) {
+                (None, Some(window)) if window < len => Sees::Causal(Some(window)),
+                (None, _) => Sees::Causal(None),
+                (Some(_), Some(_)) => Sees::Mask(windowed.as_ref().unwrap_or_else(|| {
+                    unreachable!("a windowed mask is built when a layer has a window")
+                })),
+                (Some(mask), None) => Sees::Mask(mask),
+            };
             if let Some(post_feedforward_norm) = &layer.post_feedforward_norm {
-                let attended = layer.attention.forward(&x, &rotary, mask);
+                let attended = layer.attention.forward(&x, &rotary, sees);
                 x += layer.post_attention_norm.forward(&attended);
                 let mlp_out = layer.mlp.forward(&x);
                 x += post_feedforward_norm.forward(&mlp_out);
@@ -304,11 +492,92 @@ impl Decoder {
                 Some(norm) => norm.forward(&x),
                 None => x.shallow_clone(),
             };
-            let attended = layer.attention.forward(&input, &rotary, mask);
-            x += attended;
-            let mlp_out = layer.mlp.forward(&layer.post_attention_norm.forward(&x));
-            x += mlp_out;
+            let attended = layer.attention.forward(&input, &rotary, sees);
+            match &layer.output_norms {
+                Some((after_attention, after_mlp)) => {
+                    x += after_attention.forward(&attended);
+                    let mlp_out = layer.mlp.forward(&layer.post_attention_norm.forward(&x));
+                    x += after_mlp.forward(&mlp_out);
+                }
+                None => {
+                    x += attended;
+                    let mlp_out = layer.mlp.forward(&layer.post_attention_norm.forward(&x));
+                    x += mlp_out;
+                }
+            }
         }
         x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn attention(num_heads: i64, num_kv_heads: i64, head_dim: i64) -> Attention {
+        let linear = || Linear {
+            weight: Tensor::zeros([1, 1], (Kind::Float, Device::Cpu)),
+            bias: None,
+        };
+        Attention {
+            q: linear(),
+            k: linear(),
+            v: linear(),
+            o: linear(),
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            scaling: Some(0.3),
+            softcap: Some(2.0),
+            qk_norms: None,
+        }
+    }
+
+    /// transformers' eager attention written out whole: repeat_kv, logits, cap, additive mask
+    /// of the dtype's minimum, softmax in float32.
+    fn eager(a: &Attention, q: &Tensor, k: &Tensor, v: &Tensor, visible: &Tensor) -> Tensor {
+        let groups = a.num_heads / a.num_kv_heads;
+        let k = k.repeat_interleave_self_int(groups, 1, None);
+        let v = v.repeat_interleave_self_int(groups, 1, None);
+        let logits = q.matmul(&k.transpose(2, 3)) * a.scaling.unwrap();
+        let logits = (logits / 2.0).tanh() * 2.0;
+        let additive =
+            Tensor::zeros_like(&logits).masked_fill(&visible.logical_not(), f32::MIN as f64);
+        (logits + additive).softmax(-1, Kind::Float).matmul(&v)
+    }
+
+    #[test]
+    fn chunked_softcapped_attention_is_eager_attention_for_every_chunk_size() {
+        tch::manual_seed(7);
+        let (batch, len, head_dim) = (2, 37, 8);
+        let a = attention(4, 2, head_dim);
+        let q = Tensor::randn([batch, 4, len, head_dim], (Kind::Float, Device::Cpu)) * 2.0;
+        let k = Tensor::randn([batch, 2, len, head_dim], (Kind::Float, Device::Cpu)) * 2.0;
+        let v = Tensor::randn([batch, 2, len, head_dim], (Kind::Float, Device::Cpu));
+        // an explicit mask: causal, and row 1 hides columns 5..9 from the later queries
+        let explicit =
+            causal_window_mask(0, len, 0, len, i64::MAX, Device::Cpu).repeat([batch, 1, 1, 1]);
+        let _ = explicit
+            .get(1)
+            .narrow(1, 10, len - 10)
+            .narrow(2, 5, 4)
+            .fill_(0);
+        for window in [None, Some(5), Some(len)] {
+            let visible =
+                causal_window_mask(0, len, 0, len, window.unwrap_or(i64::MAX), Device::Cpu);
+            let want = eager(&a, &q, &k, &v, &visible);
+            for budget in [1, 4 * 8 * len, 4 * 8 * len * 7, i64::MAX] {
+                let got = a.softcapped(&q, &k, &v, 2.0, Sees::Causal(window), budget);
+                let diff = (&got - &want).abs().max().double_value(&[]);
+                assert!(diff < 1e-5, "window {window:?} budget {budget}: {diff}");
+            }
+        }
+        let want = eager(&a, &q, &k, &v, &explicit);
+        for budget in [1, 4 * 8 * len * 3, i64::MAX] {
+            let got = a.softcapped(&q, &k, &v, 2.0, Sees::Mask(&explicit), budget);
+            let diff = (&got - &want).abs().max().double_value(&[]);
+            assert!(diff < 1e-5, "explicit mask, budget {budget}: {diff}");
+        }
     }
 }

@@ -110,6 +110,7 @@ pub fn config(json: &Value, architecture: &str) -> Result<DecoderConfig, LoadErr
         pad_token_id: json.optional_int("pad_token_id")?,
         num_labels,
         deberta: None,
+        gemma2: None,
         gpt: Some(options),
     })
 }

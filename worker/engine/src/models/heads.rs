@@ -222,6 +222,8 @@ pub struct CausalLm {
     pub backbone: Box<dyn Backbone>,
     /// `None` when the input embeddings are tied to the output
     pub lm_head: Option<Tensor>,
+    /// Gemma 2: logits become `tanh(logits / c) * c` (`Gemma2ForCausalLM.forward`)
+    pub final_logit_softcapping: Option<f64>,
 }
 
 impl CausalLm {
@@ -235,7 +237,15 @@ impl CausalLm {
             let shape = [config.vocab_size, config.hidden_size];
             Some(w.pp(backbone.lm_head_scope()).take("weight", &shape)?)
         };
-        Ok(Self { backbone, lm_head })
+        let final_logit_softcapping = config
+            .gemma2
+            .as_ref()
+            .and_then(|g| g.final_logit_softcapping);
+        Ok(Self {
+            backbone,
+            lm_head,
+            final_logit_softcapping,
+        })
     }
 
     /// log p(targets[i] | prefix) for flat positions `positions[i]` (row * len + column) of
@@ -259,6 +269,10 @@ impl CausalLm {
                     .backbone
                     .final_norm(&picked)
                     .linear(weight, None::<Tensor>);
+                let logits = match self.final_logit_softcapping {
+                    Some(cap) => (logits / cap).tanh() * cap,
+                    None => logits,
+                };
                 logits
                     .log_softmax(-1, Kind::Float)
                     .gather(1, &targets.narrow(0, start, rows).unsqueeze(1), false)

@@ -9,6 +9,7 @@ pub mod gated;
 pub mod gpt;
 pub mod gpt2;
 pub mod gpt_neox;
+pub mod gemma2;
 pub mod heads;
 pub mod internlm2;
 pub mod llama;
@@ -45,10 +46,11 @@ pub enum Family {
     DebertaV2,
     GptNeox,
     Gpt2,
+    Gemma2,
 }
 
 impl Family {
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::Llama,
         Family::Mistral,
         Family::Qwen2,
@@ -58,6 +60,7 @@ impl Family {
         Family::DebertaV2,
         Family::GptNeox,
         Family::Gpt2,
+        Family::Gemma2,
     ];
 
     /// The prefix of the family's transformers classes (`LlamaForSequenceClassification`).
@@ -72,6 +75,7 @@ impl Family {
             Family::DebertaV2 => "DebertaV2",
             Family::GptNeox => "GPTNeoX",
             Family::Gpt2 => "GPT2",
+            Family::Gemma2 => "Gemma2",
         }
     }
 
@@ -104,6 +108,7 @@ impl Family {
             Family::DebertaV2 => deberta_v2::config(json, architecture),
             Family::GptNeox => gpt_neox::config(json, architecture),
             Family::Gpt2 => gpt2::config(json, architecture),
+            Family::Gemma2 => gemma2::config(json, architecture),
         }
     }
 }

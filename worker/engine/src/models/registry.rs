@@ -235,6 +235,8 @@ pub static ENTRIES: &[Entry] = &[
     causal_lm("MistralForCausalLM", Family::Mistral),
     classifier("Qwen2ForSequenceClassification", Family::Qwen2),
     causal_lm("Qwen2ForCausalLM", Family::Qwen2),
+    classifier("Gemma2ForSequenceClassification", Family::Gemma2),
+    causal_lm("Gemma2ForCausalLM", Family::Gemma2),
     classifier("Qwen3ForSequenceClassification", Family::Qwen3),
     causal_lm("Qwen3ForCausalLM", Family::Qwen3),
     classifier("Olmo2ForSequenceClassification", Family::Olmo2),
@@ -428,6 +430,7 @@ pub fn model_types(family: Family) -> &'static [&'static str] {
         // OpenAssistant's GPTNeoXRewardConfig: `model_type = "gpt_neox_reward_model"`
         Family::GptNeox => &["gpt_neox", "gpt_neox_reward_model"],
         Family::Gpt2 => &["gpt2"],
+        Family::Gemma2 => &["gemma2"],
     }
 }
 
