@@ -14,6 +14,8 @@
 #   BENCH_MODEL=DIR     model folder (default bench/out/bench-llama-rm, made by make_bench_model.py)
 #   BENCH_SKIP_BUILD=1  do not run cargo build (use the existing worker binary)
 #   BENCH_WORKER=PATH   worker binary (default target/release/worker)
+#   BENCH_ATTN=IMPL     attn_implementation of both transformers runs (default transformers' choice,
+#                       sdpa; Gemma 2 needs eager for its attention soft cap)
 #   BENCH_OPT_BATCH_TOKENS=N  token budget of the optimized transformers run (default 2048, the
 #                       worker's CPU default; 2048-4096 measured fastest for transformers on 2 cores)
 set -euo pipefail
@@ -33,6 +35,8 @@ OUT=bench/out
 MODEL="${BENCH_MODEL:-$OUT/bench-llama-rm}"
 ROWS="${BENCH_ROWS:-}"
 OPT_BATCH_TOKENS="${BENCH_OPT_BATCH_TOKENS:-2048}"
+ATTN_ARGS=()
+if [[ -n "${BENCH_ATTN:-}" ]]; then ATTN_ARGS=(--attn-implementation "$BENCH_ATTN"); fi
 mkdir -p "$OUT"
 
 [[ -f "$DATASET" ]] || { echo "dataset not found: $DATASET" >&2; exit 2; }
@@ -91,14 +95,14 @@ log "dataset $DATA ($PAIRS pairs), model $MODEL, $THREADS threads"
 
 # --- 1. RewardBench reference pipeline -----------------------------------------------------------
 log "reference pipeline (run_rm.py: batch 8, dataset order, tokenizer padding side)"
-run reference "$PY" bench/reference_pipeline.py --model "$MODEL" --dataset "$DATA" --threads "$THREADS" \
+run reference "$PY" bench/reference_pipeline.py --model "$MODEL" --dataset "$DATA" --threads "$THREADS" "${ATTN_ARGS[@]}" \
     --scores "$OUT/reference-scores.jsonl" --json "$OUT/reference.json" > /dev/null 2> "$OUT/reference.log" \
     || { cat "$OUT/reference.log" >&2; exit 1; }
 
 # --- 2. optimized transformers ---------------------------------------------------------------------
 log "optimized transformers (length-sorted, $OPT_BATCH_TOKENS-token batches, right padding)"
 run optimized "$PY" bench/reference_pipeline.py --optimized --model "$MODEL" --dataset "$DATA" --threads "$THREADS" \
-    --batch-tokens "$OPT_BATCH_TOKENS" --max-batch-rows 256 \
+    --batch-tokens "$OPT_BATCH_TOKENS" --max-batch-rows 256 "${ATTN_ARGS[@]}" \
     --scores "$OUT/optimized-scores.jsonl" --json "$OUT/optimized.json" > /dev/null 2> "$OUT/optimized.log" \
     || { cat "$OUT/optimized.log" >&2; exit 1; }
 
