@@ -300,6 +300,18 @@ impl Backbone for GptNeox {
     }
 }
 
+/// OpenAssistant's `GPTNeoXRewardModel` head (rewardbench/models/openassistant.py): `out_proj`,
+/// `nn.Linear(hidden_size, 1)` with its bias.
+pub fn load_out_proj(
+    ctx: &super::registry::HeadContext,
+) -> Result<Box<dyn super::heads::RewardHead>, LoadError> {
+    Ok(Box::new(super::heads::LinearHead::load(
+        ctx.config,
+        &ctx.w.pp("out_proj"),
+        true,
+    )?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,16 +385,4 @@ mod tests {
             assert!(error.contains(field), "{error}");
         }
     }
-}
-
-/// OpenAssistant's `GPTNeoXRewardModel` head (rewardbench/models/openassistant.py): `out_proj`,
-/// `nn.Linear(hidden_size, 1)` with its bias.
-pub fn load_out_proj(
-    ctx: &super::registry::HeadContext,
-) -> Result<Box<dyn super::heads::RewardHead>, LoadError> {
-    Ok(Box::new(super::heads::LinearHead::load(
-        ctx.config,
-        &ctx.w.pp("out_proj"),
-        true,
-    )?))
 }
