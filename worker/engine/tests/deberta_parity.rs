@@ -9,6 +9,8 @@
 //! runs). Regenerate with
 //! `PYTHONPATH=$HOME/.cache/herd/pylib-spm $HOME/.cache/herd/venv-torch-2.11.0/bin/python tests/golden/make_deberta_goldens.py`.
 
+mod support;
+
 use std::path::PathBuf;
 
 use herd_engine::batching::BatchLimits;
@@ -23,9 +25,8 @@ use herd_rewardbench::dataset::v2::BestOfNRow;
 use herd_rewardbench::dataset::PreferencePair;
 use herd_rewardbench::v1::is_win;
 use serde_json::Value;
+use support::{lists, one_per_batch, FP32_TOLERANCE};
 use tch::{Device, Kind};
-
-const FP32_TOLERANCE: f64 = 1e-4;
 
 fn fixtures() -> PathBuf {
     herd_testkit::workspace_root().join("tests/golden/fixtures/deberta")
@@ -45,10 +46,6 @@ fn pairs(golden: &Value) -> Vec<PreferencePair> {
 fn floats(value: &Value) -> Vec<f64> {
     let items = value.as_array().unwrap();
     items.iter().map(|v| v.as_f64().unwrap()).collect()
-}
-
-fn lists(value: &Value) -> Vec<Vec<f64>> {
-    value.as_array().unwrap().iter().map(floats).collect()
 }
 
 fn request(golden: &Value, kind: Kind, limits: BatchLimits) -> ScoreRequest {
@@ -74,13 +71,6 @@ fn packed() -> BatchLimits {
     BatchLimits {
         max_batch_tokens: 8192,
         max_batch_rows: 64,
-    }
-}
-
-fn one_per_batch() -> BatchLimits {
-    BatchLimits {
-        max_batch_tokens: 1 << 20,
-        max_batch_rows: 1,
     }
 }
 

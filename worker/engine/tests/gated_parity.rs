@@ -13,6 +13,8 @@
 //! checks the text path: the package's formatting and pipelines over a stand-in Llama-3 tokenizer
 //! in each model folder, against herd's scorer from the pairs' texts.
 
+mod support;
+
 use std::path::PathBuf;
 
 use herd_engine::batching::{BatchLimits, BatchSettings};
@@ -26,9 +28,9 @@ use herd_engine::models::{ModelSpec, SequenceClassifier};
 use herd_engine::scorer::{score_pairs_with, ScoreRequest};
 use herd_rewardbench::dataset::PreferencePair;
 use serde_json::Value;
+use support::{ids, one_per_batch, packed, FP32_TOLERANCE};
 use tch::{Device, Kind};
 
-const FP32_TOLERANCE: f64 = 1e-4;
 const CASES: [&str; 3] = ["armorm", "qrm-llama31", "qrm-llama3"];
 
 fn fixtures() -> PathBuf {
@@ -50,15 +52,6 @@ fn model(golden: &Value, kind: Kind) -> SequenceClassifier {
     spec(golden).load_classifier(Device::Cpu, kind).unwrap()
 }
 
-fn ids(value: &Value) -> Vec<u32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
-}
-
 /// Rows chosen, rejected, chosen, ... and the reference's scores in that order under `prefix`.
 fn rows(golden: &Value, prefix: &str) -> (Vec<Vec<u32>>, Vec<f64>) {
     let mut sequences = Vec::new();
@@ -77,20 +70,6 @@ fn settings(golden: &Value, limits: BatchLimits) -> BatchSettings {
         limits,
         pad_id: golden["pad_token_id"].as_u64().unwrap() as u32,
         device: Device::Cpu,
-    }
-}
-
-fn one_per_batch() -> BatchLimits {
-    BatchLimits {
-        max_batch_tokens: 1 << 20,
-        max_batch_rows: 1,
-    }
-}
-
-fn packed() -> BatchLimits {
-    BatchLimits {
-        max_batch_tokens: 4096,
-        max_batch_rows: 64,
     }
 }
 

@@ -10,17 +10,18 @@
 //! chosen and rejected sharing the prompt in one row (masked layout); scores independent of the
 //! batch composition. bf16: within the golden's `bf16_bound` (make_fixtures.py's rule).
 
+mod support;
+
 use std::path::PathBuf;
 
 use herd_engine::batching::BatchLimits;
 use herd_engine::dpo::RefFreeType;
 use herd_engine::scorer::{score_pairs, ScoreRequest};
-use herd_rewardbench::dataset::PreferencePair;
 use herd_rewardbench::v1::is_win;
 use serde_json::Value;
+use support::{assert_close, floats, one_per_batch, packed, pairs, FP32_TOLERANCE};
 use tch::{Device, Kind};
 
-const FP32_TOLERANCE: f64 = 1e-4;
 /// batch composition (padding, packing, prefix sharing) may move fp32 scores by rounding only
 const BATCH_EFFECT: f64 = 1e-5;
 
@@ -30,38 +31,6 @@ fn fixtures() -> PathBuf {
 
 fn golden(case: &str) -> Value {
     herd_testkit::fixtures::read_json(&fixtures().join(format!("{case}.json")))
-}
-
-fn pairs(golden: &Value) -> Vec<PreferencePair> {
-    golden["examples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| serde_json::from_value(e.clone()).unwrap())
-        .collect()
-}
-
-fn floats(value: &Value) -> Vec<f64> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect()
-}
-
-fn packed() -> BatchLimits {
-    BatchLimits {
-        max_batch_tokens: 4096,
-        max_batch_rows: 64,
-    }
-}
-
-fn one_per_batch() -> BatchLimits {
-    BatchLimits {
-        max_batch_tokens: 1 << 20,
-        max_batch_rows: 1,
-    }
 }
 
 /// The request for `model` (a folder of the gemma2 fixtures, or a path relative to it) with the
@@ -261,15 +230,6 @@ fn dpo_rewards(
             })
             .collect(),
     )
-}
-
-/// Summed log-probs run to hundreds; fp32 accumulation is off by ~5e-7 per unit of magnitude.
-fn assert_close(ours: f64, theirs: f64, scale: f64, what: &str) {
-    let tolerance = FP32_TOLERANCE + 5e-7 * scale;
-    assert!(
-        (ours - theirs).abs() < tolerance,
-        "{what}: ours {ours} vs transformers {theirs}"
-    );
 }
 
 #[test]

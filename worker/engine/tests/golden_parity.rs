@@ -9,6 +9,8 @@
 //! absolute of transformers' and no win flips, at batch size 1, in packed batches and with the
 //! shared prompt; bf16 scores within the golden's `bf16_bound`.
 
+mod support;
+
 use std::path::PathBuf;
 
 use herd_engine::batching::BatchLimits;
@@ -20,9 +22,8 @@ use herd_engine::tokenizer::RewardTokenizer;
 use herd_rewardbench::dataset::PreferencePair;
 use herd_rewardbench::v1::is_win;
 use serde_json::Value;
+use support::{assert_close, floats, ids, lists, one_per_batch, packed, pairs, FP32_TOLERANCE};
 use tch::{Device, Kind};
-
-const FP32_TOLERANCE: f64 = 1e-4;
 
 fn fixtures() -> PathBuf {
     herd_testkit::workspace_root().join("tests/golden/fixtures")
@@ -31,33 +32,6 @@ fn fixtures() -> PathBuf {
 fn golden(case: &str) -> Value {
     let path = fixtures().join(format!("{case}.json"));
     herd_testkit::fixtures::read_json(&path)
-}
-
-fn pairs(golden: &Value) -> Vec<PreferencePair> {
-    golden["examples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| serde_json::from_value(e.clone()).unwrap())
-        .collect()
-}
-
-fn floats(value: &Value) -> Vec<f64> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect()
-}
-
-fn ids(value: &Value) -> Vec<u32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
 }
 
 fn request(golden: &Value, model: &str, kind: Kind, limits: BatchLimits) -> ScoreRequest {
@@ -77,20 +51,6 @@ fn request(golden: &Value, model: &str, kind: Kind, limits: BatchLimits) -> Scor
         kind,
         provenance: Default::default(),
         pooling: Default::default(),
-    }
-}
-
-fn packed() -> BatchLimits {
-    BatchLimits {
-        max_batch_tokens: 4096,
-        max_batch_rows: 64,
-    }
-}
-
-fn one_per_batch() -> BatchLimits {
-    BatchLimits {
-        max_batch_tokens: 1 << 20,
-        max_batch_rows: 1,
     }
 }
 
@@ -207,10 +167,6 @@ fn golden_scores(golden: &Value, run: Run) -> Scores {
         "{case} {run:?}: rejected score rows vs examples"
     );
     scores
-}
-
-fn lists(value: &Value) -> Vec<Vec<f64>> {
-    value.as_array().unwrap().iter().map(floats).collect()
 }
 
 struct Agreement {
@@ -458,17 +414,6 @@ fn dpo_request(golden: &Value, with_ref: bool, ref_free: RefFreeType) -> ScoreRe
         );
     }
     req
-}
-
-/// Summed log-probs run to thousands and transformers accumulates them in fp32: against an
-/// fp64 forward it is off by up to ~5e-7 per unit of magnitude, so the tolerance scales with
-/// the magnitude of the sums involved (`scale`).
-fn assert_close(ours: f64, theirs: f64, scale: f64, what: &str) {
-    let tolerance = FP32_TOLERANCE + 5e-7 * scale;
-    assert!(
-        (ours - theirs).abs() < tolerance,
-        "{what}: ours {ours} vs transformers {theirs}"
-    );
 }
 
 #[test]

@@ -7,6 +7,8 @@
 //! batches, one row per batch and with the shared prompt; the same scores whatever the batching
 //! (batch invariance, 1e-5); bf16 within the golden's bound (the measured worst is printed).
 
+mod support;
+
 use std::path::PathBuf;
 
 use herd_engine::batching::BatchLimits;
@@ -18,9 +20,9 @@ use herd_engine::scorer::{score_pairs_with, ScoreRequest, ScoredDataset};
 use herd_rewardbench::dataset::PreferencePair;
 use herd_rewardbench::v1::is_win;
 use serde_json::Value;
+use support::{pairs, FP32_TOLERANCE};
 use tch::{Device, Kind};
 
-const FP32_TOLERANCE: f64 = 1e-4;
 const BATCHING_NOISE: f64 = 1e-5;
 
 const PACKED: BatchLimits = BatchLimits {
@@ -38,15 +40,6 @@ fn heads_dir() -> PathBuf {
 
 fn golden() -> Value {
     herd_testkit::fixtures::read_json(&heads_dir().join("heads.json"))
-}
-
-fn pairs(golden: &Value) -> Vec<PreferencePair> {
-    golden["examples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| serde_json::from_value(e.clone()).unwrap())
-        .collect()
 }
 
 /// A golden score row: a list of logits, or one float (the `[batch]` pipelines).

@@ -9,6 +9,8 @@
 //! and with the shared prompt computed once; packed equal to batch size 1 within 1e-5; bf16
 //! within the golden's `bf16_bound`; DPO log-prob sums within 1e-4 + 5e-7 x their magnitude.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use herd_engine::batching::BatchLimits;
@@ -18,12 +20,10 @@ use herd_engine::model_dir::ModelDir;
 use herd_engine::models::ModelSpec;
 use herd_engine::scorer::{score_pairs, ScoreRequest, ScoredDataset};
 use herd_engine::tokenizer::RewardTokenizer;
-use herd_rewardbench::dataset::PreferencePair;
 use herd_rewardbench::v1::is_win;
 use serde_json::Value;
+use support::{assert_close, floats, ids, lists, one_per_batch, packed, pairs, FP32_TOLERANCE};
 use tch::{Device, Kind, Tensor};
-
-const FP32_TOLERANCE: f64 = 1e-4;
 
 fn fixtures() -> PathBuf {
     herd_testkit::workspace_root().join("tests/golden/fixtures/neox")
@@ -31,51 +31,6 @@ fn fixtures() -> PathBuf {
 
 fn golden(case: &str) -> Value {
     herd_testkit::fixtures::read_json(&fixtures().join(format!("{case}.json")))
-}
-
-fn pairs(golden: &Value) -> Vec<PreferencePair> {
-    golden["examples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| serde_json::from_value(e.clone()).unwrap())
-        .collect()
-}
-
-fn floats(value: &Value) -> Vec<f64> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect()
-}
-
-fn lists(value: &Value) -> Vec<Vec<f64>> {
-    value.as_array().unwrap().iter().map(floats).collect()
-}
-
-fn ids(value: &Value) -> Vec<u32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn packed() -> BatchLimits {
-    BatchLimits {
-        max_batch_tokens: 4096,
-        max_batch_rows: 64,
-    }
-}
-
-fn one_per_batch() -> BatchLimits {
-    BatchLimits {
-        max_batch_tokens: 1 << 20,
-        max_batch_rows: 1,
-    }
 }
 
 fn request(golden: &Value, model: &Path, kind: Kind, limits: BatchLimits) -> ScoreRequest {
@@ -327,15 +282,6 @@ fn dpo_request(golden: &Value, with_ref: bool, ref_free: RefFreeType) -> ScoreRe
         req.ref_model = Some(model_path(golden, "ref"));
     }
     req
-}
-
-/// Summed log-probs accumulate fp32 rounding in transformers: the tolerance grows with them.
-fn assert_close(ours: f64, theirs: f64, scale: f64, what: &str) {
-    let tolerance = FP32_TOLERANCE + 5e-7 * scale;
-    assert!(
-        (ours - theirs).abs() < tolerance,
-        "{what}: ours {ours} vs transformers {theirs}"
-    );
 }
 
 /// DPO rewards (policy - reference summed log-probs) and the reference-free aggregates of `case`.

@@ -10,6 +10,8 @@
 //! within 1e-5; bf16 within the golden's `bf16_bound`. A ~16k-token Qwen3 input is scored with
 //! peak memory far below a quadratic attention matrix.
 
+mod support;
+
 use std::path::PathBuf;
 
 use herd_engine::batching::BatchLimits;
@@ -22,9 +24,8 @@ use herd_engine::tokenizer::RewardTokenizer;
 use herd_rewardbench::dataset::PreferencePair;
 use herd_rewardbench::v1::is_win;
 use serde_json::Value;
+use support::{one_per_batch, packed, FP32_TOLERANCE};
 use tch::{Device, Kind};
-
-const FP32_TOLERANCE: f64 = 1e-4;
 
 fn fixtures() -> PathBuf {
     herd_testkit::workspace_root().join("tests/golden/fixtures/qwen3")
@@ -53,20 +54,6 @@ fn floats(value: &Value) -> Vec<f64> {
 fn ids(value: &Value) -> Vec<u32> {
     let list = value.as_array().unwrap();
     list.iter().map(|v| v.as_u64().unwrap() as u32).collect()
-}
-
-fn packed() -> BatchLimits {
-    BatchLimits {
-        max_batch_tokens: 4096,
-        max_batch_rows: 64,
-    }
-}
-
-fn one_per_batch() -> BatchLimits {
-    BatchLimits {
-        max_batch_tokens: 1 << 20,
-        max_batch_rows: 1,
-    }
 }
 
 fn request(golden: &Value, model: &str, kind: Kind, limits: BatchLimits) -> ScoreRequest {

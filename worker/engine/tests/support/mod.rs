@@ -3,8 +3,10 @@
 // each test uses a part of it
 #![allow(dead_code, unused_imports)]
 
+use herd_engine::batching::BatchLimits;
 use herd_engine::easylm::sizes::Overrides;
 use herd_engine::easylm::EasyLmOptions;
+use herd_rewardbench::dataset::PreferencePair;
 pub use herd_testkit::easylm_records::*;
 pub use herd_testkit::fixtures::*;
 pub use herd_testkit::workspace_root as repo;
@@ -45,4 +47,65 @@ pub fn tiny_options() -> EasyLmOptions {
             ..Overrides::default()
         },
     }
+}
+
+// ---- the golden JSON files of tests/golden/make_*.py, read the same way by every parity test ----
+
+/// fp32 scores agree with the reference within this, absolute
+pub const FP32_TOLERANCE: f64 = 1e-4;
+
+pub fn pairs(golden: &Value) -> Vec<PreferencePair> {
+    golden["examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_value(e.clone()).unwrap())
+        .collect()
+}
+
+pub fn floats(value: &Value) -> Vec<f64> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
+}
+
+pub fn ids(value: &Value) -> Vec<u32> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
+}
+
+pub fn lists(value: &Value) -> Vec<Vec<f64>> {
+    value.as_array().unwrap().iter().map(floats).collect()
+}
+
+pub fn packed() -> BatchLimits {
+    BatchLimits {
+        max_batch_tokens: 4096,
+        max_batch_rows: 64,
+    }
+}
+
+pub fn one_per_batch() -> BatchLimits {
+    BatchLimits {
+        max_batch_tokens: 1 << 20,
+        max_batch_rows: 1,
+    }
+}
+
+/// Summed log-probs run to thousands and transformers accumulates them in fp32: against an
+/// fp64 forward it is off by up to ~5e-7 per unit of magnitude, so the tolerance scales with
+/// the magnitude of the sums involved (`scale`).
+pub fn assert_close(ours: f64, theirs: f64, scale: f64, what: &str) {
+    let tolerance = FP32_TOLERANCE + 5e-7 * scale;
+    assert!(
+        (ours - theirs).abs() < tolerance,
+        "{what}: ours {ours} vs transformers {theirs}"
+    );
 }
