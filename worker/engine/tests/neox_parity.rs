@@ -20,9 +20,10 @@ use herd_engine::model_dir::ModelDir;
 use herd_engine::models::ModelSpec;
 use herd_engine::scorer::{score_pairs, ScoreRequest, ScoredDataset};
 use herd_engine::tokenizer::RewardTokenizer;
-use herd_rewardbench::v1::is_win;
 use serde_json::Value;
-use support::{assert_close, floats, ids, lists, one_per_batch, packed, pairs, FP32_TOLERANCE};
+use support::{
+    assert_close, compare, floats, ids, lists, one_per_batch, packed, pairs, Scores, FP32_TOLERANCE,
+};
 use tch::{Device, Kind, Tensor};
 
 fn fixtures() -> PathBuf {
@@ -59,12 +60,6 @@ fn model_path(golden: &Value, key: &str) -> PathBuf {
         .join(golden[key].as_str().unwrap())
 }
 
-/// chosen and rejected label scores, row by row
-struct Scores {
-    chosen: Vec<Vec<f64>>,
-    rejected: Vec<Vec<f64>>,
-}
-
 impl Scores {
     fn of(scored: &ScoredDataset) -> Self {
         Self {
@@ -90,30 +85,6 @@ impl Scores {
             rejected: lists(rejected),
         }
     }
-}
-
-/// Largest |score difference| and the rows whose win flips; row and label counts must agree.
-fn compare(what: &str, ours: &Scores, theirs: &Scores) -> (f64, Vec<usize>) {
-    assert_eq!(ours.chosen.len(), theirs.chosen.len(), "{what}: rows");
-    assert_eq!(ours.rejected.len(), theirs.rejected.len(), "{what}: rows");
-    let mut worst: f64 = 0.0;
-    let mut flipped = Vec::new();
-    for i in 0..ours.chosen.len() {
-        let (c, r) = (&ours.chosen[i], &ours.rejected[i]);
-        let (tc, tr) = (&theirs.chosen[i], &theirs.rejected[i]);
-        assert_eq!(
-            (c.len(), r.len()),
-            (tc.len(), tr.len()),
-            "{what}: row {i} labels"
-        );
-        for (x, y) in c.iter().zip(tc).chain(r.iter().zip(tr)) {
-            worst = worst.max((x - y).abs());
-        }
-        if is_win(c, r) != is_win(tc, tr) {
-            flipped.push(i);
-        }
-    }
-    (worst, flipped)
 }
 
 fn score(golden: &Value, kind: Kind, limits: BatchLimits, share_prefix: bool) -> Scores {

@@ -22,9 +22,8 @@ use herd_engine::models::ModelSpec;
 use herd_engine::scorer::{score_pairs, ScoreRequest};
 use herd_engine::tokenizer::RewardTokenizer;
 use herd_rewardbench::dataset::PreferencePair;
-use herd_rewardbench::v1::is_win;
 use serde_json::Value;
-use support::{one_per_batch, packed, FP32_TOLERANCE};
+use support::{compare, one_per_batch, packed, Scores, FP32_TOLERANCE};
 use tch::{Device, Kind};
 
 fn fixtures() -> PathBuf {
@@ -78,13 +77,6 @@ fn request(golden: &Value, model: &str, kind: Kind, limits: BatchLimits) -> Scor
     }
 }
 
-/// Chosen and rejected label scores of every row.
-#[derive(Debug)]
-struct Scores {
-    chosen: Vec<Vec<f64>>,
-    rejected: Vec<Vec<f64>>,
-}
-
 fn score(golden: &Value, kind: Kind, limits: BatchLimits, share_prefix: bool) -> Scores {
     let mut req = request(golden, golden["model"].as_str().unwrap(), kind, limits);
     req.share_prefix = share_prefix;
@@ -118,26 +110,6 @@ fn reference(golden: &Value, run: &str) -> Scores {
     assert_eq!(scores.chosen.len(), examples(golden).len(), "{run} rows");
     assert_eq!(scores.rejected.len(), examples(golden).len(), "{run} rows");
     scores
-}
-
-/// Largest score difference and the rows whose win differs; row and label counts must match.
-fn compare(what: &str, ours: &Scores, theirs: &Scores) -> (f64, Vec<usize>) {
-    assert_eq!(ours.chosen.len(), theirs.chosen.len(), "{what}: rows");
-    assert_eq!(ours.rejected.len(), theirs.rejected.len(), "{what}: rows");
-    let mut worst: f64 = 0.0;
-    let mut flipped = Vec::new();
-    for i in 0..ours.chosen.len() {
-        let (c, r) = (&ours.chosen[i], &ours.rejected[i]);
-        let (tc, tr) = (&theirs.chosen[i], &theirs.rejected[i]);
-        assert_eq!((c.len(), r.len()), (tc.len(), tr.len()), "{what}: row {i}");
-        for (x, y) in c.iter().zip(tc).chain(r.iter().zip(tr)) {
-            worst = worst.max((x - y).abs());
-        }
-        if is_win(c, r) != is_win(tc, tr) {
-            flipped.push(i);
-        }
-    }
-    (worst, flipped)
 }
 
 /// herd's chat formatting and token ids equal the reference's (InternLM2: the reward token

@@ -7,6 +7,7 @@ use herd_engine::batching::BatchLimits;
 use herd_engine::easylm::sizes::Overrides;
 use herd_engine::easylm::EasyLmOptions;
 use herd_rewardbench::dataset::PreferencePair;
+use herd_rewardbench::v1::is_win;
 pub use herd_testkit::easylm_records::*;
 pub use herd_testkit::fixtures::*;
 pub use herd_testkit::workspace_root as repo;
@@ -108,4 +109,35 @@ pub fn assert_close(ours: f64, theirs: f64, scale: f64, what: &str) {
         (ours - theirs).abs() < tolerance,
         "{what}: ours {ours} vs transformers {theirs}"
     );
+}
+
+/// Chosen and rejected label scores, row by row.
+#[derive(Debug)]
+pub struct Scores {
+    pub chosen: Vec<Vec<f64>>,
+    pub rejected: Vec<Vec<f64>>,
+}
+
+/// Largest |score difference| and the rows whose win flips; row and label counts must agree.
+pub fn compare(what: &str, ours: &Scores, theirs: &Scores) -> (f64, Vec<usize>) {
+    assert_eq!(ours.chosen.len(), theirs.chosen.len(), "{what}: rows");
+    assert_eq!(ours.rejected.len(), theirs.rejected.len(), "{what}: rows");
+    let mut worst: f64 = 0.0;
+    let mut flipped = Vec::new();
+    for i in 0..ours.chosen.len() {
+        let (c, r) = (&ours.chosen[i], &ours.rejected[i]);
+        let (tc, tr) = (&theirs.chosen[i], &theirs.rejected[i]);
+        assert_eq!(
+            (c.len(), r.len()),
+            (tc.len(), tr.len()),
+            "{what}: row {i} labels"
+        );
+        for (x, y) in c.iter().zip(tc).chain(r.iter().zip(tr)) {
+            worst = worst.max((x - y).abs());
+        }
+        if is_win(c, r) != is_win(tc, tr) {
+            flipped.push(i);
+        }
+    }
+    (worst, flipped)
 }
