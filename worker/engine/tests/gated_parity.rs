@@ -226,6 +226,21 @@ fn a_sequence_without_the_prompt_end_pattern_is_an_error_naming_it() {
 }
 
 #[test]
+fn a_gated_head_read_without_its_gate_gives_no_score() {
+    // a caller that skips `gate_position` must not get a plausible score gated at the wrong token
+    for case in CASES {
+        let model = model(&golden(case), Kind::Float);
+        let hidden = tch::Tensor::ones([3, 8], (Kind::Float, Device::Cpu));
+        let scores = Vec::<Vec<f32>>::try_from(&model.head.forward(&hidden)).unwrap();
+        assert_eq!(scores.len(), 3, "{case}");
+        assert!(
+            scores.iter().flatten().all(|x| x.is_nan()),
+            "{case}: {scores:?}"
+        );
+    }
+}
+
+#[test]
 fn the_registry_gives_each_class_its_pipeline() {
     for case in CASES {
         let golden = golden(case);

@@ -328,9 +328,14 @@ impl GatedHead {
 
 impl RewardHead for GatedHead {
     fn forward(&self, hidden: &Tensor) -> Tensor {
-        // without a prompt the gate has nothing to read: only reachable through a caller that
-        // ignores `gate_position`, which `SequenceClassifier` never does
-        self.forward_gated(hidden, hidden)
+        // without its gate position the head has no score: NaN rows, which the scorer and the
+        // coordinator refuse, rather than a plausible score gated at the wrong token (only a
+        // caller that ignores `gate_position` gets here; `SequenceClassifier` never does)
+        Tensor::full(
+            [hidden.size()[0], 1],
+            f64::NAN,
+            (Kind::Float, hidden.device()),
+        )
     }
 
     fn gate_position(&self, ids: &[u32]) -> Result<Option<usize>, String> {
