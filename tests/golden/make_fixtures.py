@@ -575,6 +575,40 @@ def synthetic_dpo_examples(examples, tokenizer):
     ]
 
 
+def dpo_rows(tokenizer, policy, ref, rows, check_logits=None):
+    """Each row of `rows` with its TRL-tokenized ids and the policy's and reference's summed, avg and
+    norm log-probs per side (fp32 subtraction for the reward, as in DPOInference.inference_step);
+    `check_logits(policy_logits)` asserts what a family guarantees about them. The other make_*
+    generators' DPO goldens; this file's own llama-dpo.json keeps its older key order below."""
+    dt = DPOTok(tokenizer)
+    out = []
+    for ex in rows:
+        prompt_text, tc, tr, _ = format_example(ex, tokenizer)
+        b = dt.tokenize_row({"prompt": prompt_text, "text_chosen": tc, "text_rejected": tr})
+        e = dict(ex)
+        e.update(text_prompt=prompt_text, text_chosen=tc, text_rejected=tr)
+        for side in ("chosen", "rejected"):
+            e[f"{side}_prompt_ids"] = b[f"{side}_prompt_ids"]
+            e[f"{side}_answer_ids"] = b[f"{side}_answer_ids"]
+            ids = torch.tensor([b[f"{side}_input_ids"]])
+            mask = torch.tensor([b[f"{side}_attention_mask"]])
+            labels = torch.tensor([b[f"{side}_labels"]])
+            with torch.no_grad():
+                pl = policy(ids, attention_mask=mask).logits
+                rl = ref(ids, attention_mask=mask).logits
+            if check_logits is not None:
+                check_logits(pl)
+            ps = get_batch_logps(pl, labels, "sum")
+            rs = get_batch_logps(rl, labels, "sum")
+            e[f"policy_sum_{side}"] = ps.item()
+            e[f"ref_sum_{side}"] = rs.item()
+            e[f"reward_{side}"] = (ps - rs).item()
+            e[f"policy_avg_{side}"] = get_batch_logps(pl, labels, "avg").item()
+            e[f"policy_norm_{side}"] = get_batch_logps(pl, labels, "norm").item()
+        out.append(e)
+    return out
+
+
 def dpo_case(examples):
     pdir, rdir = MODELS / "llama-policy", MODELS / "llama-ref"
     tokenizer = AutoTokenizer.from_pretrained(pdir)

@@ -179,31 +179,11 @@ def dpo_case(examples):
     policy = AutoModelForCausalLM.from_pretrained(pdir, dtype=torch.float32, attn_implementation=ATTN).eval()
     assert policy.config.final_logit_softcapping == 5.0
     ref = AutoModelForCausalLM.from_pretrained(rdir, dtype=torch.float32).eval()
-    dt = mf.DPOTok(tokenizer)
-    out = []
-    for ex in examples:
-        prompt_text, tc, tr, _ = mf.format_example(ex, tokenizer)
-        b = dt.tokenize_row({"prompt": prompt_text, "text_chosen": tc, "text_rejected": tr})
-        e = dict(ex)
-        e.update(text_prompt=prompt_text, text_chosen=tc, text_rejected=tr)
-        for side in ("chosen", "rejected"):
-            e[f"{side}_prompt_ids"] = b[f"{side}_prompt_ids"]
-            e[f"{side}_answer_ids"] = b[f"{side}_answer_ids"]
-            ids = torch.tensor([b[f"{side}_input_ids"]])
-            mask = torch.tensor([b[f"{side}_attention_mask"]])
-            labels = torch.tensor([b[f"{side}_labels"]])
-            with torch.no_grad():
-                pl = policy(ids, attention_mask=mask).logits
-                rl = ref(ids, attention_mask=mask).logits
-            assert pl.abs().max().item() <= 5.0
-            ps = mf.get_batch_logps(pl, labels, "sum")
-            rs = mf.get_batch_logps(rl, labels, "sum")
-            e[f"policy_sum_{side}"] = ps.item()
-            e[f"ref_sum_{side}"] = rs.item()
-            e[f"reward_{side}"] = (ps - rs).item()
-            e[f"policy_avg_{side}"] = mf.get_batch_logps(pl, labels, "avg").item()
-            e[f"policy_norm_{side}"] = mf.get_batch_logps(pl, labels, "norm").item()
-        out.append(e)
+
+    def capped(logits):
+        assert logits.abs().max().item() <= 5.0
+
+    out = mf.dpo_rows(tokenizer, policy, ref, examples, capped)
     golden = {
         "case": "gemma2-dpo",
         "reference": mf.REFERENCE + f", attn_implementation {ATTN}",

@@ -211,31 +211,8 @@ def dpo_case(examples, case, policy_name, ref_name):
     policy = AutoModelForCausalLM.from_pretrained(pdir, dtype=torch.float32).eval()
     ref = AutoModelForCausalLM.from_pretrained(rdir, dtype=torch.float32).eval()
     assert not ref.config.use_parallel_residual
-    dt = mf.DPOTok(tokenizer)
     rows = list(examples) + mf.synthetic_dpo_examples(examples, tokenizer)
-    out = []
-    for ex in rows:
-        prompt_text, tc, tr, _ = mf.format_example(ex, tokenizer)
-        b = dt.tokenize_row({"prompt": prompt_text, "text_chosen": tc, "text_rejected": tr})
-        e = dict(ex)
-        e.update(text_prompt=prompt_text, text_chosen=tc, text_rejected=tr)
-        for side in ("chosen", "rejected"):
-            e[f"{side}_prompt_ids"] = b[f"{side}_prompt_ids"]
-            e[f"{side}_answer_ids"] = b[f"{side}_answer_ids"]
-            ids = torch.tensor([b[f"{side}_input_ids"]])
-            mask = torch.tensor([b[f"{side}_attention_mask"]])
-            labels = torch.tensor([b[f"{side}_labels"]])
-            with torch.no_grad():
-                pl = policy(ids, attention_mask=mask).logits
-                rl = ref(ids, attention_mask=mask).logits
-            ps = mf.get_batch_logps(pl, labels, "sum")
-            rs = mf.get_batch_logps(rl, labels, "sum")
-            e[f"policy_sum_{side}"] = ps.item()
-            e[f"ref_sum_{side}"] = rs.item()
-            e[f"reward_{side}"] = (ps - rs).item()
-            e[f"policy_avg_{side}"] = mf.get_batch_logps(pl, labels, "avg").item()
-            e[f"policy_norm_{side}"] = mf.get_batch_logps(pl, labels, "norm").item()
-        out.append(e)
+    out = mf.dpo_rows(tokenizer, policy, ref, rows)
     golden = {
         "case": case,
         "reference": mf.REFERENCE,
