@@ -15,17 +15,16 @@ use std::path::PathBuf;
 
 use herd_engine::batching::BatchLimits;
 use herd_engine::dpo::RefFreeType;
-use herd_engine::encode::{classifier_inputs, format_pair};
+use herd_engine::encode::classifier_inputs;
 use herd_engine::model_dir::ModelDir;
 use herd_engine::models::ModelSpec;
 use herd_engine::pooling::Pooling;
 use herd_engine::scorer::{score_best_of_n_with, score_pairs, ScoreRequest};
-use herd_engine::tokenizer::RewardTokenizer;
 use herd_rewardbench::dataset::v2::BestOfNRow;
 use herd_rewardbench::dataset::PreferencePair;
 use herd_rewardbench::v1::is_win;
 use serde_json::Value;
-use support::{lists, one_per_batch, FP32_TOLERANCE};
+use support::{formatted_texts, lists, one_per_batch, FP32_TOLERANCE};
 use tch::{Device, Kind};
 
 fn fixtures() -> PathBuf {
@@ -132,22 +131,8 @@ fn compare(what: &str, ours: &Scores, theirs: &Scores) -> (f64, Vec<usize>) {
 fn check_tokens(case: &str) {
     let golden = golden(case);
     let req = request(&golden, Kind::Float, packed());
-    let dir = ModelDir::open(&req.model).unwrap();
-    let mut tokenizer = RewardTokenizer::load(&dir).unwrap();
-    let formatter = herd_engine::scorer::choose_formatter(&tokenizer, &req.chat_template).unwrap();
-    herd_engine::scorer::prepare_classifier_tokenizer(&mut tokenizer, &formatter, &dir).unwrap();
+    let (tokenizer, texts) = formatted_texts(&golden, &pairs(&golden), &req);
     let examples = golden["examples"].as_array().unwrap();
-    let mut texts = Vec::new();
-    for (pair, example) in pairs(&golden).iter().zip(examples) {
-        let formatted = format_pair(&formatter, pair).unwrap();
-        assert_eq!(formatted.chosen, example["text_chosen"].as_str().unwrap());
-        assert_eq!(
-            formatted.rejected,
-            example["text_rejected"].as_str().unwrap()
-        );
-        texts.push(formatted.chosen);
-        texts.push(formatted.rejected);
-    }
     let encoded = classifier_inputs(&tokenizer, texts, req.max_length).unwrap();
     assert_eq!(encoded.len(), 2 * examples.len());
     for (i, example) in examples.iter().enumerate() {

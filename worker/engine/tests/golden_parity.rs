@@ -15,14 +15,16 @@ use std::path::PathBuf;
 
 use herd_engine::batching::BatchLimits;
 use herd_engine::dpo::RefFreeType;
-use herd_engine::encode::{classifier_inputs, format_pair};
+use herd_engine::encode::classifier_inputs;
 use herd_engine::model_dir::ModelDir;
 use herd_engine::scorer::{score_pairs, ScoreRequest, ScoredDataset};
 use herd_engine::tokenizer::RewardTokenizer;
 use herd_rewardbench::dataset::PreferencePair;
 use herd_rewardbench::v1::is_win;
 use serde_json::Value;
-use support::{assert_close, floats, ids, lists, one_per_batch, packed, pairs, FP32_TOLERANCE};
+use support::{
+    assert_close, floats, formatted_texts, ids, lists, one_per_batch, packed, pairs, FP32_TOLERANCE,
+};
 use tch::{Device, Kind};
 
 fn fixtures() -> PathBuf {
@@ -69,31 +71,7 @@ fn check_formatting_and_tokens(case: &str) {
     let golden = golden(case);
     let model = golden["model"].as_str().unwrap();
     let req = request(&golden, model, Kind::Float, packed());
-    let dir = ModelDir::open(&req.model).unwrap();
-    let mut tokenizer = RewardTokenizer::load(&dir).unwrap();
-    let formatter = herd_engine::scorer::choose_formatter(&tokenizer, &req.chat_template).unwrap();
-    herd_engine::scorer::prepare_classifier_tokenizer(&mut tokenizer, &formatter, &dir).unwrap();
-    let mut texts = Vec::new();
-    for (pair, example) in pairs(&golden)
-        .iter()
-        .zip(golden["examples"].as_array().unwrap())
-    {
-        let formatted = format_pair(&formatter, pair).unwrap();
-        assert_eq!(
-            formatted.chosen,
-            example["text_chosen"].as_str().unwrap(),
-            "{case} {}",
-            pair.id
-        );
-        assert_eq!(
-            formatted.rejected,
-            example["text_rejected"].as_str().unwrap(),
-            "{case} {}",
-            pair.id
-        );
-        texts.push(formatted.chosen);
-        texts.push(formatted.rejected);
-    }
+    let (tokenizer, texts) = formatted_texts(&golden, &pairs(&golden), &req);
     let encoded = classifier_inputs(&tokenizer, texts, req.max_length).unwrap();
     let examples = golden["examples"].as_array().unwrap();
     assert_eq!(

@@ -15,14 +15,14 @@ use std::path::{Path, PathBuf};
 
 use herd_engine::batching::BatchLimits;
 use herd_engine::dpo::RefFreeType;
-use herd_engine::encode::{classifier_inputs, format_pair};
+use herd_engine::encode::classifier_inputs;
 use herd_engine::model_dir::ModelDir;
 use herd_engine::models::ModelSpec;
 use herd_engine::scorer::{score_pairs, ScoreRequest, ScoredDataset};
-use herd_engine::tokenizer::RewardTokenizer;
 use serde_json::Value;
 use support::{
-    assert_close, compare, floats, ids, lists, one_per_batch, packed, pairs, Scores, FP32_TOLERANCE,
+    assert_close, compare, floats, formatted_texts, ids, lists, one_per_batch, packed, pairs,
+    Scores, FP32_TOLERANCE,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -102,22 +102,8 @@ fn check_formatting_and_tokens(case: &str) {
         Kind::Float,
         packed(),
     );
-    let dir = ModelDir::open(&req.model).unwrap();
-    let mut tokenizer = RewardTokenizer::load(&dir).unwrap();
-    let formatter = herd_engine::scorer::choose_formatter(&tokenizer, &req.chat_template).unwrap();
-    herd_engine::scorer::prepare_classifier_tokenizer(&mut tokenizer, &formatter, &dir).unwrap();
+    let (tokenizer, texts) = formatted_texts(&golden, &pairs(&golden), &req);
     let examples = golden["examples"].as_array().unwrap();
-    let mut texts = Vec::new();
-    for (pair, example) in pairs(&golden).iter().zip(examples) {
-        let formatted = format_pair(&formatter, pair).unwrap();
-        assert_eq!(formatted.chosen, example["text_chosen"].as_str().unwrap());
-        assert_eq!(
-            formatted.rejected,
-            example["text_rejected"].as_str().unwrap()
-        );
-        texts.push(formatted.chosen);
-        texts.push(formatted.rejected);
-    }
     let encoded = classifier_inputs(&tokenizer, texts, req.max_length).unwrap();
     assert_eq!(encoded.len(), 2 * examples.len(), "{case}: sequences");
     for (i, example) in examples.iter().enumerate() {

@@ -23,7 +23,7 @@ use herd_engine::scorer::{score_pairs, ScoreRequest};
 use herd_engine::tokenizer::RewardTokenizer;
 use herd_rewardbench::dataset::PreferencePair;
 use serde_json::Value;
-use support::{compare, one_per_batch, packed, Scores, FP32_TOLERANCE};
+use support::{compare, formatted_texts, one_per_batch, packed, Scores, FP32_TOLERANCE};
 use tch::{Device, Kind};
 
 fn fixtures() -> PathBuf {
@@ -117,23 +117,9 @@ fn reference(golden: &Value, run: &str) -> Scores {
 fn check_tokens(case: &str) {
     let golden = golden(case);
     let req = request(&golden, case, Kind::Float, packed());
-    let dir = ModelDir::open(&req.model).unwrap();
     let spec = ModelSpec::open(ModelDir::open(&req.model).unwrap()).unwrap();
-    let mut tokenizer = RewardTokenizer::load(&dir).unwrap();
-    let formatter = herd_engine::scorer::choose_formatter(&tokenizer, &req.chat_template).unwrap();
-    herd_engine::scorer::prepare_classifier_tokenizer(&mut tokenizer, &formatter, &dir).unwrap();
+    let (mut tokenizer, texts) = formatted_texts(&golden, &pairs(&golden), &req);
     tokenizer.set_reward_token(spec.reward_token);
-    let mut texts = Vec::new();
-    for (pair, example) in pairs(&golden).iter().zip(examples(&golden)) {
-        let formatted = format_pair(&formatter, pair).unwrap();
-        assert_eq!(formatted.chosen, example["text_chosen"].as_str().unwrap());
-        assert_eq!(
-            formatted.rejected,
-            example["text_rejected"].as_str().unwrap()
-        );
-        texts.push(formatted.chosen);
-        texts.push(formatted.rejected);
-    }
     let encoded = classifier_inputs(&tokenizer, texts, req.max_length).unwrap();
     assert_eq!(
         encoded.len(),

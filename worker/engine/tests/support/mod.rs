@@ -6,6 +6,10 @@
 use herd_engine::batching::BatchLimits;
 use herd_engine::easylm::sizes::Overrides;
 use herd_engine::easylm::EasyLmOptions;
+use herd_engine::encode::format_pair;
+use herd_engine::model_dir::ModelDir;
+use herd_engine::scorer::{choose_formatter, prepare_classifier_tokenizer, ScoreRequest};
+use herd_engine::tokenizer::RewardTokenizer;
 use herd_rewardbench::dataset::PreferencePair;
 use herd_rewardbench::v1::is_win;
 pub use herd_testkit::easylm_records::*;
@@ -140,4 +144,34 @@ pub fn compare(what: &str, ours: &Scores, theirs: &Scores) -> (f64, Vec<usize>) 
         }
     }
     (worst, flipped)
+}
+
+/// The request's tokenizer prepared as the scorer prepares a classifier's, and `pairs` formatted
+/// with its chat template (chosen, rejected, chosen, ...), each asserted equal to the text the
+/// reference scored (`golden["examples"][i]["text_chosen"]` / `["text_rejected"]`).
+pub fn formatted_texts(
+    golden: &Value,
+    pairs: &[PreferencePair],
+    req: &ScoreRequest,
+) -> (RewardTokenizer, Vec<String>) {
+    let dir = ModelDir::open(&req.model).unwrap();
+    let mut tokenizer = RewardTokenizer::load(&dir).unwrap();
+    let formatter = choose_formatter(&tokenizer, &req.chat_template).unwrap();
+    prepare_classifier_tokenizer(&mut tokenizer, &formatter, &dir).unwrap();
+    let examples = golden["examples"].as_array().unwrap();
+    assert_eq!(pairs.len(), examples.len(), "pairs and golden examples");
+    let mut texts = Vec::new();
+    for (pair, example) in pairs.iter().zip(examples) {
+        let formatted = format_pair(&formatter, pair).unwrap();
+        for (side, text) in [
+            ("chosen", &formatted.chosen),
+            ("rejected", &formatted.rejected),
+        ] {
+            let expected = example[format!("text_{side}")].as_str().unwrap();
+            assert_eq!(text, expected, "example {} {side}", pair.id);
+        }
+        texts.push(formatted.chosen);
+        texts.push(formatted.rejected);
+    }
+    (tokenizer, texts)
 }
