@@ -220,7 +220,9 @@ fn prepare_text(
     if let Some(window) = spec.config.attention_window {
         anyhow::ensure!(
             request.max_length as i64 <= window,
-            "{}: sliding window {window} is shorter than --max-length {}; lower --max-length",
+            "{}: the model is exact on inputs of at most {window} tokens (its sliding window, or \
+             the length past which InternLM2's dynamic-NTK rope changes), fewer than \
+             --max-length {}; lower --max-length",
             request.model.display(),
             request.max_length
         );

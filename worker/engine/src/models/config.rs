@@ -50,8 +50,8 @@ pub struct DecoderConfig {
     pub biases: Biases,
     pub tie_word_embeddings: bool,
     pub max_position_embeddings: i64,
-    /// Longest sequence the model attends over in full (Mistral's sliding window); inputs
-    /// longer than this are refused rather than scored with the wrong attention.
+    /// Longest input the model scores exactly (Mistral's and Qwen's sliding window, InternLM2's
+    /// dynamic-NTK limit); inputs longer than this are refused rather than scored wrongly.
     pub attention_window: Option<i64>,
     /// Gemma 2's switches (norms, soft caps, windows per layer); none for other families
     pub gemma2: Option<super::gemma2::Gemma2Options>,
