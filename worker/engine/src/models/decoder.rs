@@ -196,23 +196,50 @@ impl Attention {
                     }
                     Sees::Mask(mask) => Some(mask),
                 };
-                let grouped = self.num_kv_heads != self.num_heads;
-                Tensor::scaled_dot_product_attention(
-                    &q,
-                    &k,
-                    &v,
-                    mask,
-                    0.0,
-                    mask.is_none(),
-                    self.scaling,
-                    grouped,
-                )
+                self.sdpa(&q, k, v, mask)
             }
         };
         let merged = attended
             .transpose(1, 2)
             .reshape([batch, len, self.num_heads * self.head_dim]);
         self.o.forward(&merged)
+    }
+
+    /// SDPA over [batch, heads, len, head_dim] (k and v with `num_kv_heads` heads): causal
+    /// without a mask (right padding needs none), else exactly the boolean `mask`.
+    fn sdpa(&self, q: &Tensor, k: Tensor, v: Tensor, mask: Option<&Tensor>) -> Tensor {
+        let (k, v, grouped) = self.expand_for_mask(k, v, mask.is_some());
+        Tensor::scaled_dot_product_attention(
+            q,
+            &k,
+            &v,
+            mask,
+            0.0,
+            mask.is_none(),
+            self.scaling,
+            grouped,
+        )
+    }
+
+    /// Keys and values as SDPA gets them, and whether SDPA must group query heads over them
+    /// (`enable_gqa`). Unmasked, grouped k/v go in as they are: the causal fused kernel (flash)
+    /// takes unequal head counts itself. With an explicit mask, torch 2.11's flash kernel is
+    /// excluded (it takes no mask) and its memory-efficient kernel rejects unequal head counts,
+    /// which would leave the math kernel and its float32 [rows, heads, len, len] scores; so k
+    /// and v are expanded to the query heads first, kv head h serving query heads
+    /// h*groups..(h+1)*groups as transformers' `repeat_kv` (`repeat_interleave` on the head
+    /// axis) lays them out. The expanded and the grouped products are the same numbers.
+    fn expand_for_mask(&self, k: Tensor, v: Tensor, masked: bool) -> (Tensor, Tensor, bool) {
+        let groups = self.num_heads / self.num_kv_heads;
+        match (groups > 1, masked) {
+            (false, _) => (k, v, false),
+            (true, false) => (k, v, true),
+            (true, true) => (
+                k.repeat_interleave_self_int(groups, 1, None),
+                v.repeat_interleave_self_int(groups, 1, None),
+                false,
+            ),
+        }
     }
 
     /// Attention with soft-capped logits, as transformers' `eager_attention_forward`: logits
@@ -545,6 +572,73 @@ mod tests {
         let additive =
             Tensor::zeros_like(&logits).masked_fill(&visible.logical_not(), f32::MIN as f64);
         (logits + additive).softmax(-1, Kind::Float).matmul(&v)
+    }
+
+    /// transformers' eager attention without a cap: repeat_kv, logits, additive mask, softmax.
+    fn eager_uncapped(
+        a: &Attention,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        visible: &Tensor,
+    ) -> Tensor {
+        let groups = a.num_heads / a.num_kv_heads;
+        let k = k.repeat_interleave_self_int(groups, 1, None);
+        let v = v.repeat_interleave_self_int(groups, 1, None);
+        let logits = q.matmul(&k.transpose(2, 3)) * a.scaling.unwrap();
+        let additive =
+            Tensor::zeros_like(&logits).masked_fill(&visible.logical_not(), f32::MIN as f64);
+        (logits + additive).softmax(-1, Kind::Float).matmul(&v)
+    }
+
+    #[test]
+    fn grouped_attention_with_a_mask_expands_kv_and_matches_eager_attention() {
+        tch::manual_seed(11);
+        let (batch, len, head_dim) = (2, 23, 8);
+        let q = Tensor::randn([batch, 6, len, head_dim], (Kind::Float, Device::Cpu));
+        let causal = causal_window_mask(0, len, 0, len, i64::MAX, Device::Cpu);
+        // a forked row's mask: row 1's later queries do not see columns 4..10
+        let forked = causal.repeat([batch, 1, 1, 1]);
+        let _ = forked
+            .get(1)
+            .narrow(1, 12, len - 12)
+            .narrow(2, 4, 6)
+            .fill_(0);
+        for (heads, kv_heads) in [(6, 2), (6, 6), (6, 3)] {
+            let mut a = attention(heads, kv_heads, head_dim);
+            a.softcap = None;
+            let kv = || Tensor::randn([batch, kv_heads, len, head_dim], (Kind::Float, Device::Cpu));
+            let (k, v) = (kv(), kv());
+            // the masked path hands SDPA as many kv heads as query heads
+            let (ek, ev, grouped) = a.expand_for_mask(k.shallow_clone(), v.shallow_clone(), true);
+            assert_eq!((ek.size()[1], ev.size()[1], grouped), (heads, heads, false));
+            // the unmasked path leaves grouping to SDPA
+            let (uk, _, grouped) = a.expand_for_mask(k.shallow_clone(), v.shallow_clone(), false);
+            assert_eq!((uk.size()[1], grouped), (kv_heads, kv_heads != heads));
+            for (what, mask) in [("explicit", Some(&forked)), ("causal", None)] {
+                let got = a.sdpa(&q, k.shallow_clone(), v.shallow_clone(), mask);
+                let want = eager_uncapped(&a, &q, &k, &v, mask.unwrap_or(&causal));
+                let diff = (&got - &want).abs().max().double_value(&[]);
+                assert!(diff < 1e-5, "{heads}/{kv_heads} heads, {what} mask: {diff}");
+            }
+            // and the expanded masked product is the grouped one
+            let grouped = Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                Some(&forked),
+                0.0,
+                false,
+                a.scaling,
+                kv_heads != heads,
+            );
+            let expanded = a.sdpa(&q, k.shallow_clone(), v.shallow_clone(), Some(&forked));
+            let diff = (&grouped - &expanded).abs().max().double_value(&[]);
+            assert!(
+                diff < 1e-6,
+                "{heads}/{kv_heads}: grouped vs expanded {diff}"
+            );
+        }
     }
 
     #[test]
