@@ -2,6 +2,7 @@
 //! wires herd-engine (the scoring) into herd-agent (the coordinator's protocol).
 
 mod allocator;
+mod cuda_env;
 mod easylm_cli;
 mod engine_scorer;
 mod output;
@@ -212,6 +213,8 @@ struct ScoreArgs {
 }
 
 fn main() {
+    // before any thread starts and before libtorch's first attention call
+    cuda_env::apply();
     allocator::tune_for_tensors();
     // stderr logs; spans exported over OTLP/gRPC when OTEL_EXPORTER_OTLP_ENDPOINT is set
     let telemetry = herd_telemetry::init("herd-worker", "info");
