@@ -484,6 +484,7 @@ impl ModelConfig {
                 HeadKind::CausalLm => 2,
             },
             gpt: None,
+            moe: None,
         }
     }
 

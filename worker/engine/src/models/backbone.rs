@@ -64,7 +64,8 @@ pub fn load_at(
         | Family::Qwen3
         | Family::Olmo2
         | Family::InternLM2
-        | Family::Gemma2 => Ok(Box::new(Decoder::load(config, &w.pp(scope))?)),
+        | Family::Gemma2
+        | Family::Mixtral => Ok(Box::new(Decoder::load(config, &w.pp(scope))?)),
         Family::DebertaV2 => Ok(Box::new(DebertaV2::load(config, &w.pp(scope))?)),
         Family::GptNeox => Ok(Box::new(GptNeox::load(config, &w.pp(scope))?)),
         Family::Gpt2 => Ok(Box::new(Gpt2::load(config, &w.pp(scope))?)),

@@ -61,6 +61,8 @@ pub struct DecoderConfig {
     pub deberta: Option<super::deberta_v2::Settings>,
     /// GPT-NeoX and GPT-2 only: what their configs add (LayerNorm eps, activation, rotary share)
     pub gpt: Option<super::gpt::GptOptions>,
+    /// Mixtral only: the sparse mixture of experts that replaces each layer's MLP
+    pub moe: Option<super::moe::MoeOptions>,
 }
 
 /// Upper bounds that refuse absurd configs before anything is allocated.
@@ -252,6 +254,7 @@ impl ConfigJson<'_> {
             num_labels: self.num_labels()?,
             deberta: None,
             gpt: None,
+            moe: None,
         };
         Ok(config)
     }

@@ -1,5 +1,6 @@
-//! The Llama-family decoder stack shared by Llama, Mistral, Qwen2, Qwen3, OLMo2 and InternLM2
-//! (they differ only in config: biases, rotary scaling, windows, q/k norms, where the norms sit;
+//! The Llama-family decoder stack shared by Llama, Mistral, Mixtral, Qwen2, Qwen3, OLMo2 and
+//! InternLM2 (they differ only in config: biases, rotary scaling, windows, q/k norms, where the
+//! norms sit, Mixtral's sparse experts in place of the MLP;
 //! InternLM2's fused weights are renamed and split at load, see internlm2.rs). It runs a padded [`Batch`]: right padding with causal
 //! attention needs no padding mask, so SDPA may use its fused kernels while the outputs at real
 //! positions stay exact; a batch of forked rows (two sequences sharing a prefix, see
@@ -10,6 +11,7 @@ use tch::{Kind, Tensor};
 
 use super::config::DecoderConfig;
 use super::gemma2::Activation;
+use super::moe::SparseMoe;
 use super::rope::{inverse_frequencies, RotaryTables};
 use crate::batching::{Batch, Layout};
 use crate::error::LoadError;
@@ -375,6 +377,34 @@ impl Mlp {
     }
 }
 
+/// A layer's feed-forward block: the dense gated MLP (`mlp`), or Mixtral's sparse mixture of
+/// experts (`block_sparse_moe`, see moe.rs) when the config has `moe`.
+enum FeedForward {
+    Dense(Mlp),
+    Sparse(SparseMoe),
+}
+
+impl FeedForward {
+    fn load(c: &DecoderConfig, w: &VarBuilder) -> Result<Self, LoadError> {
+        Ok(match c.moe {
+            Some(options) => Self::Sparse(SparseMoe::load(
+                options,
+                c.hidden_size,
+                c.intermediate_size,
+                &w.pp("block_sparse_moe"),
+            )?),
+            None => Self::Dense(Mlp::load(c, &w.pp("mlp"))?),
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        match self {
+            Self::Dense(mlp) => mlp.forward(x),
+            Self::Sparse(moe) => moe.forward(x),
+        }
+    }
+}
+
 /// Where a layer's norms sit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NormPlacement {
@@ -394,7 +424,7 @@ struct Layer {
     post_attention_norm: RmsNorm,
     /// after the MLP (`After` only)
     post_feedforward_norm: Option<RmsNorm>,
-    mlp: Mlp,
+    mlp: FeedForward,
     /// Gemma 2: `post_attention_layernorm` on the attention output and
     /// `post_feedforward_layernorm` on the MLP output, each before its residual add
     output_norms: Option<(RmsNorm, RmsNorm)>,
@@ -428,7 +458,7 @@ impl Layer {
         };
         Ok(Self {
             attention: Attention::load(c, &w.pp("self_attn"))?,
-            mlp: Mlp::load(c, &w.pp("mlp"))?,
+            mlp: FeedForward::load(c, w)?,
             input_norm: if after {
                 None
             } else {

@@ -112,6 +112,7 @@ pub fn config(json: &Value, architecture: &str) -> Result<DecoderConfig, LoadErr
         deberta: None,
         gemma2: None,
         gpt: Some(options),
+        moe: None,
     })
 }
 

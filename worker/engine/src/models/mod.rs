@@ -14,6 +14,8 @@ pub mod heads;
 pub mod internlm2;
 pub mod llama;
 pub mod mistral;
+pub mod mixtral;
+pub mod moe;
 pub mod olmo2;
 pub mod qwen2;
 pub mod qwen3;
@@ -47,10 +49,12 @@ pub enum Family {
     GptNeox,
     Gpt2,
     Gemma2,
+    /// Mistral attention with a sparse mixture of experts in place of the MLP
+    Mixtral,
 }
 
 impl Family {
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 11] = [
         Family::Llama,
         Family::Mistral,
         Family::Qwen2,
@@ -61,6 +65,7 @@ impl Family {
         Family::GptNeox,
         Family::Gpt2,
         Family::Gemma2,
+        Family::Mixtral,
     ];
 
     /// The prefix of the family's transformers classes (`LlamaForSequenceClassification`).
@@ -76,6 +81,7 @@ impl Family {
             Family::GptNeox => "GPTNeoX",
             Family::Gpt2 => "GPT2",
             Family::Gemma2 => "Gemma2",
+            Family::Mixtral => "Mixtral",
         }
     }
 
@@ -109,6 +115,7 @@ impl Family {
             Family::GptNeox => gpt_neox::config(json, architecture),
             Family::Gpt2 => gpt2::config(json, architecture),
             Family::Gemma2 => gemma2::config(json, architecture),
+            Family::Mixtral => mixtral::config(json, architecture),
         }
     }
 }

@@ -241,6 +241,10 @@ pub static ENTRIES: &[Entry] = &[
     causal_lm("Qwen3ForCausalLM", Family::Qwen3),
     classifier("Olmo2ForSequenceClassification", Family::Olmo2),
     causal_lm("Olmo2ForCausalLM", Family::Olmo2),
+    // mistralai/Mixtral-8x7B-Instruct-v0.1 and NousResearch/Nous-Hermes-2-Mixtral-8x7B-DPO:
+    // DPO_MODEL_CONFIG loads the latter with MixtralForCausalLM (rewardbench/models/__init__.py)
+    classifier("MixtralForSequenceClassification", Family::Mixtral),
+    causal_lm("MixtralForCausalLM", Family::Mixtral),
     // the classes of the hub's remote modeling_internlm2.py (weights renamed at load, see
     // models/internlm2.rs)
     classifier("InternLM2ForSequenceClassification", Family::InternLM2),
@@ -431,6 +435,7 @@ pub fn model_types(family: Family) -> &'static [&'static str] {
         Family::GptNeox => &["gpt_neox", "gpt_neox_reward_model"],
         Family::Gpt2 => &["gpt2"],
         Family::Gemma2 => &["gemma2"],
+        Family::Mixtral => &["mixtral"],
     }
 }
 

@@ -154,7 +154,8 @@ pub fn formatted_texts(
     pairs: &[PreferencePair],
     req: &ScoreRequest,
 ) -> (RewardTokenizer, Vec<String>) {
-    let dir = ModelDir::open(&req.model).unwrap();
+    // the scorer's choice: the request's tokenizer folder, else the model's
+    let dir = ModelDir::open(req.tokenizer.as_ref().unwrap_or(&req.model)).unwrap();
     let mut tokenizer = RewardTokenizer::load(&dir).unwrap();
     let formatter = choose_formatter(&tokenizer, &req.chat_template).unwrap();
     prepare_classifier_tokenizer(&mut tokenizer, &formatter, &dir).unwrap();
