@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
+use herd_rpc::v1::FailureKind;
 use herd_telemetry as telemetry;
 use prometheus::{
     register_gauge_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
@@ -162,13 +163,30 @@ pub fn refresh(store: &Store) {
     }
 }
 
+/// The `reason` label of `herd_task_failures_total` for a Fail call of this kind.
+pub fn failure_label(kind: FailureKind) -> String {
+    kind.as_str_name()
+        .trim_start_matches("FAILURE_KIND_")
+        .to_lowercase()
+}
+
 /// Starts `GET /metrics` on `addr` over `store`.
 pub async fn serve_metrics(
     addr: std::net::SocketAddr,
     store: Arc<Store>,
 ) -> anyhow::Result<std::net::SocketAddr> {
-    // register before the first scrape, so counters read 0 rather than missing
+    // register before the first scrape, so counters read 0 rather than missing; the failure
+    // counter with every reason, so a sweep without failures has a (zero) series per reason and
+    // the dashboard's failures panel shows zeros, not "no data"
     LazyLock::force(&METRICS);
+    for kind in [
+        FailureKind::Transient,
+        FailureKind::Checkpoint,
+        FailureKind::Released,
+        FailureKind::Unspecified,
+    ] {
+        METRICS.failures.with_label_values(&[&failure_label(kind)]);
+    }
     let bound = telemetry::serve_metrics(addr, Arc::new(move || refresh(&store))).await?;
     tracing::info!(addr = %bound, "metrics on http://{bound}/metrics");
     Ok(bound)

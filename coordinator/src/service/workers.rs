@@ -295,11 +295,10 @@ impl Workers for WorkersService {
         let req = request.into_inner();
         let lease = lease_of(req.lease)?;
         let kind = FailureKind::try_from(req.kind).unwrap_or(FailureKind::Unspecified);
-        let label = kind
-            .as_str_name()
-            .trim_start_matches("FAILURE_KIND_")
-            .to_lowercase();
-        METRICS.failures.with_label_values(&[label.as_str()]).inc();
+        METRICS
+            .failures
+            .with_label_values(&[crate::observe::failure_label(kind).as_str()])
+            .inc();
         let _hold = self.coord.hold();
         let transition = self
             .as_worker(req.worker_id, req.worker_secret, move |s, id| {

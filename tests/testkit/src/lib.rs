@@ -144,9 +144,7 @@ pub fn fake_gcs() -> Option<FakeGcs> {
 pub fn venv_python() -> Option<PathBuf> {
     let found = match std::env::var_os("HERD_PYTHON") {
         Some(python) if !python.is_empty() => Some(PathBuf::from(python)),
-        _ => std::env::var_os("HERD_CACHE")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/herd")))
+        _ => herd_cache()
             .map(|cache| cache.join("venv-torch-2.11.0/bin/python"))
             .filter(|python| python.is_file()),
     };
@@ -155,4 +153,51 @@ pub fn venv_python() -> Option<PathBuf> {
         "the herd Python environment (torch + transformers)",
         "run scripts/setup; or set $HERD_PYTHON to an interpreter that has them",
     )
+}
+
+/// Where scripts/setup installs the tools: `$HERD_CACHE`, else `~/.cache/herd`.
+pub fn herd_cache() -> Option<PathBuf> {
+    std::env::var_os("HERD_CACHE")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/herd")))
+}
+
+/// The deploy validators' interpreter (deploy/validate/requirements.txt: kubernetes-validate,
+/// beaker-py), required: `$HERD_CACHE/venv-deploy-validate/bin/python`.
+#[track_caller]
+pub fn deploy_python() -> Option<PathBuf> {
+    require(
+        herd_cache()
+            .map(|cache| cache.join("venv-deploy-validate/bin/python"))
+            .filter(|python| python.is_file()),
+        "the deploy validators' Python environment (kubernetes-validate, beaker-py)",
+        "run scripts/setup (it installs deploy/validate/requirements.txt into \
+         $HERD_CACHE/venv-deploy-validate)",
+    )
+}
+
+/// The deploy validators' Node packages (deploy/validate/package.json: @grafana/schema,
+/// typescript), required: the `node_modules` folder of `$HERD_CACHE/node-deploy-validate`.
+#[track_caller]
+pub fn deploy_node_modules() -> Option<PathBuf> {
+    require(
+        herd_cache()
+            .map(|cache| cache.join("node-deploy-validate/node_modules"))
+            .filter(|dir| dir.join("typescript").is_dir() && dir.join("@grafana/schema").is_dir()),
+        "the deploy validators' Node packages (@grafana/schema, typescript) and node",
+        "run scripts/setup (it runs npm ci for deploy/validate/package.json into \
+         $HERD_CACHE/node-deploy-validate)",
+    )
+}
+
+/// A program on `$PATH` (e.g. `prometheus`, `promtool` from Debian's prometheus package), required.
+#[track_caller]
+pub fn program(name: &str, how: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    });
+    require(found, &format!("the program {name}"), how)
 }
