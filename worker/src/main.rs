@@ -2,6 +2,7 @@
 //! wires herd-engine (the scoring) into herd-agent (the coordinator's protocol).
 
 mod allocator;
+mod devices;
 mod easylm_cli;
 mod engine_scorer;
 mod output;
@@ -96,6 +97,8 @@ struct AgentArgs {
     /// with the coordinator, which leases only checkpoints whose parameters fit it
     #[arg(long, value_parser = parse_bytes)]
     memory: Option<u64>,
+    #[command(flatten)]
+    placement: devices::PlacementArgs,
     /// the worker token and TLS files
     #[command(flatten)]
     security: WorkerSecurityArgs,
@@ -208,6 +211,8 @@ struct ScoreArgs {
     #[command(flatten)]
     easylm: EasyLmArgs,
     #[command(flatten)]
+    placement: devices::PlacementArgs,
+    #[command(flatten)]
     pref_sets: pref_sets::PrefSetsArgs,
 }
 
@@ -233,7 +238,7 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
     if let Some(threads) = args.threads {
         tch::set_num_threads(threads);
     }
-    let device = args.device.resolve()?;
+    let (device, _) = args.placement.resolve(args.device)?;
     let kind = score_kind(&args, device);
     let request = score_request(&args, device, kind);
     if args.pref_sets.pref_sets {
@@ -492,12 +497,9 @@ fn open_model(args: &ScoreArgs) -> anyhow::Result<ModelSpec> {
         "{} is a file (an EasyLM checkpoint?) and carries no tokenizer; pass --tokenizer DIR",
         args.model.display()
     );
-    Ok(open_spec(
-        &args.model,
-        format,
-        &args.easylm.options(),
-        None,
-    )?)
+    let mut spec = open_spec(&args.model, format, &args.easylm.options(), None)?;
+    spec.load = args.placement.resolve(args.device)?.1;
+    Ok(spec)
 }
 
 /// `--batch-tokens` and `--max-batch-rows` over the device's defaults.
@@ -534,7 +536,7 @@ fn serve(args: AgentArgs) -> anyhow::Result<()> {
     if let Some(threads) = args.threads {
         tch::set_num_threads(threads);
     }
-    let device = args.device.resolve()?;
+    let (device, load) = args.placement.resolve(args.device)?;
     let kind = args.dtype.resolve(device);
     let cache_dir = match args.cache_dir {
         Some(dir) => dir,
@@ -567,6 +569,7 @@ fn serve(args: AgentArgs) -> anyhow::Result<()> {
         kind,
         limits: batch_limits(device, args.batch_tokens, args.max_batch_rows),
         share_prefix: !args.no_share_prefix,
+        load,
     };
     tracing::info!(
         coordinator = %config.coordinator,
