@@ -17,6 +17,7 @@ use herd_engine::easylm::{Compat, EasyLmOptions, Overrides};
 use herd_engine::error::LoadError;
 use herd_engine::model_dir::ModelDir;
 use herd_engine::models::ModelSpec;
+use herd_engine::placement::LoadOptions;
 use herd_engine::pooling::{Pooling, REFERENCE_BATCH};
 use herd_engine::provenance::{PadChoice, Provenance, TemplateSource};
 use herd_engine::scorer::{ScoreRequest, Scorer, ScorerError};
@@ -33,6 +34,8 @@ pub struct EngineScorer {
     pub limits: BatchLimits,
     /// score each pair's chosen and rejected in one row, computing their shared prefix once
     pub share_prefix: bool,
+    /// the devices a model too big for `device` is split over, and the host staging budget
+    pub load: LoadOptions,
 }
 
 /// The EasyLM config a sweep gives for checkpoints outside the size table.
@@ -188,8 +191,9 @@ impl ShardScorer for EngineScorer {
         // the lease's URI names the model for the registry (a hub id keeps its RewardBench
         // name; the local cache path would not)
         let uri = checkpoint.checkpoint.uri.as_str();
-        let spec = open_spec(&checkpoint.path, checkpoint.format, &easylm, Some(uri))
+        let mut spec = open_spec(&checkpoint.path, checkpoint.format, &easylm, Some(uri))
             .map_err(TaskFailure::checkpoint)?;
+        spec.load = self.load.clone();
         let own_tokenizer = checkpoint.tokenizer.is_none();
         Scorer::load(&request, &spec).map_err(|error| match error {
             ScorerError::Model(error) => TaskFailure::checkpoint(error),

@@ -3,6 +3,7 @@
 
 mod allocator;
 mod cuda_env;
+mod devices;
 mod easylm_cli;
 mod engine_scorer;
 mod output;
@@ -97,6 +98,8 @@ struct AgentArgs {
     /// with the coordinator, which leases only checkpoints whose parameters fit it
     #[arg(long, value_parser = parse_bytes)]
     memory: Option<u64>,
+    #[command(flatten)]
+    placement: devices::PlacementArgs,
     /// the worker token and TLS files
     #[command(flatten)]
     security: WorkerSecurityArgs,
@@ -209,6 +212,8 @@ struct ScoreArgs {
     #[command(flatten)]
     easylm: EasyLmArgs,
     #[command(flatten)]
+    placement: devices::PlacementArgs,
+    #[command(flatten)]
     pref_sets: pref_sets::PrefSetsArgs,
 }
 
@@ -236,7 +241,7 @@ fn score(args: ScoreArgs) -> anyhow::Result<()> {
     if let Some(threads) = args.threads {
         tch::set_num_threads(threads);
     }
-    let device = args.device.resolve()?;
+    let (device, _) = args.placement.resolve(args.device)?;
     let kind = score_kind(&args, device);
     let request = score_request(&args, device, kind);
     if args.pref_sets.pref_sets {
@@ -495,12 +500,9 @@ fn open_model(args: &ScoreArgs) -> anyhow::Result<ModelSpec> {
         "{} is a file (an EasyLM checkpoint?) and carries no tokenizer; pass --tokenizer DIR",
         args.model.display()
     );
-    Ok(open_spec(
-        &args.model,
-        format,
-        &args.easylm.options(),
-        None,
-    )?)
+    let mut spec = open_spec(&args.model, format, &args.easylm.options(), None)?;
+    spec.load = args.placement.resolve(args.device)?.1;
+    Ok(spec)
 }
 
 /// `--batch-tokens` and `--max-batch-rows` over the device's defaults.
@@ -537,7 +539,7 @@ fn serve(args: AgentArgs) -> anyhow::Result<()> {
     if let Some(threads) = args.threads {
         tch::set_num_threads(threads);
     }
-    let device = args.device.resolve()?;
+    let (device, load) = args.placement.resolve(args.device)?;
     let kind = args.dtype.resolve(device);
     let cache_dir = match args.cache_dir {
         Some(dir) => dir,
@@ -570,6 +572,7 @@ fn serve(args: AgentArgs) -> anyhow::Result<()> {
         kind,
         limits: batch_limits(device, args.batch_tokens, args.max_batch_rows),
         share_prefix: !args.no_share_prefix,
+        load,
     };
     tracing::info!(
         coordinator = %config.coordinator,

@@ -18,6 +18,7 @@ pub mod encode;
 pub mod error;
 pub mod model_dir;
 pub mod models;
+pub mod placement;
 pub mod pooling;
 pub mod provenance;
 pub mod scorer;

@@ -801,7 +801,8 @@ fn score_dpo(
     let policy = run(spec, "policy")?;
     let (rewards, model_type): (Vec<f64>, _) = match &request.ref_model {
         Some(ref_dir) => {
-            let ref_spec = ModelSpec::open(ModelDir::open(ref_dir)?)?;
+            let mut ref_spec = ModelSpec::open(ModelDir::open(ref_dir)?)?;
+            ref_spec.load = spec.load.clone();
             let reference = run(&ref_spec, "reference")?;
             let rewards = policy
                 .iter()

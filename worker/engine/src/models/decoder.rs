@@ -435,6 +435,9 @@ struct Layer {
 pub struct Decoder {
     embed_tokens: Tensor,
     layers: Vec<Layer>,
+    /// the device each layer's weights are on (`placement`: all the embeddings' device unless
+    /// the model is split by layers)
+    layer_devices: Vec<tch::Device>,
     /// applied by the heads, only to the positions they read
     pub final_norm: RmsNorm,
     inv_freq: Tensor,
@@ -483,14 +486,20 @@ impl Decoder {
         let embed_tokens = w
             .pp("embed_tokens")
             .take("weight", &[c.vocab_size, c.hidden_size])?;
-        let layers = (0..c.num_layers)
-            .map(|i| Layer::load(c, &w.pp("layers").pp(i), i as usize))
+        let layer_devices: Vec<tch::Device> = (0..c.num_layers.max(0) as usize)
+            .map(|i| w.placement().device_of(i))
+            .collect();
+        let layers = layer_devices
+            .iter()
+            .enumerate()
+            .map(|(i, &device)| Layer::load(c, &w.pp("layers").pp(i).on(device), i))
             .collect::<Result<Vec<_>, _>>()?;
         let final_norm = RmsNorm::load_for(c.family, &w.pp("norm"), c.hidden_size, c.rms_norm_eps)?;
         let inv_freq = inverse_frequencies(c, embed_tokens.device());
         Ok(Self {
             embed_tokens,
             layers,
+            layer_devices,
             final_norm,
             inv_freq,
             config: c.clone(),
@@ -529,7 +538,34 @@ impl Decoder {
             }
             _ => None,
         };
-        for layer in &self.layers {
+        // a model split by layers: the tables and masks are copied once to each further device
+        // (bit for bit), and the hidden states move at each stage boundary
+        let home = x.device();
+        let mut stages = vec![StageInputs {
+            device: home,
+            rotary,
+            mask: mask.map(Tensor::shallow_clone),
+            windowed,
+        }];
+        for &device in &self.layer_devices {
+            if stages.iter().all(|s| s.device != device) {
+                let copy = stages[0].to_device(device);
+                stages.push(copy);
+            }
+        }
+        for (layer, &device) in self.layers.iter().zip(&self.layer_devices) {
+            if x.device() != device {
+                x = x.to_device(device);
+            }
+            let stage = stages
+                .iter()
+                .find(|s| s.device == device)
+                .unwrap_or_else(|| unreachable!("inputs are built for every layer's device"));
+            let (mask, windowed) = (stage.mask.as_ref(), &stage.windowed);
+            let rotary = RotaryTables {
+                cos: stage.rotary.cos.shallow_clone(),
+                sin: stage.rotary.sin.shallow_clone(),
+            };
             let sees = match (mask, layer.window) {
                 (None, Some(window)) if window < len => Sees::Causal(Some(window)),
                 (None, _) => Sees::Causal(None),
@@ -563,7 +599,33 @@ impl Decoder {
                 }
             }
         }
+        // the final norm and the heads read the hidden states where the batch is
+        if x.device() != home {
+            x = x.to_device(home);
+        }
         x
+    }
+}
+
+/// What every layer of one stage reads besides the hidden states, on the stage's device.
+struct StageInputs {
+    device: tch::Device,
+    rotary: RotaryTables,
+    mask: Option<Tensor>,
+    windowed: Option<Tensor>,
+}
+
+impl StageInputs {
+    fn to_device(&self, device: tch::Device) -> Self {
+        Self {
+            device,
+            rotary: RotaryTables {
+                cos: self.rotary.cos.to_device(device),
+                sin: self.rotary.sin.to_device(device),
+            },
+            mask: self.mask.as_ref().map(|m| m.to_device(device)),
+            windowed: self.windowed.as_ref().map(|m| m.to_device(device)),
+        }
     }
 }
 

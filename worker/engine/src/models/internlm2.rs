@@ -155,7 +155,7 @@ fn split_wqkv(name: &str, fused: &Tensor, c: &DecoderConfig) -> Result<[Tensor; 
 /// The checkpoint's tensors under the names the shared decoder and heads take, `wqkv` split.
 pub fn rename_weights(weights: Weights, config: &DecoderConfig) -> Result<Weights, LoadError> {
     let mut out = HashMap::new();
-    for (name, tensor) in weights.into_tensors() {
+    for (name, tensor) in weights.into_tensors()? {
         let fused = ["weight", "bias"].into_iter().find(|kind| {
             name.strip_prefix("model.layers.")
                 .and_then(|rest| rest.split_once('.'))

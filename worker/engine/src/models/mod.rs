@@ -141,6 +141,8 @@ pub struct ModelSpec {
     pub reward_token: Option<u32>,
     /// set when the weights come from an EasyLM streaming checkpoint instead of `dir`
     easylm: Option<crate::easylm::Checkpoint>,
+    /// the devices to split the layers over and the host memory a load may stage through
+    pub load: crate::placement::LoadOptions,
 }
 
 impl ModelSpec {
@@ -187,6 +189,7 @@ impl ModelSpec {
             json,
             reward_token,
             easylm: None,
+            load: Default::default(),
         })
     }
 
@@ -224,6 +227,7 @@ impl ModelSpec {
             json: Value::Null,
             reward_token: None,
             easylm: Some(checkpoint),
+            load: Default::default(),
         })
     }
 
@@ -250,14 +254,82 @@ impl ModelSpec {
 
     fn weights(&self, device: Device, kind: Kind) -> Result<Weights, LoadError> {
         if let Some(checkpoint) = &self.easylm {
+            // read whole onto `device` (its own streaming load); never split
             return checkpoint.load_weights(device, kind);
         }
-        let weights = Weights::load(&self.dir.safetensors_files()?, device, kind)?;
+        let weights = Weights::load(&self.dir.safetensors_files()?, device, kind)?
+            .with_host_budget(self.load.host_budget);
+        let weights = match self.placement(&weights, device)? {
+            Some(placement) => weights.with_placement(placement),
+            None => weights,
+        };
         match self.config.family {
             // fused and differently named: renamed and split into the shared decoder's layout
             Family::InternLM2 => internlm2::rename_weights(weights, &self.config),
             _ => Ok(weights),
         }
+    }
+
+    /// Where the decoder layers go when [`LoadOptions::devices`](crate::placement::LoadOptions)
+    /// names more than one device (None: all on `device`).
+    fn placement(
+        &self,
+        weights: &Weights,
+        device: Device,
+    ) -> Result<Option<crate::placement::Placement>, LoadError> {
+        use crate::placement::{budgets, plan_placement, split_evenly, Placement};
+        let devices = &self.load.devices;
+        if devices.len() < 2 {
+            return Ok(None);
+        }
+        let source = self.config_source();
+        if devices[0].device != device {
+            return Err(LoadError::file(
+                &source,
+                format!(
+                    "the first of the devices ({:?}) must be the scoring device ({device:?})",
+                    devices[0].device
+                ),
+            ));
+        }
+        let mut layer_bytes = vec![0u64; self.config.num_layers.max(0) as usize];
+        let mut rest = 0;
+        for (name, bytes) in weights.sizes() {
+            match decoder_layer_of(&name).filter(|&i| i < layer_bytes.len()) {
+                Some(layer) => layer_bytes[layer] += bytes,
+                None => rest += bytes,
+            }
+        }
+        let dry_run = devices
+            .iter()
+            .all(|d| d.device == Device::Cpu && d.free_bytes.is_none());
+        let stages = if dry_run {
+            let cpus: Vec<Device> = devices.iter().map(|d| d.device).collect();
+            split_evenly(&layer_bytes, &cpus)
+        } else {
+            let reserve = self.load.activation_reserve;
+            plan_placement(&layer_bytes, rest, 0, &budgets(devices), reserve)
+                .map_err(|e| LoadError::file(&source, e))?
+        };
+        let placement = Placement::staged(stages);
+        if placement.is_split() {
+            let splits = !matches!(
+                self.config.family,
+                Family::DebertaV2 | Family::GptNeox | Family::Gpt2 | Family::InternLM2
+            );
+            if !splits {
+                return Err(LoadError::file(
+                    &source,
+                    format!(
+                        "{} does not fit on {device:?} and splitting by layers is done for the \
+                         Llama-family decoder only (Llama, Mistral, Qwen2, Qwen3, OLMo2, Gemma 2)",
+                        self.config.architecture
+                    ),
+                ));
+            }
+            tracing::info!(stages = ?placement.stages(), "model split by layers over devices");
+        }
+        Ok(Some(placement))
     }
 
     pub fn load_classifier(
@@ -269,7 +341,7 @@ impl ModelSpec {
         let weights = self.weights(device, kind)?;
         let model =
             SequenceClassifier::load_entry(self.entry, &self.config, &self.json, &weights.root())?;
-        warn_unused(&self.dir, &weights);
+        report_loaded(&self.dir, &weights);
         Ok(model)
     }
 
@@ -277,12 +349,26 @@ impl ModelSpec {
         self.expect_head(HeadKind::CausalLm)?;
         let weights = self.weights(device, kind)?;
         let model = CausalLm::load(&self.config, &weights.root(), self.entry.body)?;
-        warn_unused(&self.dir, &weights);
+        report_loaded(&self.dir, &weights);
         Ok(model)
     }
 }
 
-fn warn_unused(dir: &ModelDir, weights: &Weights) {
+/// The decoder layer a tensor belongs to (`model.layers.7.mlp.up_proj.weight` -> 7).
+fn decoder_layer_of(name: &str) -> Option<usize> {
+    let mut parts = name.split('.');
+    parts.find(|&p| p == "layers")?;
+    parts.next()?.parse().ok()
+}
+
+fn report_loaded(dir: &ModelDir, weights: &Weights) {
+    if let Some(peak) = crate::weights::peak_host_bytes() {
+        tracing::info!(
+            model = %dir.root().display(),
+            peak_host_bytes = peak,
+            "model loaded"
+        );
+    }
     let unused = weights.unused();
     if !unused.is_empty() {
         tracing::warn!(model = %dir.root().display(), ?unused, "checkpoint tensors not used by the model");
