@@ -24,8 +24,16 @@ pub const SKIP_LOG_ENV: &str = "HERD_SKIP_LOG";
 /// Overrides where the shared data folder is (default: `shared/` beside the workspace root).
 pub const SHARED_ENV: &str = "HERD_SHARED";
 
-/// The workspace root (this crate lives in `tests/testkit/`).
+/// Overrides the workspace root, for test binaries run on another machine than the one that
+/// built them (bench/gpu/run runs the parity tests' binaries on a GPU machine this way).
+pub const WORKSPACE_ROOT_ENV: &str = "HERD_WORKSPACE_ROOT";
+
+/// The workspace root: `$HERD_WORKSPACE_ROOT`, else where this crate was built (it lives in
+/// `tests/testkit/`).
 pub fn workspace_root() -> PathBuf {
+    if let Some(root) = std::env::var_os(WORKSPACE_ROOT_ENV).filter(|r| !r.is_empty()) {
+        return PathBuf::from(root);
+    }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .nth(2)

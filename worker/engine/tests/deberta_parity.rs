@@ -25,7 +25,7 @@ use herd_rewardbench::dataset::PreferencePair;
 use herd_rewardbench::v1::is_win;
 use serde_json::Value;
 use support::{formatted_texts, lists, one_per_batch, FP32_TOLERANCE};
-use tch::{Device, Kind};
+use tch::Kind;
 
 fn fixtures() -> PathBuf {
     herd_testkit::workspace_root().join("tests/golden/fixtures/deberta")
@@ -59,7 +59,7 @@ fn request(golden: &Value, kind: Kind, limits: BatchLimits) -> ScoreRequest {
         max_length: golden["max_length"].as_u64().unwrap() as usize,
         limits,
         share_prefix: false,
-        device: Device::Cpu,
+        device: support::test_device(),
         kind,
         provenance: Default::default(),
         pooling: Default::default(),

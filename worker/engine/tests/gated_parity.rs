@@ -29,7 +29,7 @@ use herd_engine::scorer::{score_pairs_with, ScoreRequest};
 use herd_rewardbench::dataset::PreferencePair;
 use serde_json::Value;
 use support::{ids, one_per_batch, packed, FP32_TOLERANCE};
-use tch::{Device, Kind};
+use tch::Kind;
 
 const CASES: [&str; 3] = ["armorm", "qrm-llama31", "qrm-llama3"];
 
@@ -49,7 +49,9 @@ fn spec(golden: &Value) -> ModelSpec {
 }
 
 fn model(golden: &Value, kind: Kind) -> SequenceClassifier {
-    spec(golden).load_classifier(Device::Cpu, kind).unwrap()
+    spec(golden)
+        .load_classifier(support::test_device(), kind)
+        .unwrap()
 }
 
 /// Rows chosen, rejected, chosen, ... and the reference's scores in that order under `prefix`.
@@ -69,7 +71,7 @@ fn settings(golden: &Value, limits: BatchLimits) -> BatchSettings {
     BatchSettings {
         limits,
         pad_id: golden["pad_token_id"].as_u64().unwrap() as u32,
-        device: Device::Cpu,
+        device: support::test_device(),
     }
 }
 
@@ -230,7 +232,7 @@ fn a_gated_head_read_without_its_gate_gives_no_score() {
     // a caller that skips `gate_position` must not get a plausible score gated at the wrong token
     for case in CASES {
         let model = model(&golden(case), Kind::Float);
-        let hidden = tch::Tensor::ones([3, 8], (Kind::Float, Device::Cpu));
+        let hidden = tch::Tensor::ones([3, 8], (Kind::Float, support::test_device()));
         let scores = Vec::<Vec<f32>>::try_from(&model.head.forward(&hidden)).unwrap();
         assert_eq!(scores.len(), 3, "{case}");
         assert!(
@@ -286,7 +288,7 @@ fn cli_request(golden: &Value, share_prefix: bool) -> ScoreRequest {
         max_length: 8192,
         limits: packed(),
         share_prefix,
-        device: Device::Cpu,
+        device: support::test_device(),
         kind: Kind::Float,
         provenance: Default::default(),
         pooling: Default::default(),

@@ -20,7 +20,7 @@ use herd_engine::scorer::{score_pairs, ScoreRequest};
 use herd_rewardbench::v1::is_win;
 use serde_json::Value;
 use support::{assert_close, floats, one_per_batch, packed, pairs, FP32_TOLERANCE};
-use tch::{Device, Kind};
+use tch::Kind;
 
 /// batch composition (padding, packing, prefix sharing) may move fp32 scores by rounding only
 const BATCH_EFFECT: f64 = 1e-5;
@@ -53,7 +53,7 @@ fn request(
         max_length: golden["max_length"].as_u64().unwrap() as usize,
         limits,
         share_prefix,
-        device: Device::Cpu,
+        device: support::test_device(),
         kind,
         provenance: Default::default(),
         pooling: Default::default(),

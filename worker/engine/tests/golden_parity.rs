@@ -25,7 +25,7 @@ use serde_json::Value;
 use support::{
     assert_close, floats, formatted_texts, ids, lists, one_per_batch, packed, pairs, FP32_TOLERANCE,
 };
-use tch::{Device, Kind};
+use tch::Kind;
 
 fn fixtures() -> PathBuf {
     herd_testkit::workspace_root().join("tests/golden/fixtures")
@@ -49,7 +49,7 @@ fn request(golden: &Value, model: &str, kind: Kind, limits: BatchLimits) -> Scor
         max_length: golden["max_length"].as_u64().unwrap() as usize,
         limits,
         share_prefix: false,
-        device: Device::Cpu,
+        device: support::test_device(),
         kind,
         provenance: Default::default(),
         pooling: Default::default(),
@@ -508,3 +508,4 @@ fn dpo_rewards_match_transformers() {
         }
     }
 }
+

@@ -79,7 +79,7 @@ fn request(
         max_length: golden["max_length"].as_u64().unwrap() as usize,
         limits,
         share_prefix,
-        device: Device::Cpu,
+        device: support::test_device(),
         kind,
         provenance: Default::default(),
         pooling: Default::default(),

@@ -24,7 +24,7 @@ use support::{
     assert_close, compare, floats, formatted_texts, ids, lists, one_per_batch, packed, pairs,
     Scores, FP32_TOLERANCE,
 };
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 fn fixtures() -> PathBuf {
     herd_testkit::workspace_root().join("tests/golden/fixtures/neox")
@@ -47,7 +47,7 @@ fn request(golden: &Value, model: &Path, kind: Kind, limits: BatchLimits) -> Sco
         max_length: golden["max_length"].as_u64().unwrap() as usize,
         limits,
         share_prefix: false,
-        device: Device::Cpu,
+        device: support::test_device(),
         kind,
         provenance: Default::default(),
         pooling: Default::default(),

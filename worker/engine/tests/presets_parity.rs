@@ -9,6 +9,8 @@
 //!   LlamaForSequenceClassification over RewardBench's batches of 8 (fp32 within 1e-4, as
 //!   golden_parity.rs), in every batching herd uses.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use herd_engine::batching::BatchLimits;
@@ -24,7 +26,7 @@ use herd_engine::tokenizer::RewardTokenizer;
 use herd_engine::tokenizer::TruncationSide;
 use herd_rewardbench::dataset::PreferencePair;
 use serde_json::{json, Value};
-use tch::{Device, Kind};
+use tch::Kind;
 
 const FP32_TOLERANCE: f64 = 1e-4;
 
@@ -218,7 +220,7 @@ fn request(golden: &Value, max_length: usize, limits: BatchLimits, share: bool) 
         max_length,
         limits,
         share_prefix: share,
-        device: Device::Cpu,
+        device: support::test_device(),
         kind: Kind::Float,
         provenance: Provenance::default(),
         pooling: Pooling::Legacy,

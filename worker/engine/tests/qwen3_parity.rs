@@ -24,7 +24,7 @@ use herd_engine::tokenizer::RewardTokenizer;
 use herd_rewardbench::dataset::PreferencePair;
 use serde_json::Value;
 use support::{compare, formatted_texts, one_per_batch, packed, Scores, FP32_TOLERANCE};
-use tch::{Device, Kind};
+use tch::Kind;
 
 fn fixtures() -> PathBuf {
     herd_testkit::workspace_root().join("tests/golden/fixtures/qwen3")
@@ -70,7 +70,7 @@ fn request(golden: &Value, model: &str, kind: Kind, limits: BatchLimits) -> Scor
         max_length: golden["max_length"].as_u64().unwrap() as usize,
         limits,
         share_prefix: false,
-        device: Device::Cpu,
+        device: support::test_device(),
         kind,
         provenance: Default::default(),
         pooling: Default::default(),

@@ -7,6 +7,8 @@
 //! without the shared prompt (which must agree within fp32 noise, 1e-5), in packed batches and
 //! one row per batch, and with right truncation at 80 tokens.
 
+mod support;
+
 use herd_testkit::fixtures::read_json;
 use std::path::PathBuf;
 
@@ -17,7 +19,7 @@ use herd_engine::models::ModelSpec;
 use herd_engine::scorer::{score_best_of_n_with, ScoreRequest, ScoredBestOfN, Scorer};
 use herd_rewardbench::dataset::v2::{load_best_of_n, BestOfNRow};
 use serde_json::Value;
-use tch::{Device, Kind};
+use tch::Kind;
 
 const TOLERANCE: f64 = 1e-4;
 const SHARING_NOISE: f64 = 1e-5;
@@ -46,7 +48,7 @@ fn request(golden: &Value, share_prefix: bool, limits: BatchLimits) -> ScoreRequ
         max_length: golden["max_length"].as_u64().unwrap() as usize,
         limits,
         share_prefix,
-        device: Device::Cpu,
+        device: support::test_device(),
         kind: Kind::Float,
         provenance: Default::default(),
         pooling: Default::default(),

@@ -54,6 +54,20 @@ pub fn tiny_options() -> EasyLmOptions {
     }
 }
 
+/// The device the parity tests score on: `HERD_TEST_DEVICE` (cpu, cuda or cuda:N, as `--device`
+/// reads them; default cpu), so the same goldens run on a GPU (bench/gpu/run sets it to cuda).
+/// A device that is named but not usable fails the test rather than falling back to the CPU.
+pub fn test_device() -> tch::Device {
+    match std::env::var("HERD_TEST_DEVICE") {
+        Ok(name) => name
+            .parse::<herd_engine::device::DeviceChoice>()
+            .map_err(anyhow::Error::msg)
+            .and_then(|choice| choice.resolve())
+            .unwrap_or_else(|e| panic!("HERD_TEST_DEVICE={name}: {e:#}")),
+        Err(_) => tch::Device::Cpu,
+    }
+}
+
 // ---- the golden JSON files of tests/golden/make_*.py, read the same way by every parity test ----
 
 /// fp32 scores agree with the reference within this, absolute
