@@ -43,6 +43,13 @@ impl VarBuilder<'_> {
     pub fn take(&self, name: &str, shape: &[i64]) -> Result<Tensor, LoadError> {
         self.weights.take(&self.pp(name).prefix, shape)
     }
+
+    /// The shape of the tensor `name` of this scope, if the checkpoint (still) holds it: for
+    /// heads whose widths only their tensors record (LDL-Reward's side files).
+    pub fn shape(&self, name: &str) -> Option<Vec<i64>> {
+        let full = self.pp(name).prefix;
+        self.weights.tensors.borrow().get(&full).map(Tensor::size)
+    }
 }
 
 fn kind_of(dtype: Dtype) -> Option<Kind> {

@@ -149,8 +149,10 @@ impl ModelSpec {
     pub fn open_named(dir: ModelDir, name: Option<&str>) -> Result<Self, LoadError> {
         let json = dir.read_json("config.json")?;
         let architectures = registry::architectures(&json);
-        let entry = registry::lookup(&dir.path("config.json"), &architectures, name)?;
-        if let Some(model_type) = json.get("model_type").and_then(Value::as_str) {
+        let model_type = json.get("model_type").and_then(Value::as_str);
+        let entry =
+            registry::lookup_typed(&dir.path("config.json"), &architectures, name, model_type)?;
+        if let Some(model_type) = model_type {
             let expected = registry::model_types(entry.family);
             if !expected.contains(&model_type) {
                 return Err(LoadError::Config {
@@ -245,7 +247,18 @@ impl ModelSpec {
         if let Some(checkpoint) = &self.easylm {
             return checkpoint.load_weights(device, kind);
         }
-        let weights = Weights::load(&self.dir.safetensors_files()?, device, kind)?;
+        let mut weights = Weights::load(&self.dir.safetensors_files()?, device, kind)?;
+        if self.entry.names.contains(&reward_heads::ldl::NAME) {
+            // LDL-Reward's head lives in side files, kept in float32 as the package loads it
+            let side = Weights::load(
+                &reward_heads::ldl::side_files(self.dir.root())?,
+                device,
+                Kind::Float,
+            )?;
+            let mut tensors = weights.into_tensors();
+            tensors.extend(side.into_tensors());
+            weights = Weights::from_tensors(tensors);
+        }
         match self.config.family {
             // fused and differently named: renamed and split into the shared decoder's layout
             Family::InternLM2 => internlm2::rename_weights(weights, &self.config),
