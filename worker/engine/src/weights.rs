@@ -98,6 +98,13 @@ impl VarBuilder<'_> {
     pub fn take(&self, name: &str, shape: &[i64]) -> Result<Tensor, LoadError> {
         self.weights.take(&self.pp(name).prefix, shape, self.device)
     }
+
+    /// The shape of the tensor `name` of this scope, if the checkpoint (still) holds it: for
+    /// heads whose widths only their tensors record (LDL-Reward's side files).
+    pub fn shape(&self, name: &str) -> Option<Vec<i64>> {
+        let full = self.pp(name).prefix;
+        self.weights.tensors.borrow().get(&full).map(Tensor::size)
+    }
 }
 
 fn kind_of(dtype: Dtype) -> Option<Kind> {
@@ -155,6 +162,14 @@ impl Weights {
             host_budget: DEFAULT_HOST_BUDGET,
             staging: RefCell::new(None),
         }
+    }
+
+    /// Adds tensors already in memory (a head's side files) beside the checkpoint's own.
+    pub fn with_loaded(self, tensors: HashMap<String, Tensor>) -> Self {
+        self.slots
+            .borrow_mut()
+            .extend(tensors.into_iter().map(|(name, t)| (name, Slot::Loaded(t))));
+        self
     }
 
     /// Decoder layers go where `placement` puts them, the rest to its home device.

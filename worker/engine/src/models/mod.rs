@@ -158,8 +158,10 @@ impl ModelSpec {
     pub fn open_named(dir: ModelDir, name: Option<&str>) -> Result<Self, LoadError> {
         let json = dir.read_json("config.json")?;
         let architectures = registry::architectures(&json);
-        let entry = registry::lookup(&dir.path("config.json"), &architectures, name)?;
-        if let Some(model_type) = json.get("model_type").and_then(Value::as_str) {
+        let model_type = json.get("model_type").and_then(Value::as_str);
+        let entry =
+            registry::lookup_typed(&dir.path("config.json"), &architectures, name, model_type)?;
+        if let Some(model_type) = model_type {
             let expected = registry::model_types(entry.family);
             if !expected.contains(&model_type) {
                 return Err(LoadError::Config {
@@ -257,8 +259,17 @@ impl ModelSpec {
             // read whole onto `device` (its own streaming load); never split
             return checkpoint.load_weights(device, kind);
         }
-        let weights = Weights::load(&self.dir.safetensors_files()?, device, kind)?
+        let mut weights = Weights::load(&self.dir.safetensors_files()?, device, kind)?
             .with_host_budget(self.load.host_budget);
+        if self.entry.names.contains(&reward_heads::ldl::NAME) {
+            // LDL-Reward's head lives in side files, kept in float32 as the package loads it
+            let side = Weights::load(
+                &reward_heads::ldl::side_files(self.dir.root())?,
+                device,
+                Kind::Float,
+            )?;
+            weights = weights.with_loaded(side.into_tensors()?);
+        }
         let weights = match self.placement(&weights, device)? {
             Some(placement) => weights.with_placement(placement),
             None => weights,

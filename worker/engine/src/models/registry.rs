@@ -391,6 +391,39 @@ pub static ENTRIES: &[Entry] = &[
         },
         ..classifier("LlamaForCausalLM", Family::Llama)
     },
+    // Ray2333/GRM-Gemma2-2B-sftreg: GRewardModel builds its body from the config's causal LM, so a
+    // gemma2 config.json gives a Gemma 2 body under the same class (lookup_typed picks this entry
+    // by model_type)
+    Entry {
+        head: Head::Custom(reward_heads::grm::load),
+        labels: Labels::Fixed(1),
+        quirks: Quirks {
+            output: Output::Scalar,
+            ..CUSTOM_PIPELINE
+        },
+        ..classifier("GRewardModel", Family::Gemma2)
+    },
+    // openbmb/Eurus-RM-7b: REWARD_MODEL_CONFIG's AutoModel over the hub's `EurusRewardModel`
+    // (UltraRM's regression head on a Mistral body) through OpenBMBPipeline: `[batch, 1]`
+    Entry {
+        head: Head::Custom(reward_heads::ultrarm::load),
+        labels: Labels::Fixed(1),
+        quirks: CUSTOM_PIPELINE,
+        ..classifier("EurusRewardModel", Family::Mistral)
+    },
+    // ShikaiChen/LDL-Reward-Gemma-2-27B-v0.1: LDLRewardModel27B + LDLPipeline (strips a leading
+    // duplicate BOS, as herd's double-BOS drop), the body saved as a bare Gemma2Model (config.json
+    // `Gemma2Model`, no `model.` prefix), the head from side files in float32, logits `[batch]`
+    Entry {
+        names: &[reward_heads::ldl::NAME],
+        body: "",
+        ..LDL
+    },
+    Entry {
+        architecture: "LDLRewardModel27B",
+        names: &[reward_heads::ldl::NAME],
+        ..LDL
+    },
     gated(
         "LlamaForRewardModelWithGating",
         gated::load_armorm,
@@ -407,6 +440,20 @@ pub static ENTRIES: &[Entry] = &[
         gated::quirks::QRM,
     ),
 ];
+
+/// LDL-Reward under the class its package's `save_pretrained` writes (see [`ENTRIES`]).
+const LDL: Entry = Entry {
+    head: Head::Custom(reward_heads::ldl::load),
+    labels: Labels::Fixed(1),
+    quirks: Quirks {
+        pooled: Pooled::FirstPadMinusOne,
+        output: Output::Scalar,
+        head_dtype: HeadDtype::Float32,
+        dtype: Some("bfloat16"),
+        ..CLASSIFIER
+    },
+    ..classifier("Gemma2Model", Family::Gemma2)
+};
 
 /// The custom pipelines (OpenBMB, Beaver, GRM, Starling): the tokenizer's batch straight into
 /// the model (no double-BOS masking), the reward at the last token the mask keeps.
@@ -449,22 +496,36 @@ pub fn lookup(
     architectures: &[String],
     name: Option<&str>,
 ) -> Result<&'static Entry, LoadError> {
+    lookup_typed(source, architectures, name, None)
+}
+
+/// [`lookup`] for a config.json of `model_type`: where several entries serve the same class on
+/// different backbones (`GRewardModel` on Llama or Gemma 2), the one whose family reads that
+/// model_type; when none does, the first, whose model_type check then names the mismatch.
+pub fn lookup_typed(
+    source: &std::path::Path,
+    architectures: &[String],
+    name: Option<&str>,
+    model_type: Option<&str>,
+) -> Result<&'static Entry, LoadError> {
     let first = architectures.first().ok_or_else(|| LoadError::Config {
         field: "architectures".to_string(),
         reason: "missing; expected e.g. [\"LlamaForSequenceClassification\"]".to_string(),
     })?;
+    let pick = |matches: &dyn Fn(&Entry) -> bool| -> Option<&'static Entry> {
+        let typed = |e: &&Entry| model_type.is_none_or(|t| model_types(e.family).contains(&t));
+        let mut candidates = ENTRIES.iter().filter(|e| matches(e));
+        let first_match = candidates.clone().next();
+        candidates.find(typed).or(first_match)
+    };
     if let Some(name) = name {
-        if let Some(entry) = ENTRIES
-            .iter()
-            .find(|e| e.architecture == first && e.names.iter().any(|n| names_match(name, n)))
+        if let Some(entry) =
+            pick(&|e| e.architecture == first && e.names.iter().any(|n| names_match(name, n)))
         {
             return Ok(entry);
         }
     }
-    if let Some(entry) = ENTRIES
-        .iter()
-        .find(|e| e.names.is_empty() && e.architecture == first)
-    {
+    if let Some(entry) = pick(&|e| e.names.is_empty() && e.architecture == first) {
         return Ok(entry);
     }
     Err(LoadError::UnsupportedArchitecture {
@@ -491,10 +552,14 @@ pub fn generic(family: Family, task: HeadKind) -> Option<&'static Entry> {
 
 /// The supported classes, then the named models as `name (class)`.
 pub fn supported() -> String {
-    let classes = ENTRIES
-        .iter()
-        .filter(|e| e.names.is_empty())
-        .map(|e| e.architecture.to_string());
+    let mut classes: Vec<String> = Vec::new();
+    for e in ENTRIES.iter().filter(|e| e.names.is_empty()) {
+        // a class on several backbones (GRewardModel) is named once
+        if !classes.iter().any(|c| c == e.architecture) {
+            classes.push(e.architecture.to_string());
+        }
+    }
+    let classes = classes.into_iter();
     let named = ENTRIES.iter().flat_map(|e| {
         e.names
             .iter()
@@ -633,6 +698,20 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(missing.contains("architectures"), "{missing}");
+    }
+
+    #[test]
+    fn a_class_on_several_backbones_is_picked_by_model_type() {
+        let path = std::path::Path::new("m/config.json");
+        let class = ["GRewardModel".to_string()];
+        let family = |model_type| lookup_typed(path, &class, None, model_type).unwrap().family;
+        assert_eq!(family(Some("gemma2")), Family::Gemma2);
+        assert_eq!(family(Some("llama")), Family::Llama);
+        // no model_type, or one no entry reads: the first (its model_type check names the latter)
+        assert_eq!(family(None), Family::Llama);
+        assert_eq!(family(Some("qwen2")), Family::Llama);
+        // named once in the supported list
+        assert_eq!(supported().matches("GRewardModel").count(), 1);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod beaver;
 pub mod grm;
 pub mod inform;
+pub mod ldl;
 pub mod nemotron;
 pub mod starling;
 pub mod ultrarm;

@@ -1,0 +1,310 @@
+//! The second set of custom reward heads against rewardbench 0.1.4's classes and pipelines
+//! (tests/golden/make_heads2_goldens.py): GRM's value head on a Gemma 2 body
+//! (Ray2333/GRM-Gemma2-2B-sftreg), Eurus-RM's regression head on a Mistral body (transcribed
+//! hub code through OpenBMBPipeline) and LDL-Reward's label-distribution head with its side
+//! files, each picked by the registry from the fixture's folder name and config.json.
+//!
+//! For every model: fp32 scores within 1e-4 of the pipeline's and identical wins, in packed
+//! batches, one row per batch and with the shared prompt; the same scores whatever the batching
+//! (1e-5); bf16 within the golden's bound (the measured worst is printed).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use herd_engine::batching::BatchLimits;
+use herd_engine::dpo::RefFreeType;
+use herd_engine::model_dir::ModelDir;
+use herd_engine::models::registry::{HeadDtype, Output, Pooled};
+use herd_engine::models::{Family, ModelSpec};
+use herd_engine::scorer::{score_pairs_with, ScoreRequest, ScoredDataset};
+use herd_rewardbench::dataset::PreferencePair;
+use herd_rewardbench::v1::is_win;
+use serde_json::Value;
+use support::{pairs, FP32_TOLERANCE};
+use tch::{Device, Kind};
+
+const BATCHING_NOISE: f64 = 1e-5;
+const GRM: &str = "Ray2333/GRM-Gemma2-2B-sftreg";
+const EURUS: &str = "openbmb/Eurus-RM-7b";
+const LDL: &str = "ShikaiChen/LDL-Reward-Gemma-2-27B-v0.1";
+
+const PACKED: BatchLimits = BatchLimits {
+    max_batch_tokens: 8192,
+    max_batch_rows: 64,
+};
+const ONE_ROW: BatchLimits = BatchLimits {
+    max_batch_tokens: 8192,
+    max_batch_rows: 1,
+};
+
+fn heads_dir() -> PathBuf {
+    herd_testkit::workspace_root().join("tests/golden/fixtures/heads2")
+}
+
+fn golden() -> Value {
+    herd_testkit::fixtures::read_json(&heads_dir().join("heads2.json"))
+}
+
+/// A golden score row: a list of logits, or one float (the `[batch]` pipelines).
+fn row(value: &Value) -> Vec<f64> {
+    match value {
+        Value::Array(items) => items.iter().map(|v| v.as_f64().unwrap()).collect(),
+        other => vec![other.as_f64().unwrap()],
+    }
+}
+
+fn rows(value: &Value) -> Vec<Vec<f64>> {
+    value.as_array().unwrap().iter().map(row).collect()
+}
+
+fn request(
+    golden: &Value,
+    model: &Path,
+    tokenizer: PathBuf,
+    kind: Kind,
+    limits: BatchLimits,
+    share_prefix: bool,
+) -> ScoreRequest {
+    ScoreRequest {
+        model: model.to_path_buf(),
+        tokenizer: Some(tokenizer),
+        ref_model: None,
+        ref_free_type: RefFreeType::Avg,
+        chat_template: golden["chat_template"].as_str().unwrap().to_string(),
+        max_length: golden["max_length"].as_u64().unwrap() as usize,
+        limits,
+        share_prefix,
+        device: Device::Cpu,
+        kind,
+        provenance: Default::default(),
+        pooling: Default::default(),
+    }
+}
+
+/// The largest |ours - golden| over every label of every pair, and the pairs whose win differs.
+fn compare(ours: &ScoredDataset, chosen: &[Vec<f64>], rejected: &[Vec<f64>]) -> (f64, Vec<usize>) {
+    assert_eq!(ours.pairs.len(), chosen.len());
+    let mut worst = 0f64;
+    let mut flips = Vec::new();
+    for (i, (pair, (c, r))) in ours
+        .pairs
+        .iter()
+        .zip(chosen.iter().zip(rejected))
+        .enumerate()
+    {
+        assert_eq!(pair.chosen.len(), c.len(), "pair {i}: labels");
+        assert_eq!(pair.rejected.len(), r.len(), "pair {i}: labels");
+        for (a, b) in pair
+            .chosen
+            .iter()
+            .chain(&pair.rejected)
+            .zip(c.iter().chain(r))
+        {
+            worst = worst.max((a - b).abs());
+        }
+        if is_win(&pair.chosen, &pair.rejected) != is_win(c, r) {
+            flips.push(i);
+        }
+    }
+    (worst, flips)
+}
+
+fn max_diff(a: &ScoredDataset, b: &ScoredDataset) -> f64 {
+    a.pairs
+        .iter()
+        .zip(&b.pairs)
+        .flat_map(|(x, y)| {
+            x.chosen
+                .iter()
+                .chain(&x.rejected)
+                .zip(y.chosen.iter().chain(&y.rejected))
+                .map(|(p, q)| (p - q).abs())
+        })
+        .fold(0.0, f64::max)
+}
+
+fn open(name: &str) -> ModelSpec {
+    ModelSpec::open(ModelDir::open(heads_dir().join(name)).unwrap()).unwrap()
+}
+
+#[test]
+fn every_head_matches_its_rewardbench_pipeline() {
+    let golden = golden();
+    let Some(tokenizer) = herd_testkit::shared_path("data/tokenizers/llama2") else {
+        return;
+    };
+    let pairs: Vec<PreferencePair> = pairs(&golden);
+    let models = golden["models"].as_object().unwrap();
+    assert_eq!(models.len(), 3);
+    for (name, model) in models {
+        let spec = open(name);
+        assert_eq!(
+            spec.entry.architecture,
+            model["architecture"].as_str().unwrap(),
+            "{name}"
+        );
+        let chosen = rows(&model["scores_chosen"]);
+        let rejected = rows(&model["scores_rejected"]);
+        let wins: Vec<bool> = model["wins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_bool().unwrap())
+            .collect();
+        let scalar = model["scores_chosen"][0].is_number();
+        let dir = heads_dir().join(name);
+
+        let mut runs = Vec::new();
+        for (limits, share) in [(PACKED, false), (ONE_ROW, false), (PACKED, true)] {
+            let req = request(&golden, &dir, tokenizer.clone(), Kind::Float, limits, share);
+            let ours = score_pairs_with(&req, &spec, &pairs).unwrap();
+            assert_eq!(ours.scalar, scalar, "{name}: result files hold x or [x]");
+            let (worst, flips) = compare(&ours, &chosen, &rejected);
+            println!(
+                "{name}: fp32 max |diff| {worst:.2e} (rows {}, shared prefix {share})",
+                limits.max_batch_rows
+            );
+            assert!(worst < FP32_TOLERANCE, "{name}: fp32 max |diff| {worst}");
+            assert!(flips.is_empty(), "{name}: wins differ at pairs {flips:?}");
+            let our_wins: Vec<bool> = ours
+                .pairs
+                .iter()
+                .map(|p| is_win(&p.chosen, &p.rejected))
+                .collect();
+            assert_eq!(our_wins, wins, "{name}");
+            runs.push(ours);
+        }
+        for other in &runs[1..] {
+            let noise = max_diff(&runs[0], other);
+            assert!(
+                noise < BATCHING_NOISE,
+                "{name}: batching moved scores by {noise}"
+            );
+        }
+
+        let bound = &model["bf16"]["bound"];
+        let req = request(
+            &golden,
+            &dir,
+            tokenizer.clone(),
+            Kind::BFloat16,
+            PACKED,
+            false,
+        );
+        let ours = score_pairs_with(&req, &spec, &pairs).unwrap();
+        let (worst, flips) = compare(&ours, &chosen, &rejected);
+        println!(
+            "{name}: bf16 max |diff| {worst:.4} (bound {}), win flips {} (bound {})",
+            bound["max_abs_diff"],
+            flips.len(),
+            bound["max_win_flips"]
+        );
+        assert!(
+            worst <= bound["max_abs_diff"].as_f64().unwrap(),
+            "{name}: bf16 {worst}"
+        );
+        assert!(
+            flips.len() as u64 <= bound["max_win_flips"].as_u64().unwrap(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn the_registry_reads_each_pipelines_quirks() {
+    // one class, two backbones: the config's model_type picks GRM's Gemma 2 entry
+    let grm = open(GRM);
+    assert_eq!(grm.entry.architecture, "GRewardModel");
+    assert_eq!(grm.entry.family, Family::Gemma2);
+    assert_eq!(grm.entry.quirks.output, Output::Scalar);
+    assert!(!grm.entry.quirks.masks_double_bos);
+    let llama_grm = ModelSpec::open(
+        ModelDir::open(
+            herd_testkit::workspace_root()
+                .join("tests/golden/fixtures/heads/Ray2333/GRM-llama3-8B-sftreg"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(llama_grm.entry.family, Family::Llama);
+
+    let eurus = open(EURUS);
+    assert_eq!(eurus.entry.family, Family::Mistral);
+    assert_eq!(eurus.entry.quirks.output, Output::Row);
+    assert_eq!(eurus.entry.quirks.pooled, Pooled::LastToken);
+
+    let ldl = open(LDL);
+    assert_eq!(ldl.entry.architecture, "Gemma2Model");
+    assert_eq!(ldl.entry.body, "");
+    assert_eq!(ldl.entry.quirks.pooled, Pooled::FirstPadMinusOne);
+    assert_eq!(ldl.entry.quirks.head_dtype, HeadDtype::Float32);
+    assert_eq!(ldl.entry.quirks.dtype, Some("bfloat16"));
+    assert!(ldl.entry.quirks.masks_double_bos);
+    assert_eq!(ldl.config.num_labels, 1);
+    // the same folder under another name is a bare Gemma2Model: no head, named as unsupported
+    let other = ModelSpec::open_named(
+        ModelDir::open(heads_dir().join(LDL)).unwrap(),
+        Some("local/ldl"),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(other.contains("Gemma2Model"), "{other}");
+}
+
+/// A temporary copy of the LDL fixture holding only the files `keep` names.
+fn ldl_copy(keep: &[&str]) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join(LDL);
+    std::fs::create_dir_all(&folder).unwrap();
+    for file in keep {
+        std::fs::copy(heads_dir().join(LDL).join(file), folder.join(file)).unwrap();
+    }
+    tmp
+}
+
+#[test]
+fn ldl_side_files_missing_or_unconverted_are_named() {
+    // only the package's torch.save pickles: the error names the .pt file and the conversion
+    let tmp = ldl_copy(&[
+        "config.json",
+        "model.safetensors",
+        "regression_layer.pt",
+        "gating_layer.pt",
+    ]);
+    let spec = ModelSpec::open(ModelDir::open(tmp.path().join(LDL)).unwrap()).unwrap();
+    let error = spec
+        .load_classifier(Device::Cpu, Kind::Float)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("regression_layer.pt"), "{error}");
+    assert!(error.contains("torch.load"), "{error}");
+    assert!(error.contains("save_file"), "{error}");
+
+    // one converted, the other missing altogether
+    let tmp = ldl_copy(&[
+        "config.json",
+        "model.safetensors",
+        "regression_layer.safetensors",
+    ]);
+    let spec = ModelSpec::open(ModelDir::open(tmp.path().join(LDL)).unwrap()).unwrap();
+    let error = spec
+        .load_classifier(Device::Cpu, Kind::Float)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("gating_layer.safetensors"), "{error}");
+    assert!(error.contains("missing"), "{error}");
+
+    // both converted: it loads, the .pt files are not needed
+    let tmp = ldl_copy(&[
+        "config.json",
+        "model.safetensors",
+        "regression_layer.safetensors",
+        "gating_layer.safetensors",
+    ]);
+    let spec = ModelSpec::open(ModelDir::open(tmp.path().join(LDL)).unwrap()).unwrap();
+    assert!(spec.load_classifier(Device::Cpu, Kind::Float).is_ok());
+}
