@@ -7,6 +7,8 @@
 # bin/coord, e.g.
 #   buildah bud --build-arg BINARIES=prebuilt -f deploy/docker/coord.Dockerfile -t herd-coord CONTEXT
 # BASE replaces the base image (deploy/images/build uses a debootstrap of bookworm: no registry).
+# Debian bookworm's buildah (1.28) ignores an ARG's default when it resolves a stage name in FROM:
+# pass the defaults to it (--build-arg BINARIES=compiled).
 ARG BASE=debian:bookworm-slim
 # compiled: cargo builds it in the `compiled` stage; prebuilt: bin/coord of the build context
 ARG BINARIES=compiled

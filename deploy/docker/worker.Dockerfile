@@ -12,6 +12,8 @@
 #   buildah bud --build-arg BINARIES=prebuilt --build-arg TORCH=torch-prebuilt \
 #       -f deploy/docker/worker.Dockerfile -t herd-worker CONTEXT
 # BASE replaces the base image (deploy/images/build uses a debootstrap of bookworm: no registry).
+# Debian bookworm's buildah (1.28) ignores an ARG's default when it resolves a stage name in FROM:
+# pass the defaults to it (--build-arg BINARIES=compiled --build-arg TORCH=torch-wheel).
 ARG BASE=debian:bookworm-slim
 # compiled: cargo builds it in the `compiled` stage; prebuilt: bin/worker of the build context
 ARG BINARIES=compiled
