@@ -450,6 +450,9 @@ async fn settled_now(settled: &[(String, f64)], port: u16) -> bool {
     true
 }
 
+/// An edit that breaks a dashboard.
+type Breaking = fn(&mut Value);
+
 #[test]
 fn dashboard_matches_grafanas_published_schema() {
     let Some(node_modules) = herd_testkit::deploy_node_modules() else {
@@ -488,7 +491,7 @@ fn dashboard_matches_grafanas_published_schema() {
     // the check bites: a misspelt panel field, a wrong option type, an unknown field option
     let tmp = tempfile::tempdir().unwrap();
     let dashboard = herd_testkit::fixtures::read_json(&dashboard_path());
-    let broken: [(&str, fn(&mut Value)); 3] = [
+    let broken: [(&str, Breaking); 3] = [
         ("gridpos", |d| {
             let panel = d["panels"][0].as_object_mut().unwrap();
             let grid = panel.remove("gridPos").unwrap();
