@@ -366,6 +366,48 @@ fn check_k8s_documents(files: &[(String, String)], namespace: &str) -> Vec<Value
     all
 }
 
+/// Every container port named `metrics` is one the container serves: its args carry
+/// `--metrics-listen 0.0.0.0:<that port>` (a declared port nobody listens on scrapes as down).
+fn assert_metrics_ports_served(docs: &[Value]) {
+    let mut served = 0;
+    for doc in docs {
+        let Some(containers) = doc
+            .get("spec")
+            .and_then(|s| s.get("template"))
+            .and_then(|t| t.get("spec"))
+            .and_then(|s| s.get("containers"))
+            .and_then(Value::as_sequence)
+        else {
+            continue;
+        };
+        for c in containers {
+            let args = strings(c, "args");
+            for port in c
+                .get("ports")
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+            {
+                if s(port, "name") != "metrics" {
+                    continue;
+                }
+                let number = get(port, "containerPort").as_u64().unwrap();
+                assert_eq!(
+                    flag(&args, "--metrics-listen"),
+                    Some(format!("0.0.0.0:{number}").as_str()),
+                    "{}: {args:?}",
+                    s(c, "name")
+                );
+                served += 1;
+            }
+        }
+    }
+    assert_eq!(
+        served, 2,
+        "the coordinator's and the workers' metrics ports"
+    );
+}
+
 fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     docs.iter()
         .find(|d| d.get("kind").and_then(Value::as_str) == Some(kind))
@@ -400,6 +442,7 @@ fn k8s_rendered_matches_golden_and_has_required_fields() {
     assert_eq!(parse_documents(&stream).unwrap().len(), 5);
 
     let docs = check_k8s_documents(&files, "sweeps");
+    assert_metrics_ports_served(&docs);
     let sts = kind(&docs, "StatefulSet");
     assert_eq!(
         s(sts, "spec.template.spec.containers.0.image"),
@@ -531,6 +574,7 @@ fn committed_k8s_manifests_are_the_default_rendering() {
     let dir = manifest_dir().join("../deploy/k8s");
     let files = deploy::k8s::render(&deploy::k8s::K8sArgs::default()).unwrap();
     let docs = check_k8s_documents(&files, "herd");
+    assert_metrics_ports_served(&docs);
     let job = kind(&docs, "Job");
     assert_eq!(
         s(job, "spec.template.spec.containers.0.args.1"),

@@ -139,14 +139,21 @@ fn rendered_k8s_manifests_are_valid_kubernetes_objects() {
     let job = tmp.path().join("defaults/worker-job.yaml");
     let cases = [
         ("parallelism: 4", "parallelism: four", "spec.parallelism"),
-        ("completionMode: Indexed", "completionMod: Indexed", "completionMod"),
+        (
+            "completionMode: Indexed",
+            "completionMod: Indexed",
+            "completionMod",
+        ),
         ("apiVersion: batch/v1", "apiVersion: batch/v2", "batch/v2"),
     ];
     for (i, (from, to, named)) in cases.iter().enumerate() {
         let bad = broken(&job, &tmp.path().join(format!("bad-{i}.yaml")), from, to);
         let (ok, out) = validate(&python, "k8s", &[bad]);
         assert!(!ok, "{to:?} was accepted:\n{out}");
-        assert!(out.contains("ERROR") && out.contains(named), "{to:?}:\n{out}");
+        assert!(
+            out.contains("ERROR") && out.contains(named),
+            "{to:?}:\n{out}"
+        );
     }
     let kustomization = broken(
         &tmp.path().join("defaults/kustomization.yaml"),
@@ -268,6 +275,9 @@ fn rendered_beaker_specs_load_in_beakers_own_client() {
         let bad = broken(&full, &d.join(format!("bad-{i}.yaml")), from, to);
         let (ok, out) = validate(&python, "beaker", &[bad]);
         assert!(!ok, "{to:?} was accepted:\n{out}");
-        assert!(out.contains("ERROR") && out.contains(named), "{to:?}:\n{out}");
+        assert!(
+            out.contains("ERROR") && out.contains(named),
+            "{to:?}:\n{out}"
+        );
     }
 }

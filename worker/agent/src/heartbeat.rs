@@ -74,6 +74,11 @@ impl Shared {
         *self.registration.lock().unwrap() = registration;
         self.interval_ms.store(interval_ms, Ordering::Relaxed);
         self.forgotten.store(false, Ordering::Relaxed);
+        // the heartbeat task went to sleep before registration, for the 10 s of an unknown
+        // interval: wake it, so it beats now (the coordinator gets this worker's stats at once)
+        // and from then on sleeps the coordinator's interval, also within the first 10 s of a
+        // lease whose timeout is shorter than that
+        self.beat_now.notify_one();
     }
 
     pub fn interval(&self) -> Duration {
