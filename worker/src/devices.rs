@@ -22,6 +22,11 @@ pub struct PlacementArgs {
     /// checkpoint never sits in host memory beside the model
     #[arg(long, value_parser = parse_bytes, default_value_t = DEFAULT_HOST_BUDGET)]
     pub host_memory: u64,
+    /// most memory the model may take on each of --devices (e.g. 40GB; default: each GPU's free
+    /// memory). With CPU devices it sets each one's share, so a split can be rehearsed on the CPU
+    /// as it would be planned on GPUs of that size
+    #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
+    pub device_memory: Option<u64>,
     /// memory each GPU keeps free for activations when a model is split (e.g. 4GiB)
     #[arg(long, value_parser = parse_bytes, default_value_t = DEFAULT_ACTIVATION_RESERVE)]
     pub activation_reserve: u64,
@@ -37,7 +42,10 @@ impl PlacementArgs {
                 .into_iter()
                 .map(|device| DeviceMemory {
                     device,
-                    free_bytes: free_bytes(device),
+                    free_bytes: match (free_bytes(device), self.device_memory) {
+                        (Some(free), Some(cap)) => Some(free.min(cap)),
+                        (free, cap) => free.or(cap),
+                    },
                 })
                 .collect()
         } else {

@@ -279,6 +279,50 @@ fn a_model_split_over_cpu_devices_scores_as_the_unsplit_model() {
             "{dtype}"
         );
     }
+    // devices of a given size: planned as on GPUs (the embeddings, the head and one fp32 layer
+    // of 37,120 bytes fill the first; 4,096,256 + 37,120 + 1,000 bytes each, and a reserve of one byte)
+    let sized = dir.path().join("sized.jsonl");
+    let flags = [
+        "--devices",
+        "cpu,cpu",
+        "--device-memory",
+        "4134377",
+        "--activation-reserve",
+        "1",
+        "--dtype",
+        "fp32",
+    ];
+    let out = score(&model, &pairs, &sized, &flags);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("layers: 0..1") && stderr.contains("layers: 1..2"),
+        "{stderr}"
+    );
+    score(
+        &model,
+        &pairs,
+        &whole,
+        &["--device", "cpu", "--dtype", "fp32"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(&whole).unwrap(),
+        std::fs::read_to_string(&sized).unwrap()
+    );
+    // too small: the shortfall, before any scoring
+    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .args(["score", "--devices", "cpu,cpu", "--device-memory", "3MB"])
+        .args(["--activation-reserve", "1", "--dtype", "fp32", "--model"])
+        .arg(&model)
+        .arg("--dataset")
+        .arg(&pairs)
+        .arg("-o")
+        .arg(dir.path().join("none.jsonl"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not fit on the devices"), "{stderr}");
+    assert!(stderr.contains("embeddings and head alone"), "{stderr}");
     // a device list names its devices
     let out = Command::new(env!("CARGO_BIN_EXE_worker"))
         .args(["score", "--devices", "cpu,auto", "--model"])
