@@ -247,7 +247,15 @@ pub static ENTRIES: &[Entry] = &[
     causal_lm("MixtralForCausalLM", Family::Mixtral),
     // the classes of the hub's remote modeling_internlm2.py (weights renamed at load, see
     // models/internlm2.rs)
-    classifier("InternLM2ForSequenceClassification", Family::InternLM2),
+    // its forward is transformers 4.3x's LlamaForSequenceClassification: the score at
+    // `torch.eq(input_ids, pad_token_id).int().argmax(-1) - 1` (mod len) whatever transformers runs
+    Entry {
+        quirks: Quirks {
+            pooled: Pooled::FirstPadMinusOne,
+            ..CLASSIFIER
+        },
+        ..classifier("InternLM2ForSequenceClassification", Family::InternLM2)
+    },
     causal_lm("InternLM2ForCausalLM", Family::InternLM2),
     // internlm/internlm2-{1_8b,7b,20b}-reward: InternLMPipeline (rewardbench/models/internlm.py)
     // encodes without special tokens (the chat template writes BOS) and appends the reward

@@ -3,6 +3,8 @@
 // each test uses a part of it
 #![allow(dead_code, unused_imports)]
 
+pub mod dpo;
+
 use herd_engine::batching::BatchLimits;
 use herd_engine::easylm::sizes::Overrides;
 use herd_engine::easylm::EasyLmOptions;
