@@ -91,6 +91,8 @@ function source(dashboard) {
   return { text: [...lines, ...body].join("\n") + "\n", problems };
 }
 
+let previous;
+
 function check(file) {
   let dashboard;
   try {
@@ -118,7 +120,9 @@ function check(file) {
       : getSourceFile.call(host, name, language, ...rest);
   host.fileExists = (name) => name === virtual || fileExists.call(host, name);
   host.readFile = (name) => (name === virtual ? text : readFile.call(host, name));
-  const program = ts.createProgram([virtual], options, host);
+  // the previous file's program: its library and @grafana/schema files are reused, not re-parsed
+  const program = ts.createProgram([virtual], options, host, previous);
+  previous = program;
   const generated = text.split("\n");
   for (const d of ts.getPreEmitDiagnostics(program)) {
     const message = ts.flattenDiagnosticMessageText(d.messageText, "\n  ");

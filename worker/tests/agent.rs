@@ -853,3 +853,56 @@ async fn an_in_process_agent_reports_to_its_observer_and_drains_on_its_trigger()
         "{seen:?}"
     );
 }
+
+/// The first heartbeat follows registration at once (with the worker's stats), not after the
+/// 10 s the heartbeat task sleeps while the coordinator's interval is still unknown: the
+/// coordinator's per-worker gauges, and leases whose timeout is shorter than 10 s, need it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_heartbeat_follows_registration_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // no work: the agent registers, then asks for leases every 100 ms
+    let fake = Fake::new(Vec::new(), false);
+    let address = start(fake.clone()).await;
+    let config = AgentConfig {
+        coordinator: format!("http://{address}"),
+        name: "in-process".into(),
+        cache_dir: dir.path().join("cache"),
+        cache_bytes: 1 << 30,
+        cuda_device: None,
+        gpus: 0,
+        bytes_per_parameter: 4,
+        memory_limit_bytes: None,
+        stream_batch: 1,
+        drain_grace: Duration::from_secs(1),
+        metrics_listen: None,
+        security: Default::default(),
+    };
+    let (stop, trigger) = tokio::sync::watch::channel(false);
+    let hooks = Hooks {
+        observer: Arc::new(Seen::default()),
+        drain: Some(trigger),
+    };
+    let scorer = SyntheticScorer {
+        scores: |_checkpoint, i| (f64::from(i), -f64::from(i)),
+        delay: Duration::ZERO,
+    };
+    let agent = herd_agent::run_with(config, Arc::new(scorer), hooks);
+    let driver = async {
+        wait_for("registration", || !fake.recorded().registers.is_empty()).await;
+        let registered = std::time::Instant::now();
+        wait_for("a heartbeat", || !fake.recorded().heartbeats.is_empty()).await;
+        let waited = registered.elapsed();
+        stop.send_replace(true);
+        waited
+    };
+    let (exit, waited) = tokio::join!(agent, driver);
+    assert_eq!(exit.unwrap(), Exit::Drained);
+    // the interval of the fake coordinator is 200 ms; the old first sleep was 10 s
+    assert!(
+        waited < Duration::from_secs(5),
+        "first heartbeat after {waited:?}"
+    );
+    let first = &fake.recorded().heartbeats[0];
+    assert_eq!(first.worker_id, "w1");
+    assert!(first.stats.is_some(), "{first:?}");
+}
