@@ -234,6 +234,7 @@ pub async fn run(
         cache_bytes: 1 << 30,
         cuda_device: None,
         gpus: 0,
+        scorer_devices: 1,
         bytes_per_parameter: 4,
         memory_limit_bytes: None,
         stream_batch: cfg.stream_batch,

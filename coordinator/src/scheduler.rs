@@ -75,14 +75,21 @@ impl Policy {
 }
 
 /// The largest checkpoint, as its 16-bit `param_bytes`, a worker with `caps` holds: the memory
-/// of its one device (`gpu_memory_bytes` on cuda, `host_memory_bytes` on cpu) less `headroom`,
-/// scaled from 2 bytes per parameter to the worker's `bytes_per_parameter` (0: 2 on cuda, 4 on
-/// cpu, what `--dtype auto` picks). `None`: the worker registered no memory (it is offered
-/// everything). A model is not split across a worker's GPUs, so only one device's memory counts.
+/// of its device group (`gpu_memory_bytes` times `scorer_devices` on cuda, each device keeping
+/// `headroom`; `host_memory_bytes` less `headroom` on cpu) scaled from 2 bytes per parameter to
+/// the worker's `bytes_per_parameter` (0: 2 on cuda, 4 on cpu, what `--dtype auto` picks).
+/// `None`: the worker registered no memory (it is offered everything). A scorer splits a model by
+/// layers over its group's GPUs only (`worker --devices-per-scorer`), so a worker registered with
+/// one device per scorer holds what one GPU holds.
 pub fn max_param_bytes(caps: &Capabilities, headroom: u64) -> Option<u64> {
     let cuda = caps.device == "cuda";
+    let devices = if cuda {
+        u64::from(caps.scorer_devices.max(1))
+    } else {
+        1
+    };
     let memory = if cuda {
-        caps.gpu_memory_bytes
+        caps.gpu_memory_bytes.saturating_mul(devices)
     } else {
         caps.host_memory_bytes
     };
@@ -94,7 +101,7 @@ pub fn max_param_bytes(caps: &Capabilities, headroom: u64) -> Option<u64> {
         0 => 4,
         n => n,
     };
-    let room = u128::from(memory.saturating_sub(headroom));
+    let room = u128::from(memory.saturating_sub(headroom.saturating_mul(devices)));
     Some(u64::try_from(room * 2 / u128::from(per_parameter)).unwrap_or(u64::MAX))
 }
 
@@ -167,6 +174,23 @@ mod tests {
         assert!(fits(0, Some(0)));
         assert!(!fits(1, Some(0)));
         assert!(fits(u64::MAX, None));
+    }
+
+    #[test]
+    fn a_scorer_over_several_gpus_holds_their_memory_each_less_headroom() {
+        const GIB: u64 = 1 << 30;
+        let group = |device: &str, n: u32| Capabilities {
+            scorer_devices: n,
+            ..caps(device, 80 * GIB, 64 * GIB, 2)
+        };
+        // two 80 GiB GPUs split a 70B model (140 GiB in bf16) between them
+        assert_eq!(max_param_bytes(&group("cuda", 2), 4 * GIB), Some(152 * GIB));
+        assert_eq!(max_param_bytes(&group("cuda", 8), 4 * GIB), Some(608 * GIB));
+        // 0 (a worker from before the field) and 1: one GPU
+        assert_eq!(max_param_bytes(&group("cuda", 0), 4 * GIB), Some(76 * GIB));
+        assert_eq!(max_param_bytes(&group("cuda", 1), 4 * GIB), Some(76 * GIB));
+        // CPU "devices" share the host's memory
+        assert_eq!(max_param_bytes(&group("cpu", 2), 4 * GIB), Some(60 * GIB));
     }
 
     #[test]

@@ -75,6 +75,23 @@ fn gpu_worker(store: &Store, name: &str, gpu_gib: u64, now: i64) -> String {
         .unwrap()
 }
 
+/// A bf16 GPU worker scoring with a group of `devices` GPUs of `gpu_gib` GiB each (a model split
+/// by layers over them: `worker --devices-per-scorer`).
+fn gpu_group_worker(store: &Store, name: &str, gpu_gib: u64, devices: u32, now: i64) -> String {
+    let caps = Capabilities {
+        device: "cuda".into(),
+        gpus: devices,
+        gpu_memory_bytes: gpu_gib * GIB,
+        host_memory_bytes: 256 * GIB,
+        bytes_per_parameter: 2,
+        scorer_devices: devices,
+        ..Capabilities::default()
+    };
+    store
+        .register(name, &caps, &format!("secret-of-{name}"), now)
+        .unwrap()
+}
+
 fn try_lease(store: &Store, worker: &str, now: i64) -> Option<Box<Grant>> {
     match store.lease(worker, &[], now).unwrap() {
         LeaseOutcome::Leased(grant) => Some(grant),
@@ -303,4 +320,41 @@ fn a_state_file_from_before_the_size_column_keeps_its_rows() {
     let l4 = gpu_worker(&store, "l4", 24, 0);
     let grant = try_lease(&store, &l4, 1).unwrap();
     assert_eq!((name(&grant), grant.checkpoint.param_bytes), ("a", 0));
+}
+
+#[test]
+fn a_model_too_big_for_one_gpu_goes_to_a_scorer_with_a_group_of_gpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .submit(
+            &spec("split"),
+            &checkpoints(&[("a-70b", 140 * GIB), ("b-8b", 16 * GIB)]),
+            &examples(2),
+            0,
+        )
+        .unwrap();
+    // one machine of 8 x 80 GiB registered as eight one-GPU scorers, and another as one scorer
+    // over two of its GPUs
+    let singles: Vec<String> = (0..8)
+        .map(|i| gpu_worker(&store, &format!("h100-{i}"), 80, 0))
+        .collect();
+    let pair = gpu_group_worker(&store, "h100-pair", 80, 2, 0);
+    // the 70B task waits for the pair; the one-GPU scorers take the 8B
+    let mut leased = Vec::new();
+    for worker in &singles {
+        if let Some(grant) = try_lease(&store, worker, 1) {
+            assert_eq!(name(&grant), "b-8b", "{worker}");
+            leased.push((worker.clone(), grant));
+        }
+    }
+    assert_eq!(leased.len(), 1, "one shard of 2 examples: one lease");
+    let grant = try_lease(&store, &pair, 1).expect("the pair holds the 70B model");
+    assert_eq!(name(&grant), "a-70b");
+    finish(&store, &pair, &grant, 2);
+    let (worker, small) = leased.pop().unwrap();
+    finish(&store, &worker, &small, 2);
+    // nothing left for anyone
+    assert!(singles.iter().all(|w| try_lease(&store, w, 3).is_none()));
+    assert!(try_lease(&store, &pair, 3).is_none());
 }

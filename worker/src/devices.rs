@@ -36,11 +36,15 @@ impl PlacementArgs {
     /// The scoring device and how models load, from `--device` and these flags.
     pub fn resolve(&self, device: DeviceChoice) -> anyhow::Result<(Device, LoadOptions)> {
         let devices = self.devices(device)?;
-        let first = devices[0];
+        Ok((devices[0], self.load_options(&devices)))
+    }
+
+    /// How a model loads over `devices` (its scoring device first).
+    pub fn load_options(&self, devices: &[Device]) -> LoadOptions {
         let devices = if devices.len() > 1 {
             devices
-                .into_iter()
-                .map(|device| DeviceMemory {
+                .iter()
+                .map(|&device| DeviceMemory {
                     device,
                     free_bytes: match (free_bytes(device), self.device_memory) {
                         (Some(free), Some(cap)) => Some(free.min(cap)),
@@ -51,14 +55,11 @@ impl PlacementArgs {
         } else {
             Vec::new()
         };
-        Ok((
-            first,
-            LoadOptions {
-                devices,
-                activation_reserve: self.activation_reserve,
-                host_budget: self.host_memory,
-            },
-        ))
+        LoadOptions {
+            devices,
+            activation_reserve: self.activation_reserve,
+            host_budget: self.host_memory,
+        }
     }
 
     /// `--devices` resolved, or its default from `--device`.

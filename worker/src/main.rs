@@ -100,6 +100,11 @@ struct AgentArgs {
     memory: Option<u64>,
     #[command(flatten)]
     placement: devices::PlacementArgs,
+    /// devices each scorer splits a model over: the worker runs one scorer (its own lease loop,
+    /// registered as `NAME/N`) per group of this many of --devices, so 8 GPUs and 1 score 8
+    /// shards at once, 8 GPUs and 2 hold a model twice one GPU's size in each of 4 scorers
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    devices_per_scorer: u32,
     /// the worker token and TLS files
     #[command(flatten)]
     security: WorkerSecurityArgs,
@@ -539,54 +544,77 @@ fn serve(args: AgentArgs) -> anyhow::Result<()> {
     if let Some(threads) = args.threads {
         tch::set_num_threads(threads);
     }
-    let (device, load) = args.placement.resolve(args.device)?;
-    let kind = args.dtype.resolve(device);
+    let devices = args.placement.devices(args.device)?;
+    let kind = args.dtype.resolve(devices[0]);
     let cache_dir = match args.cache_dir {
         Some(dir) => dir,
         None => PathBuf::from(std::env::var("HOME").context("HOME is not set; pass --cache-dir")?)
             .join(".cache/herd/checkpoints"),
     };
-    let config = AgentConfig {
-        coordinator,
-        name: args.name.unwrap_or_else(host_name),
-        cache_dir,
-        cache_bytes: args.cache_bytes,
-        cuda_device: match device {
-            tch::Device::Cuda(index) => Some(index),
-            _ => None,
-        },
-        gpus: if device.is_cuda() {
-            tch::Cuda::device_count().max(0) as u32
-        } else {
-            0
-        },
-        bytes_per_parameter: kind.elt_size_in_bytes() as u32,
-        memory_limit_bytes: args.memory,
-        stream_batch: args.stream_batch as usize,
-        drain_grace: std::time::Duration::from_secs(args.drain_grace_secs),
-        metrics_listen: args.metrics_listen,
-        security: args.security.security().map_err(anyhow::Error::msg)?,
-    };
-    let scorer = EngineScorer {
-        device,
-        kind,
-        limits: batch_limits(device, args.batch_tokens, args.max_batch_rows),
-        share_prefix: !args.no_share_prefix,
-        load,
-    };
-    tracing::info!(
-        coordinator = %config.coordinator,
-        name = %config.name,
-        ?device,
-        ?kind,
-        cache = %config.cache_dir.display(),
-        "worker starting"
-    );
+    let groups: Vec<&[tch::Device]> = devices.chunks(args.devices_per_scorer as usize).collect();
+    let name = args.name.unwrap_or_else(host_name);
+    let security = args.security.security().map_err(anyhow::Error::msg)?;
+    let mut agents = Vec::new();
+    for (index, group) in groups.iter().enumerate() {
+        let device = group[0];
+        let several = groups.len() > 1;
+        let config = AgentConfig {
+            coordinator: coordinator.clone(),
+            // each scorer is its own worker to the coordinator, with its own cache folder (two
+            // lease loops never fetch or evict in one folder)
+            name: if several {
+                format!("{name}/{index}")
+            } else {
+                name.clone()
+            },
+            cache_dir: if several {
+                cache_dir.join(format!("scorer-{index}"))
+            } else {
+                cache_dir.clone()
+            },
+            cache_bytes: args.cache_bytes / groups.len() as u64,
+            cuda_device: match device {
+                tch::Device::Cuda(index) => Some(index),
+                _ => None,
+            },
+            gpus: if device.is_cuda() {
+                tch::Cuda::device_count().max(0) as u32
+            } else {
+                0
+            },
+            scorer_devices: group.len() as u32,
+            bytes_per_parameter: kind.elt_size_in_bytes() as u32,
+            memory_limit_bytes: args.memory,
+            stream_batch: args.stream_batch as usize,
+            drain_grace: std::time::Duration::from_secs(args.drain_grace_secs),
+            // one endpoint per process: the first scorer's
+            metrics_listen: args.metrics_listen.filter(|_| index == 0),
+            security: security.clone(),
+        };
+        let scorer = EngineScorer {
+            device,
+            kind,
+            limits: batch_limits(device, args.batch_tokens, args.max_batch_rows),
+            share_prefix: !args.no_share_prefix,
+            load: args.placement.load_options(group),
+        };
+        tracing::info!(
+            coordinator = %config.coordinator,
+            name = %config.name,
+            devices = ?group,
+            ?kind,
+            cache = %config.cache_dir.display(),
+            "worker starting"
+        );
+        agents.push(herd_agent::run(config, scorer));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let exit = runtime.block_on(herd_agent::run(config, scorer))?;
+    // the scorers' lease loops run side by side; the worker ends when every one has
+    let exits = runtime.block_on(futures::future::join_all(agents));
+    let exit = exits.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     tracing::info!(?exit, "worker done");
     // a scoring thread abandoned by a drain must not hold the process open
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -789,6 +789,7 @@ async fn an_in_process_agent_reports_to_its_observer_and_drains_on_its_trigger()
         cache_bytes: 1 << 30,
         cuda_device: None,
         gpus: 0,
+        scorer_devices: 1,
         bytes_per_parameter: 4,
         memory_limit_bytes: None,
         stream_batch: 1,

@@ -65,6 +65,9 @@ pub struct AgentConfig {
     pub cuda_device: Option<usize>,
     /// CUDA devices this machine has (registered)
     pub gpus: u32,
+    /// devices this scorer splits a model over (`cuda_device` first; registered, so the
+    /// coordinator counts their memory together); 1 for one device
+    pub scorer_devices: u32,
     /// bytes per parameter of the precision weights are loaded in (registered: the coordinator
     /// leases only checkpoints whose parameters fit the memory)
     pub bytes_per_parameter: u32,
@@ -334,6 +337,7 @@ impl<S: ShardScorer> Agent<S> {
                     cached_checkpoints: self.cached_checkpoints(),
                     version: env!("CARGO_PKG_VERSION").to_string(),
                     bytes_per_parameter: self.config.bytes_per_parameter,
+                    scorer_devices: self.config.scorer_devices,
                 }),
             };
             match self.client.register(request(message, RPC_TIMEOUT)).await {
