@@ -15,6 +15,7 @@ pub mod internlm2;
 pub mod llama;
 pub mod mistral;
 pub mod olmo2;
+pub mod quant;
 pub mod qwen2;
 pub mod qwen3;
 pub mod registry;
