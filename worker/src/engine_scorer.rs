@@ -16,6 +16,7 @@ use herd_engine::dpo::RefFreeType;
 use herd_engine::easylm::{Compat, EasyLmOptions, Overrides};
 use herd_engine::error::LoadError;
 use herd_engine::model_dir::ModelDir;
+use herd_engine::models::quant::WeightFormat;
 use herd_engine::models::ModelSpec;
 use herd_engine::placement::LoadOptions;
 use herd_engine::pooling::{Pooling, REFERENCE_BATCH};
@@ -36,6 +37,8 @@ pub struct EngineScorer {
     pub share_prefix: bool,
     /// the devices a model too big for `device` is split over, and the host staging budget
     pub load: LoadOptions,
+    /// the decoder's linear weights as loaded or in int8 (`--weights`)
+    pub weights: WeightFormat,
 }
 
 /// The EasyLM config a sweep gives for checkpoints outside the size table.
@@ -186,6 +189,7 @@ impl ShardScorer for EngineScorer {
             kind: self.kind,
             provenance,
             pooling,
+            weights: self.weights,
         };
         let easylm = easylm_options(scoring).map_err(TaskFailure::checkpoint)?;
         // the lease's URI names the model for the registry (a hub id keeps its RewardBench

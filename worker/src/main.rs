@@ -22,6 +22,7 @@ use herd_agent::AgentConfig;
 use herd_engine::batching::BatchLimits;
 use herd_engine::device::{DeviceChoice, DtypeChoice};
 use herd_engine::dpo::RefFreeType;
+use herd_engine::models::quant::WeightFormat;
 use herd_engine::models::ModelSpec;
 use herd_engine::pooling::Pooling;
 use herd_engine::provenance::{PadChoice, Provenance, TemplateSource};
@@ -73,6 +74,10 @@ struct AgentArgs {
     device: DeviceChoice,
     #[arg(long, value_enum, default_value = "auto")]
     dtype: DtypeChoice,
+    /// the decoder's linear weights: `full` as loaded, or `int8` (per-channel, dequantised in the
+    /// matmul: less memory while scoring, scores no longer exactly RewardBench's)
+    #[arg(long, value_name = "full|int8", default_value = "full")]
+    weights: WeightFormat,
     /// CPU threads for libtorch (default: libtorch's choice)
     #[arg(long)]
     threads: Option<i32>,
@@ -191,6 +196,11 @@ struct ScoreArgs {
     /// fp32 on CPU
     #[arg(long, value_enum, default_value = "auto")]
     dtype: DtypeChoice,
+    /// the decoder's linear weights: `full` as loaded, or `int8` (per-channel symmetric int8,
+    /// dequantised in the matmul: less GPU memory while scoring, scores close to but not exactly
+    /// RewardBench's; Llama-family decoders only)
+    #[arg(long, value_name = "full|int8", default_value = "full")]
+    weights: WeightFormat,
     /// CPU threads for libtorch (default: libtorch's choice)
     #[arg(long)]
     threads: Option<i32>,
@@ -404,6 +414,7 @@ fn score_request(args: &ScoreArgs, device: tch::Device, kind: tch::Kind) -> Scor
             pad: args.pad,
         },
         pooling: args.pooling,
+        weights: args.weights,
     }
 }
 
@@ -597,6 +608,7 @@ fn serve(args: AgentArgs) -> anyhow::Result<()> {
             limits: batch_limits(device, args.batch_tokens, args.max_batch_rows),
             share_prefix: !args.no_share_prefix,
             load: args.placement.load_options(group),
+            weights: args.weights,
         };
         tracing::info!(
             coordinator = %config.coordinator,

@@ -35,7 +35,13 @@ pub struct BatchSettings {
     pub limits: BatchLimits,
     pub pad_id: u32,
     pub device: Device,
+    /// batches assembled ahead on a second thread while the current one runs (0: each batch is
+    /// assembled when its turn comes, on the calling thread); the scores are the same either way
+    pub prefetch: usize,
 }
+
+/// How many batches [`run`] assembles ahead by default: one waiting while the next is built.
+pub const PREFETCH_BATCHES: usize = 2;
 
 /// A batch as planned: indices into the caller's rows, plus the padded length.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -197,38 +203,7 @@ pub struct Batch {
 impl Batch {
     /// The rows `plan` names, right-padded with `pad_id`, on `device`.
     pub fn pad<R: Row>(rows: &[R], plan: Plan, pad_id: u32, device: Device) -> Self {
-        let (count, len) = (plan.members.len(), plan.padded_len);
-        let mut ids = Vec::with_capacity(count * len);
-        for &member in &plan.members {
-            let row = &rows[member];
-            ids.extend(row.ids().map(i64::from));
-            ids.extend(std::iter::repeat_n(i64::from(pad_id), len - row.tokens()));
-        }
-        let ids = Tensor::from_slice(&ids)
-            .view([count as i64, len as i64])
-            .to_device(device);
-        let forks: Option<Vec<Fork>> = plan.members.iter().map(|&m| rows[m].fork()).collect();
-        // A batch whose forked rows each hold one sequence is plain causal attention (positions
-        // 0..len, nothing to hide): it takes the unmasked path, whose fused SDPA kernels need no
-        // [rows, len, len] mask and stay linear in memory. Rows longer than the classifier's
-        // MAX_SHARED_ROW_TOKENS always hold one sequence, so long inputs never build the mask
-        // when they are alone in their batch.
-        let forks = forks.filter(|forks| forks.iter().any(|f| f.lengths.len() > 1));
-        let layout = match forks {
-            Some(forks) => Layout::Masked {
-                positions: fork_positions(&forks, len, device),
-                mask: fork_mask(&forks, len as i64, device),
-            },
-            None => Layout::Causal,
-        };
-        let lengths = plan.members.iter().map(|&m| rows[m].tokens()).collect();
-        Batch {
-            members: plan.members,
-            padded_len: len,
-            lengths,
-            ids,
-            layout,
-        }
+        HostBatch::assemble(rows, plan, pad_id, device).upload(device)
     }
 
     pub fn rows(&self) -> i64 {
@@ -236,28 +211,130 @@ impl Batch {
     }
 }
 
-fn fork_positions(forks: &[Fork], padded_len: usize, device: Device) -> Tensor {
-    let positions: Vec<i64> = forks.iter().flat_map(|f| f.positions(padded_len)).collect();
-    Tensor::from_slice(&positions)
-        .view([forks.len() as i64, padded_len as i64])
-        .to_device(device)
+/// A batch assembled on the host, ready to go to its device: the padded ids and, for forked
+/// rows, what the positions and mask are built from. On CUDA its tensors sit in pinned memory,
+/// so [`HostBatch::upload`] copies them without blocking the host. Tensors are `Send`: a
+/// producer thread assembles batches while the device runs earlier ones.
+pub struct HostBatch {
+    members: Vec<usize>,
+    padded_len: usize,
+    lengths: Vec<usize>,
+    /// token ids [rows, padded_len]
+    ids: Tensor,
+    forks: Option<ForkInputs>,
 }
 
-/// The attention mask of forked rows: causal, and a token past the shared prefix sees only the
-/// prefix and its own sequence's earlier tokens (one sequence's tail never sees another's).
-fn fork_mask(forks: &[Fork], padded_len: i64, device: Device) -> Tensor {
-    let rows = forks.len() as i64;
-    let shared: Vec<i64> = forks.iter().map(|f| f.shared as i64).collect();
-    let shared = Tensor::from_slice(&shared)
-        .to_device(device)
-        .view([rows, 1, 1]);
-    let segments: Vec<i64> = forks
-        .iter()
-        .flat_map(|f| f.segments(padded_len as usize))
-        .collect();
-    let segments = Tensor::from_slice(&segments)
-        .to_device(device)
-        .view([rows, padded_len]);
+/// Host inputs of the forked layout: positions [rows, len], segments [rows, len], shared [rows].
+struct ForkInputs {
+    positions: Tensor,
+    segments: Tensor,
+    shared: Tensor,
+}
+
+impl HostBatch {
+    /// The rows `plan` names, right-padded with `pad_id`, staged for `device`.
+    pub fn assemble<R: Row>(rows: &[R], plan: Plan, pad_id: u32, device: Device) -> Self {
+        let (count, len) = (plan.members.len(), plan.padded_len);
+        let mut ids = Vec::with_capacity(count * len);
+        for &member in &plan.members {
+            let row = &rows[member];
+            ids.extend(row.ids().map(i64::from));
+            ids.extend(std::iter::repeat_n(i64::from(pad_id), len - row.tokens()));
+        }
+        let ids = stage(
+            &Tensor::from_slice(&ids).view([count as i64, len as i64]),
+            device,
+        );
+        let forks: Option<Vec<Fork>> = plan.members.iter().map(|&m| rows[m].fork()).collect();
+        // A batch whose forked rows each hold one sequence is plain causal attention (positions
+        // 0..len, nothing to hide): it takes the unmasked path, whose fused SDPA kernels need no
+        // [rows, len, len] mask and stay linear in memory. Rows longer than the classifier's
+        // MAX_SHARED_ROW_TOKENS always hold one sequence, so long inputs never build the mask
+        // when they are alone in their batch.
+        let forks = forks
+            .filter(|forks| forks.iter().any(|f| f.lengths.len() > 1))
+            .map(|forks| ForkInputs::of(&forks, len, device));
+        let lengths = plan.members.iter().map(|&m| rows[m].tokens()).collect();
+        HostBatch {
+            members: plan.members,
+            padded_len: len,
+            lengths,
+            ids,
+            forks,
+        }
+    }
+
+    /// The batch on `device`: the copies are queued in stream order without a host
+    /// synchronisation, and the mask is built there.
+    pub fn upload(self, device: Device) -> Batch {
+        let layout = match self.forks {
+            Some(forks) => Layout::Masked {
+                positions: to_device_async(&forks.positions, device),
+                mask: fork_mask(
+                    &to_device_async(&forks.segments, device),
+                    &to_device_async(&forks.shared, device),
+                ),
+            },
+            None => Layout::Causal,
+        };
+        Batch {
+            members: self.members,
+            padded_len: self.padded_len,
+            lengths: self.lengths,
+            ids: to_device_async(&self.ids, device),
+            layout,
+        }
+    }
+}
+
+impl ForkInputs {
+    fn of(forks: &[Fork], padded_len: usize, device: Device) -> Self {
+        let (rows, len) = (forks.len() as i64, padded_len as i64);
+        let positions: Vec<i64> = forks.iter().flat_map(|f| f.positions(padded_len)).collect();
+        let segments: Vec<i64> = forks.iter().flat_map(|f| f.segments(padded_len)).collect();
+        let shared: Vec<i64> = forks.iter().map(|f| f.shared as i64).collect();
+        Self {
+            positions: stage(&Tensor::from_slice(&positions).view([rows, len]), device),
+            segments: stage(&Tensor::from_slice(&segments).view([rows, len]), device),
+            shared: stage(&Tensor::from_slice(&shared), device),
+        }
+    }
+}
+
+/// `host` where a copy to `device` can start without blocking the host: pinned (page-locked)
+/// memory for CUDA, as it is for the CPU.
+fn stage(host: &Tensor, device: Device) -> Tensor {
+    if device.is_cuda() {
+        host.pin_memory(device)
+    } else {
+        host.shallow_clone()
+    }
+}
+
+/// A staged host tensor on `device`, copied with `non_blocking`: from pinned memory the copy is
+/// queued on the current stream and the host goes on (kernels queued after it see the data).
+/// PyTorch's caching host allocator records the copy on the stream, so the pinned block is not
+/// handed out again before the copy has read it, and dropping the host tensor is safe.
+fn to_device_async(host: &Tensor, device: Device) -> Tensor {
+    host.to_device_(device, host.kind(), device.is_cuda(), false)
+}
+
+/// A host tensor on `device` without a host synchronisation (pinned, then an asynchronous copy
+/// on CUDA): for the small per-batch tensors the heads and models build (pooled slots, targets,
+/// lengths).
+pub fn upload(host: &Tensor, device: Device) -> Tensor {
+    to_device_async(&stage(host, device), device)
+}
+
+/// The attention mask of forked rows from their segments [rows, len] (which sequence each slot
+/// belongs to) and shared prefix lengths [rows]: causal, and a token past the shared prefix sees
+/// only the prefix and its own sequence's earlier tokens (one sequence's tail never sees
+/// another's).
+fn fork_mask(segments: &Tensor, shared: &Tensor) -> Tensor {
+    let size = segments.size();
+    let (rows, padded_len) = (size[0], size[1]);
+    let device = segments.device();
+    let shared = shared.view([rows, 1, 1]);
     let i = Tensor::arange(padded_len, (Kind::Int64, device)).view([1, padded_len, 1]);
     let j = Tensor::arange(padded_len, (Kind::Int64, device)).view([1, 1, padded_len]);
     let causal = j.le_tensor(&i);
@@ -314,14 +391,21 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 /// `forward` on it and hands its outputs to `scatter`; `on_batch` is told how many sequences each
 /// finished batch held. Gradients are off throughout.
 ///
+/// With `settings.prefetch` > 0 a producer thread assembles the next batches on the host (padding,
+/// fork positions, pinned buffers on CUDA) into a channel of that many while the device runs the
+/// current one; uploads are asynchronous, so the only host synchronisation per batch is the
+/// caller's read of its outputs. The batches and their order are the plan's either way, so the
+/// scores do not depend on it.
+///
 /// A batch on which libtorch fails (tch's panicking calls, or a `TchError` returned by
 /// `forward`) never panics the caller. When the failure is an out-of-memory error
 /// ([`is_out_of_memory`]), the token budget is halved below that batch's size and the batch
-/// and every later one are planned again under it, so scores are those of smaller batches
-/// (batch-invariant within float noise); a single row that still fails is [`RowDoesNotFit`].
-/// Any other libtorch failure is an error naming the batch. Tensors of the failed batch are
-/// dropped while unwinding, so the device memory is free for the retry.
-pub fn run<R: Row, O>(
+/// and every later one are planned again under it (batches assembled ahead are dropped), so
+/// scores are those of smaller batches (batch-invariant within float noise); a single row that
+/// still fails is [`RowDoesNotFit`]. Any other libtorch failure is an error naming the batch.
+/// Tensors of the failed batch are dropped while unwinding, so the device memory is free for
+/// the retry.
+pub fn run<R: Row + Sync, O>(
     rows: &[R],
     settings: BatchSettings,
     mut forward: impl FnMut(&Batch) -> anyhow::Result<O>,
@@ -333,36 +417,53 @@ pub fn run<R: Row, O>(
         limits,
         pad_id,
         device,
+        prefetch,
     } = settings;
     let lengths: Vec<usize> = rows.iter().map(Row::tokens).collect();
-    let mut pending: std::collections::VecDeque<Plan> =
-        plan(&lengths, limits.max_batch_tokens, limits.max_batch_rows).into();
-    while let Some(planned) = pending.pop_front() {
-        let members = planned.members.clone();
-        let size = members.len() * planned.padded_len;
-        // the closures only read `rows` and the batch: nothing they hold is left half-updated
-        // by a panic, and `scatter` runs only for a batch that succeeded
-        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let batch = Batch::pad(rows, planned, pad_id, device);
-            forward(&batch).map(|outputs| (batch, outputs))
-        }));
-        let reason = match attempt {
-            Ok(Ok((batch, outputs))) => {
-                scatter(&batch, outputs);
-                on_batch(batch.members.iter().map(|&m| rows[m].sequences()).sum());
-                continue;
+    let mut plans = plan(&lengths, limits.max_batch_tokens, limits.max_batch_rows);
+    std::thread::scope(|scope| loop {
+        // one pass over `plans`: to the end, or to the first batch that fails
+        let mut batches = Assembler::start(scope, rows, &plans, pad_id, device, prefetch);
+        let mut done = 0;
+        let failure = loop {
+            let Some(host) = batches.next() else {
+                break None;
+            };
+            let attempt = host.and_then(|host| {
+                // the closures only read `rows` and the batch: nothing they hold is left
+                // half-updated by a panic, and `scatter` runs only for a batch that succeeded
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let batch = host.upload(device);
+                    forward(&batch).map(|outputs| (batch, outputs))
+                }))
+                .map_err(|payload| panic_text(&*payload))
+            });
+            match attempt {
+                Ok(Ok((batch, outputs))) => {
+                    scatter(&batch, outputs);
+                    on_batch(batch.members.iter().map(|&m| rows[m].sequences()).sum());
+                    done += 1;
+                }
+                Ok(Err(error)) => match error.downcast_ref::<tch::TchError>() {
+                    Some(tch_error) => break Some(tch_error.to_string()),
+                    None => return Err(error),
+                },
+                Err(reason) => break Some(reason),
             }
-            Ok(Err(error)) => match error.downcast_ref::<tch::TchError>() {
-                Some(tch_error) => tch_error.to_string(),
-                None => return Err(error),
-            },
-            Err(payload) => panic_text(&*payload),
         };
+        // stops the producer: batches it assembled ahead are planned again below
+        drop(batches);
+        let Some(reason) = failure else {
+            return Ok(());
+        };
+        let failed = &plans[done];
+        let members = &failed.members;
+        let size = members.len() * failed.padded_len;
         if !is_out_of_memory(&reason) {
             anyhow::bail!(
                 "the forward pass failed on a batch of {} rows x {} tokens on {device:?}: {reason}",
                 members.len(),
-                size / members.len().max(1)
+                failed.padded_len
             );
         }
         if members.len() == 1 {
@@ -381,25 +482,103 @@ pub fn run<R: Row, O>(
             "out of memory on a batch: planning it and the rest again under half its size \
              (the panic message above, if any, was caught): {reason}"
         );
-        let rest: Vec<usize> = members
-            .into_iter()
-            .chain(pending.drain(..).flat_map(|p| p.members))
-            .collect();
+        let rest: Vec<usize> = plans.drain(done..).flat_map(|p| p.members).collect();
         let rest_lengths: Vec<usize> = rest.iter().map(|&i| lengths[i]).collect();
-        pending = plan(&rest_lengths, budget, limits.max_batch_rows)
+        plans = plan(&rest_lengths, budget, limits.max_batch_rows)
             .into_iter()
             .map(|p| Plan {
                 members: p.members.iter().map(|&k| rest[k]).collect(),
                 padded_len: p.padded_len,
             })
             .collect();
+    })
+}
+
+/// Where [`run`] gets its batches, in plan order: assembled on the calling thread when asked
+/// for, or ahead by a producer thread through a bounded channel. Each is the assembled batch or
+/// the text of the panic that assembling it raised.
+enum Assembler<'a, R> {
+    Inline {
+        rows: &'a [R],
+        plans: std::vec::IntoIter<Plan>,
+        pad_id: u32,
+        device: Device,
+    },
+    Ahead(std::sync::mpsc::Receiver<Result<HostBatch, String>>),
+}
+
+impl<'a, R: Row + Sync> Assembler<'a, R> {
+    fn start<'scope>(
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        rows: &'a [R],
+        plans: &[Plan],
+        pad_id: u32,
+        device: Device,
+        prefetch: usize,
+    ) -> Self
+    where
+        'a: 'scope,
+    {
+        let plans = plans.to_vec();
+        if prefetch == 0 {
+            return Self::Inline {
+                rows,
+                plans: plans.into_iter(),
+                pad_id,
+                device,
+            };
+        }
+        let (sender, receiver) = std::sync::mpsc::sync_channel(prefetch);
+        scope.spawn(move || {
+            for plan in plans {
+                let host = assemble(rows, plan, pad_id, device);
+                let failed = host.is_err();
+                // a closed channel: the consumer stopped (done, or planning again)
+                if sender.send(host).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Self::Ahead(receiver)
     }
-    Ok(())
+
+    fn next(&mut self) -> Option<Result<HostBatch, String>> {
+        match self {
+            Self::Inline {
+                rows,
+                plans,
+                pad_id,
+                device,
+            } => plans
+                .next()
+                .map(|plan| assemble(rows, plan, *pad_id, *device)),
+            // closed once the producer has sent every batch
+            Self::Ahead(receiver) => receiver.recv().ok(),
+        }
+    }
+}
+
+/// [`HostBatch::assemble`], with a libtorch failure (e.g. no pinned memory left) as its text.
+fn assemble<R: Row>(
+    rows: &[R],
+    plan: Plan,
+    pad_id: u32,
+    device: Device,
+) -> Result<HostBatch, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        HostBatch::assemble(rows, plan, pad_id, device)
+    }))
+    .map_err(|payload| panic_text(&*payload))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mask_of(forks: &[Fork], padded_len: usize) -> Tensor {
+        let inputs = ForkInputs::of(forks, padded_len, Device::Cpu);
+        fork_mask(&inputs.segments, &inputs.shared)
+    }
 
     #[test]
     fn every_sequence_once_and_budget_respected() {
@@ -457,7 +636,7 @@ mod tests {
             shared: 2,
             lengths: vec![4, 3],
         };
-        let mask = fork_mask(&[fork], 5, Device::Cpu);
+        let mask = mask_of(&[fork], 5);
         let mask: Vec<Vec<bool>> = Vec::try_from(&mask.view([5, 5])).unwrap();
         assert_eq!(mask[3], vec![true, true, true, true, false]); // first: causal
         assert_eq!(mask[4], vec![true, true, false, false, true]); // second's tail: prefix + itself
@@ -478,7 +657,7 @@ mod tests {
         );
         assert_eq!(fork.slot(2, 1), 1); // all prefix: pooled in the shared part
         assert_eq!(fork.slot(3, 4), 7);
-        let mask = fork_mask(&[fork], 9, Device::Cpu);
+        let mask = mask_of(&[fork], 9);
         let mask: Vec<Vec<bool>> = Vec::try_from(&mask.view([9, 9])).unwrap();
         let t = true;
         let f = false;
@@ -508,6 +687,7 @@ mod tests {
             },
             pad_id: 0,
             device: Device::Cpu,
+            prefetch: PREFETCH_BATCHES,
         };
         let mut firsts = vec![0; rows.len()];
         let mut sequences = 0;
@@ -553,7 +733,115 @@ mod tests {
             },
             pad_id: 0,
             device: Device::Cpu,
+            prefetch: PREFETCH_BATCHES,
         }
+    }
+
+    /// A batch's members and padded ids.
+    type Seen = (Vec<usize>, Vec<Vec<i64>>);
+
+    /// Each batch as `forward` saw it, in order, and how many times `forward` ran.
+    fn observed(
+        rows: &[Vec<u32>],
+        settings: BatchSettings,
+        fail_above: usize,
+    ) -> (Vec<Seen>, usize) {
+        let calls = std::cell::Cell::new(0);
+        let mut fail = forward_failing_above(fail_above, &calls);
+        let mut seen = Vec::new();
+        run(
+            rows,
+            settings,
+            |batch| {
+                fail(batch)?;
+                Ok((
+                    batch.members.clone(),
+                    Vec::<Vec<i64>>::try_from(&batch.ids)?,
+                ))
+            },
+            |_, out| seen.push(out),
+            |_| {},
+        )
+        .unwrap();
+        (seen, calls.get())
+    }
+
+    #[test]
+    fn assembling_ahead_gives_the_same_batches_in_the_same_order() {
+        // rows of assorted lengths, several batches, with and without an out-of-memory replan
+        let rows: Vec<Vec<u32>> = (0..23u32)
+            .map(|k| (0..(k * 7) % 11 + 1).map(|t| 100 * k + t).collect())
+            .collect();
+        for fail_above in [usize::MAX, 12] {
+            let inline = observed(
+                &rows,
+                BatchSettings {
+                    prefetch: 0,
+                    ..settings(24)
+                },
+                fail_above,
+            );
+            for prefetch in [1, PREFETCH_BATCHES, 8] {
+                let ahead = observed(
+                    &rows,
+                    BatchSettings {
+                        prefetch,
+                        ..settings(24)
+                    },
+                    fail_above,
+                );
+                assert_eq!(
+                    ahead, inline,
+                    "prefetch {prefetch}, failing above {fail_above}"
+                );
+            }
+            let scored: usize = inline.0.iter().map(|(members, _)| members.len()).sum();
+            assert_eq!(scored, rows.len());
+        }
+    }
+
+    #[test]
+    fn forked_batches_assembled_ahead_carry_their_mask_and_positions() {
+        // a Row that forks: the pair [1 2 3] / [1 2 4] in one row
+        struct Pair;
+        impl Row for Pair {
+            fn tokens(&self) -> usize {
+                4
+            }
+            fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+                [1, 2, 3, 4].into_iter()
+            }
+            fn sequences(&self) -> usize {
+                2
+            }
+            fn fork(&self) -> Option<Fork> {
+                Some(Fork {
+                    shared: 2,
+                    lengths: vec![3, 3],
+                })
+            }
+        }
+        let mut layouts = Vec::new();
+        run(
+            &[Pair, Pair],
+            BatchSettings {
+                prefetch: 2,
+                ..settings(64)
+            },
+            |batch| match &batch.layout {
+                Layout::Masked { positions, mask } => Ok((
+                    Vec::<Vec<i64>>::try_from(positions)?,
+                    Vec::<Vec<bool>>::try_from(&mask.get(0).get(0))?,
+                )),
+                Layout::Causal => anyhow::bail!("a forked batch took the causal layout"),
+            },
+            |_, layout| layouts.push(layout),
+            |_| {},
+        )
+        .unwrap();
+        let (positions, mask) = &layouts[0];
+        assert_eq!(positions, &vec![vec![0, 1, 2, 2]; 2]);
+        assert_eq!(mask[3], vec![true, true, false, true]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::batching::{self, BatchSettings, Fork, Row};
 use crate::models::backbone::check_lengths;
 use crate::models::SequenceClassifier;
 
-/// The logits of a batch's pooled slots, on the host.
+/// The logits of a batch's pooled slots, on the host: the one host synchronisation of a batch.
 fn logits(tensor: Tensor) -> anyhow::Result<Vec<Vec<f32>>> {
     Ok(Vec::<Vec<f32>>::try_from(&tensor.to_device(Device::Cpu))?)
 }
@@ -33,7 +33,7 @@ pub fn score_sequences(
         |batch| {
             let tensor = |of: &[usize]| {
                 let positions: Vec<i64> = batch.members.iter().map(|&m| of[m] as i64).collect();
-                Tensor::from_slice(&positions).to_device(device)
+                batching::upload(&Tensor::from_slice(&positions), device)
             };
             let rows = Tensor::arange(batch.rows(), (tch::Kind::Int64, device));
             let gate = gates.as_deref().map(tensor);
@@ -185,11 +185,11 @@ pub fn score_sequence_groups(
                     }
                 }
             }
-            let row_of_slot = Tensor::from_slice(&row_of_slot).to_device(device);
-            let slots = Tensor::from_slice(&slots).to_device(device);
+            let row_of_slot = batching::upload(&Tensor::from_slice(&row_of_slot), device);
+            let slots = batching::upload(&Tensor::from_slice(&slots), device);
             let gate_slots = gates
                 .as_ref()
-                .map(|_| Tensor::from_slice(&gate_slots).to_device(device));
+                .map(|_| batching::upload(&Tensor::from_slice(&gate_slots), device));
             logits(model.forward_rows_gated(batch, &row_of_slot, &slots, gate_slots.as_ref()))
         },
         |batch, logits| {

@@ -167,8 +167,8 @@ pub fn response_logprobs(
             }
             let logprobs = model.token_logprobs(
                 batch,
-                &Tensor::from_slice(&positions).to_device(device),
-                &Tensor::from_slice(&targets).to_device(device),
+                &batching::upload(&Tensor::from_slice(&positions), device),
+                &batching::upload(&Tensor::from_slice(&targets), device),
             );
             let logprobs = Vec::<f32>::try_from(&logprobs.to_device(Device::Cpu))?;
             Ok((owners, logprobs))

@@ -63,6 +63,7 @@ fn request(golden: &Value, kind: Kind, limits: BatchLimits) -> ScoreRequest {
         kind,
         provenance: Default::default(),
         pooling: Default::default(),
+        weights: Default::default(),
     }
 }
 

@@ -72,6 +72,7 @@ fn settings(golden: &Value, limits: BatchLimits) -> BatchSettings {
         limits,
         pad_id: golden["pad_token_id"].as_u64().unwrap() as u32,
         device: support::test_device(),
+        prefetch: herd_engine::batching::PREFETCH_BATCHES,
     }
 }
 
@@ -292,6 +293,7 @@ fn cli_request(golden: &Value, share_prefix: bool) -> ScoreRequest {
         kind: Kind::Float,
         provenance: Default::default(),
         pooling: Default::default(),
+        weights: Default::default(),
     }
 }
 

@@ -57,6 +57,7 @@ fn request(
         kind,
         provenance: Default::default(),
         pooling: Default::default(),
+        weights: Default::default(),
     })
 }
 

@@ -53,6 +53,7 @@ fn request(golden: &Value, model: &str, kind: Kind, limits: BatchLimits) -> Scor
         kind,
         provenance: Default::default(),
         pooling: Default::default(),
+        weights: Default::default(),
     }
 }
 
@@ -509,3 +510,53 @@ fn dpo_rewards_match_transformers() {
     }
 }
 
+/// Batches assembled ahead on a producer thread (the default) and on the scoring thread
+/// (`prefetch` 0) are the same batches: the scores are bit for bit the same, packed and with the
+/// shared prompt, on the GQA model (whose shared-prefix rows take the masked path).
+#[test]
+fn scores_are_identical_with_batches_assembled_ahead() {
+    use herd_engine::batching::{BatchSettings, PREFETCH_BATCHES};
+    use herd_engine::classifier::{score_sequence_pairs, score_sequences};
+    let golden = golden("llama-gqa-rm");
+    let req = request(&golden, "llama-gqa-rm", Kind::Float, packed());
+    let (tokenizer, texts) = formatted_texts(&golden, &pairs(&golden), &req);
+    let sequences = classifier_inputs(&tokenizer, texts, req.max_length).unwrap();
+    // the last token of each sequence (no padding inside a sequence)
+    let pooled: Vec<usize> = sequences.iter().map(|s| s.len() - 1).collect();
+    let spec = herd_engine::models::ModelSpec::open(ModelDir::open(&req.model).unwrap()).unwrap();
+    let model = spec.load_classifier(req.device, req.kind).unwrap();
+    let pad_id = RewardTokenizer::load(&ModelDir::open(&req.model).unwrap())
+        .unwrap()
+        .pad_id();
+    let settings = |limits: BatchLimits, prefetch| BatchSettings {
+        limits,
+        pad_id,
+        device: req.device,
+        prefetch,
+    };
+    // small batches: many of them, so the producer runs ahead of the forward
+    let small = BatchLimits {
+        max_batch_tokens: 256,
+        max_batch_rows: 64,
+    };
+    for limits in [small, packed()] {
+        let inline = score_sequences(&model, &sequences, &pooled, settings(limits, 0), |_| {});
+        let ahead = score_sequences(
+            &model,
+            &sequences,
+            &pooled,
+            settings(limits, PREFETCH_BATCHES),
+            |_| {},
+        );
+        assert_eq!(inline.unwrap(), ahead.unwrap(), "{limits:?}: one per row");
+        let inline = score_sequence_pairs(&model, &sequences, &pooled, settings(limits, 0), |_| {});
+        let ahead = score_sequence_pairs(
+            &model,
+            &sequences,
+            &pooled,
+            settings(limits, PREFETCH_BATCHES),
+            |_| {},
+        );
+        assert_eq!(inline.unwrap(), ahead.unwrap(), "{limits:?}: shared prefix");
+    }
+}

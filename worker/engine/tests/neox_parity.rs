@@ -51,6 +51,7 @@ fn request(golden: &Value, model: &Path, kind: Kind, limits: BatchLimits) -> Sco
         kind,
         provenance: Default::default(),
         pooling: Default::default(),
+        weights: Default::default(),
     }
 }
 

@@ -224,6 +224,7 @@ fn request(golden: &Value, max_length: usize, limits: BatchLimits, share: bool) 
         kind: Kind::Float,
         provenance: Provenance::default(),
         pooling: Pooling::Legacy,
+        weights: Default::default(),
     }
 }
 

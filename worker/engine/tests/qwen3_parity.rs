@@ -74,6 +74,7 @@ fn request(golden: &Value, model: &str, kind: Kind, limits: BatchLimits) -> Scor
         kind,
         provenance: Default::default(),
         pooling: Default::default(),
+        weights: Default::default(),
     }
 }
 

@@ -52,6 +52,7 @@ fn request(golden: &Value, share_prefix: bool, limits: BatchLimits) -> ScoreRequ
         kind: Kind::Float,
         provenance: Default::default(),
         pooling: Default::default(),
+        weights: Default::default(),
     }
 }
 

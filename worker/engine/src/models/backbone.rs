@@ -42,6 +42,13 @@ pub trait Backbone: Send {
     fn max_positions(&self) -> Option<usize> {
         None
     }
+
+    /// Holds the body's linear weights in int8 from now on (`--weights int8`, models/quant.rs)
+    /// and says what that saved; `None` for an architecture without it (only the shared
+    /// Llama-family decoder has it).
+    fn quantize_int8(&mut self) -> Option<super::quant::Quantized> {
+        None
+    }
 }
 
 /// The backbone `config` describes, its weights taken from the checkpoint's root scope `w` (each
@@ -102,5 +109,9 @@ impl Backbone for Decoder {
 
     fn embed_tokens(&self) -> &Tensor {
         Decoder::embed_tokens(self)
+    }
+
+    fn quantize_int8(&mut self) -> Option<super::quant::Quantized> {
+        Some(Decoder::quantize_int8(self))
     }
 }

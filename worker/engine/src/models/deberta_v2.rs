@@ -367,10 +367,15 @@ impl Attention {
 
     /// `scaled_size_sqrt`: sqrt(d * factor) in float32, then in the activations' dtype.
     fn scale(&self, factor: i64, kind: Kind, device: Device) -> Tensor {
-        Tensor::from(self.head_dim as f32 * factor as f32)
-            .sqrt()
-            .to_kind(kind)
-            .to_device(device)
+        // filled on the device (no host copy per layer); the float32 value and its sqrt are
+        // the same there
+        Tensor::full(
+            [],
+            f64::from(self.head_dim as f32 * factor as f32),
+            (Kind::Float, device),
+        )
+        .sqrt()
+        .to_kind(kind)
     }
 
     /// Context [b, len, heads * d] of `x` [b, len, hidden]; `mask` [b, 1, len, len] (true =
@@ -640,7 +645,7 @@ impl DebertaV2 {
         let device = batch.ids.device();
         let len = batch.padded_len as i64;
         let lengths: Vec<i64> = batch.lengths.iter().map(|&l| l as i64).collect();
-        let lengths = Tensor::from_slice(&lengths).to_device(device).unsqueeze(1);
+        let lengths = crate::batching::upload(&Tensor::from_slice(&lengths), device).unsqueeze(1);
         let input_mask = Tensor::arange(len, (Kind::Int64, device))
             .unsqueeze(0)
             .lt_tensor(&lengths);
@@ -656,7 +661,7 @@ impl DebertaV2 {
                 None => rel.shallow_clone(),
             };
             (
-                relative_positions(len, &self.settings).to_device(device),
+                crate::batching::upload(&relative_positions(len, &self.settings), device),
                 rel,
             )
         });

@@ -12,19 +12,20 @@ use tch::{Kind, Tensor};
 use super::config::DecoderConfig;
 use super::gemma2::Activation;
 use super::moe::SparseMoe;
+use super::quant::{LinearWeight, Quantized};
 use super::rope::{inverse_frequencies, RotaryTables};
 use crate::batching::{Batch, Layout};
 use crate::error::LoadError;
 use crate::weights::VarBuilder;
 
 struct Linear {
-    weight: Tensor,
+    weight: LinearWeight,
     bias: Option<Tensor>,
 }
 
 impl Linear {
     fn load(w: &VarBuilder, out_dim: i64, in_dim: i64, bias: bool) -> Result<Self, LoadError> {
-        let weight = w.take("weight", &[out_dim, in_dim])?;
+        let weight = LinearWeight::Full(w.take("weight", &[out_dim, in_dim])?);
         let bias = if bias {
             Some(w.take("bias", &[out_dim])?)
         } else {
@@ -34,7 +35,7 @@ impl Linear {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
+        x.linear(&self.weight.dense(), self.bias.as_ref())
     }
 }
 
@@ -441,6 +442,10 @@ pub struct Decoder {
     /// applied by the heads, only to the positions they read
     pub final_norm: RmsNorm,
     inv_freq: Tensor,
+    /// Gemma 2's embedding scale, sqrt(hidden) rounded to the embedding dtype (`Gemma2Model`:
+    /// `torch.tensor(self.config.hidden_size**0.5, dtype=hidden_states.dtype)`), made once on
+    /// the device so a forward pass copies nothing from the host
+    embed_scale: Option<Tensor>,
     pub config: DecoderConfig,
 }
 
@@ -496,12 +501,18 @@ impl Decoder {
             .collect::<Result<Vec<_>, _>>()?;
         let final_norm = RmsNorm::load_for(c.family, &w.pp("norm"), c.hidden_size, c.rms_norm_eps)?;
         let inv_freq = inverse_frequencies(c, embed_tokens.device());
+        let embed_scale = c.gemma2.as_ref().map(|_| {
+            Tensor::from((c.hidden_size as f64).sqrt())
+                .to_kind(embed_tokens.kind())
+                .to_device(embed_tokens.device())
+        });
         Ok(Self {
             embed_tokens,
             layers,
             layer_devices,
             final_norm,
             inv_freq,
+            embed_scale,
             config: c.clone(),
         })
     }
@@ -510,16 +521,35 @@ impl Decoder {
         &self.embed_tokens
     }
 
+    /// Every layer's attention and MLP projections in int8 (models/quant.rs); embeddings, norms
+    /// and whatever head reads the hidden states stay as loaded.
+    pub fn quantize_int8(&mut self) -> Quantized {
+        let mut saved = Quantized::default();
+        for layer in &mut self.layers {
+            let a = &mut layer.attention;
+            let m = &mut layer.mlp;
+            for linear in [
+                &mut a.q,
+                &mut a.k,
+                &mut a.v,
+                &mut a.o,
+                &mut m.gate,
+                &mut m.up,
+                &mut m.down,
+            ] {
+                saved.add(linear.weight.quantize());
+            }
+        }
+        saved
+    }
+
     /// Hidden states [rows, padded_len, hidden] before the final norm.
     pub fn forward(&self, batch: &Batch) -> Tensor {
         let len = batch.padded_len as i64;
         let mut x = Tensor::embedding(&self.embed_tokens, &batch.ids, -1, false, false);
-        if self.config.gemma2.is_some() {
+        if let Some(scale) = &self.embed_scale {
             // Gemma2Model: the factor is rounded to the embedding dtype before the product
-            let normalizer = Tensor::from((self.config.hidden_size as f64).sqrt())
-                .to_kind(x.kind())
-                .to_device(x.device());
-            x *= normalizer;
+            x *= scale;
         }
         let (rotary, mask) = match &batch.layout {
             Layout::Causal => (RotaryTables::new(&self.inv_freq, len, x.kind()), None),
@@ -636,7 +666,7 @@ mod tests {
 
     fn attention(num_heads: i64, num_kv_heads: i64, head_dim: i64) -> Attention {
         let linear = || Linear {
-            weight: Tensor::zeros([1, 1], (Kind::Float, Device::Cpu)),
+            weight: LinearWeight::Full(Tensor::zeros([1, 1], (Kind::Float, Device::Cpu))),
             bias: None,
         };
         Attention {

@@ -17,6 +17,7 @@ pub mod mistral;
 pub mod mixtral;
 pub mod moe;
 pub mod olmo2;
+pub mod quant;
 pub mod qwen2;
 pub mod qwen3;
 pub mod registry;
