@@ -401,6 +401,35 @@ fn safetensors_file(path: &Path, tensors: &[(&str, &str, usize, &[usize])]) {
     std::fs::write(path, out).unwrap();
 }
 
+/// A sparse mixture of experts holds every expert in memory although each token runs only
+/// `num_experts_per_tok` of them: the scheduler's bytes count all experts (the Mixtral DPO
+/// fixture of tests/golden/make_mixtral_goldens.py, counted from its config.json).
+#[test]
+fn parameter_bytes_of_a_mixture_of_experts_count_every_expert() {
+    let dir =
+        herd_testkit::workspace_root().join("tests/golden/fixtures/mixtral/models/mixtral-policy");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    let int = |key: &str| config[key].as_u64().unwrap();
+    let (vocab, hidden, inter) = (
+        int("vocab_size"),
+        int("hidden_size"),
+        int("intermediate_size"),
+    );
+    let (heads, kv_heads, experts) = (
+        int("num_attention_heads"),
+        int("num_key_value_heads"),
+        int("num_local_experts"),
+    );
+    assert!(int("num_experts_per_tok") < experts);
+    let head_dim = hidden / heads;
+    let attention = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim;
+    let per_layer = attention + 2 * hidden + experts * hidden + experts * 3 * inter * hidden;
+    // embeddings, the untied lm_head, the final norm
+    let parameters = 2 * vocab * hidden + hidden + int("num_hidden_layers") * per_layer;
+    assert_eq!(param_bytes_of_folder(&dir).unwrap(), 2 * parameters);
+}
+
 #[test]
 fn parameter_bytes_come_from_safetensors_headers() {
     let tmp = tempfile::tempdir().unwrap();
