@@ -871,6 +871,7 @@ async fn the_first_heartbeat_follows_registration_at_once() {
         cache_bytes: 1 << 30,
         cuda_device: None,
         gpus: 0,
+        scorer_devices: 1,
         bytes_per_parameter: 4,
         memory_limit_bytes: None,
         stream_batch: 1,

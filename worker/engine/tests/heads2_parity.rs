@@ -75,6 +75,7 @@ fn request(
         max_length: golden["max_length"].as_u64().unwrap() as usize,
         limits,
         share_prefix,
+        weights: Default::default(),
         device: Device::Cpu,
         kind,
         provenance: Default::default(),

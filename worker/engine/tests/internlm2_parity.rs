@@ -64,6 +64,7 @@ fn request(golden: &Value, kind: Kind, limits: BatchLimits, share: bool) -> Opti
         max_length: golden["max_length"].as_u64().unwrap() as usize,
         limits,
         share_prefix: share,
+        weights: Default::default(),
         device: Device::Cpu,
         kind,
         provenance: Default::default(),

@@ -58,6 +58,7 @@ fn request(golden: &Value, model: &str, kind: Kind, limits: BatchLimits) -> Opti
         max_length: golden["max_length"].as_u64().unwrap() as usize,
         limits,
         share_prefix: false,
+        weights: Default::default(),
         device: Device::Cpu,
         kind,
         provenance: Default::default(),

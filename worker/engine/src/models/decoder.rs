@@ -527,16 +527,12 @@ impl Decoder {
         let mut saved = Quantized::default();
         for layer in &mut self.layers {
             let a = &mut layer.attention;
-            let m = &mut layer.mlp;
-            for linear in [
-                &mut a.q,
-                &mut a.k,
-                &mut a.v,
-                &mut a.o,
-                &mut m.gate,
-                &mut m.up,
-                &mut m.down,
-            ] {
+            let mut linears = vec![&mut a.q, &mut a.k, &mut a.v, &mut a.o];
+            // a sparse MoE block's experts are plain tensors and stay as loaded
+            if let FeedForward::Dense(m) = &mut layer.mlp {
+                linears.extend([&mut m.gate, &mut m.up, &mut m.down]);
+            }
+            for linear in linears {
                 saved.add(linear.weight.quantize());
             }
         }

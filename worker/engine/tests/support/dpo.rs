@@ -71,6 +71,7 @@ impl DpoGolden {
             max_length: self.golden["max_length"].as_u64().unwrap() as usize,
             limits,
             share_prefix: share,
+            weights: Default::default(),
             device: Device::Cpu,
             kind,
             provenance: Default::default(),
