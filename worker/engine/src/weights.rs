@@ -374,11 +374,27 @@ fn index_file(
                 format!("tensor {name:?}: dtype {:?} is not supported", info.dtype),
             )
         })?;
+        // libtorch sizes are i64: a dimension past it is refused here, at indexing, so a tensor
+        // the model never takes cannot carry one either
+        let shape = info
+            .shape
+            .iter()
+            .map(|&d| i64::try_from(d))
+            .collect::<Result<Vec<i64>, _>>()
+            .map_err(|_| {
+                LoadError::file(
+                    path,
+                    format!(
+                        "tensor {name:?}: shape {:?} has a dimension past libtorch's i64 sizes",
+                        info.shape
+                    ),
+                )
+            })?;
         let stored = Stored {
             file: index,
             offset: data_start + info.data_offsets.0 as u64,
             dtype,
-            shape: info.shape.iter().map(|&d| d as i64).collect(),
+            shape,
         };
         if slots.insert(name.clone(), Slot::Stored(stored)).is_some() {
             return Err(LoadError::file(
