@@ -357,3 +357,129 @@ shard_size = 5
         "{keys:?}"
     );
 }
+
+/// A sweep of a model whose pipeline returns one float per sequence (GRM's value head, on the
+/// committed tiny GRM-Gemma2 fixture): the worker reports it (`CompleteRequest.scalar_output`),
+/// the coordinator stores it, and the sweep's eval-set-scores file holds `x`, not `[x]`, as
+/// run_rm.py and `worker score` write it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scalar_pipeline_sweep_writes_floats_as_worker_score_does() {
+    let (Some(llmbar), Some(tokenizer)) = (
+        herd_testkit::shared_path("data/rewardbench-llmbar.jsonl"),
+        herd_testkit::shared_path("data/tokenizers/llama2"),
+    ) else {
+        return;
+    };
+    let fixture = herd_testkit::workspace_root()
+        .join("tests/golden/fixtures/heads2/Ray2333/GRM-Gemma2-2B-sftreg");
+    let tmp = tempfile::tempdir().unwrap();
+    let eval_set = tmp.path().join("pairs.jsonl");
+    std::fs::write(&eval_set, short_llmbar_rows(&llmbar, 12)).unwrap();
+    // the fixture with the shared Llama-2 tokenizer its golden was made with, as a run folder
+    let copy_model = |to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for from in [&fixture, &tokenizer] {
+            for entry in std::fs::read_dir(from).unwrap() {
+                let entry = entry.unwrap().path();
+                std::fs::copy(&entry, to.join(entry.file_name().unwrap())).unwrap();
+            }
+        }
+    };
+    let ckpts = tmp.path().join("ckpts");
+    copy_model(&ckpts.join("grm-a"));
+    let presets = tmp.path().join("presets.toml");
+    std::fs::write(
+        &presets,
+        format!(
+            r#"[{SWEEP}]
+checkpoints = ["{ckpts}"]
+eval_dataset = "{eval}"
+chat_template = "tulu"
+max_length = 512
+output_csv = "grm.csv"
+experiment_prefix = "grm"
+shard_size = 5
+"#,
+            ckpts = ckpts.display(),
+            eval = eval_set.display(),
+        ),
+    )
+    .unwrap();
+    let mut run = SweepRun::start(
+        &tmp.path().join("run"),
+        "http://127.0.0.1:9",
+        CoordSettings::default(),
+    );
+    run.submit(&presets);
+    run.add_worker();
+    let status = run.finish(TIMEOUT, |_| {}).await;
+    assert_eq!(
+        status.state(),
+        SweepState::Done,
+        "{status:?}\n{}",
+        run.logs()
+    );
+    let response = run.coord.results(SWEEP).await.unwrap();
+    assert_eq!(response.checkpoints.len(), 1, "{response:?}");
+    let result = &response.checkpoints[0];
+
+    // the same model scored alone, the folder named as the experiment
+    let alone_dir = tmp.path().join("alone");
+    copy_model(&alone_dir.join(&result.name));
+    let status = Command::new(binary("worker"))
+        .current_dir(&alone_dir)
+        .args(["score", "--model", &result.name, "--dataset"])
+        .arg(&eval_set)
+        .args([
+            "--max-length",
+            "512",
+            "--device",
+            "cpu",
+            "--eval-set-dir",
+            "results",
+            "-o",
+            "alone.jsonl",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let read = |path: std::path::PathBuf| {
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), run.logs()))
+    };
+    let file = format!("{}.json", result.name);
+    let sweep_scores = read(
+        run.coord
+            .out_dir
+            .join(SWEEP)
+            .join("eval-set-scores")
+            .join(&file),
+    );
+    let alone_scores = read(
+        alone_dir
+            .join("results")
+            .join("eval-set-scores")
+            .join(&file),
+    );
+    let (compared, _) = assert_same_scores_file(&result.name, &sweep_scores, &alone_scores, 1e-3);
+    assert_eq!(compared, 24);
+    // both files hold one float per score, not a one-element list
+    for text in [&sweep_scores, &alone_scores] {
+        let value = herd_rewardbench::pyjson::loads(text).unwrap();
+        let dict = value.as_dict().unwrap();
+        for column in ["scores_chosen", "scores_rejected"] {
+            let Some(herd_rewardbench::pyjson::PyValue::List(items)) =
+                herd_rewardbench::pyjson::dict_get(dict, column)
+            else {
+                panic!("{column}: not a list");
+            };
+            assert_eq!(items.len(), 12, "{column}");
+            assert!(
+                items
+                    .iter()
+                    .all(|v| matches!(v, herd_rewardbench::pyjson::PyValue::Float(_))),
+                "{column}: {items:?}"
+            );
+        }
+    }
+}

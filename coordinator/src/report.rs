@@ -303,6 +303,13 @@ pub fn eval_set_scores(
         Some(chat_template),
     )
     .with_context(|| format!("checkpoint '{}' ({})", scored.name, scored.uri))?;
+    // a `[batch]` pipeline's scores, as run_rm.py stores `rewards.tolist()` of one: `x`, not `[x]`
+    // (run_dpo.py's files keep their own layout)
+    let file = if scored.scalar_output && !dpo {
+        file.with_scalar_scores()
+    } else {
+        file
+    };
     Ok(Some(file.to_json()))
 }
 

@@ -90,6 +90,8 @@ fn scored(c: usize, examples: &[PlannedExample], nan_every: Option<u32>) -> Scor
         uri: format!("gs://bucket/ckpt{c}/streaming_params_1"),
         model_type: "Seq. Classifier".into(),
         chat_template: "tulu".into(),
+        // one checkpoint of a `[batch]` pipeline: its eval-set-scores file holds floats
+        scalar_output: c == 1,
         texts: Some(
             examples
                 .iter()
@@ -286,6 +288,16 @@ fn csv_matches_sweep_csv_on_independent_accuracies() {
             assert_eq!(list(column).len(), examples.len(), "{column}");
         }
         assert_eq!(list("text_chosen")[3].as_str(), Some("chosen 3"));
+        // `x` for a scalar pipeline's checkpoint, `[x]` for the others (CompleteRequest's flag)
+        for column in ["scores_chosen", "scores_rejected"] {
+            for value in list(column) {
+                match (&value, s.scalar_output) {
+                    (PyValue::Float(_), true) => {}
+                    (PyValue::List(items), false) => assert_eq!(items.len(), 1, "{column}"),
+                    other => panic!("{}: {column}: {other:?}", s.name),
+                }
+            }
+        }
         let pair: PreferencePair = serde_json::from_str(&examples[3].pair_json).unwrap();
         assert_eq!(list("id")[3], PyValue::from(&pair.id));
         let wins = list("results");
@@ -484,6 +496,7 @@ fn rb2_report_scores_every_completion() {
             uri: format!("/ckpts/run-{c}"),
             model_type: "Seq. Classifier".into(),
             chat_template: "tulu".into(),
+            scalar_output: false,
             texts: None,
             rewards: rows
                 .iter()

@@ -185,6 +185,7 @@ async fn score_all(handle: &ServerHandle) {
                 lease: Some(lref),
                 model_type: "Seq. Classifier".into(),
                 chat_template: "tokenizer".into(),
+                scalar_output: false,
             })
             .await
             .unwrap();

@@ -256,6 +256,7 @@ async fn a_small_sweep_end_to_end() {
                             lease: Some(lref),
                             model_type: "Seq. Classifier".into(),
                             chat_template: "tokenizer".into(),
+                            scalar_output: false,
                         })
                         .await
                         .unwrap_err();
@@ -292,6 +293,7 @@ async fn a_small_sweep_end_to_end() {
                         lease: Some(lref),
                         model_type: "Seq. Classifier".into(),
                         chat_template: "tokenizer".into(),
+                        scalar_output: false,
                     })
                     .await
                     .unwrap()
@@ -522,6 +524,7 @@ async fn a_restarted_coordinator_resumes_from_its_file() {
             lease: Some(lref),
             model_type: "Seq. Classifier".into(),
             chat_template: "tokenizer".into(),
+            scalar_output: false,
         })
         .await
         .unwrap()

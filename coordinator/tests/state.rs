@@ -1131,3 +1131,57 @@ fn a_file_from_before_texts_keeps_its_results_and_stores_texts_from_then_on() {
     drop(store);
     assert_eq!(count_texts(&f.path), 8);
 }
+
+/// Scores the next task's shard (one float per example) and completes it, saying whether the
+/// model's pipeline returns one float per sequence.
+fn score_next_scalar(store: &Store, worker: &str, now: i64, scalar_output: bool) {
+    let grant = lease(store, worker, &[], now);
+    store
+        .store_results(worker, &lease_ref(&grant), &rewards(&grant, 1.0), now + 1)
+        .unwrap();
+    store
+        .complete_with(
+            worker,
+            &lease_ref(&grant),
+            "Seq. Classifier",
+            "tulu",
+            scalar_output,
+            now + 2,
+        )
+        .unwrap();
+}
+
+#[test]
+fn a_scalar_pipelines_flag_is_stored_per_checkpoint_and_old_rows_read_false() {
+    let f = fixture(policy());
+    f.store
+        .submit(
+            &spec("s", 4),
+            &checkpoints(&["a", "b", "c"]),
+            &examples(4),
+            1,
+        )
+        .unwrap();
+    let w = register(&f.store, "w", &[]);
+    score_next_scalar(&f.store, &w, 10, true);
+    score_next_scalar(&f.store, &w, 20, false);
+    let inputs = f.store.report_inputs("s").unwrap();
+    let flags: Vec<bool> = inputs.scored.iter().map(|c| c.scalar_output).collect();
+    assert_eq!(flags, vec![true, false]);
+    drop(f.store);
+    // the layout before the column: the file opens, its rows read as lists (false)
+    {
+        let conn = rusqlite::Connection::open(&f.path).unwrap();
+        conn.execute_batch("ALTER TABLE checkpoints DROP COLUMN scalar_output")
+            .unwrap();
+    }
+    let store = Store::open(&f.path, policy()).unwrap();
+    let before = store.report_inputs("s").unwrap();
+    let flags: Vec<bool> = before.scored.iter().map(|c| c.scalar_output).collect();
+    assert_eq!(flags, vec![false, false]);
+    // and the column is back for what is scored from then on
+    score_next_scalar(&store, &w, 30, true);
+    let after = store.report_inputs("s").unwrap();
+    let flags: Vec<bool> = after.scored.iter().map(|c| c.scalar_output).collect();
+    assert_eq!(flags, vec![false, false, true]);
+}

@@ -246,6 +246,7 @@ impl ShardScorer for EngineScorer {
                         .collect(),
                     model_type: shard.scored.model_type.to_string(),
                     chat_template: shard.scored.chat_template,
+                    scalar_output: shard.scored.scalar,
                     tokens: shard.tokens,
                 })
             }
@@ -270,6 +271,8 @@ impl ShardScorer for EngineScorer {
                     texts: scored.texts,
                     model_type: scored.model_type.to_string(),
                     chat_template: scored.chat_template,
+                    // run_v2.py's files store every score as a list
+                    scalar_output: false,
                     tokens: scored.tokens,
                 })
             }

@@ -352,8 +352,15 @@ pub fn write_script_results(
         model,
         &results.model_type,
         Some(chat_template.to_owned()),
-    )?
-    .write(dir, ResultsKind::EvalSetScores, &name)?;
+    )?;
+    // run_rm.py extends its score lists with `rewards.tolist()` of each batch: a `[batch]`
+    // pipeline's scores are floats (`x`), the classifiers' one-element lists (`[x]`)
+    let scores = if scored.scalar && scored.model_type == "Seq. Classifier" {
+        scores.with_scalar_scores()
+    } else {
+        scores
+    };
+    let scores = scores.write(dir, ResultsKind::EvalSetScores, &name)?;
     Ok(vec![eval_set, scores])
 }
 

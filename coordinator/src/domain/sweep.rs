@@ -67,6 +67,9 @@ pub struct ScoredCheckpoint {
     pub model_type: String,
     /// "tokenizer" or the FastChat template name, as the worker reported it
     pub chat_template: String,
+    /// the model's pipeline returns one float per sequence (`CompleteRequest.scalar_output`):
+    /// its eval-set-scores file holds `x`, not `[x]`, per score, as run_rm.py writes it
+    pub scalar_output: bool,
     /// sorted by index, one per example of the evaluation set
     pub rewards: Vec<StoredReward>,
     /// each example's texts as the worker scored them (`ExampleScores::texts`), beside

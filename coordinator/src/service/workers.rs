@@ -279,7 +279,14 @@ impl Workers for WorkersService {
         let _hold = self.coord.hold();
         let outcome = self
             .as_worker(req.worker_id, req.worker_secret, move |s, id| {
-                s.complete(id, &lease, &req.model_type, &req.chat_template, now_ms())
+                s.complete_with(
+                    id,
+                    &lease,
+                    &req.model_type,
+                    &req.chat_template,
+                    req.scalar_output,
+                    now_ms(),
+                )
             })
             .await?;
         span.record("first", outcome.first);

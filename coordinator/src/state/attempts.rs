@@ -48,13 +48,28 @@ pub(super) enum LiveLeasesOf {
 }
 
 impl Store {
-    /// Marks a task done once every example of its shard has a result.
+    /// Marks a task done once every example of its shard has a result (a pipeline returning
+    /// score lists: [`Store::complete_with`] for the others).
     pub fn complete(
         &self,
         worker_id: &str,
         lease: &LeaseId,
         model_type: &str,
         chat_template: &str,
+        now: i64,
+    ) -> Result<CompleteOutcome> {
+        self.complete_with(worker_id, lease, model_type, chat_template, false, now)
+    }
+
+    /// [`Store::complete`], storing whether the model's pipeline returns one float per sequence
+    /// (`CompleteRequest.scalar_output`), which the eval-set-scores writer follows.
+    pub fn complete_with(
+        &self,
+        worker_id: &str,
+        lease: &LeaseId,
+        model_type: &str,
+        chat_template: &str,
+        scalar_output: bool,
         now: i64,
     ) -> Result<CompleteOutcome> {
         self.write(|tx| {
@@ -124,8 +139,9 @@ impl Store {
                 params![task.id, TaskState::Done],
             )?;
             tx.execute(
-                "UPDATE checkpoints SET model_type = ?2, chat_template = ?3 WHERE id = ?1",
-                params![task.checkpoint_id, model_type, chat_template],
+                "UPDATE checkpoints SET model_type = ?2, chat_template = ?3, scalar_output = ?4
+                 WHERE id = ?1",
+                params![task.checkpoint_id, model_type, chat_template, scalar_output],
             )?;
             let checkpoint_state = refresh_checkpoint(tx, task.checkpoint_id)?;
             let finished_sweeps = refresh_sweep(tx, task.sweep_id, now)?.into_iter().collect();

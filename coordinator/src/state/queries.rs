@@ -55,6 +55,8 @@ pub struct CheckpointInfo {
     pub failure: Option<String>,
     pub model_type: Option<String>,
     pub chat_template: Option<String>,
+    /// CompleteRequest.scalar_output (NULL before the column: false)
+    pub scalar_output: bool,
 }
 
 /// Everything a report is built from.
@@ -216,6 +218,7 @@ impl Store {
                         uri: c.uri,
                         model_type: c.model_type.unwrap_or_default(),
                         chat_template: c.chat_template.unwrap_or_default(),
+                        scalar_output: c.scalar_output,
                         rewards: stored_rewards(rows)?,
                         texts,
                     });
@@ -383,8 +386,8 @@ pub(super) fn examples_in(
 
 fn checkpoints_of(conn: &Connection, sweep_id: i64) -> Result<Vec<CheckpointInfo>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, uri, name, state, failure, model_type, chat_template FROM checkpoints
-         WHERE sweep_id = ?1 ORDER BY id",
+        "SELECT id, uri, name, state, failure, model_type, chat_template, scalar_output
+         FROM checkpoints WHERE sweep_id = ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map(params![sweep_id], |r| {
         Ok(CheckpointInfo {
@@ -395,6 +398,7 @@ fn checkpoints_of(conn: &Connection, sweep_id: i64) -> Result<Vec<CheckpointInfo
             failure: r.get(4)?,
             model_type: r.get(5)?,
             chat_template: r.get(6)?,
+            scalar_output: r.get::<_, Option<bool>>(7)?.unwrap_or(false),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

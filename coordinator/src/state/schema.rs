@@ -21,6 +21,9 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("examples", "n_rejected", "INTEGER"),
     ("results", "texts", "BLOB"),
     ("checkpoints", "param_bytes", "INTEGER"),
+    // CompleteRequest.scalar_output of the checkpoint's last completed task (NULL: a row from
+    // before the column, read as false: scores written as lists)
+    ("checkpoints", "scalar_output", "INTEGER"),
 ];
 
 const PRAGMAS: &str = "

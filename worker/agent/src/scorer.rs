@@ -44,6 +44,8 @@ pub struct ScoredShard {
     pub model_type: String,
     /// the chat template the texts were formatted with ("tokenizer" or a FastChat name)
     pub chat_template: String,
+    /// the pipeline returns one float per sequence (`CompleteRequest.scalar_output`)
+    pub scalar_output: bool,
     /// tokens fed to the model
     pub tokens: u64,
 }
@@ -165,6 +167,7 @@ where
             texts: Vec::new(),
             model_type: "Seq. Classifier".into(),
             chat_template: herd_rpc::defaults::CHAT_TEMPLATE.into(),
+            scalar_output: false,
             tokens: 0,
         })
     }

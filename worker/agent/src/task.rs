@@ -222,8 +222,13 @@ impl<S: ShardScorer> Agent<S> {
             .collect();
         let delivered = match self.stream(lease, lease_ref, rewards).await {
             Ok(()) => {
-                self.complete(lease_ref, &shard.model_type, &shard.chat_template)
-                    .await
+                self.complete(
+                    lease_ref,
+                    &shard.model_type,
+                    &shard.chat_template,
+                    shard.scalar_output,
+                )
+                .await
             }
             Err(undelivered) => Err(undelivered),
         };
@@ -549,6 +554,7 @@ impl<S: ShardScorer> Agent<S> {
         lease_ref: LeaseRef,
         model_type: &str,
         chat_template: &str,
+        scalar_output: bool,
     ) -> Result<bool, Undelivered> {
         let mut backoff = Backoff::coordinator();
         loop {
@@ -562,6 +568,7 @@ impl<S: ShardScorer> Agent<S> {
                 lease: Some(lease_ref),
                 model_type: model_type.to_string(),
                 chat_template: chat_template.to_string(),
+                scalar_output,
             };
             let mut message = request(message, RPC_TIMEOUT);
             telemetry::inject(&tracing::Span::current(), message.metadata_mut());
