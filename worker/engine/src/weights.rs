@@ -103,10 +103,14 @@ impl VarBuilder<'_> {
     /// heads whose widths only their tensors record (LDL-Reward's side files).
     pub fn shape(&self, name: &str) -> Option<Vec<i64>> {
         let full = self.pp(name).prefix;
-        self.weights.slots.borrow().get(&full).map(|slot| match slot {
-            Slot::Loaded(t) => t.size(),
-            Slot::Stored(s) => s.shape.clone(),
-        })
+        self.weights
+            .slots
+            .borrow()
+            .get(&full)
+            .map(|slot| match slot {
+                Slot::Loaded(t) => t.size(),
+                Slot::Stored(s) => s.shape.clone(),
+            })
     }
 }
 
