@@ -555,15 +555,17 @@ async fn a_token_sent_in_clear_off_loopback_is_warned_about_once() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!stderr.contains(WARNING), "loopback: {stderr}");
 
-    // 192.0.2.1 is TEST-NET-1 (never routed): registering fails and is retried until SIGTERM
-    let away: SocketAddr = "192.0.2.1:50051".parse().unwrap();
+    // 0.0.0.0 is not a loopback address, so the token counts as sent off the machine; Linux
+    // delivers a connection to it on this machine, so no packet leaves it
+    let fake = Fake::new(Vec::new(), true);
+    let address = start(fake.clone()).await;
+    let away = SocketAddr::from(([0, 0, 0, 0], address.port()));
     let child = spawn_worker_env(away, &dir.path().join("cache"), &[], &token);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    sigterm(&child);
     let (code, stderr) = finish(child).await;
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(stderr.matches(WARNING).count(), 1, "{stderr}");
-    assert!(stderr.contains("192.0.2.1:50051"), "{stderr}");
+    assert!(stderr.contains(&away.to_string()), "{stderr}");
+    assert_eq!(fake.recorded().registers.len(), 1, "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -620,16 +622,22 @@ async fn retries_until_the_coordinator_is_up_and_registers_again_when_forgotten(
     let dir = tempfile::tempdir().unwrap();
     // a free port, not listening yet. Chosen below the ephemeral range (32768+): a port freed
     // by a bind to :0 could be handed to another test's fake coordinator in the meantime.
-    let address = (0..200)
+    let probe = (0..200)
         .map(|i| 20_000 + (std::process::id() as u16 % 5_000) + i * 37)
-        .find_map(|port| {
-            std::net::TcpListener::bind(("127.0.0.1", port))
-                .ok()
-                .and_then(|probe| probe.local_addr().ok())
-        })
+        .find_map(|port| std::net::TcpListener::bind(("127.0.0.1", port)).ok())
         .expect("a free port below the ephemeral range");
+    let address = probe.local_addr().unwrap();
     let child = spawn_worker(address, &dir.path().join("cache"), &[]);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // the worker's first registration reaches the port and finds no coordinator (the
+    // connection is closed at once); only then does the coordinator come up there
+    probe.set_nonblocking(true).unwrap();
+    let probe = TcpListener::from_std(probe).unwrap();
+    let (refused, _) = tokio::time::timeout(Duration::from_secs(120), probe.accept())
+        .await
+        .expect("the worker never tried to register")
+        .unwrap();
+    drop(refused);
+    drop(probe);
     let fake = Fake::new(Vec::new(), true);
     *fake.forget_once.lock().unwrap() = true;
     let listener = TcpListener::bind(address).await.unwrap();
