@@ -17,13 +17,14 @@ use herd_engine::batching::BatchLimits;
 use herd_engine::dpo::RefFreeType;
 use herd_engine::encode::classifier_inputs;
 use herd_engine::model_dir::ModelDir;
-use herd_engine::scorer::{score_pairs, ScoreRequest, ScoredDataset};
+use herd_engine::scorer::{score_pairs, ScoreRequest};
 use herd_engine::tokenizer::RewardTokenizer;
 use herd_rewardbench::dataset::PreferencePair;
 use herd_rewardbench::v1::is_win;
 use serde_json::Value;
 use support::{
-    assert_close, floats, formatted_texts, ids, lists, one_per_batch, packed, pairs, FP32_TOLERANCE,
+    assert_close, floats, formatted_texts, ids, lists, one_per_batch, packed, pairs, Scores,
+    FP32_TOLERANCE,
 };
 use tch::Kind;
 
@@ -91,21 +92,6 @@ fn check_formatting_and_tokens(case: &str) {
             attended_ids(example, "rejected"),
             "{case} example {i} rejected ids"
         );
-    }
-}
-
-/// Every row's label scores, chosen and rejected, of one run over the golden rows.
-struct Scores {
-    chosen: Vec<Vec<f64>>,
-    rejected: Vec<Vec<f64>>,
-}
-
-impl Scores {
-    fn of(scored: &ScoredDataset) -> Self {
-        Self {
-            chosen: scored.pairs.iter().map(|p| p.chosen.clone()).collect(),
-            rejected: scored.pairs.iter().map(|p| p.rejected.clone()).collect(),
-        }
     }
 }
 

@@ -12,7 +12,6 @@ mod support;
 use std::path::PathBuf;
 
 use herd_engine::batching::BatchLimits;
-use herd_engine::dpo::RefFreeType;
 use herd_engine::model_dir::ModelDir;
 use herd_engine::models::registry::{Output, Pooled};
 use herd_engine::models::ModelSpec;
@@ -20,7 +19,10 @@ use herd_engine::scorer::{score_pairs_with, ScoreRequest, ScoredDataset};
 use herd_rewardbench::dataset::PreferencePair;
 use herd_rewardbench::v1::is_win;
 use serde_json::Value;
-use support::{pairs, FP32_TOLERANCE};
+use support::{
+    classifier_request, compare_scored as compare, max_diff_scored as max_diff, pairs,
+    FP32_TOLERANCE,
+};
 use tch::{Device, Kind};
 
 const BATCHING_NOISE: f64 = 1e-5;
@@ -70,67 +72,18 @@ fn request(
     limits: BatchLimits,
     share_prefix: bool,
 ) -> ScoreRequest {
-    ScoreRequest {
-        model: heads_dir().join(name),
+    classifier_request(
+        golden,
+        heads_dir().join(name),
         tokenizer,
-        ref_model: None,
-        ref_free_type: RefFreeType::Avg,
-        chat_template: golden["chat_template"].as_str().unwrap().to_string(),
-        max_length: golden["max_length"].as_u64().unwrap() as usize,
+        kind,
         limits,
         share_prefix,
-        device: support::test_device(),
-        kind,
-        provenance: Default::default(),
-        pooling: Default::default(),
-        weights: Default::default(),
-    }
+    )
 }
 
 fn score(request: &ScoreRequest, spec: &ModelSpec, pairs: &[PreferencePair]) -> ScoredDataset {
     score_pairs_with(request, spec, pairs).unwrap()
-}
-
-/// The largest |ours - golden| over every label of every pair, and the pairs whose win differs.
-fn compare(ours: &ScoredDataset, chosen: &[Vec<f64>], rejected: &[Vec<f64>]) -> (f64, Vec<usize>) {
-    assert_eq!(ours.pairs.len(), chosen.len());
-    let mut worst = 0f64;
-    let mut flips = Vec::new();
-    for (i, (pair, (c, r))) in ours
-        .pairs
-        .iter()
-        .zip(chosen.iter().zip(rejected))
-        .enumerate()
-    {
-        assert_eq!(pair.chosen.len(), c.len(), "pair {i}: labels");
-        assert_eq!(pair.rejected.len(), r.len(), "pair {i}: labels");
-        for (a, b) in pair
-            .chosen
-            .iter()
-            .chain(&pair.rejected)
-            .zip(c.iter().chain(r))
-        {
-            worst = worst.max((a - b).abs());
-        }
-        if is_win(&pair.chosen, &pair.rejected) != is_win(c, r) {
-            flips.push(i);
-        }
-    }
-    (worst, flips)
-}
-
-fn max_diff(a: &ScoredDataset, b: &ScoredDataset) -> f64 {
-    a.pairs
-        .iter()
-        .zip(&b.pairs)
-        .flat_map(|(x, y)| {
-            x.chosen
-                .iter()
-                .chain(&x.rejected)
-                .zip(y.chosen.iter().chain(&y.rejected))
-                .map(|(p, q)| (p - q).abs())
-        })
-        .fold(0.0, f64::max)
 }
 
 #[test]

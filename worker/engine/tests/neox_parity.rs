@@ -18,7 +18,7 @@ use herd_engine::dpo::RefFreeType;
 use herd_engine::encode::classifier_inputs;
 use herd_engine::model_dir::ModelDir;
 use herd_engine::models::ModelSpec;
-use herd_engine::scorer::{score_pairs, ScoreRequest, ScoredDataset};
+use herd_engine::scorer::{score_pairs, ScoreRequest};
 use serde_json::Value;
 use support::{
     assert_close, compare, floats, formatted_texts, ids, lists, one_per_batch, packed, pairs,
@@ -62,13 +62,6 @@ fn model_path(golden: &Value, key: &str) -> PathBuf {
 }
 
 impl Scores {
-    fn of(scored: &ScoredDataset) -> Self {
-        Self {
-            chosen: scored.pairs.iter().map(|p| p.chosen.clone()).collect(),
-            rejected: scored.pairs.iter().map(|p| p.rejected.clone()).collect(),
-        }
-    }
-
     /// transformers' fp32 batch-size-1 scores (`examples[i].scores_*`)
     fn batch_size_1(golden: &Value) -> Self {
         let rows = golden["examples"].as_array().unwrap();

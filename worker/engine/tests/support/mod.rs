@@ -6,11 +6,14 @@
 pub mod dpo;
 
 use herd_engine::batching::BatchLimits;
+use herd_engine::dpo::RefFreeType;
 use herd_engine::easylm::sizes::Overrides;
 use herd_engine::easylm::EasyLmOptions;
 use herd_engine::encode::format_pair;
 use herd_engine::model_dir::ModelDir;
-use herd_engine::scorer::{choose_formatter, prepare_classifier_tokenizer, ScoreRequest};
+use herd_engine::scorer::{
+    choose_formatter, prepare_classifier_tokenizer, ScoreRequest, ScoredDataset,
+};
 use herd_engine::tokenizer::RewardTokenizer;
 use herd_rewardbench::dataset::PreferencePair;
 use herd_rewardbench::v1::is_win;
@@ -160,6 +163,61 @@ pub fn compare(what: &str, ours: &Scores, theirs: &Scores) -> (f64, Vec<usize>) 
         }
     }
     (worst, flipped)
+}
+
+impl Scores {
+    /// A scored dataset's label scores, row by row.
+    pub fn of(scored: &ScoredDataset) -> Self {
+        Self {
+            chosen: scored.pairs.iter().map(|p| p.chosen.clone()).collect(),
+            rejected: scored.pairs.iter().map(|p| p.rejected.clone()).collect(),
+        }
+    }
+}
+
+/// [`compare`] of a scored dataset with a golden's chosen and rejected label scores.
+pub fn compare_scored(
+    ours: &ScoredDataset,
+    chosen: &[Vec<f64>],
+    rejected: &[Vec<f64>],
+) -> (f64, Vec<usize>) {
+    let theirs = Scores {
+        chosen: chosen.to_vec(),
+        rejected: rejected.to_vec(),
+    };
+    compare("scores", &Scores::of(ours), &theirs)
+}
+
+/// The largest |difference| between two scorings of the same pairs.
+pub fn max_diff_scored(a: &ScoredDataset, b: &ScoredDataset) -> f64 {
+    compare("runs", &Scores::of(a), &Scores::of(b)).0
+}
+
+/// A classifier request as the golden's pipeline ran it (its chat template and max length), on
+/// the test device.
+pub fn classifier_request(
+    golden: &Value,
+    model: std::path::PathBuf,
+    tokenizer: Option<std::path::PathBuf>,
+    kind: tch::Kind,
+    limits: BatchLimits,
+    share_prefix: bool,
+) -> ScoreRequest {
+    ScoreRequest {
+        model,
+        tokenizer,
+        ref_model: None,
+        ref_free_type: RefFreeType::Avg,
+        chat_template: golden["chat_template"].as_str().unwrap().to_string(),
+        max_length: golden["max_length"].as_u64().unwrap() as usize,
+        limits,
+        share_prefix,
+        weights: Default::default(),
+        device: test_device(),
+        kind,
+        provenance: Default::default(),
+        pooling: Default::default(),
+    }
 }
 
 /// The request's tokenizer prepared as the scorer prepares a classifier's, and `pairs` formatted
