@@ -202,13 +202,7 @@ async fn killed_workers_restarted_coordinator_and_cut_connections_change_nothing
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let status = run.finish(TIMEOUT, |_| {}).await;
-    assert_eq!(
-        status.state(),
-        SweepState::Done,
-        "{status:?}\n{}",
-        run.logs()
-    );
+    let status = run.finish_done(TIMEOUT).await;
     // each killed worker died holding a lease that someone else finished (after expiry, or
     // as a straggler duplicate)
     for n in &killed {
@@ -266,13 +260,7 @@ async fn corrupt_and_vanished_checkpoints_fail_with_reasons_and_the_sweep_goes_o
     assert!(deleted.status().is_success(), "{deleted:?}");
     run.add_worker();
     run.add_worker();
-    let status = run.finish(TIMEOUT, |_| {}).await;
-    assert_eq!(
-        status.state(),
-        SweepState::Done,
-        "{status:?}\n{}",
-        run.logs()
-    );
+    let status = run.finish_done(TIMEOUT).await;
 
     let failed: Vec<_> = status
         .checkpoints

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use herd_rewardbench::dataset::ExampleId;
 use herd_rewardbench::v2::{rb2_scores, ScoredRow, TiesVariant, SUBSETS_V2};
-use herd_rpc::v1::{CheckpointState, SweepState};
+use herd_rpc::v1::CheckpointState;
 use herd_tests::bins::binary;
 use herd_tests::easylm::{tiny_reward_model, NUM_HEADS};
 use herd_tests::fixture::SWEEP;
@@ -338,13 +338,7 @@ async fn a_rewardbench_2_sweep_scores_every_completion_of_every_row() {
     run.submit(&presets);
     run.add_worker();
     run.add_worker();
-    let status = run.finish(TIMEOUT, |_| {}).await;
-    assert_eq!(
-        status.state(),
-        SweepState::Done,
-        "{status:?}\n{}",
-        run.logs()
-    );
+    let status = run.finish_done(TIMEOUT).await;
     assert_eq!(status.tasks_failed, 0, "{status:?}\n{}", run.logs());
     assert_eq!(status.checkpoints.len(), 2, "{status:?}");
     assert!(status

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use herd_rpc::v1::{Capabilities, SweepState};
+use herd_rpc::v1::Capabilities;
 use herd_testkit::process::Proc;
 use herd_tests::bins::binary;
 use herd_tests::fixture::SWEEP;
@@ -73,13 +73,7 @@ shard_size = 1
         .envs(run.env.iter().map(|(k, v)| (k, v)));
     run.workers
         .push(Proc::spawn("multi", command, &dir.join("logs")));
-    let status = run.finish(TIMEOUT, |_| {}).await;
-    assert_eq!(
-        status.state(),
-        SweepState::Done,
-        "{status:?}\n{}",
-        run.logs()
-    );
+    let status = run.finish_done(TIMEOUT).await;
     assert_eq!(status.tasks_failed, 0, "{status:?}\n{}", run.logs());
     assert_eq!(status.examples_stored, 16, "{status:?}");
 

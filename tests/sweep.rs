@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use herd_rpc::v1::{CheckpointState, SweepState};
+use herd_rpc::v1::CheckpointState;
 use herd_storage::gcs::GcsClient;
 use herd_testkit::shared;
 use herd_tests::bins::binary;
@@ -31,13 +31,7 @@ async fn run_sweep(
     for _ in 0..workers {
         run.add_worker();
     }
-    let status = run.finish(TIMEOUT, |_| {}).await;
-    assert_eq!(
-        status.state(),
-        SweepState::Done,
-        "{status:?}\n{}",
-        run.logs()
-    );
+    let status = run.finish_done(TIMEOUT).await;
     assert_eq!(status.tasks_failed, 0, "{status:?}\n{}", run.logs());
     // every checkpoint in the bucket was planned and scored
     assert_eq!(status.checkpoints.len(), 6, "{status:?}");
@@ -283,13 +277,7 @@ shard_size = 5
     );
     run.submit(&presets);
     run.add_worker();
-    let status = run.finish(TIMEOUT, |_| {}).await;
-    assert_eq!(
-        status.state(),
-        SweepState::Done,
-        "{status:?}\n{}",
-        run.logs()
-    );
+    let status = run.finish_done(TIMEOUT).await;
     assert_eq!(status.tasks_failed, 0, "{status:?}\n{}", run.logs());
     let response = run.coord.results(SWEEP).await.unwrap();
     assert_eq!(response.checkpoints.len(), 1, "{response:?}");
@@ -412,13 +400,7 @@ shard_size = 5
     );
     run.submit(&presets);
     run.add_worker();
-    let status = run.finish(TIMEOUT, |_| {}).await;
-    assert_eq!(
-        status.state(),
-        SweepState::Done,
-        "{status:?}\n{}",
-        run.logs()
-    );
+    run.finish_done(TIMEOUT).await;
     let response = run.coord.results(SWEEP).await.unwrap();
     assert_eq!(response.checkpoints.len(), 1, "{response:?}");
     let result = &response.checkpoints[0];

@@ -169,13 +169,7 @@ async fn a_sweep_is_one_trace_across_coordinator_and_worker() {
     let mut run = sweep_run(&tmp.path().join("run"), env);
     run.submit(&presets);
     add_worker(&mut run, &[]);
-    let status = run.finish(TIMEOUT, |_| {}).await;
-    assert_eq!(
-        status.state(),
-        SweepState::Done,
-        "{status:?}\n{}",
-        run.logs()
-    );
+    let status = run.finish_done(TIMEOUT).await;
     let tasks = status.tasks_total as usize;
     assert!(tasks > 1, "{status:?}");
 

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use herd_rpc::v1::SweepStatus;
+use herd_rpc::v1::{SweepState, SweepStatus};
 use herd_storage::gcs::emulator::FakeGcs;
 
 use crate::fixture::SWEEP;
@@ -98,6 +98,18 @@ impl SweepRun {
             Ok(status) => status,
             Err(e) => panic!("{e:#}\n{}", self.logs()),
         }
+    }
+
+    /// [`SweepRun::finish`], asserting the sweep ended `Done` (with every log tail when not).
+    pub async fn finish_done(&self, timeout: Duration) -> SweepStatus {
+        let status = self.finish(timeout, |_| {}).await;
+        assert_eq!(
+            status.state(),
+            SweepState::Done,
+            "{status:?}\n{}",
+            self.logs()
+        );
+        status
     }
 
     /// `coord results --sweep helpsteer2 -o FILE`: the CSV it writes.
