@@ -21,7 +21,7 @@ use herd_rewardbench::dataset::PreferencePair;
 use herd_rewardbench::v1::is_win;
 use serde_json::Value;
 use support::{
-    classifier_request, compare_scored as compare, max_diff_scored as max_diff, pairs,
+    classifier_request, compare_scored as compare, max_diff_scored as max_diff, pairs, score_rows,
     FP32_TOLERANCE,
 };
 use tch::{Device, Kind};
@@ -46,18 +46,6 @@ fn heads_dir() -> PathBuf {
 
 fn golden() -> Value {
     herd_testkit::fixtures::read_json(&heads_dir().join("heads2.json"))
-}
-
-/// A golden score row: a list of logits, or one float (the `[batch]` pipelines).
-fn row(value: &Value) -> Vec<f64> {
-    match value {
-        Value::Array(items) => items.iter().map(|v| v.as_f64().unwrap()).collect(),
-        other => vec![other.as_f64().unwrap()],
-    }
-}
-
-fn rows(value: &Value) -> Vec<Vec<f64>> {
-    value.as_array().unwrap().iter().map(row).collect()
 }
 
 fn request(
@@ -92,8 +80,8 @@ fn every_head_matches_its_rewardbench_pipeline() {
             model["architecture"].as_str().unwrap(),
             "{name}"
         );
-        let chosen = rows(&model["scores_chosen"]);
-        let rejected = rows(&model["scores_rejected"]);
+        let chosen = score_rows(&model["scores_chosen"]);
+        let rejected = score_rows(&model["scores_rejected"]);
         let wins: Vec<bool> = model["wins"]
             .as_array()
             .unwrap()

@@ -20,7 +20,7 @@ use herd_rewardbench::dataset::PreferencePair;
 use herd_rewardbench::v1::is_win;
 use serde_json::Value;
 use support::{
-    classifier_request, compare_scored as compare, max_diff_scored as max_diff, pairs,
+    classifier_request, compare_scored as compare, max_diff_scored as max_diff, pairs, score_rows,
     FP32_TOLERANCE,
 };
 use tch::{Device, Kind};
@@ -42,18 +42,6 @@ fn heads_dir() -> PathBuf {
 
 fn golden() -> Value {
     herd_testkit::fixtures::read_json(&heads_dir().join("heads.json"))
-}
-
-/// A golden score row: a list of logits, or one float (the `[batch]` pipelines).
-fn row(value: &Value) -> Vec<f64> {
-    match value {
-        Value::Array(items) => items.iter().map(|v| v.as_f64().unwrap()).collect(),
-        other => vec![other.as_f64().unwrap()],
-    }
-}
-
-fn rows(value: &Value) -> Vec<Vec<f64>> {
-    value.as_array().unwrap().iter().map(row).collect()
 }
 
 /// The tokenizer folder of a fixture: its own, or the shared Llama-2 one.
@@ -102,8 +90,8 @@ fn every_custom_head_matches_its_rewardbench_pipeline() {
             model["architecture"].as_str().unwrap(),
             "{name}"
         );
-        let chosen = rows(&model["scores_chosen"]);
-        let rejected = rows(&model["scores_rejected"]);
+        let chosen = score_rows(&model["scores_chosen"]);
+        let rejected = score_rows(&model["scores_rejected"]);
         let wins: Vec<bool> = model["wins"]
             .as_array()
             .unwrap()
@@ -228,8 +216,8 @@ fn the_cost_pipeline_is_the_negated_reward() {
     };
     let (worst, _) = compare(
         &ours,
-        &negated(rows(&model["scores_chosen"])),
-        &negated(rows(&model["scores_rejected"])),
+        &negated(score_rows(&model["scores_chosen"])),
+        &negated(score_rows(&model["scores_rejected"])),
     );
     assert!(worst < FP32_TOLERANCE, "{worst}");
 }

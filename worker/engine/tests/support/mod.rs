@@ -109,6 +109,19 @@ pub fn lists(value: &Value) -> Vec<Vec<f64>> {
     value.as_array().unwrap().iter().map(floats).collect()
 }
 
+/// A golden score row: a list of logits, or one float (the `[batch]` pipelines).
+pub fn score_row(value: &Value) -> Vec<f64> {
+    match value {
+        Value::Array(items) => items.iter().map(|v| v.as_f64().unwrap()).collect(),
+        other => vec![other.as_f64().unwrap()],
+    }
+}
+
+/// A golden's score rows ([`score_row`] each).
+pub fn score_rows(value: &Value) -> Vec<Vec<f64>> {
+    value.as_array().unwrap().iter().map(score_row).collect()
+}
+
 pub fn packed() -> BatchLimits {
     BatchLimits {
         max_batch_tokens: 4096,
