@@ -10,35 +10,18 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use herd_engine::batching::BatchLimits;
 use herd_engine::model_dir::ModelDir;
 use herd_engine::models::registry::{HeadDtype, Output, Pooled};
 use herd_engine::models::{Family, ModelSpec};
-use herd_engine::scorer::{score_pairs_with, ScoreRequest};
-use herd_rewardbench::dataset::PreferencePair;
-use herd_rewardbench::v1::is_win;
 use serde_json::Value;
-use support::{
-    classifier_request, compare_scored as compare, max_diff_scored as max_diff, pairs, score_rows,
-    FP32_TOLERANCE,
-};
+use support::check_head_golden;
 use tch::{Device, Kind};
 
-const BATCHING_NOISE: f64 = 1e-5;
 const GRM: &str = "Ray2333/GRM-Gemma2-2B-sftreg";
 const EURUS: &str = "openbmb/Eurus-RM-7b";
 const LDL: &str = "ShikaiChen/LDL-Reward-Gemma-2-27B-v0.1";
-
-const PACKED: BatchLimits = BatchLimits {
-    max_batch_tokens: 8192,
-    max_batch_rows: 64,
-};
-const ONE_ROW: BatchLimits = BatchLimits {
-    max_batch_tokens: 8192,
-    max_batch_rows: 1,
-};
 
 fn heads_dir() -> PathBuf {
     herd_testkit::workspace_root().join("tests/golden/fixtures/heads2")
@@ -46,18 +29,6 @@ fn heads_dir() -> PathBuf {
 
 fn golden() -> Value {
     herd_testkit::fixtures::read_json(&heads_dir().join("heads2.json"))
-}
-
-fn request(
-    golden: &Value,
-    model: &Path,
-    tokenizer: PathBuf,
-    kind: Kind,
-    limits: BatchLimits,
-    share_prefix: bool,
-) -> ScoreRequest {
-    let model = model.to_path_buf();
-    classifier_request(golden, model, Some(tokenizer), kind, limits, share_prefix)
 }
 
 fn open(name: &str) -> ModelSpec {
@@ -70,7 +41,6 @@ fn every_head_matches_its_rewardbench_pipeline() {
     let Some(tokenizer) = herd_testkit::shared_path("data/tokenizers/llama2") else {
         return;
     };
-    let pairs: Vec<PreferencePair> = pairs(&golden);
     let models = golden["models"].as_object().unwrap();
     assert_eq!(models.len(), 3);
     for (name, model) in models {
@@ -80,70 +50,8 @@ fn every_head_matches_its_rewardbench_pipeline() {
             model["architecture"].as_str().unwrap(),
             "{name}"
         );
-        let chosen = score_rows(&model["scores_chosen"]);
-        let rejected = score_rows(&model["scores_rejected"]);
-        let wins: Vec<bool> = model["wins"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|w| w.as_bool().unwrap())
-            .collect();
-        let scalar = model["scores_chosen"][0].is_number();
         let dir = heads_dir().join(name);
-
-        let mut runs = Vec::new();
-        for (limits, share) in [(PACKED, false), (ONE_ROW, false), (PACKED, true)] {
-            let req = request(&golden, &dir, tokenizer.clone(), Kind::Float, limits, share);
-            let ours = score_pairs_with(&req, &spec, &pairs).unwrap();
-            assert_eq!(ours.scalar, scalar, "{name}: result files hold x or [x]");
-            let (worst, flips) = compare(&ours, &chosen, &rejected);
-            println!(
-                "{name}: fp32 max |diff| {worst:.2e} (rows {}, shared prefix {share})",
-                limits.max_batch_rows
-            );
-            assert!(worst < FP32_TOLERANCE, "{name}: fp32 max |diff| {worst}");
-            assert!(flips.is_empty(), "{name}: wins differ at pairs {flips:?}");
-            let our_wins: Vec<bool> = ours
-                .pairs
-                .iter()
-                .map(|p| is_win(&p.chosen, &p.rejected))
-                .collect();
-            assert_eq!(our_wins, wins, "{name}");
-            runs.push(ours);
-        }
-        for other in &runs[1..] {
-            let noise = max_diff(&runs[0], other);
-            assert!(
-                noise < BATCHING_NOISE,
-                "{name}: batching moved scores by {noise}"
-            );
-        }
-
-        let bound = &model["bf16"]["bound"];
-        let req = request(
-            &golden,
-            &dir,
-            tokenizer.clone(),
-            Kind::BFloat16,
-            PACKED,
-            false,
-        );
-        let ours = score_pairs_with(&req, &spec, &pairs).unwrap();
-        let (worst, flips) = compare(&ours, &chosen, &rejected);
-        println!(
-            "{name}: bf16 max |diff| {worst:.4} (bound {}), win flips {} (bound {})",
-            bound["max_abs_diff"],
-            flips.len(),
-            bound["max_win_flips"]
-        );
-        assert!(
-            worst <= bound["max_abs_diff"].as_f64().unwrap(),
-            "{name}: bf16 {worst}"
-        );
-        assert!(
-            flips.len() as u64 <= bound["max_win_flips"].as_u64().unwrap(),
-            "{name}"
-        );
+        check_head_golden(&golden, name, &spec, dir, Some(tokenizer.clone()));
     }
 }
 

@@ -17,23 +17,16 @@ use herd_engine::models::registry::{Output, Pooled};
 use herd_engine::models::ModelSpec;
 use herd_engine::scorer::{score_pairs_with, ScoreRequest, ScoredDataset};
 use herd_rewardbench::dataset::PreferencePair;
-use herd_rewardbench::v1::is_win;
 use serde_json::Value;
 use support::{
-    classifier_request, compare_scored as compare, max_diff_scored as max_diff, pairs, score_rows,
+    check_head_golden, classifier_request, compare_scored as compare, pairs, score_rows,
     FP32_TOLERANCE,
 };
 use tch::{Device, Kind};
 
-const BATCHING_NOISE: f64 = 1e-5;
-
 const PACKED: BatchLimits = BatchLimits {
     max_batch_tokens: 8192,
     max_batch_rows: 64,
-};
-const ONE_ROW: BatchLimits = BatchLimits {
-    max_batch_tokens: 8192,
-    max_batch_rows: 1,
 };
 
 fn heads_dir() -> PathBuf {
@@ -77,7 +70,6 @@ fn score(request: &ScoreRequest, spec: &ModelSpec, pairs: &[PreferencePair]) -> 
 #[test]
 fn every_custom_head_matches_its_rewardbench_pipeline() {
     let golden = golden();
-    let pairs = pairs(&golden);
     let models = golden["models"].as_object().unwrap();
     assert_eq!(models.len(), 7);
     for (name, model) in models {
@@ -90,63 +82,7 @@ fn every_custom_head_matches_its_rewardbench_pipeline() {
             model["architecture"].as_str().unwrap(),
             "{name}"
         );
-        let chosen = score_rows(&model["scores_chosen"]);
-        let rejected = score_rows(&model["scores_rejected"]);
-        let wins: Vec<bool> = model["wins"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|w| w.as_bool().unwrap())
-            .collect();
-        let scalar = model["scores_chosen"][0].is_number();
-
-        let mut runs = Vec::new();
-        for (limits, share) in [(PACKED, false), (ONE_ROW, false), (PACKED, true)] {
-            let req = request(&golden, name, tokenizer.clone(), Kind::Float, limits, share);
-            let ours = score(&req, &spec, &pairs);
-            assert_eq!(ours.model_type, "Seq. Classifier", "{name}");
-            assert_eq!(ours.scalar, scalar, "{name}: result files hold x or [x]");
-            let (worst, flips) = compare(&ours, &chosen, &rejected);
-            println!(
-                "{name}: fp32 max |diff| {worst:.2e} (rows {}, shared prefix {share})",
-                limits.max_batch_rows
-            );
-            assert!(worst < FP32_TOLERANCE, "{name}: fp32 max |diff| {worst}");
-            assert!(flips.is_empty(), "{name}: wins differ at pairs {flips:?}");
-            let our_wins: Vec<bool> = ours
-                .pairs
-                .iter()
-                .map(|p| is_win(&p.chosen, &p.rejected))
-                .collect();
-            assert_eq!(our_wins, wins, "{name}");
-            runs.push(ours);
-        }
-        for other in &runs[1..] {
-            let noise = max_diff(&runs[0], other);
-            assert!(
-                noise < BATCHING_NOISE,
-                "{name}: batching moved scores by {noise}"
-            );
-        }
-
-        let bound = &model["bf16"]["bound"];
-        let req = request(&golden, name, tokenizer, Kind::BFloat16, PACKED, false);
-        let ours = score(&req, &spec, &pairs);
-        let (worst, flips) = compare(&ours, &chosen, &rejected);
-        println!(
-            "{name}: bf16 max |diff| {worst:.4} (bound {}), win flips {} (bound {})",
-            bound["max_abs_diff"],
-            flips.len(),
-            bound["max_win_flips"]
-        );
-        assert!(
-            worst <= bound["max_abs_diff"].as_f64().unwrap(),
-            "{name}: bf16 {worst}"
-        );
-        assert!(
-            flips.len() as u64 <= bound["max_win_flips"].as_u64().unwrap(),
-            "{name}"
-        );
+        check_head_golden(&golden, name, &spec, heads_dir().join(name), tokenizer);
     }
 }
 

@@ -11,8 +11,9 @@ use herd_engine::easylm::sizes::Overrides;
 use herd_engine::easylm::EasyLmOptions;
 use herd_engine::encode::format_pair;
 use herd_engine::model_dir::ModelDir;
+use herd_engine::models::ModelSpec;
 use herd_engine::scorer::{
-    choose_formatter, prepare_classifier_tokenizer, ScoreRequest, ScoredDataset,
+    choose_formatter, prepare_classifier_tokenizer, score_pairs_with, ScoreRequest, ScoredDataset,
 };
 use herd_engine::tokenizer::RewardTokenizer;
 use herd_rewardbench::dataset::PreferencePair;
@@ -262,4 +263,89 @@ pub fn formatted_texts(
         texts.push(formatted.rejected);
     }
     (tokenizer, texts)
+}
+
+/// One custom-head model of a golden (`golden["models"][name]`, scored by the rewardbench
+/// package's pipeline): in fp32, packed, one row per batch and with shared prefixes, every
+/// score within [`FP32_TOLERANCE`] with the golden's wins and result shape (`x` or `[x]`), the
+/// three batchings within 1e-5 of each other; in bf16, within the bounds the golden records.
+pub fn check_head_golden(
+    golden: &Value,
+    name: &str,
+    spec: &ModelSpec,
+    model_dir: std::path::PathBuf,
+    tokenizer: Option<std::path::PathBuf>,
+) {
+    const BATCHING_NOISE: f64 = 1e-5;
+    const PACKED: BatchLimits = BatchLimits {
+        max_batch_tokens: 8192,
+        max_batch_rows: 64,
+    };
+    const ONE_ROW: BatchLimits = BatchLimits {
+        max_batch_tokens: 8192,
+        max_batch_rows: 1,
+    };
+    let model = &golden["models"][name];
+    let pairs = pairs(golden);
+    let chosen = score_rows(&model["scores_chosen"]);
+    let rejected = score_rows(&model["scores_rejected"]);
+    let wins: Vec<bool> = model["wins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_bool().unwrap())
+        .collect();
+    let scalar = model["scores_chosen"][0].is_number();
+    let request = |kind, limits, share| {
+        let dir = model_dir.clone();
+        classifier_request(golden, dir, tokenizer.clone(), kind, limits, share)
+    };
+
+    let mut runs = Vec::new();
+    for (limits, share) in [(PACKED, false), (ONE_ROW, false), (PACKED, true)] {
+        let ours =
+            score_pairs_with(&request(tch::Kind::Float, limits, share), spec, &pairs).unwrap();
+        assert_eq!(ours.model_type, "Seq. Classifier", "{name}");
+        assert_eq!(ours.scalar, scalar, "{name}: result files hold x or [x]");
+        let (worst, flips) = compare_scored(&ours, &chosen, &rejected);
+        println!(
+            "{name}: fp32 max |diff| {worst:.2e} (rows {}, shared prefix {share})",
+            limits.max_batch_rows
+        );
+        assert!(worst < FP32_TOLERANCE, "{name}: fp32 max |diff| {worst}");
+        assert!(flips.is_empty(), "{name}: wins differ at pairs {flips:?}");
+        let our_wins: Vec<bool> = ours
+            .pairs
+            .iter()
+            .map(|p| is_win(&p.chosen, &p.rejected))
+            .collect();
+        assert_eq!(our_wins, wins, "{name}");
+        runs.push(ours);
+    }
+    for other in &runs[1..] {
+        let noise = max_diff_scored(&runs[0], other);
+        assert!(
+            noise < BATCHING_NOISE,
+            "{name}: batching moved scores by {noise}"
+        );
+    }
+
+    let bound = &model["bf16"]["bound"];
+    let request = request(tch::Kind::BFloat16, PACKED, false);
+    let ours = score_pairs_with(&request, spec, &pairs).unwrap();
+    let (worst, flips) = compare_scored(&ours, &chosen, &rejected);
+    println!(
+        "{name}: bf16 max |diff| {worst:.4} (bound {}), win flips {} (bound {})",
+        bound["max_abs_diff"],
+        flips.len(),
+        bound["max_win_flips"]
+    );
+    assert!(
+        worst <= bound["max_abs_diff"].as_f64().unwrap(),
+        "{name}: bf16 {worst}"
+    );
+    assert!(
+        flips.len() as u64 <= bound["max_win_flips"].as_u64().unwrap(),
+        "{name}"
+    );
 }
