@@ -24,14 +24,12 @@ use herd_engine::scorer::{score_pairs, ScoreRequest};
 use serde_json::Value;
 use support::dpo::DpoGolden;
 use support::{
-    compare, floats, formatted_texts, ids, lists, one_per_batch, packed, pairs, Scores,
-    FP32_TOLERANCE,
+    check_fp32_batchings, compare, floats, formatted_texts, ids, lists, one_per_batch, packed,
+    pairs, Scores,
 };
 use tch::{Device, Kind};
 
 /// batch composition (padding, packing, prefix sharing) may move fp32 scores by rounding only
-const BATCH_EFFECT: f64 = 1e-5;
-
 fn fixtures() -> PathBuf {
     herd_testkit::workspace_root().join("tests/golden/fixtures/mixtral")
 }
@@ -131,21 +129,14 @@ fn mixtral_classifier_matches_transformers() {
     let single = classifier_scores(&golden, Kind::Float, one_per_batch(), false);
     let batched = classifier_scores(&golden, Kind::Float, packed(), false);
     let shared = classifier_scores(&golden, Kind::Float, packed(), true);
-    for (what, ours, theirs) in [
-        ("batch size 1 vs reference", &single, &batch_size_1),
-        ("packed vs reference", &batched, &batch_size_1),
-        ("packed vs reference padded batches", &batched, &padded),
-        ("shared prefix vs reference", &shared, &batch_size_1),
-    ] {
-        let (worst, flipped) = compare(what, ours, theirs);
-        eprintln!("mixtral-rm fp32 {what}: max |diff| {worst:.2e}");
-        assert!(worst < FP32_TOLERANCE, "fp32 {what}: {worst}");
-        assert!(flipped.is_empty(), "fp32 {what}: flips {flipped:?}");
-    }
-    for (what, ours) in [("packed", &batched), ("shared", &shared)] {
-        let (effect, _) = compare(what, ours, &single);
-        assert!(effect < BATCH_EFFECT, "{what} moved scores by {effect}");
-    }
+    check_fp32_batchings(
+        "mixtral-rm",
+        &batch_size_1,
+        &padded,
+        &single,
+        &batched,
+        &shared,
+    );
 
     let bound = &golden["bf16_bound"];
     let max_abs_diff = bound["max_abs_diff"].as_f64().unwrap();

@@ -23,7 +23,9 @@ use herd_engine::scorer::{score_pairs, ScoreRequest};
 use herd_engine::tokenizer::RewardTokenizer;
 use herd_rewardbench::dataset::PreferencePair;
 use serde_json::Value;
-use support::{compare, formatted_texts, one_per_batch, packed, Scores, FP32_TOLERANCE};
+use support::{
+    check_fp32_batchings, compare, formatted_texts, one_per_batch, packed, Scores, FP32_TOLERANCE,
+};
 use tch::Kind;
 
 fn fixtures() -> PathBuf {
@@ -152,28 +154,7 @@ fn check_fp32(case: &str) {
     let single = score(&golden, Kind::Float, one_per_batch(), false);
     let batched = score(&golden, Kind::Float, packed(), false);
     let shared = score(&golden, Kind::Float, packed(), true);
-    for (what, ours, theirs) in [
-        ("batch size 1 vs reference", &single, &batch_size_1),
-        ("packed vs reference", &batched, &batch_size_1),
-        ("packed vs reference padded batches", &batched, &padded),
-        ("shared prefix vs reference", &shared, &batch_size_1),
-    ] {
-        let (worst, flipped) = compare(what, ours, theirs);
-        eprintln!("{case}: fp32 {what}: max |diff| {worst:.2e}");
-        assert!(worst < FP32_TOLERANCE, "{case}: fp32 {what}: {worst}");
-        assert!(flipped.is_empty(), "{case}: fp32 {what}: flips {flipped:?}");
-    }
-    let (batch_effect, _) = compare("packed vs batch size 1", &batched, &single);
-    let (share_effect, _) = compare("shared vs batch size 1", &shared, &single);
-    eprintln!("{case}: packed vs batch size 1 {batch_effect:.2e}, shared {share_effect:.2e}");
-    assert!(
-        batch_effect < 1e-5,
-        "{case}: batch composition moved scores by {batch_effect}"
-    );
-    assert!(
-        share_effect < 1e-5,
-        "{case}: prefix sharing moved scores by {share_effect}"
-    );
+    check_fp32_batchings(case, &batch_size_1, &padded, &single, &batched, &shared);
 }
 
 /// herd's bf16 against the fp32 golden, within the bound derived from the reference's own bf16

@@ -349,3 +349,32 @@ pub fn check_head_golden(
         "{name}"
     );
 }
+
+/// herd's three fp32 batchings (one row per batch, packed, shared prefixes) against
+/// transformers' batch-size-1 run and its padded batches: each within [`FP32_TOLERANCE`] with
+/// the same wins, and packing or sharing moving herd's scores by less than 1e-5.
+pub fn check_fp32_batchings(
+    case: &str,
+    batch_size_1: &Scores,
+    padded: &Scores,
+    single: &Scores,
+    batched: &Scores,
+    shared: &Scores,
+) {
+    for (what, ours, theirs) in [
+        ("batch size 1 vs reference", single, batch_size_1),
+        ("packed vs reference", batched, batch_size_1),
+        ("packed vs reference padded batches", batched, padded),
+        ("shared prefix vs reference", shared, batch_size_1),
+    ] {
+        let (worst, flipped) = compare(what, ours, theirs);
+        eprintln!("{case}: fp32 {what}: max |diff| {worst:.2e}");
+        assert!(worst < FP32_TOLERANCE, "{case}: fp32 {what}: {worst}");
+        assert!(flipped.is_empty(), "{case}: fp32 {what}: flips {flipped:?}");
+    }
+    for (what, ours) in [("packing", batched), ("prefix sharing", shared)] {
+        let (effect, _) = compare(what, ours, single);
+        eprintln!("{case}: {what} moved scores by {effect:.2e}");
+        assert!(effect < 1e-5, "{case}: {what} moved scores by {effect}");
+    }
+}
