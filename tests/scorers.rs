@@ -8,9 +8,8 @@ use std::time::Duration;
 use herd_rpc::v1::Capabilities;
 use herd_testkit::process::Proc;
 use herd_tests::bins::binary;
-use herd_tests::fixture::SWEEP;
 use herd_tests::procs::CoordSettings;
-use herd_tests::scenario::SweepRun;
+use herd_tests::scenario::{copy_files, local_presets, SweepRun};
 use prost::Message;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -20,12 +19,7 @@ async fn one_worker_runs_a_scorer_per_device_group_and_each_leases() {
     let tmp = tempfile::tempdir().unwrap();
     let fixture = herd_testkit::workspace_root().join("tests/golden/fixtures/models/llama-gqa-rm");
     let ckpts = tmp.path().join("ckpts");
-    let model = ckpts.join("rm-a");
-    std::fs::create_dir_all(&model).unwrap();
-    for entry in std::fs::read_dir(&fixture).unwrap() {
-        let entry = entry.unwrap().path();
-        std::fs::copy(&entry, model.join(entry.file_name().unwrap())).unwrap();
-    }
+    copy_files(&fixture, &ckpts.join("rm-a"));
     // 16 short pairs in shards of one: enough tasks that both loops lease while the other scores
     let eval_set = tmp.path().join("pairs.jsonl");
     let rows: Vec<String> = (0..16)
@@ -41,24 +35,7 @@ async fn one_worker_runs_a_scorer_per_device_group_and_each_leases() {
         })
         .collect();
     std::fs::write(&eval_set, rows.join("\n") + "\n").unwrap();
-    let presets = tmp.path().join("presets.toml");
-    std::fs::write(
-        &presets,
-        format!(
-            r#"[{SWEEP}]
-checkpoints = ["{ckpts}"]
-eval_dataset = "{eval}"
-chat_template = "tulu"
-max_length = 256
-output_csv = "scorers.csv"
-experiment_prefix = "scorers"
-shard_size = 1
-"#,
-            ckpts = ckpts.display(),
-            eval = eval_set.display(),
-        ),
-    )
-    .unwrap();
+    let presets = local_presets(tmp.path(), &ckpts, &eval_set, "scorers", 256, 1);
     let dir = tmp.path().join("run");
     let mut run = SweepRun::start(&dir, "http://127.0.0.1:9", CoordSettings::default());
     run.submit(&presets);

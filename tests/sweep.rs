@@ -15,7 +15,7 @@ use herd_tests::bins::binary;
 use herd_tests::easylm::NUM_HEADS;
 use herd_tests::fixture::{SweepFixture, BUCKET, SWEEP};
 use herd_tests::procs::CoordSettings;
-use herd_tests::scenario::{start_gcs, SweepRun};
+use herd_tests::scenario::{copy_files, local_presets, start_gcs, SweepRun};
 use herd_tests::scores_file::assert_same_scores_file;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -246,30 +246,8 @@ async fn a_dpo_sweep_writes_run_dpo_files_as_worker_score_does() {
     std::fs::write(&eval_set, short_llmbar_rows(&llmbar, 12)).unwrap();
     // the committed tiny causal LM (its own tokenizer, no chat template: tulu) as a run folder
     let ckpts = tmp.path().join("ckpts");
-    let run_folder = ckpts.join("policy-a");
-    std::fs::create_dir_all(&run_folder).unwrap();
-    for entry in std::fs::read_dir(&policy).unwrap() {
-        let entry = entry.unwrap().path();
-        std::fs::copy(&entry, run_folder.join(entry.file_name().unwrap())).unwrap();
-    }
-    let presets = tmp.path().join("presets.toml");
-    std::fs::write(
-        &presets,
-        format!(
-            r#"[{SWEEP}]
-checkpoints = ["{ckpts}"]
-eval_dataset = "{eval}"
-chat_template = "tulu"
-max_length = 512
-output_csv = "dpo.csv"
-experiment_prefix = "dpo"
-shard_size = 5
-"#,
-            ckpts = ckpts.display(),
-            eval = eval_set.display(),
-        ),
-    )
-    .unwrap();
+    copy_files(&policy, &ckpts.join("policy-a"));
+    let presets = local_presets(tmp.path(), &ckpts, &eval_set, "dpo", 512, 5);
     let mut run = SweepRun::start(
         &tmp.path().join("run"),
         "http://127.0.0.1:9",
@@ -289,12 +267,7 @@ shard_size = 5
 
     // the same model scored alone, the folder named as the experiment so both name it alike
     let alone_dir = tmp.path().join("alone");
-    let model = alone_dir.join(experiment);
-    std::fs::create_dir_all(&model).unwrap();
-    for entry in std::fs::read_dir(&run_folder).unwrap() {
-        let entry = entry.unwrap().path();
-        std::fs::copy(&entry, model.join(entry.file_name().unwrap())).unwrap();
-    }
+    copy_files(&policy, &alone_dir.join(experiment));
     let status = Command::new(binary("worker"))
         .current_dir(&alone_dir)
         .args(["score", "--model", experiment, "--dataset"])
@@ -364,35 +337,11 @@ async fn a_scalar_pipeline_sweep_writes_floats_as_worker_score_does() {
     let eval_set = tmp.path().join("pairs.jsonl");
     std::fs::write(&eval_set, short_llmbar_rows(&llmbar, 12)).unwrap();
     // the fixture with the shared Llama-2 tokenizer its golden was made with, as a run folder
-    let copy_model = |to: &Path| {
-        std::fs::create_dir_all(to).unwrap();
-        for from in [&fixture, &tokenizer] {
-            for entry in std::fs::read_dir(from).unwrap() {
-                let entry = entry.unwrap().path();
-                std::fs::copy(&entry, to.join(entry.file_name().unwrap())).unwrap();
-            }
-        }
-    };
     let ckpts = tmp.path().join("ckpts");
-    copy_model(&ckpts.join("grm-a"));
-    let presets = tmp.path().join("presets.toml");
-    std::fs::write(
-        &presets,
-        format!(
-            r#"[{SWEEP}]
-checkpoints = ["{ckpts}"]
-eval_dataset = "{eval}"
-chat_template = "tulu"
-max_length = 512
-output_csv = "grm.csv"
-experiment_prefix = "grm"
-shard_size = 5
-"#,
-            ckpts = ckpts.display(),
-            eval = eval_set.display(),
-        ),
-    )
-    .unwrap();
+    for from in [&fixture, &tokenizer] {
+        copy_files(from, &ckpts.join("grm-a"));
+    }
+    let presets = local_presets(tmp.path(), &ckpts, &eval_set, "grm", 512, 5);
     let mut run = SweepRun::start(
         &tmp.path().join("run"),
         "http://127.0.0.1:9",
@@ -407,7 +356,9 @@ shard_size = 5
 
     // the same model scored alone, the folder named as the experiment
     let alone_dir = tmp.path().join("alone");
-    copy_model(&alone_dir.join(&result.name));
+    for from in [&fixture, &tokenizer] {
+        copy_files(from, &alone_dir.join(&result.name));
+    }
     let status = Command::new(binary("worker"))
         .current_dir(&alone_dir)
         .args(["score", "--model", &result.name, "--dataset"])

@@ -32,16 +32,15 @@ Which code is the package's and which is transcribed:
     like flash-attention-2, applies Gemma 2's attention soft cap) and the side files are then
     loaded as that `from_pretrained` does (`.float()` the head, `torch.load` + `load_state_dict`).
     Its `save_pretrained` writes the body (Gemma2Model, so tensor names carry no `model.` prefix),
-    config.json, and the heads as `regression_layer.pt` / `gating_layer.pt` (torch.save pickles);
-    libtorch cannot read pickles, so this script also writes their safetensors conversion
-    (LDL_CONVERT, the command herd's error message prints) beside them.
+    config.json, and the heads as `regression_layer.pt` / `gating_layer.pt` (torch.save archives of
+    the layers' state dicts), which herd reads as they are.
     The head runs under `torch.autocast(dtype=torch.float32)`, which torch disables on CPU; a
     bf16 body would then feed bf16 rows to the float32 head and fail, so for the bf16 draw the
     pooled hidden states are cast to float32 first (`regression_layer`/`gating_layer` forward
     pre-hooks), as herd does.
     LDLPipeline drops the first COLUMN of the whole padded batch when any row starts with two BOS
-    ids; the tulu texts here never do (no BOS in the text), so the strip is not exercised by these
-    rows. LDL pools by `argmax(ids == pad) - 1 (mod L)` over the left-padded batch, with pad = the
+    ids; the tulu texts never do (no BOS in the text), so `ldl_double_bos` scores the same model
+    once more through a tokenizer whose chat template writes BOS (heads2/ldl-double-bos.json). LDL pools by `argmax(ids == pad) - 1 (mod L)` over the left-padded batch, with pad = the
     EOS the tokenizer appends: a row shorter than its batch's longest is read at its EOS, a longest
     row at the token before it. The result depends on the batches, so the golden scores are the
     CLI's: batches of 8 examples in dataset order, chosen and rejected texts in separate calls
@@ -78,8 +77,6 @@ import make_heads_goldens as mh  # noqa: E402  (helpers only: its main() is not 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import transformers  # noqa: E402
-from fastchat.conversation import get_conv_template  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
 from transformers import (  # noqa: E402
     AutoTokenizer, Gemma2Config, Gemma2PreTrainedModel, MistralConfig, MistralModel, PreTrainedModel,
 )
@@ -88,20 +85,22 @@ from rewardbench.models import REWARD_MODEL_CONFIG, ldlreward  # noqa: E402
 from rewardbench.models.grm import GRewardModel  # noqa: E402
 from rewardbench.models.ldlreward import LDLRewardModel27B  # noqa: E402
 from rewardbench.models.openbmb import OpenBMBPipeline  # noqa: E402
-from rewardbench.utils import check_tokenizer_chat_template, prepare_dialogue  # noqa: E402
+from rewardbench.utils import (  # noqa: E402
+    check_tokenizer_chat_template, prepare_dialogue_from_tokenizer,
+)
 
 OUT = HERE / "fixtures" / "heads2"
 TOK_LLAMA2 = mh.TOK_LLAMA2
 BATCH_SIZE = mh.BATCH_SIZE
 MAX_LENGTH = mh.MAX_LENGTH
-BF16_SCORE_FACTOR = 2.0
-BF16_FLIP_MARGIN = 2
 ATTN = "eager"
+# a chat template that writes BOS, as Gemma's does (the tokenizer adds a second one)
+BOS_TEMPLATE = ("{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>\n"
+                "{{ message['content'] }}\n{% endfor %}")
 
 GRM = "Ray2333/GRM-Gemma2-2B-sftreg"
 EURUS = "openbmb/Eurus-RM-7b"
 LDL = "ShikaiChen/LDL-Reward-Gemma-2-27B-v0.1"
-# the conversion herd's error message names (models/reward_heads/ldl.rs LDL_CONVERT)
 LDL_SIDE_FILES = ("regression_layer", "gating_layer")
 
 torch.set_num_threads(1)
@@ -207,9 +206,6 @@ def build_ldl(seed):
     d = fresh(LDL)
     d.mkdir(parents=True)
     model.save_pretrained(str(d))  # the package's own: body, config.json, the two .pt files
-    for side in LDL_SIDE_FILES:
-        state = torch.load(d / f"{side}.pt", map_location="cpu")
-        save_file({f"{side}.{k}": v.contiguous() for k, v in state.items()}, str(d / f"{side}.safetensors"))
     return d
 
 
@@ -239,9 +235,9 @@ def pipeline_of(name, model, tokenizer):
     return REWARD_MODEL_CONFIG[name]["pipeline_builder"]("text-classification", model=model, tokenizer=tokenizer)
 
 
-def setup(name, d, dtype):
+def setup(name, d, dtype, tokenizer_dir=TOK_LLAMA2):
     """The model and tokenizer as the CLI sets them up (make_heads_goldens.setup's steps)."""
-    tokenizer = AutoTokenizer.from_pretrained(TOK_LLAMA2)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     tokenizer.padding_side = "left"
     tokenizer.truncation_side = "left"
     model = load(name, d, dtype)
@@ -251,8 +247,8 @@ def setup(name, d, dtype):
         tokenizer.pad_token_id = tokenizer.eos_token_id
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    assert not check_tokenizer_chat_template(tokenizer)
-    tokenizer.add_eos_token = True
+    if not check_tokenizer_chat_template(tokenizer):
+        tokenizer.add_eos_token = True
     return tokenizer, pipe
 
 
@@ -267,8 +263,8 @@ def call(pipe, texts: List[str]):
     return rewards.float().cpu().numpy().tolist()
 
 
-def run(name, d, dtype, texts, batch: int):
-    _, pipe = setup(name, d, dtype)
+def run(name, d, dtype, texts, batch: int, tokenizer_dir=TOK_LLAMA2):
+    _, pipe = setup(name, d, dtype, tokenizer_dir)
     scores = {"chosen": [], "rejected": []}
     for i in range(0, len(texts), batch):
         part = texts[i:i + batch]
@@ -283,10 +279,7 @@ def flat(x):
 
 def main():
     examples = mh.load_examples()
-    texts = []
-    for ex in examples:
-        formatted = prepare_dialogue(dict(ex), get_conv_template("tulu"))
-        texts.append({"chosen": formatted["text_chosen"], "rejected": formatted["text_rejected"]})
+    texts = mh.tulu_texts(examples)
     golden = {
         "reference": rbref.REFERENCE,
         "generator": "tests/golden/make_heads2_goldens.py",
@@ -305,17 +298,9 @@ def main():
         single = run(name, d, torch.float32, texts, 1)
         bf16 = run(name, d, torch.bfloat16, texts, BATCH_SIZE)
         bf16_single = run(name, d, torch.bfloat16, texts, 1)
-        wins = [c > r for c, r in zip(fp32["chosen"], fp32["rejected"])]
         # the bound: the worse of the package's two bf16 draws (CLI batches, each text alone)
         # (each against the fp32 run of its own batching: LDL's pooled positions follow the batches)
-        draws = ((fp32, bf16), (single, bf16_single))
-        worst = max(abs(a - b) for ref, draw in draws for side in ("chosen", "rejected")
-                    for x, y in zip(ref[side], draw[side]) for a, b in zip(flat(x), flat(y)))
-        flips = max(sum(1 for c0, r0, c, r in zip(ref["chosen"], ref["rejected"], draw["chosen"], draw["rejected"])
-                        if (c0 > r0) != (c > r))
-                    for ref, draw in draws)
-        single_diff = max(abs(a - b) for side in ("chosen", "rejected")
-                          for x, y in zip(fp32[side], single[side]) for a, b in zip(flat(x), flat(y)))
+        record = mh.scored_record(fp32, ((fp32, bf16), (single, bf16_single)), single)
         margins = [min(abs(a - b) for a, b in zip(flat(c), flat(r)))
                    for c, r in zip(fp32["chosen"], fp32["rejected"])]
         config = json.loads((d / "config.json").read_text())
@@ -323,22 +308,68 @@ def main():
             "architecture": config["architectures"][0],
             "model_type": config["model_type"],
             "tokenizer": "shared/data/tokenizers/llama2",
-            "scores_chosen": fp32["chosen"],
-            "scores_rejected": fp32["rejected"],
-            "wins": wins,
-            "single_row_scores_chosen": single["chosen"],
-            "single_row_scores_rejected": single["rejected"],
-            "single_row_max_abs_diff": single_diff,
-            "bf16": {"scores_chosen": bf16["chosen"], "scores_rejected": bf16["rejected"],
-                     "max_abs_diff": worst, "win_flips": flips,
-                     "bound": {"max_abs_diff": BF16_SCORE_FACTOR * worst,
-                               "max_win_flips": flips + BF16_FLIP_MARGIN}},
+            **record,
         }
+        wins, single_diff = record["wins"], record["single_row_max_abs_diff"]
+        worst, flips = record["bf16"]["max_abs_diff"], record["bf16"]["win_flips"]
         size = sum(f.stat().st_size for f in d.iterdir())
         print(f"{name}: {config['architectures'][0]}, {size} bytes, accuracy {sum(wins)}/{len(wins)}, "
               f"smallest |margin| {min(margins):.2e}, single-row diff {single_diff:.2e}, "
               f"bf16 max diff {worst:.4f}, flips {flips}")
     mh.dump_json(OUT / "heads2.json", golden)
+    ldl_double_bos(examples)
+
+
+def ldl_double_bos(examples):
+    """LDL-Reward through a tokenizer whose chat template writes BOS, so that every text
+    tokenizes to two leading BOS and LDLPipeline's strip of a call's first column applies: the
+    widest rows of each call lose their first BOS, the shorter ones a pad (both BOS kept).
+    RewardBench formats with the tokenizer's template when it has one
+    (`prepare_dialogue_from_tokenizer`) and then adds no EOS. Output: heads2/ldl-double-bos.json
+    (the CLI's batches as the golden; each text alone for information)."""
+    tok = OUT / "tokenizers" / "llama2-bos-template"
+    if tok.exists():
+        shutil.rmtree(tok)
+    tok.mkdir(parents=True)
+    for f in mh.TOKENIZER_FILES:
+        shutil.copyfile(TOK_LLAMA2 / f, tok / f)
+    config = json.loads((tok / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config["chat_template"] = BOS_TEMPLATE
+    (tok / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n",
+                                               encoding="utf-8")
+    tokenizer = AutoTokenizer.from_pretrained(tok)
+    assert check_tokenizer_chat_template(tokenizer)
+    texts = []
+    for ex in examples:
+        formatted = prepare_dialogue_from_tokenizer(dict(ex), tokenizer)
+        texts.append({"chosen": formatted["text_chosen"], "rejected": formatted["text_rejected"]})
+        ids = tokenizer(formatted["text_chosen"])["input_ids"]
+        assert ids[:2] == [tokenizer.bos_token_id] * 2, ids[:3]
+    d = OUT / LDL
+    fp32 = run(LDL, d, torch.float32, texts, BATCH_SIZE, tok)
+    single = run(LDL, d, torch.float32, texts, 1, tok)
+    bf16 = run(LDL, d, torch.bfloat16, texts, BATCH_SIZE, tok)
+    record = mh.scored_record(fp32, ((fp32, bf16),), single)
+    wins, single_diff = record["wins"], record["single_row_max_abs_diff"]
+    worst, flips = record["bf16"]["max_abs_diff"], record["bf16"]["win_flips"]
+    margins = [abs(c - r) for c, r in zip(fp32["chosen"], fp32["rejected"])]
+    print(f"{LDL} (double BOS): accuracy {sum(wins)}/{len(wins)}, smallest |margin| {min(margins):.2e}, "
+          f"each text alone differs by {single_diff:.3f}, bf16 max diff {worst:.4f}, flips {flips}")
+    assert single_diff > 1e-3, "the strip should leave shorter rows with both BOS"
+    mh.dump_json(OUT / "ldl-double-bos.json", {
+        "reference": rbref.REFERENCE,
+        "generator": "tests/golden/make_heads2_goldens.py (ldl_double_bos)",
+        "chat_template": "tulu",
+        "tokenizer": "tests/golden/fixtures/heads2/tokenizers/llama2-bos-template",
+        "max_length": MAX_LENGTH,
+        "batch_size": BATCH_SIZE,
+        "examples": examples,
+        "texts": texts,
+        "models": {LDL: {
+            "architecture": json.loads((d / "config.json").read_text())["architectures"][0],
+            **record,
+        }},
+    })
 
 
 if __name__ == "__main__":

@@ -252,6 +252,44 @@ def flat(x):
     return x if isinstance(x, list) else [x]
 
 
+def tulu_texts(examples):
+    """Each example's chosen and rejected texts as the CLI formats them with FastChat "tulu"."""
+    texts = []
+    for ex in examples:
+        formatted = prepare_dialogue(dict(ex), get_conv_template("tulu"))
+        texts.append({"chosen": formatted["text_chosen"], "rejected": formatted["text_rejected"]})
+    return texts
+
+
+def scored_record(fp32, draws, single=None):
+    """A model's golden entry from its runs ({"chosen": [...], "rejected": [...]}): the fp32
+    scores (the golden) and wins, each text alone when `single` is given, and the bf16 bound from
+    `draws`, pairs (fp32 run, bf16 run) each of one batching: 2x the largest |bf16 - fp32| and the
+    most win flips + 2 over them; the first draw's bf16 scores are recorded."""
+    sides = ("chosen", "rejected")
+    worst = max(abs(a - b) for ref, draw in draws for side in sides
+                for x, y in zip(ref[side], draw[side]) for a, b in zip(flat(x), flat(y)))
+    flips = max(sum(1 for c0, r0, c, r in zip(ref["chosen"], ref["rejected"], draw["chosen"], draw["rejected"])
+                    if (c0 > r0) != (c > r))
+                for ref, draw in draws)
+    record = {
+        "scores_chosen": fp32["chosen"],
+        "scores_rejected": fp32["rejected"],
+        "wins": [c > r for c, r in zip(fp32["chosen"], fp32["rejected"])],
+    }
+    if single is not None:
+        record["single_row_scores_chosen"] = single["chosen"]
+        record["single_row_scores_rejected"] = single["rejected"]
+        record["single_row_max_abs_diff"] = max(
+            abs(a - b) for side in sides for x, y in zip(fp32[side], single[side]) for a, b in zip(flat(x), flat(y)))
+    bf16 = draws[0][1]
+    record["bf16"] = {"scores_chosen": bf16["chosen"], "scores_rejected": bf16["rejected"],
+                      "max_abs_diff": worst, "win_flips": flips,
+                      "bound": {"max_abs_diff": BF16_SCORE_FACTOR * worst,
+                                "max_win_flips": flips + BF16_FLIP_MARGIN}}
+    return record
+
+
 def main():
     examples = load_examples()
     texts = []

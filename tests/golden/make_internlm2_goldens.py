@@ -86,29 +86,7 @@ def save(name, cfg, w):
     return {k: v.to(torch.float32) for k, v in load_file(d / "model.safetensors").items()}
 
 
-class Body(q3.InternLM2Transcribed):
-    def hidden(self, input_ids, attention_mask):
-        """The transcribed InternLM2Model forward: final-normed hidden states [batch, len, hidden]."""
-        x = self.w["model.tok_embeddings.weight"][input_ids]
-        b, n = input_ids.shape
-        dtype = x.dtype
-        pos = torch.arange(n, dtype=torch.float32)
-        freqs = torch.outer(pos, self.inv_freq)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = emb.cos().to(dtype)[None, None], emb.sin().to(dtype)[None, None]
-        allowed = torch.ones(n, n, dtype=torch.bool).tril()[None, None] & attention_mask.bool()[:, None, None, :]
-        mask = torch.zeros(b, 1, n, n, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
-        for i in range(self.layers):
-            p = f"model.layers.{i}."
-            x = x + self.attention(p, self.rms(x, self.w[p + "attention_norm.weight"]), cos, sin, mask)
-            hmid = self.rms(x, self.w[p + "ffn_norm.weight"])
-            ff = torch.nn.functional.silu(hmid @ self.w[p + "feed_forward.w1.weight"].T) * (
-                hmid @ self.w[p + "feed_forward.w3.weight"].T)
-            x = x + ff @ self.w[p + "feed_forward.w2.weight"].T
-        return self.rms(x, self.w["model.norm.weight"])
-
-
-class CausalLM(Body):
+class CausalLM(q3.InternLM2Transcribed):
     """InternLM2ForCausalLM.forward: `output` on the hidden states, then `.float()`."""
 
     def forward(self, input_ids, attention_mask=None):
@@ -119,7 +97,7 @@ class CausalLM(Body):
         return SimpleNamespace(logits=logits.float())
 
 
-class SequenceClassification(Body):
+class SequenceClassification(q3.InternLM2Transcribed):
     """InternLM2ForSequenceClassification.forward: `score` read at the first pad minus one (mod len)."""
 
     def forward(self, input_ids, attention_mask=None):

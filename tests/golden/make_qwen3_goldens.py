@@ -268,7 +268,8 @@ class InternLM2Transcribed(torch.nn.Module):
         out = (probs @ value).transpose(1, 2).reshape(b, q, self.heads * self.d)
         return out @ self.w[p + "attention.wo.weight"].T
 
-    def forward(self, input_ids, attention_mask):
+    def hidden(self, input_ids, attention_mask):
+        """The transcribed InternLM2Model forward: final-normed hidden states [batch, len, hidden]."""
         x = self.w["model.tok_embeddings.weight"][input_ids]
         b, n = input_ids.shape
         dtype = x.dtype
@@ -286,7 +287,10 @@ class InternLM2Transcribed(torch.nn.Module):
             ff = torch.nn.functional.silu(hmid @ self.w[p + "feed_forward.w1.weight"].T) * (
                 hmid @ self.w[p + "feed_forward.w3.weight"].T)
             x = x + ff @ self.w[p + "feed_forward.w2.weight"].T
-        x = self.rms(x, self.w["model.norm.weight"])
+        return self.rms(x, self.w["model.norm.weight"])
+
+    def forward(self, input_ids, attention_mask):
+        x = self.hidden(input_ids, attention_mask)
         values = (x @ self.w["v_head.weight"].T).squeeze(-1)
         # InternLM2ForRewardModel.forward: the last attended token, which must be the reward token
         eos = attention_mask.size(1) - 1 - attention_mask.long().fliplr().argmax(dim=1, keepdim=True)

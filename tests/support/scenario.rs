@@ -143,3 +143,44 @@ impl SweepRun {
         parts.join("\n")
     }
 }
+
+/// A presets file in `dir` for [`SWEEP`] over the run folders under `ckpts`, scored on the
+/// RewardBench rows of `eval` with the tulu template, its results in `{name}.csv` with
+/// experiment prefix `name`.
+pub fn local_presets(
+    dir: &Path,
+    ckpts: &Path,
+    eval: &Path,
+    name: &str,
+    max_length: u32,
+    shard_size: u32,
+) -> PathBuf {
+    let presets = dir.join("presets.toml");
+    std::fs::write(
+        &presets,
+        format!(
+            r#"[{SWEEP}]
+checkpoints = ["{ckpts}"]
+eval_dataset = "{eval}"
+chat_template = "tulu"
+max_length = {max_length}
+output_csv = "{name}.csv"
+experiment_prefix = "{name}"
+shard_size = {shard_size}
+"#,
+            ckpts = ckpts.display(),
+            eval = eval.display(),
+        ),
+    )
+    .unwrap();
+    presets
+}
+
+/// Copies every file of the folder `from` into `to` (created): a model folder made a run folder.
+pub fn copy_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap().path();
+        std::fs::copy(&entry, to.join(entry.file_name().unwrap())).unwrap();
+    }
+}

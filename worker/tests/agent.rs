@@ -202,6 +202,26 @@ async fn start(fake: Fake) -> SocketAddr {
 // ---------------------------------------------------------------------------------------------
 // the worker process
 
+/// An in-process agent's settings against the fake at `address`: one CPU scorer, fp32, its
+/// cache under `dir`, results streamed one by one, a one-second drain grace.
+fn in_process_config(address: SocketAddr, dir: &Path) -> AgentConfig {
+    AgentConfig {
+        coordinator: format!("http://{address}"),
+        name: "in-process".into(),
+        cache_dir: dir.join("cache"),
+        cache_bytes: 1 << 30,
+        cuda_device: None,
+        gpus: 0,
+        scorer_devices: 1,
+        bytes_per_parameter: 4,
+        memory_limit_bytes: None,
+        stream_batch: 1,
+        drain_grace: Duration::from_secs(1),
+        metrics_listen: None,
+        security: Default::default(),
+    }
+}
+
 fn model_dir() -> PathBuf {
     repo().join("tests/golden/fixtures/models/llama-gqa-rm")
 }
@@ -790,21 +810,7 @@ async fn an_in_process_agent_reports_to_its_observer_and_drains_on_its_trigger()
         false,
     );
     let address = start(fake.clone()).await;
-    let config = AgentConfig {
-        coordinator: format!("http://{address}"),
-        name: "in-process".into(),
-        cache_dir: dir.path().join("cache"),
-        cache_bytes: 1 << 30,
-        cuda_device: None,
-        gpus: 0,
-        scorer_devices: 1,
-        bytes_per_parameter: 4,
-        memory_limit_bytes: None,
-        stream_batch: 1,
-        drain_grace: Duration::from_secs(1),
-        metrics_listen: None,
-        security: Default::default(),
-    };
+    let config = in_process_config(address, dir.path());
     let seen = Arc::new(Seen::default());
     let (stop, trigger) = tokio::sync::watch::channel(false);
     let hooks = Hooks {
@@ -872,21 +878,7 @@ async fn the_first_heartbeat_follows_registration_at_once() {
     // no work: the agent registers, then asks for leases every 100 ms
     let fake = Fake::new(Vec::new(), false);
     let address = start(fake.clone()).await;
-    let config = AgentConfig {
-        coordinator: format!("http://{address}"),
-        name: "in-process".into(),
-        cache_dir: dir.path().join("cache"),
-        cache_bytes: 1 << 30,
-        cuda_device: None,
-        gpus: 0,
-        scorer_devices: 1,
-        bytes_per_parameter: 4,
-        memory_limit_bytes: None,
-        stream_batch: 1,
-        drain_grace: Duration::from_secs(1),
-        metrics_listen: None,
-        security: Default::default(),
-    };
+    let config = in_process_config(address, dir.path());
     let (stop, trigger) = tokio::sync::watch::channel(false);
     let hooks = Hooks {
         observer: Arc::new(Seen::default()),

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use herd_rewardbench::pyjson::{self, PyDict, PyValue};
-use support::repo;
+use support::{repo, worker_score_cpu};
 
 const TOLERANCE: f64 = 5e-4;
 const TIE_MARGIN: f64 = 1e-5;
@@ -95,17 +95,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn run_worker(case: &Case, output_dir: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
-        .current_dir(repo())
-        .args([
-            "score",
-            "--device",
-            "cpu",
-            "--dtype",
-            "fp32",
-            "--threads",
-            "1",
-        ])
+    let out = worker_score_cpu(&repo(), "fp32")
         .args([
             "--model",
             &case.model,

@@ -12,10 +12,9 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use herd_rewardbench::pyjson::{self, PyValue};
-use support::repo;
+use support::{repo, worker_score_cpu};
 
 const TOLERANCE: f64 = 1e-4;
 
@@ -72,17 +71,7 @@ fn compare_jsonl(what: &str, golden: &str, ours: &str, scores: &[&str]) -> f64 {
 /// `worker score` from the heads fixtures folder; the `_outputs.jsonl` text.
 fn run_worker(model: &str, dataset: &str, dtype: &str, tokenizer: &Path) -> String {
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
-        .current_dir(heads())
-        .args([
-            "score",
-            "--device",
-            "cpu",
-            "--dtype",
-            dtype,
-            "--threads",
-            "1",
-        ])
+    let out = worker_score_cpu(&heads(), dtype)
         .args([
             "--model",
             model,
@@ -146,17 +135,7 @@ fn worker_score_runs_starling_as_the_rewardbench_cli_does() {
         .collect();
     let tmp = tempfile::tempdir().unwrap();
     let ours = tmp.path().join("results");
-    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
-        .current_dir(heads())
-        .args([
-            "score",
-            "--device",
-            "cpu",
-            "--dtype",
-            "fp32",
-            "--threads",
-            "1",
-        ])
+    let out = worker_score_cpu(&heads(), "fp32")
         .args(["--model", &model, "--dataset", &dataset, "--save-all"])
         .arg("--output-dir")
         .arg(format!("{}/", ours.display()))
@@ -203,18 +182,8 @@ fn prior_set_scores_keep_the_pipelines_shape() {
         ("openbmb/UltraRM-13b", false),
     ] {
         let tmp = tempfile::tempdir().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
+        let mut command = worker_score_cpu(&heads(), "fp32");
         command
-            .current_dir(heads())
-            .args([
-                "score",
-                "--device",
-                "cpu",
-                "--dtype",
-                "fp32",
-                "--threads",
-                "1",
-            ])
             .args(["--pref-sets", "--model", model, "--chat-template", "tulu"])
             .arg("--dataset")
             .arg(&prior_sets)

@@ -54,11 +54,15 @@ pub fn classifier_inputs_from(
 /// [`classifier_inputs_from`] and, per row, how many leading tokens RewardBench masks that were
 /// dropped (0 or 1): its padded batches are still that much wider (`pooling::Pooling::Legacy`).
 ///
-/// With a reward token (InternLM2) the rows are RewardBench's InternLMPipeline's instead
-/// (rewardbench/models/internlm.py, rewardbench 0.1.4): encoded without special tokens (the chat
-/// template writes BOS), the reward token appended unless the row already ends with it. That
-/// pipeline does not truncate; herd cuts a longer row from `side` to `max_length` with the reward
-/// token, so rows that fit are exact.
+/// With a reward token (`RewardTokenizer::reward_token`) the rows are its pipeline's instead:
+/// InternLM2Pipeline (rewardbench/models/internlm.py, rewardbench 0.1.4) encodes without special
+/// tokens (the chat template writes BOS) and appends the reward token unless the row already
+/// ends with it; Athene's AtheneRewardPipeline (model card) tokenizes `text + cls_token` with the
+/// special tokens, which is the text's ids with the tokenizer's BOS (a second one before the
+/// template's, kept: nothing is masked) and the cls id appended. Neither pipeline keeps the token
+/// on a row cut to `max_length` (InternLM2's does not truncate; Athene's cuts the cls token off
+/// with the row's end); herd cuts the text from `side` to `max_length` with the token kept, so
+/// rows that fit are exact.
 pub fn classifier_inputs_masked(
     tokenizer: &RewardTokenizer,
     texts: Vec<String>,
@@ -66,12 +70,16 @@ pub fn classifier_inputs_masked(
     side: TruncationSide,
 ) -> anyhow::Result<(Vec<Vec<u32>>, Vec<usize>)> {
     if let Some(token) = tokenizer.reward_token() {
-        let mut encoded = tokenizer
-            .encode_plain(texts)
-            .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
         let keep = max_length.max(1) - 1;
+        let mut encoded = if token.special_tokens {
+            // truncated as transformers truncates: the special tokens kept
+            tokenizer.encode_truncated_from(texts, keep, side)
+        } else {
+            tokenizer.encode_plain(texts)
+        }
+        .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
         for ids in &mut encoded {
-            if ids.last() == Some(&token) {
+            if !token.always && ids.last() == Some(&token.id) {
                 ids.pop();
             }
             if ids.len() > keep {
@@ -80,7 +88,7 @@ pub fn classifier_inputs_masked(
                     TruncationSide::Right => ids.truncate(keep),
                 }
             }
-            ids.push(token);
+            ids.push(token.id);
         }
         let masked = vec![0; encoded.len()];
         return Ok((encoded, masked));

@@ -11,8 +11,6 @@ pub enum LoadError {
     File { path: PathBuf, reason: String },
     #[error("config.json: field {field:?}: {reason}")]
     Config { field: String, reason: String },
-    #[error("{path}: only PyTorch .bin weights found; herd reads safetensors (convert with `transformers` save_pretrained(safe_serialization=True))")]
-    BinOnly { path: PathBuf },
     #[error("{path}: architecture {architecture:?} is not supported (supported: {supported})")]
     UnsupportedArchitecture {
         path: PathBuf,

@@ -24,4 +24,6 @@ pub mod provenance;
 pub mod scorer;
 pub mod sentencepiece;
 pub mod tokenizer;
+#[cfg(feature = "torch-save")]
+pub mod torch_save;
 pub mod weights;

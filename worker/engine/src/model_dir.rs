@@ -47,55 +47,85 @@ impl ModelDir {
         }
     }
 
-    /// The safetensors files holding the weights: a single `model.safetensors`, or the shards
-    /// named by `model.safetensors.index.json`.
-    pub fn safetensors_files(&self) -> Result<Vec<PathBuf>, LoadError> {
-        let single = self.path("model.safetensors");
-        if single.is_file() {
-            return Ok(vec![single]);
-        }
-        let index_name = "model.safetensors.index.json";
-        if self.path(index_name).is_file() {
-            let index = self.read_json(index_name)?;
-            let weight_map = index
-                .get("weight_map")
-                .and_then(Value::as_object)
-                .ok_or_else(|| {
-                    LoadError::file(self.path(index_name), "no \"weight_map\" object")
-                })?;
-            let mut shards = BTreeSet::new();
-            for (tensor, file) in weight_map {
-                let file = file.as_str().ok_or_else(|| {
-                    LoadError::file(
-                        self.path(index_name),
-                        format!("weight_map[{tensor:?}] is not a file name"),
-                    )
-                })?;
-                shards.insert(self.shard_path(file)?);
+    /// The files holding the weights, in transformers' order of preference: `model.safetensors`,
+    /// the shards named by `model.safetensors.index.json`, `pytorch_model.bin`, the shards named
+    /// by `pytorch_model.bin.index.json`; else the folder's one `torch.save` checkpoint under
+    /// another name (`*.pt`, `*.pth`, `*model.bin`: Starling-RM-7B-alpha's loader takes the
+    /// first `.pt` or `model.bin` it lists).
+    pub fn weight_files(&self) -> Result<Vec<PathBuf>, LoadError> {
+        for (single, index) in [
+            ("model.safetensors", "model.safetensors.index.json"),
+            ("pytorch_model.bin", "pytorch_model.bin.index.json"),
+        ] {
+            if self.path(single).is_file() {
+                return Ok(vec![self.path(single)]);
             }
-            if shards.is_empty() {
-                return Err(LoadError::file(
+            if self.path(index).is_file() {
+                return self.shards(index);
+            }
+        }
+        let mut others: Vec<PathBuf> = std::fs::read_dir(&self.root)
+            .map_err(|e| LoadError::file(&self.root, e))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                path.is_file()
+                    && (name.ends_with(".pt")
+                        || name.ends_with(".pth")
+                        || name.ends_with("model.bin"))
+            })
+            .collect();
+        others.sort();
+        match others.len() {
+            1 => Ok(others),
+            0 => Err(LoadError::file(
+                &self.root,
+                "no weights: no model.safetensors, pytorch_model.bin, their .index.json shards, \
+                 or other torch.save checkpoint (*.pt, *.pth, *model.bin)",
+            )),
+            _ => Err(LoadError::file(
+                &self.root,
+                format!(
+                    "several torch.save checkpoints and no model.safetensors or pytorch_model.bin \
+                     to prefer: {}; keep the one to score",
+                    others
+                        .iter()
+                        .map(|p| p.file_name().unwrap_or_default().to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// The shards named by the `weight_map` of the index file `index_name`.
+    fn shards(&self, index_name: &str) -> Result<Vec<PathBuf>, LoadError> {
+        let index = self.read_json(index_name)?;
+        let weight_map = index
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .ok_or_else(|| LoadError::file(self.path(index_name), "no \"weight_map\" object"))?;
+        let mut shards = BTreeSet::new();
+        for (tensor, file) in weight_map {
+            let file = file.as_str().ok_or_else(|| {
+                LoadError::file(
                     self.path(index_name),
-                    "weight_map is empty",
-                ));
-            }
-            return Ok(shards.into_iter().collect());
+                    format!("weight_map[{tensor:?}] is not a file name"),
+                )
+            })?;
+            shards.insert(self.shard_path(index_name, file)?);
         }
-        if self.path("pytorch_model.bin").exists()
-            || self.path("pytorch_model.bin.index.json").exists()
-        {
-            return Err(LoadError::BinOnly {
-                path: self.root.clone(),
-            });
+        if shards.is_empty() {
+            return Err(LoadError::file(
+                self.path(index_name),
+                "weight_map is empty",
+            ));
         }
-        Err(LoadError::file(
-            &self.root,
-            "no model.safetensors or model.safetensors.index.json",
-        ))
+        Ok(shards.into_iter().collect())
     }
 
     /// A shard name from the index must stay inside the folder.
-    fn shard_path(&self, file: &str) -> Result<PathBuf, LoadError> {
+    fn shard_path(&self, index_name: &str, file: &str) -> Result<PathBuf, LoadError> {
         let relative = Path::new(file);
         let plain = relative.components().count() == 1
             && matches!(
@@ -104,7 +134,7 @@ impl ModelDir {
             );
         if !plain {
             return Err(LoadError::file(
-                self.path("model.safetensors.index.json"),
+                self.path(index_name),
                 format!("shard name {file:?} is not a plain file name in the model folder"),
             ));
         }

@@ -70,24 +70,51 @@ impl Pooling {
                 .collect(),
             Self::Legacy => {
                 let mut positions = vec![0; sequences.len()];
-                for (batch, rows) in sequences.chunks(2 * REFERENCE_BATCH).enumerate() {
-                    let first = batch * 2 * REFERENCE_BATCH;
-                    // chosen texts and rejected texts are separate pipeline calls
-                    for side in 0..2 {
-                        let members: Vec<usize> =
-                            (side..rows.len()).step_by(2).map(|i| first + i).collect();
-                        let batch_rows: Vec<(&[u32], usize)> = members
-                            .iter()
-                            .map(|&i| {
-                                (sequences[i].as_slice(), masked.get(i).copied().unwrap_or(0))
-                            })
-                            .collect();
-                        for (&i, pos) in members.iter().zip(legacy_batch(&batch_rows, pad)) {
-                            positions[i] = pos;
-                        }
+                for members in reference_batches(sequences.len()) {
+                    let batch_rows: Vec<(&[u32], usize)> = members
+                        .iter()
+                        .map(|&i| (sequences[i].as_slice(), masked.get(i).copied().unwrap_or(0)))
+                        .collect();
+                    for (&i, pos) in members.iter().zip(legacy_batch(&batch_rows, pad)) {
+                        positions[i] = pos;
                     }
                 }
                 positions
+            }
+        }
+    }
+}
+
+/// The rows of each pipeline call RewardBench makes over `rows` classifier rows `chosen,
+/// rejected, chosen, ...`: run_rm.py's DataLoader takes [`REFERENCE_BATCH`] examples at a time
+/// in dataset order, and the chosen texts and the rejected texts of a batch are separate calls.
+pub fn reference_batches(rows: usize) -> impl Iterator<Item = Vec<usize>> {
+    (0..rows)
+        .step_by(2 * REFERENCE_BATCH)
+        .flat_map(move |first| {
+            let end = (first + 2 * REFERENCE_BATCH).min(rows);
+            (0..2).map(move |side| (first + side..end).step_by(2).collect())
+        })
+}
+
+/// LDLPipeline's duplicate-BOS strip (rewardbench/models/ldlreward.py, rewardbench 0.1.4): when
+/// any row of a left-padded pipeline call starts with two `bos` (its first two attended tokens;
+/// the second index clamped to the last column), the call's first COLUMN is dropped: each of its
+/// widest rows loses its first BOS, every shorter row a pad, keeping both of its BOS, attended.
+/// `rows` are the tokenized texts with nothing dropped, in [`reference_batches`] order.
+pub fn strip_double_bos_per_call(rows: &mut [Vec<u32>], bos: u32) {
+    for members in reference_batches(rows.len()) {
+        let doubled = members.iter().any(|&i| {
+            let ids = &rows[i];
+            ids.first() == Some(&bos) && ids.get(1).unwrap_or(&bos) == &bos
+        });
+        if !doubled {
+            continue;
+        }
+        let width = members.iter().map(|&i| rows[i].len()).max().unwrap_or(0);
+        for &i in &members {
+            if rows[i].len() == width {
+                rows[i].remove(0);
             }
         }
     }
@@ -208,5 +235,41 @@ mod tests {
         // 3 in herd's row); row 2 is padded (its EOS, 4)
         assert_eq!(legacy[0], 3);
         assert_eq!(legacy[2], 4);
+    }
+
+    #[test]
+    fn ldl_strips_the_first_column_of_a_call_with_a_doubled_bos() {
+        const BOS: u32 = 1;
+        // pairs in dataset order: row 2k chosen, 2k+1 rejected; one call per side
+        let mut rows = vec![
+            vec![BOS, BOS, 5, 6, 7], // chosen, widest
+            vec![BOS, 8, 9],         // rejected: no row of this call doubles
+            vec![BOS, BOS, 5],       // chosen, shorter: keeps both BOS
+            vec![BOS, 9],
+        ];
+        strip_double_bos_per_call(&mut rows, BOS);
+        assert_eq!(rows[0], vec![BOS, 5, 6, 7]);
+        assert_eq!(rows[1], vec![BOS, 8, 9]);
+        assert_eq!(rows[2], vec![BOS, BOS, 5]);
+        assert_eq!(rows[3], vec![BOS, 9]);
+        // a single BOS at the last column is read twice (the second index is clamped)
+        let mut lone = vec![vec![BOS], vec![7]];
+        strip_double_bos_per_call(&mut lone, BOS);
+        assert_eq!(lone, vec![Vec::<u32>::new(), vec![7]]);
+        // the next call starts a new batch of examples
+        let mut rows: Vec<Vec<u32>> = (0..2 * REFERENCE_BATCH + 2)
+            .map(|i| {
+                if i == 2 * REFERENCE_BATCH {
+                    vec![BOS, BOS, 3]
+                } else {
+                    vec![BOS, 3, 4]
+                }
+            })
+            .collect();
+        strip_double_bos_per_call(&mut rows, BOS);
+        assert!(rows[..2 * REFERENCE_BATCH]
+            .iter()
+            .all(|r| r == &vec![BOS, 3, 4]));
+        assert_eq!(rows[2 * REFERENCE_BATCH], vec![BOS, 3]);
     }
 }

@@ -18,11 +18,11 @@ use crate::encode::{classifier_inputs_from, classifier_inputs_masked, format_pai
 use crate::model_dir::ModelDir;
 use crate::models::backbone::Backbone;
 use crate::models::quant::WeightFormat;
-use crate::models::registry::{Output, Pooled, Quirks, CLASSIFIER, ENCODER_CLASSIFIER};
+use crate::models::registry::{DoubleBos, Output, Pooled, Quirks, CLASSIFIER, ENCODER_CLASSIFIER};
 use crate::models::{CausalLm, HeadKind, ModelSpec, SequenceClassifier};
 use crate::pooling::Pooling;
 use crate::provenance::{Pads, Provenance, TemplateSource};
-use crate::tokenizer::{RewardTokenizer, TruncationSide};
+use crate::tokenizer::{AppendedToken, RewardTokenizer, TruncationSide};
 
 #[derive(Clone, Debug)]
 pub struct ScoreRequest {
@@ -278,7 +278,19 @@ fn prepare_text(
                 request.model.display(),
                 tokenizer_dir.root().display()
             );
-            tokenizer.set_reward_token(Some(token));
+            tokenizer.set_reward_token(Some(AppendedToken::internlm2(token)));
+        }
+        if spec.entry.quirks.pooled == Pooled::LastClsToken {
+            let cls =
+                crate::models::reward_heads::athene::cls_token(&tokenizer, spec.config.vocab_size)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "{}: tokenizer in {}: {e}",
+                            request.model.display(),
+                            tokenizer_dir.root().display()
+                        )
+                    })?;
+            tokenizer.set_reward_token(Some(AppendedToken::athene(cls)));
         }
     }
     Ok((tokenizer, formatter))
@@ -671,13 +683,16 @@ fn classifier_rows(
 ) -> anyhow::Result<(Vec<Vec<u32>>, Vec<usize>)> {
     let (mut sequences, mut masked) =
         classifier_inputs_masked(tokenizer, texts, request.max_length, side)?;
-    if !quirks.masks_double_bos {
+    if quirks.double_bos != DoubleBos::Masked {
         // custom pipelines forward the duplicated BOS that RewardBenchPipeline masks
         if let Some(bos) = tokenizer.bos_id() {
             for (ids, masked) in sequences.iter_mut().zip(&mut masked) {
                 for _ in 0..std::mem::take(masked) {
                     ids.insert(0, bos);
                 }
+            }
+            if quirks.double_bos == DoubleBos::StrippedPerCall {
+                crate::pooling::strip_double_bos_per_call(&mut sequences, bos);
             }
         }
     }

@@ -34,15 +34,51 @@ pub struct RewardTokenizer {
     add_eos_token: bool,
     bos: Option<(String, u32)>,
     eos: Option<(String, u32)>,
+    /// tokenizer_config's `cls_token` (Athene's pipeline appends it)
+    cls: Option<(String, u32)>,
     pad_id: u32,
     /// whether tokenizer_config names a pad token (else pad_id is RewardBench's EOS fallback)
     has_pad_token: bool,
     chat_template: Option<JinjaTemplate>,
     /// `truncation_side` of tokenizer_config.json (transformers' default: right)
     truncation_side: TruncationSide,
-    /// a token a reward model reads its score at, appended to classifier inputs that do not end
-    /// with it (`ModelSpec::reward_token`, InternLM2)
-    reward_token: Option<u32>,
+    /// a token a reward model reads its score at, appended to classifier inputs
+    /// (`ModelSpec::reward_token` for InternLM2, the cls_token for Athene)
+    reward_token: Option<AppendedToken>,
+}
+
+/// A token a reward model's pipeline appends to every classifier input, where the reward is read
+/// (see `encode::classifier_inputs_masked`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendedToken {
+    pub id: u32,
+    /// the text is encoded with the tokenizer's special tokens (its BOS) before the token
+    pub special_tokens: bool,
+    /// appended even to a row that already ends with it
+    pub always: bool,
+}
+
+impl AppendedToken {
+    /// InternLM2Pipeline (rewardbench/models/internlm.py, rewardbench 0.1.4): the text encoded
+    /// without special tokens (the chat template writes BOS), `id` appended unless the row
+    /// already ends with it.
+    pub fn internlm2(id: u32) -> Self {
+        Self {
+            id,
+            special_tokens: false,
+            always: false,
+        }
+    }
+
+    /// AtheneRewardPipeline (the Athene-RM model cards): `text + cls_token` encoded with the
+    /// special tokens, so the tokenizer's BOS leads and the cls token always ends the row.
+    pub fn athene(id: u32) -> Self {
+        Self {
+            id,
+            special_tokens: true,
+            always: true,
+        }
+    }
 }
 
 /// Which end `tokenizer(..., truncation=True, max_length=n)` cuts: transformers'
@@ -344,6 +380,9 @@ impl RewardTokenizer {
         let bos = with_id("bos_token")?;
         let eos = with_id("eos_token")?;
         let pad = with_id("pad_token")?;
+        // only Athene's pipeline reads it: a cls_token outside the vocabulary is not an error here
+        let cls = special("cls_token")
+            .and_then(|token| tokenizer.token_to_id(&token).map(|id| (token, id)));
         // RewardBench: a tokenizer without a pad token pads with EOS
         let has_pad_token = pad.is_some();
         let pad_id = pad.or_else(|| eos.clone()).map(|(_, id)| id).unwrap_or(0);
@@ -370,6 +409,7 @@ impl RewardTokenizer {
             add_eos_token: flag("add_eos_token", false),
             bos,
             eos,
+            cls,
             pad_id,
             has_pad_token,
             chat_template,
@@ -414,12 +454,17 @@ impl RewardTokenizer {
         FLAG_DRIVEN_CLASSES.contains(&self.class.as_str())
     }
 
+    /// tokenizer_config's `cls_token` and its id.
+    pub fn cls(&self) -> Option<(&str, u32)> {
+        self.cls.as_ref().map(|(token, id)| (token.as_str(), *id))
+    }
+
     /// The token every classifier input must end with (see `encode::classifier_inputs_masked`).
-    pub fn reward_token(&self) -> Option<u32> {
+    pub fn reward_token(&self) -> Option<AppendedToken> {
         self.reward_token
     }
 
-    pub fn set_reward_token(&mut self, token: Option<u32>) {
+    pub fn set_reward_token(&mut self, token: Option<AppendedToken>) {
         self.reward_token = token;
     }
 

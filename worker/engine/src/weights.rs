@@ -1,4 +1,4 @@
-//! Reads safetensors weights into libtorch tensors on their device and dtype, one tensor at a
+//! Reads safetensors and `torch.save` weights ([`crate::torch_save`]) into libtorch tensors on their device and dtype, one tensor at a
 //! time as the model takes it, and hands them to the model through scopes: like candle's
 //! `VarBuilder`, each component loads itself from the scope it is given
 //! (`w.pp("self_attn").pp("q_proj").take("weight", shape)`).
@@ -357,20 +357,73 @@ impl Weights {
     }
 }
 
-/// Reads `path`'s header into `slots` (tensor `index` of the checkpoint's files); only the
-/// header's pages are touched.
+/// Indexes the tensors of `path` into `slots` (tensor `index` of the checkpoint's files): a
+/// `torch.save` archive (`.bin`, `.pt`, `.pth`) or safetensors; only headers are read.
 fn index_file(
     path: &Path,
     index: usize,
     slots: &mut HashMap<String, Slot>,
 ) -> Result<File, LoadError> {
     let file = File::open(path).map_err(|e| LoadError::file(path, e))?;
+    let pickled = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e, "bin" | "pt" | "pth"));
+    let stored = if pickled {
+        torch_save_index(path, index)?
+    } else {
+        safetensors_index(path, &file, index)?
+    };
+    for (name, stored) in stored {
+        if slots.insert(name.clone(), Slot::Stored(stored)).is_some() {
+            return Err(LoadError::file(
+                path,
+                format!("tensor {name:?} appears in more than one shard"),
+            ));
+        }
+    }
+    Ok(file)
+}
+
+/// The tensors of `torch.save` archive `path` (tensor `index` of the checkpoint's files).
+#[cfg(feature = "torch-save")]
+fn torch_save_index(path: &Path, index: usize) -> Result<Vec<(String, Stored)>, LoadError> {
+    Ok(crate::torch_save::index(path)?
+        .into_iter()
+        .map(|t| {
+            let stored = Stored {
+                file: index,
+                offset: t.offset,
+                dtype: t.kind,
+                shape: t.shape,
+            };
+            (t.name, stored)
+        })
+        .collect())
+}
+
+/// A build without the `torch-save` feature (the fuzz targets') reads safetensors only.
+#[cfg(not(feature = "torch-save"))]
+fn torch_save_index(path: &Path, _index: usize) -> Result<Vec<(String, Stored)>, LoadError> {
+    Err(LoadError::file(
+        path,
+        "this build of herd-engine reads no torch.save checkpoints (feature `torch-save` off)",
+    ))
+}
+
+/// The tensors of safetensors file `path` (opened as `file`); only the header's pages are touched.
+fn safetensors_index(
+    path: &Path,
+    file: &File,
+    index: usize,
+) -> Result<Vec<(String, Stored)>, LoadError> {
     // SAFETY: the map is read-only and dropped at the end of this function; only the header is
     // read through it (its data pages are never touched, so they never become resident).
-    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| LoadError::file(path, e))?;
+    let mmap = unsafe { memmap2::Mmap::map(file) }.map_err(|e| LoadError::file(path, e))?;
     let (header, metadata) = SafeTensors::read_metadata(&mmap)
         .map_err(|e| LoadError::file(path, format!("invalid safetensors: {e}")))?;
     let data_start = 8 + header as u64;
+    let mut stored = Vec::new();
     for (name, info) in metadata.tensors() {
         let dtype = kind_of(info.dtype).ok_or_else(|| {
             LoadError::file(
@@ -394,20 +447,15 @@ fn index_file(
                     ),
                 )
             })?;
-        let stored = Stored {
+        let tensor = Stored {
             file: index,
             offset: data_start + info.data_offsets.0 as u64,
             dtype,
             shape,
         };
-        if slots.insert(name.clone(), Slot::Stored(stored)).is_some() {
-            return Err(LoadError::file(
-                path,
-                format!("tensor {name:?} appears in more than one shard"),
-            ));
-        }
+        stored.push((name.clone(), tensor));
     }
-    Ok(file)
+    Ok(stored)
 }
 
 /// This process's peak resident memory (`VmHWM` of /proc/self/status) in bytes, where the

@@ -115,7 +115,7 @@ fn convert_fixture(name: &str, out: &Path, dtype: OutputDtype, shard_bytes: u64)
 /// Every tensor of a Hugging Face folder: name -> (dtype, shape, bytes).
 fn folder_tensors(dir: &Path) -> std::collections::BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
     let mut tensors = std::collections::BTreeMap::new();
-    for file in ModelDir::open(dir).unwrap().safetensors_files().unwrap() {
+    for file in ModelDir::open(dir).unwrap().weight_files().unwrap() {
         let bytes = std::fs::read(&file).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         for (name, view) in st.tensors() {

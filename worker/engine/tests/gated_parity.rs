@@ -23,7 +23,7 @@ use herd_engine::dpo::RefFreeType;
 use herd_engine::encode::pooled_position;
 use herd_engine::model_dir::ModelDir;
 use herd_engine::models::gated::{self, LLAMA3_GATE_PATTERN};
-use herd_engine::models::registry::{HeadDtype, Output, Pooled};
+use herd_engine::models::registry::{DoubleBos, HeadDtype, Output, Pooled};
 use herd_engine::models::{ModelSpec, SequenceClassifier};
 use herd_engine::scorer::{score_pairs_with, ScoreRequest};
 use herd_rewardbench::dataset::PreferencePair;
@@ -262,7 +262,15 @@ fn the_registry_gives_each_class_its_pipeline() {
             if armo { Output::Scalar } else { Output::Row },
             "{case}"
         );
-        assert_eq!(quirks.masks_double_bos, !armo, "{case}");
+        assert_eq!(
+            quirks.double_bos,
+            if armo {
+                DoubleBos::Forwarded
+            } else {
+                DoubleBos::Masked
+            },
+            "{case}"
+        );
         assert_eq!(
             quirks.head_dtype,
             if armo {

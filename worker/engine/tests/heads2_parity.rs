@@ -13,7 +13,7 @@ mod support;
 use std::path::PathBuf;
 
 use herd_engine::model_dir::ModelDir;
-use herd_engine::models::registry::{HeadDtype, Output, Pooled};
+use herd_engine::models::registry::{DoubleBos, HeadDtype, Output, Pooled};
 use herd_engine::models::{Family, ModelSpec};
 use serde_json::Value;
 use support::check_head_golden;
@@ -62,7 +62,7 @@ fn the_registry_reads_each_pipelines_quirks() {
     assert_eq!(grm.entry.architecture, "GRewardModel");
     assert_eq!(grm.entry.family, Family::Gemma2);
     assert_eq!(grm.entry.quirks.output, Output::Scalar);
-    assert!(!grm.entry.quirks.masks_double_bos);
+    assert_eq!(grm.entry.quirks.double_bos, DoubleBos::Forwarded);
     let llama_grm = ModelSpec::open(
         ModelDir::open(
             herd_testkit::workspace_root()
@@ -84,7 +84,7 @@ fn the_registry_reads_each_pipelines_quirks() {
     assert_eq!(ldl.entry.quirks.pooled, Pooled::FirstPadMinusOne);
     assert_eq!(ldl.entry.quirks.head_dtype, HeadDtype::Float32);
     assert_eq!(ldl.entry.quirks.dtype, Some("bfloat16"));
-    assert!(ldl.entry.quirks.masks_double_bos);
+    assert_eq!(ldl.entry.quirks.double_bos, DoubleBos::StrippedPerCall);
     assert_eq!(ldl.config.num_labels, 1);
     // the same folder under another name is a bare Gemma2Model: no head, named as unsupported
     let other = ModelSpec::open_named(
@@ -109,46 +109,27 @@ fn ldl_copy(keep: &[&str]) -> tempfile::TempDir {
 }
 
 #[test]
-fn ldl_side_files_missing_or_unconverted_are_named() {
-    // only the package's torch.save pickles: the error names the .pt file and the conversion
-    let tmp = ldl_copy(&[
-        "config.json",
-        "model.safetensors",
-        "regression_layer.pt",
-        "gating_layer.pt",
-    ]);
+fn ldl_side_files_are_read_as_the_package_saves_them_or_named_when_missing() {
+    // the package's torch.save archives, read as they are: the golden test above loads them; a
+    // missing one is named with where the head lives
+    let tmp = ldl_copy(&["config.json", "model.safetensors", "regression_layer.pt"]);
     let spec = ModelSpec::open(ModelDir::open(tmp.path().join(LDL)).unwrap()).unwrap();
     let error = spec
         .load_classifier(Device::Cpu, Kind::Float)
         .err()
         .unwrap()
         .to_string();
-    assert!(error.contains("regression_layer.pt"), "{error}");
-    assert!(error.contains("torch.load"), "{error}");
-    assert!(error.contains("save_file"), "{error}");
-
-    // one converted, the other missing altogether
-    let tmp = ldl_copy(&[
-        "config.json",
-        "model.safetensors",
-        "regression_layer.safetensors",
-    ]);
-    let spec = ModelSpec::open(ModelDir::open(tmp.path().join(LDL)).unwrap()).unwrap();
-    let error = spec
-        .load_classifier(Device::Cpu, Kind::Float)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(error.contains("gating_layer.safetensors"), "{error}");
+    assert!(error.contains("gating_layer.pt"), "{error}");
     assert!(error.contains("missing"), "{error}");
+    assert!(error.contains("not in model.safetensors"), "{error}");
+}
 
-    // both converted: it loads, the .pt files are not needed
-    let tmp = ldl_copy(&[
-        "config.json",
-        "model.safetensors",
-        "regression_layer.safetensors",
-        "gating_layer.safetensors",
-    ]);
-    let spec = ModelSpec::open(ModelDir::open(tmp.path().join(LDL)).unwrap()).unwrap();
-    assert!(spec.load_classifier(Device::Cpu, Kind::Float).is_ok());
+#[test]
+fn ldl_strips_a_calls_first_column_when_its_rows_start_with_two_bos() {
+    // the same model through a tokenizer whose chat template writes BOS: LDLPipeline drops the
+    // first column of each call, so only each call's widest rows lose their first BOS
+    let golden = herd_testkit::fixtures::read_json(&heads_dir().join("ldl-double-bos.json"));
+    let tokenizer = heads_dir().join("tokenizers/llama2-bos-template");
+    let spec = open(LDL);
+    check_head_golden(&golden, LDL, &spec, heads_dir().join(LDL), Some(tokenizer));
 }

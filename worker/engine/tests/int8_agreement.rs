@@ -51,11 +51,7 @@ fn request(golden: &Value, kind: Kind, weights: WeightFormat) -> ScoreRequest {
 }
 
 fn score(golden: &Value, kind: Kind, weights: WeightFormat) -> Scores {
-    let scored = score_pairs(&request(golden, kind, weights), &pairs(golden)).unwrap();
-    Scores {
-        chosen: scored.pairs.iter().map(|p| p.chosen.clone()).collect(),
-        rejected: scored.pairs.iter().map(|p| p.rejected.clone()).collect(),
-    }
+    Scores::of(&score_pairs(&request(golden, kind, weights), &pairs(golden)).unwrap())
 }
 
 /// max - min over every score of `scores`.

@@ -18,7 +18,6 @@ mod support;
 use std::path::PathBuf;
 
 use herd_engine::batching::BatchLimits;
-use herd_engine::dpo::RefFreeType;
 use herd_engine::encode::classifier_inputs;
 use herd_engine::model_dir::ModelDir;
 use herd_engine::models::registry::Pooled;
@@ -27,8 +26,8 @@ use herd_engine::scorer::{score_pairs, ScoreRequest};
 use serde_json::Value;
 use support::dpo::DpoGolden;
 use support::{
-    compare, floats, formatted_texts, ids, lists, one_per_batch, packed, pairs, Scores,
-    FP32_TOLERANCE,
+    classifier_request, compare, floats, formatted_texts, ids, lists, one_per_batch, packed, pairs,
+    Scores, FP32_TOLERANCE,
 };
 use tch::{Device, Kind};
 
@@ -53,32 +52,20 @@ fn internlm2_causal_lm_dpo_bf16_within_twice_the_references_own_spread() {
 fn request(golden: &Value, kind: Kind, limits: BatchLimits, share: bool) -> Option<ScoreRequest> {
     let tokenizer =
         herd_testkit::shared_path(&format!("data/{}", golden["tokenizer"].as_str().unwrap()))?;
+    let model = fixtures()
+        .join("models")
+        .join(golden["model"].as_str().unwrap());
+    let req = classifier_request(golden, model, Some(tokenizer), kind, limits, share);
     Some(ScoreRequest {
-        model: fixtures()
-            .join("models")
-            .join(golden["model"].as_str().unwrap()),
-        tokenizer: Some(tokenizer),
-        ref_model: None,
-        ref_free_type: RefFreeType::Avg,
-        chat_template: golden["chat_template"].as_str().unwrap().to_string(),
-        max_length: golden["max_length"].as_u64().unwrap() as usize,
-        limits,
-        share_prefix: share,
-        weights: Default::default(),
         device: Device::Cpu,
-        kind,
-        provenance: Default::default(),
-        pooling: Default::default(),
+        ..req
     })
 }
 
 fn scores(req: &ScoreRequest, golden: &Value) -> Scores {
     let scored = score_pairs(req, &pairs(golden)).unwrap();
     assert_eq!(scored.model_type, "Seq. Classifier");
-    Scores {
-        chosen: scored.pairs.iter().map(|p| p.chosen.clone()).collect(),
-        rejected: scored.pairs.iter().map(|p| p.rejected.clone()).collect(),
-    }
+    Scores::of(&scored)
 }
 
 #[test]

@@ -29,13 +29,13 @@ fn load_error(dir: &Path) -> String {
 }
 
 #[test]
-fn bin_only_folder_is_refused_with_advice() {
+fn a_pytorch_model_bin_that_is_no_torch_save_archive_is_named() {
     let dir = copy_of("mistral-rm");
     std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
-    std::fs::write(dir.path().join("pytorch_model.bin"), b"not read").unwrap();
+    std::fs::write(dir.path().join("pytorch_model.bin"), b"not a zip").unwrap();
     let error = load_error(dir.path());
     assert!(
-        error.contains(".bin") && error.contains("safetensors"),
+        error.contains("pytorch_model.bin") && error.contains("not a torch.save zip archive"),
         "{error}"
     );
 }

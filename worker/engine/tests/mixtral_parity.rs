@@ -18,14 +18,13 @@ mod support;
 use std::path::PathBuf;
 
 use herd_engine::batching::BatchLimits;
-use herd_engine::dpo::RefFreeType;
 use herd_engine::encode::classifier_inputs;
 use herd_engine::scorer::{score_pairs, ScoreRequest};
 use serde_json::Value;
 use support::dpo::DpoGolden;
 use support::{
-    check_fp32_batchings, compare, floats, formatted_texts, ids, lists, one_per_batch, packed,
-    pairs, Scores,
+    check_fp32_batchings, classifier_request, compare, floats, formatted_texts, ids, lists,
+    one_per_batch, packed, pairs, Scores,
 };
 use tch::{Device, Kind};
 
@@ -47,20 +46,11 @@ fn examples(golden: &Value) -> &Vec<Value> {
 fn request(golden: &Value, model: &str, kind: Kind, limits: BatchLimits) -> Option<ScoreRequest> {
     let tokenizer =
         herd_testkit::shared_path(&format!("data/{}", golden["tokenizer"].as_str().unwrap()))?;
+    let model = fixtures().join("models").join(model);
+    let req = classifier_request(golden, model, Some(tokenizer), kind, limits, false);
     Some(ScoreRequest {
-        model: fixtures().join("models").join(model),
-        tokenizer: Some(tokenizer),
-        ref_model: None,
-        ref_free_type: RefFreeType::Avg,
-        chat_template: golden["chat_template"].as_str().unwrap().to_string(),
-        max_length: golden["max_length"].as_u64().unwrap() as usize,
-        limits,
-        share_prefix: false,
-        weights: Default::default(),
         device: Device::Cpu,
-        kind,
-        provenance: Default::default(),
-        pooling: Default::default(),
+        ..req
     })
 }
 
@@ -83,10 +73,7 @@ fn classifier_scores(golden: &Value, kind: Kind, limits: BatchLimits, share: boo
     req.share_prefix = share;
     let scored = score_pairs(&req, &pairs(golden)).unwrap();
     assert_eq!(scored.model_type, "Seq. Classifier");
-    Scores {
-        chosen: scored.pairs.iter().map(|p| p.chosen.clone()).collect(),
-        rejected: scored.pairs.iter().map(|p| p.rejected.clone()).collect(),
-    }
+    Scores::of(&scored)
 }
 
 fn reference(golden: &Value, run: &str) -> Scores {

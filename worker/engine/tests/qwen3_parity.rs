@@ -20,7 +20,7 @@ use herd_engine::encode::{classifier_inputs, format_pair};
 use herd_engine::model_dir::ModelDir;
 use herd_engine::models::ModelSpec;
 use herd_engine::scorer::{score_pairs, ScoreRequest};
-use herd_engine::tokenizer::RewardTokenizer;
+use herd_engine::tokenizer::{AppendedToken, RewardTokenizer};
 use herd_rewardbench::dataset::PreferencePair;
 use serde_json::Value;
 use support::{
@@ -122,7 +122,7 @@ fn check_tokens(case: &str) {
     let req = request(&golden, case, Kind::Float, packed());
     let spec = ModelSpec::open(ModelDir::open(&req.model).unwrap()).unwrap();
     let (mut tokenizer, texts) = formatted_texts(&golden, &pairs(&golden), &req);
-    tokenizer.set_reward_token(spec.reward_token);
+    tokenizer.set_reward_token(spec.reward_token.map(AppendedToken::internlm2));
     let encoded = classifier_inputs(&tokenizer, texts, req.max_length).unwrap();
     assert_eq!(
         encoded.len(),
@@ -217,7 +217,7 @@ fn internlm2_rows_cut_to_max_length_keep_the_reward_token() {
     let spec = ModelSpec::open(ModelDir::open(dir.root()).unwrap()).unwrap();
     assert_eq!(spec.reward_token, Some(reward));
     let mut tokenizer = RewardTokenizer::load(&dir).unwrap();
-    tokenizer.set_reward_token(spec.reward_token);
+    tokenizer.set_reward_token(spec.reward_token.map(AppendedToken::internlm2));
     let example = &examples(&golden)[0];
     let full = ids(&example["input_ids_chosen"]);
     let text = example["text_chosen"].as_str().unwrap().to_string();

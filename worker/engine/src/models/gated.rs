@@ -390,7 +390,7 @@ fn load_head(kind: GatedKind, ctx: &HeadContext) -> Result<Box<dyn RewardHead>, 
 /// What the three classes' pipelines do around the forward pass (rewardbench/models/__init__.py
 /// REWARD_MODEL_CONFIG and the pipelines named there).
 pub mod quirks {
-    use super::super::registry::{HeadDtype, Output, Pooled, Quirks};
+    use super::super::registry::{DoubleBos, HeadDtype, Output, Pooled, Quirks};
 
     /// ArmoRMPipeline: the tokenizer's batch forwarded as is (a duplicated BOS included), the
     /// remote code's own `argmax(ids == pad) - 1` pooling, `outputs.logits` of shape [B], the
@@ -400,7 +400,7 @@ pub mod quirks {
         negate: false,
         output: Output::Scalar,
         head_dtype: HeadDtype::Model,
-        masks_double_bos: false,
+        double_bos: DoubleBos::Forwarded,
         dtype: Some("bfloat16"),
         appends_reward_token: false,
     };
@@ -413,7 +413,7 @@ pub mod quirks {
         negate: false,
         output: Output::Row,
         head_dtype: HeadDtype::Float32,
-        masks_double_bos: true,
+        double_bos: DoubleBos::Masked,
         dtype: Some("bfloat16"),
         appends_reward_token: false,
     };

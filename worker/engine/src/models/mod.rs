@@ -260,16 +260,18 @@ impl ModelSpec {
             // read whole onto `device` (its own streaming load); never split
             return checkpoint.load_weights(device, kind);
         }
-        let mut weights = Weights::load(&self.dir.safetensors_files()?, device, kind)?
+        let mut weights = Weights::load(&self.dir.weight_files()?, device, kind)?
             .with_host_budget(self.load.host_budget);
         if self.entry.names.contains(&reward_heads::ldl::NAME) {
             // LDL-Reward's head lives in side files, kept in float32 as the package loads it
-            let side = Weights::load(
-                &reward_heads::ldl::side_files(self.dir.root())?,
-                device,
-                Kind::Float,
-            )?;
-            weights = weights.with_loaded(side.into_tensors()?);
+            for (scope, file) in reward_heads::ldl::side_files(self.dir.root())? {
+                let side = Weights::load(&[file], device, Kind::Float)?.into_tensors()?;
+                weights = weights.with_loaded(
+                    side.into_iter()
+                        .map(|(name, tensor)| (format!("{scope}.{name}"), tensor))
+                        .collect(),
+                );
+            }
         }
         let weights = match self.placement(&weights, device)? {
             Some(placement) => weights.with_placement(placement),

@@ -86,6 +86,11 @@ pub enum Pooled {
     BeforeFirstId(u32),
     /// the first token (an encoder's [CLS], DeBERTa's ContextPooler: `hidden_states[:, 0]`)
     FirstToken,
+    /// the last occurrence of the tokenizer's cls_token, which the pipeline appends to every text
+    /// (Athene: `apply_chat_template(...) + cls_token`, tokenized with the special tokens): herd
+    /// appends it as the last token of every row (`encode::classifier_inputs_masked`), so its
+    /// last occurrence is the last token
+    LastClsToken,
 }
 
 /// How the pipeline returns a batch's rewards, which is how run_rm.py stores them in
@@ -115,9 +120,9 @@ pub struct Quirks {
     pub negate: bool,
     pub output: Output,
     pub head_dtype: HeadDtype,
-    /// RewardBenchPipeline masks the first of two leading BOS tokens; the custom pipelines
-    /// tokenize and forward as is, the duplicate included
-    pub masks_double_bos: bool,
+    /// what the pipeline does with a row that starts with two BOS (a chat template that writes
+    /// one, and the tokenizer's)
+    pub double_bos: DoubleBos,
     /// the `torch_dtype` REWARD_MODEL_CONFIG fixes for the model (`None`: the run's choice);
     /// `worker score --dtype auto` takes it (only "bfloat16" occurs there)
     pub dtype: Option<&'static str>,
@@ -126,13 +131,25 @@ pub struct Quirks {
     pub appends_reward_token: bool,
 }
 
+/// A pipeline's handling of a duplicated leading BOS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DoubleBos {
+    /// RewardBenchPipeline masks the first of the two (herd drops it, see encode.rs)
+    Masked,
+    /// the custom pipelines tokenize and forward as is, the duplicate attended
+    Forwarded,
+    /// LDLPipeline drops the first column of a whole pipeline call when any of its rows starts
+    /// with two ([`crate::pooling::strip_double_bos_per_call`])
+    StrippedPerCall,
+}
+
 /// `*ForSequenceClassification` through RewardBenchPipeline: the registry's default quirks.
 pub const CLASSIFIER: Quirks = Quirks {
     pooled: Pooled::Classifier,
     negate: false,
     output: Output::Row,
     head_dtype: HeadDtype::Model,
-    masks_double_bos: true,
+    double_bos: DoubleBos::Masked,
     dtype: None,
     appends_reward_token: false,
 };
@@ -209,6 +226,20 @@ const fn causal_lm(architecture: &'static str, family: Family) -> Entry {
         head: Head::LanguageModel,
         labels: Labels::Config,
         quirks: CLASSIFIER,
+    }
+}
+
+/// GRM (Ray2333/GRM-*-sftreg): `GRewardModel`'s value head through GRMPipeline, one float per
+/// sequence, on the body of `family`.
+const fn grm(architecture: &'static str, family: Family) -> Entry {
+    Entry {
+        head: Head::Custom(reward_heads::grm::load),
+        labels: Labels::Fixed(1),
+        quirks: Quirks {
+            output: Output::Scalar,
+            ..CUSTOM_PIPELINE
+        },
+        ..classifier(architecture, family)
     }
 }
 
@@ -362,29 +393,36 @@ pub static ENTRIES: &[Entry] = &[
         },
         ..classifier("LlamaForSequenceClassification", Family::Llama)
     },
-    // Ray2333/GRM-*-sftreg on a Llama backbone: GRewardModel, GRMPipeline
+    // berkeley-nest/Starling-RM-7B-alpha: starling.py's GPTRewardModel, StarlingPipeline. Its
+    // snapshot is one torch.save state dict (`*.pt`/`*model.bin`, beside Llama-2-7b-chat-hf's
+    // config.json and tokenizer, which the class is built from): the backbone under `transformer`
+    // (`model.model.*` and `model.lm_head.weight` go unused), `v_head` float32 (built outside
+    // `from_pretrained`'s dtype), read before the first `PAD_ID` = `tokenizer("<unk>")
+    // ["input_ids"][0]`, which the Llama-2 tokenizer's BOS makes 1: a row's last token, as every row
+    // starts with BOS (in the CLI's left-padded batches a shorter row is read at a pad instead;
+    // herd scores each row as if alone, see tests/golden/make_torch_save_goldens.py)
     Entry {
-        head: Head::Custom(reward_heads::grm::load),
+        names: &["berkeley-nest/Starling-RM-7B-alpha"],
+        body: "transformer",
+        head: Head::Custom(reward_heads::starling::load),
         labels: Labels::Fixed(1),
         quirks: Quirks {
+            pooled: Pooled::BeforeFirstId(1),
             output: Output::Scalar,
+            head_dtype: HeadDtype::Float32,
             ..CUSTOM_PIPELINE
         },
-        ..classifier("GRewardModel", Family::Llama)
+        ..classifier("LlamaForCausalLM", Family::Llama)
     },
+    // Ray2333/GRM-*-sftreg on a Llama backbone: GRewardModel, GRMPipeline
+    grm("GRewardModel", Family::Llama),
     // the same models when their config.json names the causal LM they were built from
     Entry {
         names: &[
             "Ray2333/GRM-llama3-8B-sftreg",
             "Ray2333/GRM-llama3.2-3B-sftreg",
         ],
-        head: Head::Custom(reward_heads::grm::load),
-        labels: Labels::Fixed(1),
-        quirks: Quirks {
-            output: Output::Scalar,
-            ..CUSTOM_PIPELINE
-        },
-        ..classifier("LlamaForCausalLM", Family::Llama)
+        ..grm("LlamaForCausalLM", Family::Llama)
     },
     // nvidia/Llama-3.1-Nemotron-70B-Reward-HF: the lm_head logit of token 0 at the last token
     // (model card; RewardBench 0.1.4 has no entry), one float per conversation
@@ -402,15 +440,7 @@ pub static ENTRIES: &[Entry] = &[
     // Ray2333/GRM-Gemma2-2B-sftreg: GRewardModel builds its body from the config's causal LM, so a
     // gemma2 config.json gives a Gemma 2 body under the same class (lookup_typed picks this entry
     // by model_type)
-    Entry {
-        head: Head::Custom(reward_heads::grm::load),
-        labels: Labels::Fixed(1),
-        quirks: Quirks {
-            output: Output::Scalar,
-            ..CUSTOM_PIPELINE
-        },
-        ..classifier("GRewardModel", Family::Gemma2)
-    },
+    grm("GRewardModel", Family::Gemma2),
     // openbmb/Eurus-RM-7b: REWARD_MODEL_CONFIG's AutoModel over the hub's `EurusRewardModel`
     // (UltraRM's regression head on a Mistral body) through OpenBMBPipeline: `[batch, 1]`
     Entry {
@@ -419,8 +449,8 @@ pub static ENTRIES: &[Entry] = &[
         quirks: CUSTOM_PIPELINE,
         ..classifier("EurusRewardModel", Family::Mistral)
     },
-    // ShikaiChen/LDL-Reward-Gemma-2-27B-v0.1: LDLRewardModel27B + LDLPipeline (strips a leading
-    // duplicate BOS, as herd's double-BOS drop), the body saved as a bare Gemma2Model (config.json
+    // ShikaiChen/LDL-Reward-Gemma-2-27B-v0.1: LDLRewardModel27B + LDLPipeline (drops a call's first
+    // column when a row starts with two BOS), the body saved as a bare Gemma2Model (config.json
     // `Gemma2Model`, no `model.` prefix), the head from side files in float32, logits `[batch]`
     Entry {
         names: &[reward_heads::ldl::NAME],
@@ -431,6 +461,25 @@ pub static ENTRIES: &[Entry] = &[
         architecture: "LDLRewardModel27B",
         names: &[reward_heads::ldl::NAME],
         ..LDL
+    },
+    // Nexusflow/Athene-RM-{8B,70B}: the model card's AtheneForSequenceClassification and
+    // AtheneRewardPipeline (RewardBench 0.1.4 has no entry; reward_heads/athene.rs): LlamaModel +
+    // `v_head` read at the last CLS_ID, the tokenizer's cls_token appended to the chat-template
+    // text and tokenized with the special tokens (a BOS before the template's, kept), one float
+    // per conversation. config.json names the training code's class.
+    Entry {
+        names: &[
+            reward_heads::athene::ATHENE_8B,
+            reward_heads::athene::ATHENE_70B,
+        ],
+        head: Head::Custom(reward_heads::athene::load),
+        labels: Labels::Fixed(1),
+        quirks: Quirks {
+            pooled: Pooled::LastClsToken,
+            output: Output::Scalar,
+            ..CUSTOM_PIPELINE
+        },
+        ..classifier(reward_heads::athene::ARCHITECTURE, Family::Llama)
     },
     gated(
         "LlamaForRewardModelWithGating",
@@ -458,6 +507,7 @@ const LDL: Entry = Entry {
         output: Output::Scalar,
         head_dtype: HeadDtype::Float32,
         dtype: Some("bfloat16"),
+        double_bos: DoubleBos::StrippedPerCall,
         ..CLASSIFIER
     },
     ..classifier("Gemma2Model", Family::Gemma2)
@@ -470,7 +520,7 @@ pub const CUSTOM_PIPELINE: Quirks = Quirks {
     negate: false,
     output: Output::Row,
     head_dtype: HeadDtype::Model,
-    masks_double_bos: false,
+    double_bos: DoubleBos::Forwarded,
     dtype: None,
     appends_reward_token: false,
 };
@@ -612,7 +662,7 @@ impl Pooled {
         match self {
             Pooled::Classifier => pooling.positions(sequences, masked, pad),
             Pooled::FirstPadMinusOne => Pooling::Legacy.positions(sequences, masked, pad),
-            Pooled::LastToken => sequences
+            Pooled::LastToken | Pooled::LastClsToken => sequences
                 .iter()
                 .map(|s| s.len().saturating_sub(1))
                 .collect(),
@@ -770,6 +820,11 @@ mod tests {
         assert_eq!(
             Pooled::FirstToken.positions(Pooling::Legacy, &rows, &masked, 2),
             vec![0, 0, 0]
+        );
+        // Athene's appended cls_token: always the last token of herd's rows
+        assert_eq!(
+            Pooled::LastClsToken.positions(Pooling::Legacy, &rows, &masked, 2),
+            vec![3, 3, 1]
         );
     }
 }

@@ -16,10 +16,9 @@
 //! The package builds both networks with widths it does not take from config.json (4096, 4096);
 //! herd reads every width from the tensors. The heads are NOT in the model's safetensors: the
 //! package's `save_pretrained` writes them with `torch.save` as `regression_layer.pt` and
-//! `gating_layer.pt` beside the body (whose tensor names carry no `model.` prefix: it saves the
-//! `Gemma2Model` alone). libtorch reads no Python pickle (tch's `Tensor::load_multi` and
-//! `loadz_multi` read TorchScript and mobile archives), so herd reads a one-time safetensors
-//! conversion of them, [`LDL_CONVERT`], and names the command when only the `.pt` files exist.
+//! `gating_layer.pt` (each a `state_dict()`, names without the layer's prefix) beside the body
+//! (whose tensor names carry no `model.` prefix: it saves the `Gemma2Model` alone); herd reads
+//! them as they are ([`crate::torch_save`]), each under its layer's scope.
 
 use std::path::{Path, PathBuf};
 
@@ -36,42 +35,25 @@ pub const NAME: &str = "ShikaiChen/LDL-Reward-Gemma-2-27B-v0.1";
 /// The side files, by the scope their tensors are renamed under.
 pub const SIDE_FILES: [&str; 2] = ["regression_layer", "gating_layer"];
 
-/// The one-line conversion of the side files, run in the model folder.
-pub const LDL_CONVERT: &str = "python -c \"import torch; from safetensors.torch import save_file; \
-[save_file({f'{n}.{k}': v.contiguous() for k, v in torch.load(f'{n}.pt', map_location='cpu').items()}, \
-f'{n}.safetensors') for n in ('regression_layer', 'gating_layer')]\"";
-
 /// The bins of each objective's distribution (`x.view(x.size(0), -1, 10)` in `MultiOutputNN`).
 const BINS: i64 = 10;
 
-/// The converted side files of the model folder `dir`, or an error naming the file that is
-/// missing (and the conversion, when only the `.pt` pickle is there).
-pub fn side_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+/// The side files of the model folder `dir`, each with the scope its tensors go under, or an
+/// error naming the one that is missing.
+pub fn side_files(dir: &Path) -> Result<Vec<(&'static str, PathBuf)>, LoadError> {
     SIDE_FILES
         .iter()
-        .map(|side| {
-            let converted = dir.join(format!("{side}.safetensors"));
-            if converted.is_file() {
-                return Ok(converted);
-            }
-            let pickle = dir.join(format!("{side}.pt"));
-            Err(if pickle.is_file() {
-                LoadError::file(
-                    pickle,
-                    format!(
-                        "a torch.save pickle, which libtorch cannot read; convert LDL-Reward's \
-                         head files once, in the model folder, with: {LDL_CONVERT}"
-                    ),
-                )
+        .map(|&side| {
+            let path = dir.join(format!("{side}.pt"));
+            if path.is_file() {
+                Ok((side, path))
             } else {
-                LoadError::file(
-                    converted,
-                    format!(
-                        "missing: LDL-Reward's head is not in model.safetensors but in \
-                         {side}.pt (converted to {side}.safetensors with: {LDL_CONVERT})"
-                    ),
-                )
-            })
+                Err(LoadError::file(
+                    path,
+                    "missing: LDL-Reward's head is not in model.safetensors but in the \
+                     regression_layer.pt and gating_layer.pt its package saves beside it",
+                ))
+            }
         })
         .collect()
 }

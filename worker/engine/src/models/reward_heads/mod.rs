@@ -3,6 +3,7 @@
 //! is a [`RewardHead`] on the final-normed hidden state of the pooled token, built by a
 //! [`registry`](super::registry) entry's loader.
 
+pub mod athene;
 pub mod beaver;
 pub mod grm;
 pub mod inform;
