@@ -20,7 +20,7 @@ use herd_rpc::v1::{
     StreamResultsResponse,
 };
 use serde_json::Value;
-use support::repo;
+use support::{assert_success, repo};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -369,11 +369,7 @@ fn reference_scores(rows: &[Value], dir: &Path) -> Vec<(Vec<f64>, Vec<f64>)> {
         .arg(&output)
         .output()
         .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_success(&run);
     let floats = |v: &Value| -> Vec<f64> {
         v.as_array()
             .unwrap()

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use herd_rewardbench::pyjson::{self, PyValue};
 use serde_json::Value;
-use support::{repo, worker_score_cpu};
+use support::{assert_success, repo, worker_score_cpu};
 
 const MODEL: &str = "Nexusflow/Athene-RM-8B";
 
@@ -36,11 +36,7 @@ fn worker_score_runs_athene_as_its_model_card_does() {
         .arg(format!("{}/", out_dir.display()))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let outputs = std::fs::read_to_string(out_dir.join(format!("{MODEL}_outputs.jsonl"))).unwrap();
     let lines: Vec<&str> = outputs.lines().collect();
     assert_eq!(lines.len(), examples.len());

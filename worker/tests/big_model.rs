@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::{json, Value};
-use support::repo;
+use support::{assert_success, repo};
 use tch::{Device, Kind, Tensor};
 
 const FIXTURE: &str = "tests/golden/fixtures/models/llama-gqa-rm";
@@ -42,11 +42,7 @@ fn score(model: &Path, dataset: &Path, output: &Path, extra: &[&str]) -> Output 
         .env("RUST_LOG", "info")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     out
 }
 

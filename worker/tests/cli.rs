@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use support::{dataset_from_golden, repo};
+use support::{assert_success, dataset_from_golden, repo};
 
 /// `worker score` on the tiny Llama fixture, CPU, with `extra` flags before the paths.
 fn score(dataset: &Path, output: &Path, extra: &[&str]) -> Output {
@@ -29,11 +29,7 @@ fn score_writes_per_example_rows_and_a_summary() {
     let (dataset, golden) = dataset_from_golden("llama-gqa-rm", dir.path());
     let output = dir.path().join("scores.jsonl");
     let status = score(&dataset, &output, &["--threads", "1"]);
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    assert_success(&status);
 
     let rows: Vec<Value> = std::fs::read_to_string(&output)
         .unwrap()
@@ -114,11 +110,7 @@ fn scores_a_hub_parquet_file() {
         &output,
         &[],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let rows = std::fs::read_to_string(&output).unwrap().lines().count();
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("scores.json")).unwrap())

@@ -185,7 +185,7 @@ fn score_reads_an_easylm_checkpoint_directly() {
         .args(GQA_FLAGS)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_success(&out);
     let rows: Vec<Value> = std::fs::read_to_string(&output)
         .unwrap()
         .lines()
@@ -215,7 +215,7 @@ fn score_reads_an_easylm_checkpoint_directly() {
         .args(GQA_FLAGS)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_success(&out);
     let config: Value =
         serde_json::from_str(&std::fs::read_to_string(folder.join("config.json")).unwrap())
             .unwrap();
@@ -234,7 +234,7 @@ fn score_reads_an_easylm_checkpoint_directly() {
         .arg(&output2)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_success(&out);
     let again: Vec<Value> = std::fs::read_to_string(&output2)
         .unwrap()
         .lines()
@@ -262,7 +262,7 @@ fn convert_writes_a_folder_and_reports() {
         .args(option_flags(&golden))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_success(&out);
     let text = stderr(&out);
     assert!(
         text.contains("converted") && text.contains("train-state records skipped"),

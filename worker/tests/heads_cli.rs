@@ -14,7 +14,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use herd_rewardbench::pyjson::{self, PyValue};
-use support::{repo, worker_score_cpu};
+use support::{assert_success, repo, worker_score_cpu};
 
 const TOLERANCE: f64 = 1e-4;
 
@@ -86,11 +86,7 @@ fn run_worker(model: &str, dataset: &str, dtype: &str, tokenizer: &Path) -> Stri
         .arg(format!("{}/", tmp.path().display()))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     read(&tmp.path().join(format!("{model}_outputs.jsonl")))
 }
 
@@ -142,11 +138,7 @@ fn worker_score_runs_starling_as_the_rewardbench_cli_does() {
         .args(&extra)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let golden = golden.join("results");
     let file = |suffix: &str| PathBuf::from(format!("{model}{suffix}"));
     assert_eq!(

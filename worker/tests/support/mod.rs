@@ -22,3 +22,12 @@ pub fn worker_score_cpu(dir: &std::path::Path, dtype: &str) -> std::process::Com
     ]);
     command
 }
+
+/// Asserts that a finished `worker` run exited 0, showing its stderr when it did not.
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
