@@ -17,6 +17,10 @@ max_length 2048, pad = EOS when the tokenizer has none, `add_eos_token`), import
 2. tests/golden/fixtures/torch_save/broken/: archives herd must refuse with an error naming the
    file and the reason: the pre-1.6 legacy format, a compressed storage entry, a non-contiguous
    view, a storage entry cut short, a pickled module and a nested dict.
+2b. tests/golden/fixtures/torch_save/views.pt: tensors that are contiguous views at non-zero
+   offsets into storages shared with other tensors (a row range, one row, a 1-sized dimension
+   with an arbitrary stride, a float16 storage), as hand-written checkpoints save split or tied
+   weights; their values are recorded so herd must read each at its own offset.
 3. berkeley-nest/Starling-RM-7B-alpha (tests/golden/fixtures/torch_save/berkeley-nest/
    Starling-RM-7B-alpha/): the package's `GPTRewardModel` + `StarlingPipeline`
    (rewardbench/models/starling.py). `build_starling_rm` builds `GPTRewardModel` from
@@ -143,6 +147,30 @@ def make_broken():
     return sorted(p.name for p in out.iterdir())
 
 
+def make_views():
+    g = torch.Generator().manual_seed(6)
+    base = torch.randn(6, 4, generator=g)
+    half = torch.randn(3, 5, generator=g).to(torch.float16)
+    tensors = {
+        "whole": base,
+        "rows": base[2:5],
+        "row": base[4],
+        "unit": base[1:2],  # shape (1, 4): its first stride is free
+        "half_tail": half[1:],
+    }
+    torch.save(tensors, OUT / "views.pt")
+    reread = torch.load(OUT / "views.pt", map_location="cpu", weights_only=True)
+    offsets = {name: t.storage_offset() for name, t in reread.items()}
+    # one storage per source tensor, and every view but the whole ones away from its start
+    assert reread["rows"].untyped_storage().data_ptr() == reread["whole"].untyped_storage().data_ptr()
+    assert all(offsets[name] > 0 for name in ("rows", "row", "unit", "half_tail")), offsets
+    return {
+        name: {"shape": list(t.shape), "dtype": str(t.dtype), "storage_offset": offsets[name],
+               "values": t.float().flatten().tolist()}
+        for name, t in reread.items()
+    }
+
+
 # ------------------------------------------------------------------------------------------------
 # 3. Starling-RM-7B-alpha
 # ------------------------------------------------------------------------------------------------
@@ -244,6 +272,7 @@ def main():
         "texts": texts,
         "bin_shards": make_bin_shards(),
         "broken": make_broken(),
+        "views": make_views(),
         "models": {STARLING: starling_golden(examples, texts)},
     }
     mh.dump_json(OUT / "torch_save.json", golden)

@@ -1,6 +1,7 @@
 //! Checkpoints written by `torch.save` (tests/golden/make_torch_save_goldens.py): transformers'
 //! `pytorch_model-*.bin` shards score exactly as the safetensors they were saved from, archives
-//! herd cannot read are refused with the file and the reason, and Starling-RM-7B-alpha (a bare
+//! herd cannot read are refused with the file and the reason, views at offsets into shared
+//! storages are read at their own offsets, and Starling-RM-7B-alpha (a bare
 //! `.pt` state dict) matches the rewardbench package's GPTRewardModel + StarlingPipeline.
 
 mod support;
@@ -94,6 +95,27 @@ fn archives_herd_cannot_read_are_named_with_the_reason() {
         let error = load_error(&broken.join(name));
         assert!(error.contains(name), "{name}: {error}");
         assert!(error.contains(reason), "{name}: {error}");
+    }
+}
+
+#[test]
+fn views_into_shared_storages_are_read_at_their_own_offsets() {
+    let golden = golden();
+    let views = golden["views"].as_object().unwrap();
+    let offsets = |v: &Value| v["storage_offset"].as_u64().unwrap();
+    assert!(
+        views.values().filter(|v| offsets(v) > 0).count() >= 4,
+        "the fixture holds views away from their storage's start"
+    );
+    let weights = Weights::load(&[dir().join("views.pt")], Device::Cpu, Kind::Float).unwrap();
+    let root = weights.root();
+    for (name, view) in views {
+        let shape: Vec<i64> = serde_json::from_value(view["shape"].clone()).unwrap();
+        let expected: Vec<f32> = serde_json::from_value(view["values"].clone()).unwrap();
+        let tensor = root.take(name, &shape).unwrap();
+        let values = Vec::<f32>::try_from(tensor.flatten(0, -1)).unwrap();
+        // float32 values (float16 ones widened) recorded by torch itself: exact
+        assert_eq!(values, expected, "{name} at element {}", offsets(view));
     }
 }
 
