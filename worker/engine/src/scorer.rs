@@ -18,7 +18,9 @@ use crate::encode::{classifier_inputs_from, classifier_inputs_masked, format_pai
 use crate::model_dir::ModelDir;
 use crate::models::backbone::Backbone;
 use crate::models::quant::WeightFormat;
-use crate::models::registry::{DoubleBos, Output, Pooled, Quirks, CLASSIFIER, ENCODER_CLASSIFIER};
+use crate::models::registry::{
+    Appends, DoubleBos, Output, Pooled, Quirks, CLASSIFIER, ENCODER_CLASSIFIER,
+};
 use crate::models::{CausalLm, HeadKind, ModelSpec, SequenceClassifier};
 use crate::pooling::Pooling;
 use crate::provenance::{Pads, Provenance, TemplateSource};
@@ -280,7 +282,7 @@ fn prepare_text(
             );
             tokenizer.set_reward_token(Some(AppendedToken::internlm2(token)));
         }
-        if spec.entry.quirks.pooled == Pooled::LastClsToken {
+        if spec.entry.quirks.appends == Appends::ClsToken {
             let cls =
                 crate::models::reward_heads::athene::cls_token(&tokenizer, spec.config.vocab_size)
                     .map_err(|e| {

@@ -1,7 +1,7 @@
-//! Reads safetensors and `torch.save` weights ([`crate::torch_save`]) into libtorch tensors on their device and dtype, one tensor at a
-//! time as the model takes it, and hands them to the model through scopes: like candle's
-//! `VarBuilder`, each component loads itself from the scope it is given
-//! (`w.pp("self_attn").pp("q_proj").take("weight", shape)`).
+//! Reads safetensors and `torch.save` weights ([`crate::torch_save`]) into libtorch tensors on
+//! their device and dtype, one tensor at a time as the model takes it, and hands them to the
+//! model through scopes: like candle's `VarBuilder`, each component loads itself from the scope
+//! it is given (`w.pp("self_attn").pp("q_proj").take("weight", shape)`).
 //!
 //! Host memory stays bounded: opening a checkpoint reads only the files' headers; a tensor is read
 //! with positioned reads (no memory map, whose pages would stay resident and count against the

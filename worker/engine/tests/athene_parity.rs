@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use herd_engine::encode::classifier_inputs_masked;
 use herd_engine::model_dir::ModelDir;
-use herd_engine::models::registry::{DoubleBos, Output, Pooled};
+use herd_engine::models::registry::{Appends, DoubleBos, Output, Pooled};
 use herd_engine::models::reward_heads::athene;
 use herd_engine::models::{Family, ModelSpec};
 use herd_engine::scorer::score_pairs_with;
@@ -47,7 +47,8 @@ fn matches_the_model_card_pipeline() {
         Some(athene::ARCHITECTURE)
     );
     assert_eq!(spec.entry.family, Family::Llama);
-    assert_eq!(spec.entry.quirks.pooled, Pooled::LastClsToken);
+    assert_eq!(spec.entry.quirks.pooled, Pooled::LastToken);
+    assert_eq!(spec.entry.quirks.appends, Appends::ClsToken);
     assert_eq!(spec.entry.quirks.output, Output::Scalar);
     assert_eq!(spec.entry.quirks.double_bos, DoubleBos::Forwarded);
     assert_eq!(spec.config.num_labels, 1);
@@ -108,7 +109,7 @@ fn both_names_get_the_athene_entry_and_no_other_name_does() {
         "/models/Nexusflow/Athene-RM-70B/",
     ] {
         let spec = open(name).unwrap();
-        assert_eq!(spec.entry.quirks.pooled, Pooled::LastClsToken, "{name}");
+        assert_eq!(spec.entry.quirks.appends, Appends::ClsToken, "{name}");
     }
     // the class is the training code's, not Athene's alone: unknown under another name
     let error = open("local/some-rm").err().unwrap().to_string();

@@ -390,7 +390,7 @@ fn load_head(kind: GatedKind, ctx: &HeadContext) -> Result<Box<dyn RewardHead>, 
 /// What the three classes' pipelines do around the forward pass (rewardbench/models/__init__.py
 /// REWARD_MODEL_CONFIG and the pipelines named there).
 pub mod quirks {
-    use super::super::registry::{DoubleBos, HeadDtype, Output, Pooled, Quirks};
+    use super::super::registry::{Appends, DoubleBos, HeadDtype, Output, Pooled, Quirks};
 
     /// ArmoRMPipeline: the tokenizer's batch forwarded as is (a duplicated BOS included), the
     /// remote code's own `argmax(ids == pad) - 1` pooling, `outputs.logits` of shape [B], the
@@ -402,7 +402,7 @@ pub mod quirks {
         head_dtype: HeadDtype::Model,
         double_bos: DoubleBos::Forwarded,
         dtype: Some("bfloat16"),
-        appends_reward_token: false,
+        appends: Appends::Nothing,
     };
 
     /// RewardBenchPipeline (double BOS masked) over qrm.py's forward: the same pooling rule,
@@ -415,7 +415,7 @@ pub mod quirks {
         head_dtype: HeadDtype::Float32,
         double_bos: DoubleBos::Masked,
         dtype: Some("bfloat16"),
-        appends_reward_token: false,
+        appends: Appends::Nothing,
     };
 }
 

@@ -7,7 +7,7 @@
 //! InternLMPipeline appends when the text does not already end with it
 //! (rewardbench/models/internlm.py, rewardbench 0.1.4); herd does the same in
 //! `encode::classifier_inputs_masked` through [`ModelSpec::reward_token`](super::ModelSpec)
-//! (the registry entry's `appends_reward_token`).
+//! (the registry entry's `Appends::RewardToken`).
 
 use std::collections::HashMap;
 

@@ -138,7 +138,7 @@ pub struct ModelSpec {
     /// the raw config.json (`Null` for an EasyLM checkpoint), for the fields a custom head reads
     json: Value,
     /// A token the reward model reads its score at, appended to every input that does not end
-    /// with it (the entry's `appends_reward_token`: InternLM2's `reward_token_id`).
+    /// with it (the entry's `Appends::RewardToken`: InternLM2's `reward_token_id`).
     pub reward_token: Option<u32>,
     /// set when the weights come from an EasyLM streaming checkpoint instead of `dir`
     easylm: Option<crate::easylm::Checkpoint>,
@@ -179,7 +179,7 @@ impl ModelSpec {
         let mut config = entry.family.decoder_config(&json, entry.architecture)?;
         config.num_labels = entry.labels.resolve(&json, config.num_labels)?;
         config.validate()?;
-        let reward_token = if entry.quirks.appends_reward_token {
+        let reward_token = if entry.quirks.appends == registry::Appends::RewardToken {
             Some(internlm2::reward_token(&json, &config)?)
         } else {
             None

@@ -86,11 +86,6 @@ pub enum Pooled {
     BeforeFirstId(u32),
     /// the first token (an encoder's [CLS], DeBERTa's ContextPooler: `hidden_states[:, 0]`)
     FirstToken,
-    /// the last occurrence of the tokenizer's cls_token, which the pipeline appends to every text
-    /// (Athene: `apply_chat_template(...) + cls_token`, tokenized with the special tokens): herd
-    /// appends it as the last token of every row (`encode::classifier_inputs_masked`), so its
-    /// last occurrence is the last token
-    LastClsToken,
 }
 
 /// How the pipeline returns a batch's rewards, which is how run_rm.py stores them in
@@ -126,9 +121,20 @@ pub struct Quirks {
     /// the `torch_dtype` REWARD_MODEL_CONFIG fixes for the model (`None`: the run's choice);
     /// `worker score --dtype auto` takes it (only "bfloat16" occurs there)
     pub dtype: Option<&'static str>,
-    /// the pipeline appends the model's reward token (config.json `reward_token_id`,
-    /// `ModelSpec::reward_token`) to every input that does not end with it: InternLM2
-    pub appends_reward_token: bool,
+    /// the token the pipeline appends to every input, where the reward is read
+    pub appends: Appends,
+}
+
+/// A token a pipeline appends to every classifier input (`encode::classifier_inputs_masked`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Appends {
+    Nothing,
+    /// the model's reward token (config.json `reward_token_id`, `ModelSpec::reward_token`),
+    /// unless the input already ends with it: InternLM2
+    RewardToken,
+    /// the tokenizer's cls_token, always (Athene: `apply_chat_template(...) + cls_token`,
+    /// tokenized with the special tokens): the last token of every row is the last cls token
+    ClsToken,
 }
 
 /// A pipeline's handling of a duplicated leading BOS.
@@ -151,7 +157,7 @@ pub const CLASSIFIER: Quirks = Quirks {
     head_dtype: HeadDtype::Model,
     double_bos: DoubleBos::Masked,
     dtype: None,
-    appends_reward_token: false,
+    appends: Appends::Nothing,
 };
 
 /// `*ForSequenceClassification` of an encoder read at its first token (DeBERTa) through
@@ -298,7 +304,7 @@ pub static ENTRIES: &[Entry] = &[
         quirks: Quirks {
             pooled: Pooled::LastToken,
             output: Output::Scalar,
-            appends_reward_token: true,
+            appends: Appends::RewardToken,
             ..CLASSIFIER
         },
         ..classifier("InternLM2ForRewardModel", Family::InternLM2)
@@ -475,7 +481,7 @@ pub static ENTRIES: &[Entry] = &[
         head: Head::Custom(reward_heads::athene::load),
         labels: Labels::Fixed(1),
         quirks: Quirks {
-            pooled: Pooled::LastClsToken,
+            appends: Appends::ClsToken,
             output: Output::Scalar,
             ..CUSTOM_PIPELINE
         },
@@ -522,7 +528,7 @@ pub const CUSTOM_PIPELINE: Quirks = Quirks {
     head_dtype: HeadDtype::Model,
     double_bos: DoubleBos::Forwarded,
     dtype: None,
-    appends_reward_token: false,
+    appends: Appends::Nothing,
 };
 
 /// The config.json `model_type`s a family's backbone reads (a class such as `GRewardModel` or
@@ -662,7 +668,7 @@ impl Pooled {
         match self {
             Pooled::Classifier => pooling.positions(sequences, masked, pad),
             Pooled::FirstPadMinusOne => Pooling::Legacy.positions(sequences, masked, pad),
-            Pooled::LastToken | Pooled::LastClsToken => sequences
+            Pooled::LastToken => sequences
                 .iter()
                 .map(|s| s.len().saturating_sub(1))
                 .collect(),
@@ -820,11 +826,6 @@ mod tests {
         assert_eq!(
             Pooled::FirstToken.positions(Pooling::Legacy, &rows, &masked, 2),
             vec![0, 0, 0]
-        );
-        // Athene's appended cls_token: always the last token of herd's rows
-        assert_eq!(
-            Pooled::LastClsToken.positions(Pooling::Legacy, &rows, &masked, 2),
-            vec![3, 3, 1]
         );
     }
 }

@@ -8,8 +8,8 @@
 //! before the one the Llama-3 template writes), max_length 4096, one float per conversation.
 //!
 //! herd appends the tokenizer's cls_token id after the encoded text (the same ids: a special
-//! token is split out before the text is tokenized) and reads the reward there
-//! (`Pooled::LastClsToken`). The card's class reads id 128003 whatever the tokenizer says, so a
+//! token is split out before the text is tokenized) and reads the reward there, the last token
+//! (`Appends::ClsToken`). The card's class reads id 128003 whatever the tokenizer says, so a
 //! tokenizer whose cls_token is another id is refused when the vocabulary holds 128003 (the card
 //! would find no CLS); a smaller vocabulary (herd's tiny test models) cannot hold 128003, and
 //! there the cls_token is the id read.
