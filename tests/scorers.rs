@@ -6,10 +6,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use herd_rpc::v1::Capabilities;
+use herd_testkit::fixtures::copy_files;
 use herd_testkit::process::Proc;
 use herd_tests::bins::binary;
 use herd_tests::procs::CoordSettings;
-use herd_tests::scenario::{copy_files, local_presets, SweepRun};
+use herd_tests::scenario::{local_presets, SweepRun};
 use prost::Message;
 
 const TIMEOUT: Duration = Duration::from_secs(300);

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use herd_rpc::v1::CheckpointState;
 use herd_storage::gcs::GcsClient;
+use herd_testkit::fixtures::copy_files;
 use herd_testkit::shared;
 use herd_tests::bins::binary;
 use herd_tests::easylm::NUM_HEADS;
 use herd_tests::fixture::{SweepFixture, BUCKET, SWEEP};
 use herd_tests::procs::CoordSettings;
-use herd_tests::scenario::{copy_files, local_presets, start_gcs, SweepRun};
+use herd_tests::scenario::{local_presets, start_gcs, SweepRun};
 use herd_tests::scores_file::assert_same_scores_file;
 
 const TIMEOUT: Duration = Duration::from_secs(300);

@@ -175,12 +175,3 @@ shard_size = {shard_size}
     .unwrap();
     presets
 }
-
-/// Copies every file of the folder `from` into `to` (created): a model folder made a run folder.
-pub fn copy_files(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap().path();
-        std::fs::copy(&entry, to.join(entry.file_name().unwrap())).unwrap();
-    }
-}

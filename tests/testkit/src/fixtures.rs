@@ -23,11 +23,18 @@ pub fn fixture_model(name: &str) -> PathBuf {
 /// A copy of a fixture model folder in a temp dir, for corrupting.
 pub fn copy_of(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture_model(name)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-    }
+    copy_files(&fixture_model(name), dir.path());
     dir
+}
+
+/// Copies every file of the folder `from` into `to` (created): a model folder made a run folder,
+/// or a copy to edit.
+pub fn copy_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap().path();
+        std::fs::copy(&entry, to.join(entry.file_name().unwrap())).unwrap();
+    }
 }
 
 /// The golden examples of a fixture case (tests/golden/fixtures/{case}.json) as a

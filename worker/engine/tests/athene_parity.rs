@@ -125,11 +125,7 @@ type Edit<'a> = (&'a str, &'a dyn Fn(&mut Value));
 fn edited_copy(edits: &[Edit]) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     let folder = tmp.path().join(NAME);
-    std::fs::create_dir_all(&folder).unwrap();
-    for entry in std::fs::read_dir(model_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, folder.join(path.file_name().unwrap())).unwrap();
-    }
+    herd_testkit::fixtures::copy_files(&model_dir(), &folder);
     for (file, edit) in edits {
         let path = folder.join(file);
         let mut json: Value =

@@ -125,19 +125,18 @@ fn a_folder_of_several_checkpoints_and_no_preferred_one_is_refused() {
     for name in ["a.pt", "b.pt"] {
         std::fs::copy(dir().join(STARLING).join("model.pt"), tmp.path().join(name)).unwrap();
     }
-    let error = ModelDir::open(tmp.path())
-        .unwrap()
-        .weight_files()
-        .unwrap_err()
-        .to_string();
+    let refusal = || {
+        ModelDir::open(tmp.path())
+            .unwrap()
+            .weight_files()
+            .unwrap_err()
+            .to_string()
+    };
+    let error = refusal();
     assert!(error.contains("a.pt, b.pt"), "{error}");
     std::fs::remove_file(tmp.path().join("a.pt")).unwrap();
     std::fs::remove_file(tmp.path().join("b.pt")).unwrap();
-    let error = ModelDir::open(tmp.path())
-        .unwrap()
-        .weight_files()
-        .unwrap_err()
-        .to_string();
+    let error = refusal();
     assert!(error.contains("no weights"), "{error}");
 }
 
